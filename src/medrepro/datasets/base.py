@@ -1,0 +1,81 @@
+"""What every dataset reader returns: a manifest and a list of rejections.
+
+A manifest has one row per image and the columns :data:`MANIFEST_COLUMNS`:
+
+``image_id``  unique within the dataset
+``path``      where the image is; ``archive.zip::member`` for a zip member
+``label``     the primary class as the dataset names it ('' when unlabelled)
+``labels``    ';'-joined multi-labels (RFMiD), else ''
+``patient_id`` the grouping key for splits; the image id where a dataset has none
+``source_split`` the split the distributor put the image in ('' when none)
+``boxes``     JSON list of [x, y, w, h] in original pixels (RSNA), else '[]'
+``mask_path`` a mask image or ``zip::member`` holding one, else ''
+``meta``      JSON object of per-image metadata (header fields, sizes, notes)
+
+Rejections name the file, the row (1-based data row, '' for a file) and the
+field, and say what was expected; ingest goes on without the rejected item.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST_COLUMNS = [
+    "image_id", "path", "label", "labels", "patient_id", "source_split", "boxes", "mask_path", "meta",
+]
+REJECTED_COLUMNS = ["file", "row", "field", "reason"]
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """The raw folder does not look like the dataset at all (nothing to ingest)."""
+
+
+@dataclass
+class IngestResult:
+    records: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    def add(self, image_id, path, label="", patient_id=None, source_split="", labels=(), boxes=(),
+            mask_path="", **meta) -> None:
+        self.records.append({
+            "image_id": str(image_id),
+            "path": str(path),
+            "label": str(label),
+            "labels": ";".join(labels),
+            "patient_id": str(patient_id if patient_id is not None else image_id),
+            "source_split": source_split,
+            "boxes": json.dumps([[round(float(v), 3) for v in b] for b in boxes]),
+            "mask_path": str(mask_path),
+            "meta": json.dumps(meta, sort_keys=True, default=str),
+        })
+
+    def reject(self, file, reason: str, row="", field="") -> None:
+        self.rejected.append({"file": str(file), "row": row, "field": field, "reason": reason})
+
+    @property
+    def manifest(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.records, columns=MANIFEST_COLUMNS)
+        dup = df["image_id"].duplicated(keep=False)
+        if dup.any():
+            raise ValueError(f"duplicate image ids in manifest: {sorted(df.loc[dup, 'image_id'].unique())[:10]}")
+        return df.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+    @property
+    def rejections(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rejected, columns=REJECTED_COLUMNS)
+
+
+SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def is_system_file(path: Path) -> bool:
+    return path.name in SYSTEM_FILES or path.name.startswith("._") or "__MACOSX" in path.parts
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DatasetLayoutError(f"{path}: expected {what}, but there is no such folder")
+    return path

@@ -1,0 +1,89 @@
+"""Atomic file output and small I/O helpers.
+
+Every file the workflow writes goes through :func:`atomic_path`: the content is
+written to a temporary sibling and renamed into place, so an interrupted job
+never leaves a truncated output that looks complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    The temporary file keeps the target's suffix (so libraries that pick a format
+    from the extension still work).  On an exception the temporary file is removed
+    and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> None:
+    kwargs.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, **kwargs)
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 1) -> None:
+    """Write a uint8 grayscale (H, W) or RGB (H, W, 3) array as PNG, atomically."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"save_png expects uint8, got {array.dtype} for {path}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
+
+
+def read_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
+    """Read a CSV the workflow wrote, keeping ids as strings and empty cells as ''."""
+    kwargs.setdefault("dtype", str)
+    kwargs.setdefault("keep_default_na", False)
+    return pd.read_csv(path, **kwargs)
