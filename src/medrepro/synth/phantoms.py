@@ -118,10 +118,10 @@ def chest_radiograph(
             idx = np.flatnonzero(side_mask) if side_mask.any() else np.arange(lung_ys.size)
             p = idx[rng.integers(idx.size)]
             cy, cx = lung_ys[p] / height, lung_xs[p] / width
-            ry, rx = rng.uniform(0.05, 0.14), rng.uniform(0.04, 0.09)
+            ry, rx = rng.uniform(0.09, 0.2), rng.uniform(0.06, 0.12)
             blob = np.exp(-0.5 * _ellipse(yy, xx, cy, cx, ry, rx) * 2.5)
             blob *= 0.75 + 0.25 * _smooth_noise(rng, blob.shape, max(height, width) / 120)
-            img += c * 0.42 * blob * (0.6 + 0.4 * lungs)
+            img += c * 0.5 * blob * (0.6 + 0.4 * lungs)
             ys, xs = np.nonzero(blob > 0.35)
             if ys.size:
                 x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
@@ -129,7 +129,7 @@ def chest_radiograph(
     elif finding == "interstitial":
         tex = _smooth_noise(rng, img.shape, max(height, width) / 250)
         hilar = np.exp(-0.5 * (((xx - 0.5) / 0.22) ** 2 + ((yy - 0.48) / 0.25) ** 2))
-        img += c * lungs * (0.10 * np.abs(tex) + 0.12 * hilar)
+        img += c * lungs * (0.14 * np.abs(tex) + 0.15 * hilar)
     elif finding == "peripheral":
         for cx in (0.2, 0.8):
             blob = np.exp(-0.5 * _ellipse(yy, xx, 0.6 + j(), cx + j(0.5), 0.16, 0.07) * 2)

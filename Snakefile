@@ -1,0 +1,48 @@
+"""medrepro: reproduce five medical-imaging deep-learning papers end to end.
+
+    snakemake --cores all                    # the embedded demo (config/config.yaml)
+    snakemake --cores all --use-conda        # each rule in its conda env (envs/)
+    snakemake --profile profiles/slurm --configfile config/full.yaml   # a SLURM cluster
+
+The stages are in workflow/rules/, one file each; the logic is in src/medrepro/.
+"""
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# rule scripts (also inside conda envs and on cluster nodes) import the package from src/
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+from medrepro.config import ConfigError, validate_config
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    _validated = validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+except ConfigError as exc:
+    sys.exit(str(exc))
+config.clear()
+config.update(_validated)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/acquire.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/classify.smk"
+include: "workflow/rules/publish.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,129 @@
+"""Load the workflow configuration and validate it against ``config/schema.yaml``.
+
+Errors are reported all at once, each with the key path, the offending value
+and what was expected, e.g.::
+
+    config error: 3 problem(s) in config/config.yaml
+      - datasets.kermany.synthetic.difficulty: 1.5 is above the maximum 1 (how hard ...)
+      - experiments.cnn_kermany.split.overlap: 'maybe' is not one of ['error', 'drop', 'report']
+      - experiments.cnn_kermany.dataset: 'kermani' is not a dataset of this config; expected one of [...]
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _path(err) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in err.absolute_path]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _describe(err) -> str:
+    v = err.instance
+    shown = repr(v) if not isinstance(v, (dict, list)) else type(v).__name__
+    s = err.schema if isinstance(err.schema, dict) else {}
+    v_ = err.validator
+    if v_ == "required":
+        msg = err.message.replace("is a required property", "is required but missing")
+    elif v_ == "type":
+        msg = f"{shown} is not of type {err.validator_value}"
+    elif v_ == "enum":
+        msg = f"{shown} is not one of {err.validator_value}"
+    elif v_ == "minimum":
+        msg = f"{shown} is below the minimum {err.validator_value}"
+    elif v_ == "maximum":
+        msg = f"{shown} is above the maximum {err.validator_value}"
+    elif v_ == "additionalProperties":
+        allowed = sorted(s.get("properties", {}))
+        msg = f"{err.message.split('(')[-1].rstrip(')')}; allowed keys: {allowed}"
+    else:
+        msg = err.message
+    desc = s.get("description")
+    return f"{msg}" + (f" ({desc})" if desc and v_ != "additionalProperties" else "")
+
+
+def _resolve(sub: dict, root: dict) -> dict:
+    while isinstance(sub, dict) and "$ref" in sub:
+        target = root
+        for part in sub["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        sub = {**target, **{k: v for k, v in sub.items() if k != "$ref"}}
+    return sub
+
+
+def _fill_defaults(schema: dict, inst, root: dict | None = None):
+    """Insert schema defaults into ``inst`` (objects only, recursively, following $ref)."""
+    root = root or schema
+    schema = _resolve(schema, root)
+    if not isinstance(inst, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in inst and "default" in sub:
+            inst[key] = copy.deepcopy(sub["default"])
+        if key in inst:
+            _fill_defaults(sub, inst[key], root)
+    addl = schema.get("additionalProperties")
+    if isinstance(addl, dict):
+        for key, val in inst.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(addl, val, root)
+
+
+def validate_config(config: dict, schema_path: str | Path, source: str = "config") -> dict:
+    """Validate ``config`` (a copy with defaults filled in is returned) or raise :class:`ConfigError`."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cfg = copy.deepcopy(config)
+    _fill_defaults(schema, cfg)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [f"{_path(e)}: {_describe(e)}" for e in sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))]
+    if not problems:
+        problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(f"config error: {len(problems)} problem(s) in {source}\n  - " + "\n  - ".join(problems))
+    return cfg
+
+
+def _cross_checks(cfg: dict) -> list[str]:
+    """Checks a JSON schema cannot express: names that must refer to each other."""
+    out = []
+    datasets = cfg.get("datasets", {})
+    for name, d in datasets.items():
+        if d.get("source") == "local" and not d.get("path"):
+            out.append(f"datasets.{name}.path: required when source is 'local' (the folder holding the raw data)")
+        if d.get("source") == "download" and not d.get("download"):
+            out.append(f"datasets.{name}.download: required when source is 'download'")
+    for name, e in cfg.get("experiments", {}).items():
+        if e["dataset"] not in datasets:
+            out.append(f"experiments.{name}.dataset: {e['dataset']!r} is not a dataset of this config; "
+                       f"expected one of {sorted(datasets)}")
+        if e["paper"] not in cfg.get("papers", {}):
+            out.append(f"experiments.{name}.paper: {e['paper']!r} is not under papers; expected one of "
+                       f"{sorted(cfg.get('papers', {}))}")
+        n_cls = len(e["classes"])
+        units = e["model"]["layers"][-1].get("units") if e["model"]["layers"] else None
+        want = 1 if e["model"]["output"] == "sigmoid" else n_cls
+        if e["model"]["output"] == "sigmoid" and n_cls != 2:
+            out.append(f"experiments.{name}.model.output: 'sigmoid' needs exactly 2 classes, found {n_cls}")
+        elif units is not None and units != want:
+            out.append(f"experiments.{name}.model.layers[-1].units: {units}, but output "
+                       f"{e['model']['output']!r} with {n_cls} classes needs {want}")
+    for name, p in cfg.get("papers", {}).items():
+        for ex in p.get("experiments", []):
+            if ex not in cfg.get("experiments", {}):
+                out.append(f"papers.{name}.experiments: {ex!r} is not an experiment of this config")
+    return out
+
+
+def load_config(path: str | Path, schema_path: str | Path) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    return validate_config(cfg, schema_path, source=str(path))

@@ -1,0 +1,65 @@
+"""Metrics from predictions only (predictions are the interface after training)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, roc_auc_score
+
+
+def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], split: str = "test",
+                     threshold: float = 0.5) -> pd.DataFrame:
+    """One row per image: id, true class, one probability column per class, predicted class.
+
+    Two classes: predicted positive (index 1) when its probability >= ``threshold``;
+    more classes: the arg-max.
+    """
+    proba = np.asarray(proba)
+    if len(class_names) == 2:
+        pred = (proba[:, 1] >= threshold).astype(int)
+    else:
+        pred = proba.argmax(1)
+    df = pd.DataFrame({"image_id": list(ids), "split": split, "target": np.asarray(targets, int), "pred": pred})
+    for k, name in enumerate(class_names):
+        df[f"prob_{name}"] = proba[:, k]
+    return df
+
+
+def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
+    """Per-class precision/recall/F1/support, accuracy, confusion matrix, and (binary) AUC,
+    sensitivity and specificity, all computed with scikit-learn."""
+    y, yhat = pred["target"].to_numpy(), pred["pred"].to_numpy()
+    labels = list(range(len(class_names)))
+    rep = classification_report(y, yhat, labels=labels, target_names=class_names, output_dict=True, zero_division=0)
+    cm = confusion_matrix(y, yhat, labels=labels)
+    out = {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, yhat)),
+        "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")} for c in class_names},
+        "macro_avg": {k: float(rep["macro avg"][k]) for k in ("precision", "recall", "f1-score")},
+        "weighted_avg": {k: float(rep["weighted avg"][k]) for k in ("precision", "recall", "f1-score")},
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }
+    if len(class_names) == 2:
+        tn, fp, fn, tp = cm.ravel()
+        out["sensitivity"] = float(tp / (tp + fn)) if tp + fn else float("nan")
+        out["specificity"] = float(tn / (tn + fp)) if tn + fp else float("nan")
+        if len(np.unique(y)) == 2:
+            out["auc"] = float(roc_auc_score(y, pred[f"prob_{class_names[1]}"]))
+    return out
+
+
+def report_table(metrics: dict, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """The classification report as a table: a row per class plus accuracy and averages."""
+    labels = labels or {}
+    rows = []
+    for c, v in metrics["per_class"].items():
+        rows.append({"class": labels.get(c, c), "precision": v["precision"], "recall": v["recall"],
+                     "f1-score": v["f1-score"], "support": int(v["support"])})
+    rows.append({"class": "accuracy", "precision": None, "recall": None, "f1-score": metrics["accuracy"],
+                 "support": metrics["n"]})
+    for k in ("macro_avg", "weighted_avg"):
+        v = metrics[k]
+        rows.append({"class": k.replace("_", " "), "precision": v["precision"], "recall": v["recall"],
+                     "f1-score": v["f1-score"], "support": metrics["n"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,108 @@
+"""Figures, each saved as PNG (screen) and PDF (print) with one style.
+
+The style (font size, dpi, formats) comes from the ``figures`` config key, so
+figures can be regenerated for publication without retraining:
+``snakemake --forcerun publish_paper``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+DEFAULT_STYLE = {"dpi": 200, "formats": ["png", "pdf"], "font_size": 9}
+
+
+def apply_style(style: dict | None = None) -> dict:
+    s = {**DEFAULT_STYLE, **(style or {})}
+    plt.rcParams.update({"font.size": s["font_size"], "axes.titlesize": s["font_size"] + 1,
+                         "figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42})
+    return s
+
+
+def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "") -> list[Path]:
+    """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer."""
+    s = apply_style(style)
+    if note:
+        fig.text(0.01, -0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
+    paths = []
+    for fmt in s["formats"]:
+        p = Path(stem).with_suffix(f".{fmt}")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=s["dpi"])
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def confusion_matrix_figure(cm, class_names: list[str], title: str = "Confusion matrix"):
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(class_names), 1.0 + 1.0 * len(class_names)))
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}\n({norm[i, j]:.0%})", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.55 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return fig
+
+
+def learning_curves_figure(history: pd.DataFrame, title: str = "Learning curves"):
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.plot(history["epoch"], history[key], "o-", ms=3, label="train")
+        ax.plot(history["epoch"], history[f"val_{key}"], "s-", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def contact_sheet_figure(manifest: pd.DataFrame, title: str, per_class: int = 6, seed: int = 0, thumb: int = 160):
+    """A grid of ``per_class`` converted images per label, with boxes and mask outlines drawn."""
+    labels = sorted(manifest["label"].unique())
+    rng = np.random.default_rng(seed)
+    cols = per_class
+    fig, axes = plt.subplots(len(labels), cols, figsize=(1.6 * cols, 1.75 * len(labels)), squeeze=False)
+    for r, lab in enumerate(labels):
+        sub = manifest[manifest["label"] == lab]
+        pick = sub.iloc[np.sort(rng.choice(len(sub), size=min(cols, len(sub)), replace=False))] if len(sub) else sub
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(pick):
+                continue
+            row = pick.iloc[c]
+            with Image.open(row["png"]) as im:
+                arr = np.asarray(im)
+            ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+            for x, y, w, h in json.loads(row.get("boxes") or "[]"):
+                ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="red", lw=1))
+            if row.get("mask_png"):
+                with Image.open(row["mask_png"]) as m:
+                    mask = np.asarray(m) > 127
+                if mask.any():
+                    ax.contour(mask, levels=[0.5], colors="yellow", linewidths=0.6)
+            extra = f" [{row['labels']}]" if row.get("labels") else ""
+            ax.set_title(f"{lab}{extra}"[:28], fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,247 @@
+"""Seeded training of a classifier with Keras-like callbacks, resumable per epoch.
+
+Determinism: every epoch re-seeds torch, the shuffling generator and the
+augmentation from ``(seed, epoch)``, so an interrupted run that resumes from its
+last epoch checkpoint ends with the same weights as an uninterrupted one, and
+two runs with one config give the same numbers on the CPU.
+
+Callbacks follow Keras semantics: early stopping on ``val_loss`` with
+``patience``, ``min_delta`` and ``restore_best_weights``; reduce-LR-on-plateau
+via :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` with an absolute
+``min_delta``; the best weights (lowest ``val_loss``) are kept.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class EarlyStopping:
+    """Keras ``EarlyStopping(monitor='val_loss')``: stop after ``patience`` epochs without
+    an improvement larger than ``min_delta``."""
+
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+    best: float = float("inf")
+    wait: int = 0
+    best_epoch: int = -1
+
+    def step(self, value: float, epoch: int) -> tuple[bool, bool]:
+        """Return (improved, stop)."""
+        if value < self.best - self.min_delta:
+            self.best, self.wait, self.best_epoch = value, 0, epoch
+            return True, False
+        self.wait += 1
+        return False, self.wait >= self.patience
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    early_stopping: dict | None = None
+    reduce_lr: dict | None = None
+    class_weights: list[float] | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    amp: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _loss_fn(n_outputs: int, class_weights, device):
+    if n_outputs == 1:
+        pos_weight = None
+        if class_weights is not None:
+            pos_weight = torch.tensor([class_weights[1] / class_weights[0]], device=device)
+        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    w = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
+    return nn.CrossEntropyLoss(weight=w)
+
+
+def _loss_and_correct(logits, y, loss_fn):
+    if logits.shape[1] == 1:
+        logits = logits[:, 0]
+        loss = loss_fn(logits, y.float())
+        correct = ((logits > 0).long() == y).sum()
+    else:
+        loss = loss_fn(logits, y)
+        correct = (logits.argmax(1) == y).sum()
+    return loss, correct
+
+
+def evaluate_loss(model, loader, loss_fn, device) -> tuple[float, float]:
+    model.eval()
+    total, n, correct = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss, c = _loss_and_correct(model(x), y, loss_fn)
+            total += float(loss.detach()) * len(y)
+            correct += int(c)
+            n += len(y)
+    return total / max(n, 1), correct / max(n, 1)
+
+
+def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
+        progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
+    """Train ``model``; return it (best weights when early stopping restores them) and its history.
+
+    With ``checkpoint`` set, the state after each epoch is written there and a
+    run that finds it resumes after the last finished epoch.
+    """
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        n_outputs = model(train_ds[0][0][None].to(device)).shape[1]
+    loss_fn = _loss_fn(n_outputs, cfg.class_weights, device)
+    if cfg.optimizer != "adam":
+        raise ValueError(f"train.optimizer {cfg.optimizer!r}; supported: 'adam'")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7)  # Keras' epsilon
+    sched = None
+    if cfg.reduce_lr:
+        r = cfg.reduce_lr
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=r.get("factor", 0.1), patience=r.get("patience", 5),
+            threshold=r.get("min_delta", 1e-4), threshold_mode="abs", min_lr=r.get("min_lr", 0.0))
+    stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+                            pin_memory=device.type == "cuda")
+
+    history: list[dict] = []
+    best_state, best_val, start = None, float("inf"), 0
+    if checkpoint and Path(checkpoint).is_file():
+        ck = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if sched and ck.get("scheduler"):
+            sched.load_state_dict(ck["scheduler"])
+        if stopper and ck.get("stopper"):
+            stopper.__dict__.update(ck["stopper"])
+        history, best_state, best_val, start = ck["history"], ck["best_state"], ck["best_val"], ck["epoch"] + 1
+        log.info("resumed from %s after epoch %d", checkpoint, start)
+        if ck.get("stopped"):
+            start = cfg.epochs
+
+    for epoch in range(start, cfg.epochs):
+        epoch_seed = cfg.seed * 100003 + epoch
+        torch.manual_seed(epoch_seed)
+        if hasattr(train_ds, "set_epoch_seed"):
+            train_ds.set_epoch_seed(epoch_seed)
+        gen = torch.Generator().manual_seed(epoch_seed)
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                            worker_init_fn=lambda w: np.random.seed((epoch_seed + w) % 2**32))
+        model.train()
+        total, n, correct = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress,
+                   mininterval=5.0, leave=False)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss, c = _loss_and_correct(model(x), y, loss_fn)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total += float(loss.detach()) * len(y)
+            correct += int(c)
+            n += len(y)
+        val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, device)
+        row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
+               "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
+        history.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+              file=sys.stderr, flush=True)
+        if val_loss < best_val:
+            best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
+        if sched:
+            sched.step(val_loss)
+        stop = False
+        if stopper:
+            _, stop = stopper.step(val_loss, epoch)
+        if checkpoint:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched else None,
+                            "stopper": dict(stopper.__dict__) if stopper else None, "history": history,
+                            "best_state": best_state, "best_val": best_val, "epoch": epoch, "stopped": stop}, tmp)
+        if stop:
+            print(f"early stopping after epoch {epoch + 1}", file=sys.stderr)
+            break
+    if stopper and stopper.restore_best_weights and best_state is not None:
+        model.load_state_dict(best_state)
+    return model, pd.DataFrame(history)
+
+
+def predict_proba(model: nn.Module, ds, batch_size: int = 64, device: str = "auto") -> np.ndarray:
+    """Class probabilities, (N, n_classes); a single-logit model gives [1 - p, p]."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in DataLoader(ds, batch_size=batch_size, shuffle=False):
+            logits = model(x.to(dev)).float()
+            if logits.shape[1] == 1:
+                p = torch.sigmoid(logits[:, 0])
+                out.append(torch.stack([1 - p, p], 1).cpu())
+            else:
+                out.append(torch.softmax(logits, 1).cpu())
+    return torch.cat(out).numpy()
+
+
+def class_weights(targets, n_classes: int) -> list[float]:
+    """Balanced weights, n / (k * count_c), as scikit-learn's ``compute_class_weight('balanced')``."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    t = np.asarray(targets)
+    present = np.unique(t)
+    w = compute_class_weight("balanced", classes=present, y=t)
+    out = [1.0] * n_classes
+    for c, v in zip(present, w):
+        out[int(c)] = float(v)
+    return out

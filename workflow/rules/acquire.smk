@@ -1,0 +1,38 @@
+"""Raw data: synthetic stand-ins (demo) or downloads (login node, internet); 'local' needs no rule."""
+
+
+rule synthesize:
+    """Write the synthetic stand-in of a dataset in its real on-disk layout."""
+    output:
+        directory(f"{RESULTS}/raw/{{dataset}}"),
+    wildcard_constraints:
+        dataset=one_of(datasets_with("synthetic")),
+    params:
+        synthetic=lambda wc: config["datasets"][wc.dataset]["synthetic"],
+        seed=config["seed"],
+    threads: config["threads"]
+    log:
+        f"{RESULTS}/logs/synthesize/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesize/{{dataset}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/synthesize.py"
+
+
+rule download:
+    """Fetch a real dataset (Kaggle API or URLs with MD5 checks) into its raw folder."""
+    output:
+        directory(f"{RESULTS}/raw/{{dataset}}"),
+    wildcard_constraints:
+        dataset=one_of(datasets_with("download")),
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset]["download"],
+    localrule: True
+    log:
+        f"{RESULTS}/logs/download/{{dataset}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/download.py"

@@ -1,0 +1,58 @@
+"""Classifier training (a GPU job on a cluster), prediction on every split, evaluation."""
+
+
+rule train:
+    input:
+        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
+    output:
+        model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
+        history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
+        summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+        checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
+    threads: 2
+    resources:
+        gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
+    log:
+        f"{RESULTS}/logs/train/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{experiment}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule predict:
+    input:
+        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
+        model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
+    output:
+        f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+    log:
+        f"{RESULTS}/logs/predict/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{experiment}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/predict.py"
+
+
+rule evaluate:
+    input:
+        predictions=f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
+        history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
+    output:
+        f"{RESULTS}/experiments/{{experiment}}/metrics.json",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+    log:
+        f"{RESULTS}/logs/evaluate/{{experiment}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,53 @@
+"""Paths and input functions shared by the rules (no logic beyond naming files)."""
+
+RESULTS = config["results"]
+ENV = "../../envs/medrepro.yaml"
+FIGURE_FORMATS = config["figures"]["formats"]
+
+
+def datasets_with(source):
+    return [n for n, d in config["datasets"].items() if d.get("source", "synthetic") == source]
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly ``names`` (and nothing when empty)."""
+    return "|".join(names) if names else "(?!x)x"
+
+
+def raw_root(wildcards):
+    d = config["datasets"][wildcards.dataset]
+    return d["path"] if d["source"] == "local" else f"{RESULTS}/raw/{wildcards.dataset}"
+
+
+def experiment_dataset(wildcards):
+    exp = config["experiments"][wildcards.experiment]
+    return f"{RESULTS}/converted/{exp['dataset']}/manifest.csv"
+
+
+def paper_inputs(wildcards):
+    exps = config["papers"][wildcards.paper]["experiments"]
+    out = {}
+    for e in exps:
+        for kind in ("metrics.json", "history.csv", "model_summary.csv"):
+            out[f"{e}__{kind.split('.')[0]}"] = f"{RESULTS}/experiments/{e}/{kind}"
+    return out
+
+
+def contact_sheets():
+    return expand(f"{RESULTS}/figures/contact_sheets/{{dataset}}.{{fmt}}", dataset=list(config["datasets"]),
+                  fmt=FIGURE_FORMATS)
+
+
+def all_targets():
+    return (
+        expand(f"{RESULTS}/manifests/{{dataset}}.csv", dataset=list(config["datasets"]))
+        + contact_sheets()
+        + expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"]))
+        + [f"{RESULTS}/report.md"]
+    )
+
+
+wildcard_constraints:
+    dataset=one_of(list(config["datasets"])),
+    experiment=one_of(list(config["experiments"])),
+    paper=one_of(list(config["papers"])),

@@ -1,0 +1,39 @@
+"""Manifest -> normalised PNGs (parallel inside the rule) and a contact sheet per dataset."""
+
+
+rule convert:
+    input:
+        manifest=f"{RESULTS}/manifests/{{dataset}}.csv",
+    output:
+        images=directory(f"{RESULTS}/converted/{{dataset}}/images"),
+        manifest=f"{RESULTS}/converted/{{dataset}}/manifest.csv",
+        rejected=f"{RESULTS}/converted/{{dataset}}/rejected.csv",
+    params:
+        convert=lambda wc: config["datasets"][wc.dataset]["convert"],
+    threads: config["threads"]
+    log:
+        f"{RESULTS}/logs/convert/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert/{{dataset}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/convert.py"
+
+
+rule contact_sheet:
+    input:
+        manifest=f"{RESULTS}/converted/{{dataset}}/manifest.csv",
+    output:
+        expand(f"{RESULTS}/figures/contact_sheets/{{{{dataset}}}}.{{fmt}}", fmt=FIGURE_FORMATS),
+    params:
+        per_class=config["contact_sheet"]["per_class"],
+        style=config["figures"],
+        scale=config["scale"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/contact_sheet/{{dataset}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/contact_sheet.py"

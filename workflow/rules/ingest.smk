@@ -1,0 +1,18 @@
+"""Raw files -> one manifest per dataset, plus what could not be read and why."""
+
+
+rule ingest:
+    input:
+        raw=raw_root,
+    output:
+        manifest=f"{RESULTS}/manifests/{{dataset}}.csv",
+        rejected=f"{RESULTS}/manifests/{{dataset}}.rejected.csv",
+    threads: config["threads"]
+    log:
+        f"{RESULTS}/logs/ingest/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/{{dataset}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/ingest.py"

@@ -1,0 +1,40 @@
+"""Each paper's tables (CSV/MD/TeX) and figures (PNG/PDF), and the reproduction report.
+
+Regenerate figures for publication (new style in config) without retraining:
+    snakemake --cores all --forcerun publish_paper
+"""
+
+
+rule publish_paper:
+    input:
+        unpack(paper_inputs),
+    output:
+        directory(f"{RESULTS}/papers/{{paper}}"),
+    params:
+        paper=lambda wc: config["papers"][wc.paper],
+        experiments=lambda wc: {e: config["experiments"][e] for e in config["papers"][wc.paper]["experiments"]},
+        style=config["figures"],
+        scale=config["scale"],
+    log:
+        f"{RESULTS}/logs/publish/{{paper}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/publish_paper.py"
+
+
+rule report:
+    input:
+        expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
+    output:
+        f"{RESULTS}/report.md",
+    params:
+        papers=config["papers"],
+        results=RESULTS,
+        scale=config["scale"],
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        ENV
+    script:
+        "../scripts/report.py"

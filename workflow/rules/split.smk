@@ -1,0 +1,17 @@
+"""Converted manifest -> an experiment's seeded, stratified, patient-grouped split and its audit."""
+
+
+rule split:
+    input:
+        manifest=experiment_dataset,
+    output:
+        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
+        audit=f"{RESULTS}/experiments/{{experiment}}/split_audit.json",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+    log:
+        f"{RESULTS}/logs/split/{{experiment}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/split.py"

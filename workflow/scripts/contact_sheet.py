@@ -1,0 +1,9 @@
+"""Adapter: rule contact_sheet -> medrepro.pipeline.contact_sheet."""
+from pathlib import Path
+
+from medrepro import pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    stem = Path(snakemake.output[0]).with_suffix("")
+    pipeline.contact_sheet(snakemake.input.manifest, snakemake.wildcards.dataset, stem, snakemake.params.per_class,
+                           snakemake.params.style, snakemake.params.scale, snakemake.params.seed)

@@ -1,0 +1,6 @@
+"""Adapter: rule evaluate -> medrepro.pipeline.evaluate."""
+from medrepro import pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    pipeline.evaluate(snakemake.input.predictions, snakemake.input.history, snakemake.params.experiment,
+                      snakemake.output[0])

@@ -1,0 +1,6 @@
+"""Adapter: rule ingest -> medrepro.pipeline.ingest."""
+from medrepro import pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    pipeline.ingest(snakemake.wildcards.dataset, snakemake.input.raw, snakemake.output.manifest,
+                    snakemake.output.rejected, snakemake.threads)

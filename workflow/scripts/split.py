@@ -1,0 +1,6 @@
+"""Adapter: rule split -> medrepro.pipeline.split."""
+from medrepro import pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    pipeline.split(snakemake.input.manifest, snakemake.params.experiment, snakemake.output.split,
+                   snakemake.output.audit)

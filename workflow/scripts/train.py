@@ -1,0 +1,9 @@
+"""Adapter: rule train -> medrepro.pipeline.train."""
+import torch
+
+from medrepro import pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    torch.set_num_threads(max(1, snakemake.threads))
+    pipeline.train(snakemake.input.split, snakemake.params.experiment, snakemake.output.model,
+                   snakemake.output.history, snakemake.params.checkpoint, snakemake.output.summary)
