@@ -6,7 +6,6 @@
 
 The stages are in workflow/rules/, one file each; the logic is in src/medrepro/.
 """
-import os
 import sys
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# rule scripts (also inside conda envs and on cluster nodes) import the package from src/
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+# the Snakefile reads the package from src/; rule scripts find it through the link
+# workflow/scripts/medrepro -> src/medrepro (Snakemake puts the script folder on sys.path),
+# so rules also work in conda envs and on cluster nodes without installing the package
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from medrepro.config import ConfigError, validate_config
 

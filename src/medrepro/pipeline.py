@@ -6,6 +6,7 @@ gives them; tests call them directly.  Each step writes its outputs atomically.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -174,7 +175,9 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
                       amp=t["amp"])
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights}",
           file=sys.stderr)
-    model, history = fit(model, train_ds, val_ds, cfg, checkpoint=checkpoint)
+    fingerprint = hashlib.sha256(json.dumps(experiment, sort_keys=True).encode() + Path(split_csv).read_bytes()
+                                 ).hexdigest()
+    model, history = fit(model, train_ds, val_ds, cfg, checkpoint=checkpoint, fingerprint=fingerprint)
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": model.cpu().state_dict(), "model": experiment["model"],
                     "classes": [c["name"] for c in experiment["classes"]]}, tmp)
@@ -182,6 +185,8 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     if summary_out:
         m = experiment["model"]
         write_csv(summary_out, pd.DataFrame(summary(model, (int(m["channels"]), *m["input_size"]))))
+    if checkpoint:  # only an interrupted run needs it
+        Path(checkpoint).unlink(missing_ok=True)
 
 
 def load_model(path) -> tuple[torch.nn.Module, list[str]]:

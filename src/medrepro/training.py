@@ -120,11 +120,15 @@ def evaluate_loss(model, loader, loss_fn, device) -> tuple[float, float]:
 
 
 def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
-        progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
+        progress: bool = True, fingerprint: str = "", stop_after: int | None = None
+        ) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model``; return it (best weights when early stopping restores them) and its history.
 
     With ``checkpoint`` set, the state after each epoch is written there and a
-    run that finds it resumes after the last finished epoch.
+    run that finds it resumes after the last finished epoch, provided the
+    checkpoint carries the same ``fingerprint`` (a digest of the config and the
+    data); a checkpoint of another config or data is ignored.  ``stop_after``
+    ends the run after that many epochs, as an interruption would (for tests).
     """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -152,8 +156,11 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
 
     history: list[dict] = []
     best_state, best_val, start = None, float("inf"), 0
-    if checkpoint and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location=device, weights_only=False)
+    ck = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint and Path(checkpoint).is_file() else None
+    if ck is not None and ck.get("fingerprint") != fingerprint:
+        print(f"ignoring {checkpoint}: written for another config or data", file=sys.stderr)
+        ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if sched and ck.get("scheduler"):
@@ -209,10 +216,13 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched else None,
                             "stopper": dict(stopper.__dict__) if stopper else None, "history": history,
-                            "best_state": best_state, "best_val": best_val, "epoch": epoch, "stopped": stop}, tmp)
+                            "best_state": best_state, "best_val": best_val, "epoch": epoch, "stopped": stop,
+                            "fingerprint": fingerprint}, tmp)
         if stop:
             print(f"early stopping after epoch {epoch + 1}", file=sys.stderr)
             break
+        if stop_after is not None and epoch + 1 >= stop_after:
+            return model, pd.DataFrame(history)
     if stopper and stopper.restore_best_weights and best_state is not None:
         model.load_state_dict(best_state)
     return model, pd.DataFrame(history)

@@ -30,7 +30,6 @@ rule report:
         f"{RESULTS}/report.md",
     params:
         papers=config["papers"],
-        results=RESULTS,
         scale=config["scale"],
     log:
         f"{RESULTS}/logs/report.log",

@@ -2,5 +2,5 @@
 from medrepro import pipeline
 
 with pipeline.logging_to(snakemake.log[0]):
-    dirs = {p: f"{snakemake.params.results}/papers/{p}" for p in snakemake.params.papers}
+    dirs = dict(zip(snakemake.params.papers, snakemake.input))
     pipeline.report(snakemake.params.papers, dirs, snakemake.output[0], snakemake.params.scale)

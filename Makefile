@@ -1,0 +1,41 @@
+# medrepro: `make demo` runs the embedded demo, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: demo test lint bench clean help
+
+help:
+	@echo "make demo   - set up $(VENV) (pip, pinned) and run the workflow on the embedded demo config"
+	@echo "make test   - the test suite and snakemake --lint"
+	@echo "make bench  - the benchmarks in bench/"
+	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
+
+# constraints.txt pins every package, direct and indirect (pip freeze of a working install)
+$(BIN)/.medrepro-installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+demo: $(BIN)/.medrepro-installed
+	$(BIN)/snakemake --cores $(CORES)
+	@echo
+	@echo "Done. Results are in results/:"
+	@echo "  results/report.md                   published vs reproduced, every paper"
+	@echo "  results/papers/<paper>/             tables (CSV, Markdown, LaTeX) and figures (PNG, PDF)"
+	@echo "  results/figures/contact_sheets/     a look at each dataset"
+	@echo "  results/manifests/, results/converted/   manifests and what was rejected"
+
+lint: $(BIN)/.medrepro-installed
+	$(BIN)/snakemake --lint
+
+test: $(BIN)/.medrepro-installed lint
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.medrepro-installed
+	$(BIN)/python bench/dicom_to_png.py
+
+clean:
+	rm -rf results .snakemake
