@@ -123,7 +123,19 @@ def _cross_checks(cfg: dict) -> list[str]:
     return out
 
 
-def load_config(path: str | Path, schema_path: str | Path) -> dict:
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
-    return validate_config(cfg, schema_path, source=str(path))
+def merge(base: dict, overlay: dict) -> dict:
+    """Lay ``overlay`` over ``base`` key by key, as Snakemake merges ``--configfile``s (lists replace)."""
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
+    """Load one config file, or several laid over each other in order, and validate the result."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    cfg: dict = {}
+    for p in paths:
+        with open(p) as f:
+            cfg = merge(cfg, yaml.safe_load(f) or {})
+    return validate_config(cfg, schema_path, source=" + ".join(map(str, paths)))

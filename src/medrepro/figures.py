@@ -33,8 +33,10 @@ def apply_style(style: dict | None = None) -> dict:
 def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "") -> list[Path]:
     """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer."""
     s = apply_style(style)
-    if note:
-        fig.text(0.01, -0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
+    if note:  # below everything already drawn (rotated tick labels included)
+        fig.canvas.draw()
+        bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
+        fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
     paths = []
     for fmt in s["formats"]:
         p = Path(stem).with_suffix(f".{fmt}")

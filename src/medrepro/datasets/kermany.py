@@ -106,6 +106,7 @@ def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.
     im = 1
     seq = 1
     train_patients: dict[str, list[str]] = {c: [] for c in CLASSES}
+    n_images: dict[str, int] = {}  # images so far per normal series, so file names never repeat
     for split in SPLITS:
         for cls in CLASSES:
             n = int(counts.get(split, {}).get(cls, 0))
@@ -126,11 +127,15 @@ def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.
                     pid = train_patients[cls][rng.integers(len(train_patients[cls]))] if reuse else f"{series}-{im:04d}"
                     if not reuse:
                         im += 1
-                    for j in range(k):
-                        plan.append((split, cls, f"{pid}-{j + 1:04d}", pid, ""))
+                    for _ in range(k):
+                        n_images[pid] = n_images.get(pid, 0) + 1
+                        plan.append((split, cls, f"{pid}-{n_images[pid]:04d}", pid, ""))
                 if split == "train" and not reuse:
                     train_patients[cls].append(pid)
                 made += k
+    keys = [(split, cls, stem) for split, cls, stem, *_ in plan]
+    if len(set(keys)) != len(keys):  # would overwrite a file silently
+        raise AssertionError("kermany synthesis planned the same file twice")
     jobs = []
     for split, cls, stem, pid, sub in plan:
         rgb = split == "train" and cls == "PNEUMONIA" and rng.random() < rgb_fraction

@@ -1,0 +1,32 @@
+"""Shared fixtures: small synthetic datasets written once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medrepro import datasets
+
+REPO = Path(__file__).resolve().parents[1]
+
+KERMANY_COUNTS = {"train": {"NORMAL": 12, "PNEUMONIA": 20}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
+                  "test": {"NORMAL": 6, "PNEUMONIA": 8}}
+
+
+@pytest.fixture(scope="session")
+def raw(tmp_path_factory):
+    """All five synthetic datasets, small, and what each synthesizer says it wrote."""
+    root = tmp_path_factory.mktemp("raw")
+    plans = {
+        "rsna": datasets.rsna.synthesize(root / "rsna", 3, n_train=16, n_test=2, positive_fraction=0.5,
+                                         image_size=256, threads=2),
+        "kermany": datasets.kermany.synthesize(root / "kermany", 3, KERMANY_COUNTS, size_scale=0.08,
+                                               shared_patient_fraction=0.3, threads=2),
+        "covid": datasets.covid.synthesize(root / "covid", 3, {"COVID": 3, "Lung_Opacity": 2, "Normal": 4,
+                                                               "Viral Pneumonia": 2}, image_size=64, mask_size=48),
+        "brain_tumor": datasets.brain_tumor.synthesize(root / "brain_tumor", 3, {"meningioma": 2, "glioma": 3,
+                                                                                 "pituitary": 2},
+                                                       image_size=64, small_fraction=0.2),
+        "rfmid": datasets.rfmid.synthesize(root / "rfmid", 3, {"train": 8, "val": 3, "test": 3}, size_scale=0.04),
+    }
+    return root, plans

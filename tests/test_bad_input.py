@@ -1,0 +1,151 @@
+"""Bad input gets a message naming the file, row or key and what was expected; the run goes on."""
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from medrepro import datasets
+from medrepro.config import ConfigError, load_config, validate_config
+from medrepro.datasets.base import DatasetLayoutError
+
+from .conftest import REPO
+
+
+def _copy(raw, name, tmp_path) -> Path:
+    root, _ = raw
+    dst = tmp_path / name
+    shutil.copytree(root / name, dst)
+    return dst
+
+
+def test_rsna_bad_rows(raw, tmp_path):
+    d = _copy(raw, "rsna", tmp_path)
+    labels = d / "stage_2_train_labels.csv"
+    lines = labels.read_text().splitlines()
+    n_patients = len({l.split(",")[0] for l in lines[1:]})
+    lines.append("ghost-patient,,,,,0")  # names a DICOM that does not exist
+    lines.append("bad-target,,,,,2")
+    pos = next(l for l in lines[1:] if l.endswith(",1"))
+    lines.append(pos.split(",")[0].replace(pos.split(",")[0], "bad-box") + ",abc,1.0,2.0,3.0,1")
+    labels.write_text("\n".join(lines) + "\n")
+    info = d / "stage_2_detailed_class_info.csv"
+    info.write_text(info.read_text() + "ghost-patient,Pneumonia?\n")
+    (d / "stage_2_train_images" / "orphan.dcm").write_bytes(b"not a dicom")
+    res = datasets.rsna.ingest(d)
+    rej = res.rejections
+    assert len(res.manifest) == n_patients  # the good rows are all kept
+    msgs = rej["reason"].tolist()
+    ghost = rej[rej["file"].str.endswith("ghost-patient.dcm")]
+    assert "DICOM file is missing" in ghost.iloc[0]["reason"]
+    assert any("Target is '2', expected 0 or 1" in m for m in msgs)
+    bad_box = rej[rej["field"] == "x"]
+    assert "x is 'abc', expected a number" in bad_box.iloc[0]["reason"]
+    assert bad_box.iloc[0]["row"] == len(lines) - 1
+    cls = rej[rej["field"] == "class"]
+    assert "expected one of" in cls.iloc[0]["reason"] and cls.iloc[0]["file"].endswith("detailed_class_info.csv")
+    orphan = rej[rej["file"].str.endswith("orphan.dcm")]
+    assert "no row in stage_2_train_labels.csv" in orphan.iloc[0]["reason"]
+
+
+def test_rsna_missing_layout(tmp_path):
+    with pytest.raises(DatasetLayoutError, match="stage_2_train_images"):
+        datasets.rsna.ingest(tmp_path)
+
+
+def test_kermany_unknown_class_and_junk(raw, tmp_path):
+    d = _copy(raw, "kermany", tmp_path)
+    (d / "chest_xray" / "train" / "COVID").mkdir()
+    (d / "chest_xray" / "train" / "NORMAL" / "notes.txt").write_text("x")
+    res = datasets.kermany.ingest(d)
+    rej = res.rejections
+    assert any(r.endswith("train/COVID") for r in rej["file"]) and "unknown class folder" in rej["reason"].iloc[0]
+    assert any("not an image file" in r for r in rej["reason"])
+    with pytest.raises(DatasetLayoutError, match="chest_xray"):
+        datasets.kermany.ingest(tmp_path / "nothing-here")
+
+
+def test_covid_row_without_image(raw, tmp_path):
+    d = _copy(raw, "covid", tmp_path)
+    top = d / "COVID-19_Radiography_Dataset"
+    (top / "COVID" / "images" / "COVID-2.png").unlink()
+    res = datasets.covid.ingest(d)
+    rej = res.rejections
+    assert len(rej) == 1
+    r = rej.iloc[0]
+    assert r["file"].endswith("COVID.metadata.xlsx") and r["row"] == 2 and r["field"] == "FILE NAME"
+    assert "COVID/images/COVID-2.png" in r["reason"]
+
+
+def test_brain_tumor_bad_members(raw, tmp_path):
+    d = _copy(raw, "brain_tumor", tmp_path)
+    with zipfile.ZipFile(d / "extra.zip", "w") as z:
+        z.writestr("9001.mat", b"garbage")
+        buf = io.BytesIO()
+        import numpy as np
+
+        datasets.brain_tumor.write_mat73(buf, 4, "X1", np.zeros((8, 8), np.int16), np.zeros((8, 8)), np.zeros((4, 2)))
+        z.writestr("9002.mat", buf.getvalue())
+    res = datasets.brain_tumor.ingest(d)
+    rej = res.rejections.set_index("file")
+    assert "cannot read MATLAB v7.3 file" in rej.loc[f"{d / 'extra.zip'}::9001.mat", "reason"]
+    assert "cjdata/label is 4, expected 1, 2 or 3" in rej.loc[f"{d / 'extra.zip'}::9002.mat", "reason"]
+
+
+def test_rfmid_bad_values(raw, tmp_path):
+    d = _copy(raw, "rfmid", tmp_path)
+    csv_path = d / "Training_Set" / "Training_Set" / "RFMiD_Training_Labels.csv"
+    df = pd.read_csv(csv_path)
+    df.loc[1, "DR"] = 2
+    df.loc[2, "ID"] = 999  # names a missing image
+    df.to_csv(csv_path, index=False)
+    res = datasets.rfmid.ingest(d)
+    rej = res.rejections
+    dr = rej[rej["field"] == "DR"].iloc[0]
+    assert dr["row"] == 2 and "DR is '2', expected 0 or 1" in dr["reason"]
+    missing = rej[rej["file"].str.endswith("999.png")].iloc[0]
+    assert "named by RFMiD_Training_Labels.csv row 3" in missing["reason"]
+    assert any(r.endswith("/3.png") and "no row" in why for r, why in zip(rej["file"], rej["reason"]))
+
+
+def _demo_config():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda c: c["datasets"]["kermany"]["synthetic"].update(difficulty=1.5),
+     "datasets.kermany.synthetic.difficulty: 1.5 is above the maximum 1"),
+    (lambda c: c["experiments"]["cnn_kermany"]["split"].update(overlap="maybe"),
+     "experiments.cnn_kermany.split.overlap: 'maybe' is not one of ['error', 'drop', 'report']"),
+    (lambda c: c["experiments"]["cnn_kermany"].update(dataset="kermani"),
+     "experiments.cnn_kermany.dataset: 'kermani' is not a dataset of this config"),
+    (lambda c: c["experiments"]["cnn_kermany"]["train"].update(epochs="ten"),
+     "experiments.cnn_kermany.train.epochs: 'ten' is not of type integer"),
+    (lambda c: c["datasets"]["rsna"].update(source="local"),
+     "datasets.rsna.path: required when source is 'local'"),
+    (lambda c: c["experiments"]["cnn_kermany"]["model"]["layers"][-1].update(units=3),
+     "layers[-1].units: 3, but output 'sigmoid' with 2 classes needs 1"),
+    (lambda c: c["datasets"]["kermany"].update(sourse="local"),
+     "datasets.kermany: 'sourse' was unexpected"),
+])
+def test_config_errors_name_the_key(mutate, expected):
+    cfg = _demo_config()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg, REPO / "config" / "schema.yaml")
+    assert expected in str(e.value)
+
+
+def test_shipped_configs_are_valid():
+    schema = REPO / "config" / "schema.yaml"
+    demo = load_config(REPO / "config" / "config.yaml", schema)
+    full = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"], schema)
+    assert demo["scale"] == "demo" and full["scale"] == "full"
+    assert all(d["source"] == "download" for d in full["datasets"].values())
+    assert full["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
+    assert full["experiments"]["cnn_kermany"]["model"]["layers"] == demo["experiments"]["cnn_kermany"]["model"]["layers"]

@@ -1,0 +1,72 @@
+"""Splits: stratified, grouped by patient, seeded; the overlap audit fails loudly."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medrepro.splits import SplitLeakageError, fold_counts, make_split, overlap
+
+
+def _table(n_patients=120, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        label = "a" if p % 3 else "b"
+        for k in range(int(rng.integers(1, 5))):
+            rows.append({"image_id": f"{p}-{k}", "patient_id": f"P{p}", "label": label, "source_split": ""})
+    return pd.DataFrame(rows)
+
+
+def test_fold_counts():
+    assert fold_counts({"train": 0.7, "val": 0.15, "test": 0.15}) == (20, {"train": 14, "val": 3, "test": 3})
+    assert fold_counts({"train": 0.8, "val": 0.2}) == (5, {"train": 4, "val": 1})
+    assert fold_counts({"train": 0.6, "val": 0.2, "test": 0.2}) == (5, {"train": 3, "val": 1, "test": 1})
+    with pytest.raises(ValueError, match="sum to 1"):
+        fold_counts({"train": 0.7, "val": 0.2})
+
+
+def test_grouped_stratified_seeded():
+    df = _table()
+    out, audit = make_split(df, fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed=3)
+    assert overlap(out).empty and audit["overlap_groups_after"] == 0
+    frac = out["split"].value_counts(normalize=True)
+    assert abs(frac["train"] - 0.7) < 0.08 and abs(frac["test"] - 0.15) < 0.06
+    # class proportions stay close to the whole set's in every split
+    whole = (df["label"] == "b").mean()
+    for _, part in out.groupby("split"):
+        assert abs((part["label"] == "b").mean() - whole) < 0.12
+    again, _ = make_split(df, fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed=3)
+    assert again["split"].tolist() == out["split"].tolist()
+    other, _ = make_split(df, fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed=4)
+    assert other["split"].tolist() != out["split"].tolist()
+
+
+def _with_source_test():
+    df = _table(60)
+    df["source_split"] = "train"
+    test_patients = [f"P{p}" for p in range(0, 60, 6)]
+    df.loc[df["patient_id"].isin(test_patients), "source_split"] = "test"
+    # one leaking patient: an image of P0 also in the source train folder
+    leak = pd.DataFrame([{"image_id": "leak", "patient_id": "P0", "label": "b", "source_split": "train"}])
+    return pd.concat([df, leak], ignore_index=True)
+
+
+def test_overlap_policies():
+    df = _with_source_test()
+    kw = dict(fractions={"train": 0.8, "val": 0.2}, seed=1, keep_source=["test"])
+    with pytest.raises(SplitLeakageError, match="P0"):
+        make_split(df, overlap_policy="error", **kw)
+    dropped, audit = make_split(df, overlap_policy="drop", **kw)
+    assert "leak" not in set(dropped["image_id"]) and audit["dropped_images"] == 1
+    assert overlap(dropped).empty
+    assert (dropped.loc[dropped["source_split"] == "test", "split"] == "test").all()
+    kept, audit = make_split(df, overlap_policy="report", **kw)
+    assert "leak" in set(kept["image_id"]) and audit["overlap_groups_after"] == 1
+    assert audit["overlap_examples"][0]["patient_id"] == "P0"
+
+
+def test_too_few_groups():
+    df = _table(4)
+    with pytest.raises(ValueError, match="need at least 20 groups"):
+        make_split(df, fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
