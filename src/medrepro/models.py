@@ -81,10 +81,14 @@ def build_sequential(layers: list[dict], in_channels: int, input_size: tuple[int
             mods.append(nn.Dropout(float(spec["rate"])))
         elif kind == "batchnorm":
             mods.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
-        with torch.no_grad():
-            shape = tuple(nn.Sequential(*mods)(torch.zeros(1, in_channels, *input_size)).shape[1:])
+        try:
+            with torch.no_grad():
+                shape = tuple(nn.Sequential(*mods)(torch.zeros(1, in_channels, *input_size)).shape[1:])
+        except RuntimeError as exc:
+            raise ModelSpecError(f"{where}: the input of {list(input_size)} px is too small for this layer "
+                                 f"stack ({exc})") from exc
         if any(d <= 0 for d in shape):
-            raise ModelSpecError(f"{where}: the input of {input_size} px is too small for this layer stack")
+            raise ModelSpecError(f"{where}: the input of {list(input_size)} px is too small for this layer stack")
     model = nn.Sequential(*mods)
     if init == "glorot_uniform":
         for m in model.modules():

@@ -146,8 +146,11 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     if cfg.reduce_lr:
         r = cfg.reduce_lr
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=r.get("factor", 0.1), patience=r.get("patience", 5),
-            threshold=r.get("min_delta", 1e-4), threshold_mode="abs", min_lr=r.get("min_lr", 0.0))
+            # Keras reduces once `patience` epochs in a row fail to improve; torch once more than
+            # `patience` have: hence patience - 1
+            opt, mode="min", factor=r.get("factor", 0.1), patience=r.get("patience", 5) - 1,
+            threshold=r.get("min_delta", 1e-4), threshold_mode="abs", min_lr=r.get("min_lr", 0.0),
+            eps=0.0)  # Keras applies any reduction, however small
     stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

@@ -1,0 +1,125 @@
+"""Models built from config, seeded and resumable training, Keras-like callbacks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.utils.data import TensorDataset
+
+from medrepro.models import ModelSpecError, build_model, summary
+from medrepro.training import EarlyStopping, TrainConfig, class_weights, fit
+
+from .conftest import REPO
+
+
+def _kermany_model_spec(size=64):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    spec = cfg["experiments"]["cnn_kermany"]["model"]
+    return {**spec, "input_size": [size, size]}
+
+
+def test_cnn_kermany_parameter_count():
+    model = build_model(_kermany_model_spec(64), n_outputs=1)
+    # by hand: conv 1->32, 32->64, 64->64 (3x3), 64 px -> 62 -> 31 -> 29 -> 27 -> 13, flatten 64*13*13
+    expected = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64) + (64 * 13 * 13 * 128 + 128) \
+        + (128 * 128 + 128) + (128 + 1)
+    assert sum(p.numel() for p in model.parameters()) == expected == 1456961
+    rows = summary(model, (1, 64, 64))
+    assert sum(r["params"] for r in rows) == expected
+    assert rows[-1]["output_shape"] == "(1,)"
+    # Keras initialisation: zero biases
+    assert all(float(m.bias.detach().abs().sum()) == 0 for m in model.modules() if hasattr(m, "bias") and m.bias is not None)
+
+
+def test_model_spec_errors():
+    spec = _kermany_model_spec(64)
+    with pytest.raises(ModelSpecError, match="needs 3"):
+        build_model(spec, n_outputs=3)
+    bad = {**spec, "layers": [{"type": "dense", "units": 4}]}
+    with pytest.raises(ModelSpecError, match=r"layers\[0\]: dense needs a flat input"):
+        build_model(bad)
+    tiny = {**spec, "input_size": [8, 8]}
+    with pytest.raises(ModelSpecError, match="too small"):
+        build_model(tiny)
+
+
+def _toy_data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.rand(n, 1, 16, 16, generator=g) * 0.5
+    x[y == 1, :, 4:10, 4:10] += 0.5  # a bright square marks class 1
+    return TensorDataset(x[: n * 3 // 4], y[: n * 3 // 4]), TensorDataset(x[n * 3 // 4:], y[n * 3 // 4:])
+
+
+def _toy_model():
+    spec = {"input_size": [16, 16], "channels": 1, "output": "sigmoid", "layers": [
+        {"type": "conv", "filters": 4, "kernel": 3, "activation": "relu"}, {"type": "maxpool", "size": 2},
+        {"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
+        {"type": "dense", "units": 1}]}
+    torch.manual_seed(0)
+    return build_model(spec, 1)
+
+
+def _weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_same_seed_same_result():
+    tr, va = _toy_data()
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, seed=5, device="cpu")
+    m1, h1 = fit(_toy_model(), tr, va, cfg, progress=False)
+    m2, h2 = fit(_toy_model(), tr, va, cfg, progress=False)
+    assert h1.equals(h2) and torch.equal(_weights(m1), _weights(m2))
+    assert h1["val_accuracy"].iloc[-1] > 0.8  # the toy signal is learnt
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    tr, va = _toy_data()
+    cfg = TrainConfig(epochs=5, batch_size=16, lr=1e-2, seed=3, device="cpu")
+    full, h_full = fit(_toy_model(), tr, va, cfg, progress=False)
+    ck = tmp_path / "ck.pt"
+    fit(_toy_model(), tr, va, cfg, checkpoint=ck, fingerprint="a", progress=False, stop_after=2)
+    assert ck.is_file()
+    resumed, h_res = fit(_toy_model(), tr, va, cfg, checkpoint=ck, fingerprint="a", progress=False)
+    assert torch.equal(_weights(full), _weights(resumed))
+    assert h_full.equals(h_res)
+    # a checkpoint of another config is ignored: training starts over and still matches
+    other, _ = fit(_toy_model(), tr, va, cfg, checkpoint=ck, fingerprint="b", progress=False)
+    assert torch.equal(_weights(full), _weights(other))
+
+
+def test_early_stopping_on_a_scripted_curve():
+    es = EarlyStopping(patience=3, min_delta=0.01)
+    curve = [1.0, 0.8, 0.795, 0.79, 0.7, 0.71, 0.695, 0.70, 0.69]
+    stops = [es.step(v, e)[1] for e, v in enumerate(curve)]
+    # 0.7 at epoch 4 is the last improvement larger than 0.01; 3 epochs later it stops
+    assert stops.index(True) == 7 and es.best_epoch == 4 and es.best == 0.7
+
+
+def test_early_stopping_restores_best_weights():
+    tr, va = _toy_data()
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=5e-2, seed=1, device="cpu",
+                      early_stopping={"patience": 2, "min_delta": 0.0, "restore_best_weights": True})
+    model, hist = fit(_toy_model(), tr, va, cfg, progress=False)
+    assert len(hist) < 30
+    from medrepro.training import _loss_fn, evaluate_loss
+    from torch.utils.data import DataLoader
+
+    loss, _ = evaluate_loss(model, DataLoader(va, batch_size=16), _loss_fn(1, None, "cpu"), torch.device("cpu"))
+    assert loss == pytest.approx(hist["val_loss"].min(), rel=1e-5)
+
+
+def test_reduce_lr_on_plateau():
+    tr, va = _toy_data()
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-9, seed=1, device="cpu",  # lr so small val_loss is flat
+                      reduce_lr={"patience": 1, "factor": 0.1, "min_delta": 1e-3, "min_lr": 1e-11})
+    _, hist = fit(_toy_model(), tr, va, cfg, progress=False)
+    # history records the lr used in each epoch. Keras semantics: epoch 1 sets the best value,
+    # each later epoch without improvement (patience 1) divides lr by 10, floored at min_lr
+    assert hist["lr"].tolist() == pytest.approx([1e-9, 1e-9, 1e-10, 1e-11, 1e-11, 1e-11], rel=1e-6)
+
+
+def test_class_weights_match_the_split():
+    t = np.array([0] * 10 + [1] * 30)
+    assert class_weights(t, 2) == pytest.approx([40 / (2 * 10), 40 / (2 * 30)])
