@@ -27,7 +27,9 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
             shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else fmt.format(v))
         else:
             shown[c] = shown[c].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
-    md = (f"**{caption}**\n\n" if caption else "") + shown.to_markdown(index=False) + "\n"
+    align = ["right" if pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df.columns]
+    md = (f"**{caption}**\n\n" if caption else "") + shown.to_markdown(
+        index=False, disable_numparse=True, colalign=align) + "\n"
     if note:
         md += f"\n_{note}_\n"
     write_text(paths[1], md)

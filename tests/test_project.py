@@ -1,0 +1,113 @@
+"""Project-level promises: env pins, tables in three formats, downloads checked, the difficulty knob."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import threading
+import tomllib
+import zipfile
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medrepro.download import DownloadError, fetch_dataset
+from medrepro.synth.phantoms import brain_mri, chest_radiograph
+from medrepro.tables import write_table
+
+from .conftest import REPO
+
+
+def test_conda_env_pins_match_pyproject():
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = dict(d.split("==") for d in deps)
+    env = yaml.safe_load((REPO / "envs" / "medrepro.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_pins = dict(p.split("==") for p in pip)
+    pins.pop("snakemake")  # the env runs rules; snakemake itself runs outside it
+    assert env_pins == pins
+    constraints = dict(l.strip().split("==") for l in (REPO / "constraints.txt").read_text().splitlines()
+                       if "==" in l)
+    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
+    constraints = {norm(k): v for k, v in constraints.items()}
+    for name, version in pins.items():
+        assert constraints[norm(name)] == version, name
+
+
+def test_tables_three_formats(tmp_path):
+    df = pd.DataFrame({"class": ["a_b", "c"], "precision": [0.5, None], "support": [3, 4]})
+    paths = write_table(df, tmp_path / "t", caption="Caption", note="demo scale")
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+    assert pd.read_csv(paths[0]).shape == (2, 3)
+    md = paths[1].read_text()
+    assert "| a_b     |       0.500 |" in md and "_demo scale_" in md
+    tex = paths[2].read_text()
+    assert "\\begin{tabular}" in tex and "a\\_b" in tex and "Caption (demo scale)" in tex
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_checks_md5_and_unpacks(http_root, tmp_path):
+    root, url = http_root
+    with zipfile.ZipFile(root / "a.zip", "w") as z:
+        z.writestr("1.mat", b"x" * 100)
+    (root / "README.txt").write_text("hello")
+    md5 = hashlib.md5((root / "a.zip").read_bytes()).hexdigest()
+    out = tmp_path / "raw"
+    fetch_dataset({"kind": "urls", "files": [{"url": f"{url}/a.zip", "md5": md5},
+                                             {"url": f"{url}/README.txt"}]}, out)
+    assert (out / "a.zip").is_file() and (out / "README.txt").read_text() == "hello"
+    out2 = tmp_path / "raw2"
+    fetch_dataset({"kind": "urls", "files": [{"url": f"{url}/a.zip", "unpack": True}]}, out2)
+    assert (out2 / "1.mat").read_bytes() == b"x" * 100 and not (out2 / "a.zip").exists()
+    # a wrong checksum or a missing file fails, naming the URL, and leaves no output folder
+    out3 = tmp_path / "raw3"
+    with pytest.raises(DownloadError, match=r"a.zip: MD5 is .* expected 0{32}"):
+        fetch_dataset({"kind": "urls", "files": [{"url": f"{url}/a.zip", "md5": "0" * 32}]}, out3)
+    with pytest.raises(DownloadError, match="cannot download .*/missing.zip"):
+        fetch_dataset({"kind": "urls", "files": [{"url": f"{url}/missing.zip"}]}, out3)
+    assert not out3.exists() and not list(tmp_path.glob(".raw3.*"))
+
+
+def _lesion_contrast(difficulty, n=6):
+    diffs = []
+    for s in range(n):
+        a = chest_radiograph(np.random.default_rng(s), 128, 128, "lobar", difficulty, n_opacities=1)
+        b = chest_radiograph(np.random.default_rng(s), 128, 128, "none", difficulty)
+        x, y, w, h = map(int, a.boxes[0])
+        diffs.append(a.image[y:y + h, x:x + w].mean() - b.image[y:y + h, x:x + w].mean())
+    return float(np.mean(diffs))
+
+
+def test_difficulty_knob_weakens_the_signal():
+    easy, mid, hard = _lesion_contrast(0.0), _lesion_contrast(0.5), _lesion_contrast(1.0)
+    assert easy > mid > hard > 0
+    with pytest.raises(ValueError, match="difficulty"):
+        chest_radiograph(np.random.default_rng(0), 32, 32, "none", 1.5)
+
+
+def test_brain_tumour_sites_are_class_typical():
+    """Pituitary tumours sit near the midline below the centre; meningiomas near the skull."""
+    def centre(cls, s):
+        m = brain_mri(np.random.default_rng(s), 96, cls, 0.0).mask
+        ys, xs = np.nonzero(m)
+        return ys.mean() / 95, xs.mean() / 95
+    pit = np.array([centre("pituitary", s) for s in range(8)])
+    men = np.array([centre("meningioma", s) for s in range(8)])
+    assert np.abs(pit[:, 1] - 0.5).max() < 0.08 and (pit[:, 0] > 0.55).all()
+    dist = lambda c: np.hypot((c[:, 0] - 0.5) / 0.43, (c[:, 1] - 0.5) / 0.36)  # noqa: E731
+    assert dist(men).mean() > dist(pit).mean()
