@@ -170,3 +170,31 @@ def test_errors_name_the_file(tmp_path):
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0garbage"])
     with pytest.raises(DicomError, match="cannot decode pixel data"):
         read_dicom(_save(ds, tmp_path / "trunc.dcm"))
+
+
+# Files from other toolkits (DCMTK, GDCM, ...) that ship with pydicom: real encoders' output.
+def _testdata(name):
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file(name, download=False)
+
+
+def test_same_image_in_five_transfer_syntaxes():
+    ref = read_dicom(_testdata("MR_small.dcm")).pixels
+    for name in ("MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm", "MR_small_implicit.dcm"):
+        out = read_dicom(_testdata(name))
+        assert np.array_equal(out.pixels, ref), name
+
+
+def test_jpeg_lossless_and_extended_from_other_encoders():
+    rgb = read_dicom(_testdata("SC_rgb_jpeg_gdcm.dcm"))  # JPEG Lossless, process 14 SV1 (GDCM)
+    ref = read_dicom(_testdata("SC_rgb_rle.dcm")).pixels  # the same image, RLE (DCMTK)
+    assert rgb.meta["transfer_syntax"] == "1.2.840.10008.1.2.4.70" and np.array_equal(rgb.pixels, ref)
+    ext = read_dicom(_testdata("JPGExtended.dcm"))  # JPEG Extended, 12-bit
+    assert ext.meta["bits_stored"] == 12 and ext.pixels.shape == (1024, 256) and ext.pixels.std() > 10
+
+
+def test_undecodable_real_file_names_the_cause():
+    with pytest.raises(DicomError, match=r"JPEG-lossy.dcm: cannot decode pixel data with transfer syntax"):
+        read_dicom(_testdata("JPEG-lossy.dcm"))

@@ -32,6 +32,8 @@ rule download:
     localrule: True
     log:
         f"{RESULTS}/logs/download/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
     conda:
         ENV
     script:

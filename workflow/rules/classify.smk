@@ -52,6 +52,8 @@ rule evaluate:
         experiment=lambda wc: config["experiments"][wc.experiment],
     log:
         f"{RESULTS}/logs/evaluate/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{experiment}}.tsv"
     conda:
         ENV
     script:

@@ -33,6 +33,8 @@ rule contact_sheet:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/contact_sheet/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/contact_sheet/{{dataset}}.tsv"
     conda:
         ENV
     script:

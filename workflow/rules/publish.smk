@@ -17,6 +17,8 @@ rule publish_paper:
         scale=config["scale"],
     log:
         f"{RESULTS}/logs/publish/{{paper}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/publish/{{paper}}.tsv"
     conda:
         ENV
     script:
@@ -33,6 +35,8 @@ rule report:
         scale=config["scale"],
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     conda:
         ENV
     script:

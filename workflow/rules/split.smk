@@ -11,6 +11,8 @@ rule split:
         experiment=lambda wc: config["experiments"][wc.experiment],
     log:
         f"{RESULTS}/logs/split/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/split/{{experiment}}.tsv"
     conda:
         ENV
     script:

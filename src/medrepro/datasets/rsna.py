@@ -99,6 +99,16 @@ def synthesize(root: str | Path, seed: int, n_train: int, n_test: int = 0, posit
 
 
 # ----------------------------------------------------------------------------- ingest
+def _read_header(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        meta = {k: str(ds.get(k, "")) for k in HEADER_FIELDS}
+        meta.update(rows=int(ds.Rows), columns=int(ds.Columns))
+        return meta, None
+    except Exception as exc:
+        return None, str(exc)
+
+
 def _float(v: str) -> float | None:
     try:
         return float(v)
@@ -165,6 +175,7 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
                 if classes.setdefault(pid, cls) != cls:
                     res.reject(class_path, f"patient {pid} has classes {classes[pid]!r} and {cls!r}", rowno, "class")
 
+    candidates = []
     for pid, entry in per_patient.items():
         dcm = img_dir / f"{pid}.dcm"
         if entry["bad"]:
@@ -181,24 +192,24 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
         if not dcm.is_file():
             res.reject(dcm, f"listed in {LABELS_CSV} but the DICOM file is missing", "", "patientId")
             continue
-        try:
-            ds = pydicom.dcmread(dcm, stop_before_pixels=True)
-            rows, cols = int(ds.Rows), int(ds.Columns)
-        except Exception as exc:
-            res.reject(dcm, f"unreadable DICOM header ({exc})")
+        candidates.append((pid, dcm, positive, cls, entry["boxes"]))
+
+    headers = pmap(_read_header, [c[1] for c in candidates], threads, desc="rsna: read DICOM headers")
+    for (pid, dcm, positive, cls, boxes), (meta, err) in zip(candidates, headers):
+        if err:
+            res.reject(dcm, f"unreadable DICOM header ({err})")
             continue
-        meta = {k: str(ds.get(k, "")) for k in HEADER_FIELDS}
-        meta.update(rows=rows, columns=cols, detailed_class=cls or "unknown")
+        rows, cols = meta["rows"], meta["columns"]
+        meta["detailed_class"] = cls or "unknown"
         if meta["PatientID"] != pid:
             meta["note"] = f"PatientID tag {meta['PatientID']!r} differs from the file stem"
-        out_of_image = [b for b in entry["boxes"] if b[0] < 0 or b[1] < 0 or b[0] + b[2] > cols + 0.5 or b[1] + b[3] > rows + 0.5]
-        if out_of_image:
-            res.reject(labels_path, f"patient {pid}: box {out_of_image[0]} lies outside the {cols}x{rows} image",
-                       "", "x")
+        outside = [b for b in boxes if b[0] < 0 or b[1] < 0 or b[0] + b[2] > cols + 0.5 or b[1] + b[3] > rows + 0.5]
+        if outside:
+            res.reject(labels_path, f"patient {pid}: box {outside[0]} lies outside the {cols}x{rows} image", "", "x")
             continue
         # patientId names one image, not one person (specs): it is the grouping key we have
         res.add(pid, dcm, label="pneumonia" if positive else "normal", patient_id=pid, source_split="train",
-                boxes=entry["boxes"], **meta)
+                boxes=boxes, **meta)
 
     listed = set(per_patient)
     for dcm in sorted(img_dir.glob("*.dcm")):
