@@ -8,7 +8,7 @@ CORES ?= all
 
 help:
 	@echo "make demo   - set up $(VENV) (pip, pinned) and run the workflow on the embedded demo config"
-	@echo "make test   - the test suite and snakemake --lint"
+	@echo "make test   - the test suite, snakemake --lint and ruff"
 	@echo "make bench  - the benchmarks in bench/"
 	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
 
@@ -30,6 +30,7 @@ demo: $(BIN)/.medrepro-installed
 
 lint: $(BIN)/.medrepro-installed
 	$(BIN)/snakemake --lint
+	$(BIN)/ruff check src tests bench workflow/scripts
 
 test: $(BIN)/.medrepro-installed lint
 	$(BIN)/python -m pytest

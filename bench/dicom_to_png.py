@@ -84,7 +84,8 @@ def main() -> None:
         print(f"{args.n} DICOMs 1024x1024 JPEG Baseline ({mb:.1f} MB), {os.cpu_count()} CPUs, "
               f"medrepro threads={args.threads}, median of {args.repeats}")
         for k, v in med.items():
-            print(f"  {k:10s} {args.n / v:7.1f} images/s   ({v:.2f} s; runs: {', '.join(f'{x:.2f}' for x in times[k])})")
+            runs_s = ", ".join(f"{x:.2f}" for x in times[k])
+            print(f"  {k:10s} {args.n / v:7.1f} images/s   ({v:.2f} s; runs: {runs_s})")
         print(f"  ratio medrepro (1 process) / baseline: {med['baseline'] / med['medrepro-1']:.2f}x")
         print(f"  ratio medrepro ({args.threads} processes) / baseline: {med['baseline'] / med['medrepro']:.2f}x")
     finally:

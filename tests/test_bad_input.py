@@ -28,10 +28,10 @@ def test_rsna_bad_rows(raw, tmp_path):
     d = _copy(raw, "rsna", tmp_path)
     labels = d / "stage_2_train_labels.csv"
     lines = labels.read_text().splitlines()
-    n_patients = len({l.split(",")[0] for l in lines[1:]})
+    n_patients = len({line.split(",")[0] for line in lines[1:]})
     lines.append("ghost-patient,,,,,0")  # names a DICOM that does not exist
     lines.append("bad-target,,,,,2")
-    pos = next(l for l in lines[1:] if l.endswith(",1"))
+    pos = next(line for line in lines[1:] if line.endswith(",1"))
     lines.append(pos.split(",")[0].replace(pos.split(",")[0], "bad-box") + ",abc,1.0,2.0,3.0,1")
     labels.write_text("\n".join(lines) + "\n")
     info = d / "stage_2_detailed_class_info.csv"
@@ -148,4 +148,5 @@ def test_shipped_configs_are_valid():
     assert demo["scale"] == "demo" and full["scale"] == "full"
     assert all(d["source"] == "download" for d in full["datasets"].values())
     assert full["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
-    assert full["experiments"]["cnn_kermany"]["model"]["layers"] == demo["experiments"]["cnn_kermany"]["model"]["layers"]
+    full_model, demo_model = full["experiments"]["cnn_kermany"]["model"], demo["experiments"]["cnn_kermany"]["model"]
+    assert full_model["layers"] == demo_model["layers"]

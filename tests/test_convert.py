@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from medrepro import datasets

@@ -29,8 +29,8 @@ def test_conda_env_pins_match_pyproject():
     env_pins = dict(p.split("==") for p in pip)
     pins.pop("snakemake")  # the env runs rules; snakemake itself runs outside it
     assert env_pins == pins
-    constraints = dict(l.strip().split("==") for l in (REPO / "constraints.txt").read_text().splitlines()
-                       if "==" in l)
+    constraints = dict(line.strip().split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                       if "==" in line)
     norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
     constraints = {norm(k): v for k, v in constraints.items()}
     for name, version in pins.items():

@@ -29,7 +29,8 @@ def test_cnn_kermany_parameter_count():
     assert sum(r["params"] for r in rows) == expected
     assert rows[-1]["output_shape"] == "(1,)"
     # Keras initialisation: zero biases
-    assert all(float(m.bias.detach().abs().sum()) == 0 for m in model.modules() if hasattr(m, "bias") and m.bias is not None)
+    biases = [m.bias for m in model.modules() if getattr(m, "bias", None) is not None]
+    assert biases and all(float(b.detach().abs().sum()) == 0 for b in biases)
 
 
 def test_model_spec_errors():
@@ -103,8 +104,9 @@ def test_early_stopping_restores_best_weights():
                       early_stopping={"patience": 2, "min_delta": 0.0, "restore_best_weights": True})
     model, hist = fit(_toy_model(), tr, va, cfg, progress=False)
     assert len(hist) < 30
-    from medrepro.training import _loss_fn, evaluate_loss
     from torch.utils.data import DataLoader
+
+    from medrepro.training import _loss_fn, evaluate_loss
 
     loss, _ = evaluate_loss(model, DataLoader(va, batch_size=16), _loss_fn(1, None, "cpu"), torch.device("cpu"))
     assert loss == pytest.approx(hist["val_loss"].min(), rel=1e-5)

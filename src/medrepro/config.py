@@ -84,7 +84,8 @@ def validate_config(config: dict, schema_path: str | Path, source: str = "config
     cfg = copy.deepcopy(config)
     _fill_defaults(schema, cfg)
     validator = jsonschema.Draft202012Validator(schema)
-    problems = [f"{_path(e)}: {_describe(e)}" for e in sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))]
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [f"{_path(e)}: {_describe(e)}" for e in errors]
     if not problems:
         problems = _cross_checks(cfg)
     if problems:

@@ -93,7 +93,8 @@ def _convert_one(job):
             mask = _resize(mask, (nw, nh), nearest=True)
             mask_png = str(Path(out_dir) / f"{name}.mask.png")
             save_png(mask_png, mask, compress_level)
-        boxes = [[b[0] * nw / ow, b[1] * nh / oh, b[2] * nw / ow, b[3] * nh / oh] for b in json.loads(row["boxes"] or "[]")]
+        sx, sy = nw / ow, nh / oh
+        boxes = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in json.loads(row["boxes"] or "[]")]
         return {**row, "boxes": json.dumps([[round(v, 3) for v in b] for b in boxes]), "png": str(png),
                 "mask_png": mask_png, "width": nw, "height": nh, "orig_width": ow, "orig_height": oh,
                 "channels": channels, "notes": "; ".join(notes)}, None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -31,7 +32,6 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
-from PIL import Image
 
 RSNA_UID_PREFIX = "1.2.276.0.7230010.3."
 

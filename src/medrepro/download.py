@@ -21,13 +21,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
+
+from .io import atomic_dir
 
 
 class DownloadError(RuntimeError):
@@ -84,9 +85,7 @@ def _kaggle(kind: str, slug: str, into: Path) -> None:
 def fetch_dataset(spec: dict, out_dir: str | Path) -> Path:
     """Download what ``spec`` describes into ``out_dir`` (replaced only on success)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         kind = spec.get("kind")
         if kind == "urls":
             files = spec.get("files") or []
@@ -107,10 +106,4 @@ def fetch_dataset(spec: dict, out_dir: str | Path) -> Path:
             _kaggle(kind, spec["slug"], tmp)
         else:
             raise DownloadError(f"download.kind {kind!r}; expected urls, kaggle_dataset or kaggle_competition")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

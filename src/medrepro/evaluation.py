@@ -34,7 +34,8 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
     out = {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, yhat)),
-        "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")} for c in class_names},
+        "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")}
+                      for c in class_names},
         "macro_avg": {k: float(rep["macro avg"][k]) for k in ("precision", "recall", "f1-score")},
         "weighted_avg": {k: float(rep["weighted avg"][k]) for k in ("precision", "recall", "f1-score")},
         "confusion_matrix": cm.tolist(),

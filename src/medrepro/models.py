@@ -62,7 +62,8 @@ def build_sequential(layers: list[dict], in_channels: int, input_size: tuple[int
             pad = spec.get("padding", "valid")
             if pad not in ("valid", "same"):
                 raise ModelSpecError(f"{where}: padding {pad!r}; expected 'valid' or 'same'")
-            mods.append(nn.Conv2d(shape[0], int(spec["filters"]), k, s, padding=pad if s == 1 else (k // 2 if pad == "same" else 0)))
+            padding = pad if s == 1 else (k // 2 if pad == "same" else 0)  # torch allows 'same' only at stride 1
+            mods.append(nn.Conv2d(shape[0], int(spec["filters"]), k, s, padding=padding))
             mods += _activation(spec.get("activation", "none"), where)
         elif kind in ("maxpool", "avgpool"):
             size = int(spec.get("size", 2))

@@ -10,12 +10,9 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -25,7 +22,7 @@ from .convert import convert_manifest
 from .data import ImageTable, build_augmentation
 from .evaluation import classification_metrics, prediction_table, report_table
 from .figures import confusion_matrix_figure, contact_sheet_figure, learning_curves_figure, save_figure
-from .io import atomic_path, read_csv, write_csv, write_json, write_text
+from .io import atomic_dir, atomic_path, read_csv, write_csv, write_json, write_text
 from .models import build_model, summary
 from .splits import make_split
 from .tables import write_table
@@ -69,19 +66,10 @@ def scale_note(scale: str) -> str:
 # ----------------------------------------------------------------------------- acquire
 def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threads: int = 1) -> None:
     """Write the synthetic stand-in of ``dataset`` into ``out_dir`` (built aside, then moved in)."""
-    out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None))
-    try:
+    with atomic_dir(out_dir) as tmp:
         datasets.get(dataset).synthesize(tmp, seed, threads=threads, **params)
         write_json(tmp / "SYNTHETIC.json", {"dataset": dataset, "seed": seed, "params": params,
                                             "note": "synthetic stand-in written by medrepro in the real layout"})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- ingest / convert
@@ -264,13 +252,12 @@ def publish_classification_paper(paper: str, paper_cfg: dict, experiments: dict,
     ``figures/learning_curves``; and ``tables/comparison`` (published vs reproduced).
     """
     out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     note = scale_note(scale)
     published = yaml.safe_load(Path(paper_cfg["published"]).read_text())
     labels = paper_cfg.get("class_labels", {})
     written: list[Path] = []
     comparisons = []
-    try:
+    with atomic_dir(out_dir) as tmp:
         several = len(paper_cfg["experiments"]) > 1
         for exp in paper_cfg["experiments"]:
             pre = f"{exp}_" if several else ""
@@ -296,13 +283,8 @@ def publish_classification_paper(paper: str, paper_cfg: dict, experiments: dict,
         write_text(tmp / "inconsistencies.md", "# Inconsistencies in the published paper\n\n" + "".join(
             f"- {x}\n" for x in published.get("inconsistencies", [])) + (
             f"\n{published['note']}\n" if published.get("note") else ""))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return [out_dir / p.relative_to(tmp) for p in written]
+        written = [out_dir / p.relative_to(tmp) for p in written]
+    return written
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:

@@ -159,7 +159,9 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
 
     history: list[dict] = []
     best_state, best_val, start = None, float("inf"), 0
-    ck = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint and Path(checkpoint).is_file() else None
+    ck = None
+    if checkpoint and Path(checkpoint).is_file():
+        ck = torch.load(checkpoint, map_location=device, weights_only=False)
     if ck is not None and ck.get("fingerprint") != fingerprint:
         print(f"ignoring {checkpoint}: written for another config or data", file=sys.stderr)
         ck = None

@@ -28,7 +28,8 @@ COLUMNS = ("ID,Disease_Risk,DR,ARMD,MH,DN,MYA,BRVO,TSLN,ERM,LS,MS,CSR,ODC,CRVO,T
            "CRS,EDN,RPEC,MHL,RP,CWS,CB,ODPM,PRH,MNF,HR,CRAO,TD,CME,PTCR,CF,VH,MCA,VS,BRAO,PLQ,HPED,CL").split(",")
 DISEASES = COLUMNS[2:]
 SPLITS = {  # split -> (kaggle outer, image folder, csv name, IEEE image folder, IEEE csv)
-    "train": ("Training_Set", "Training", "RFMiD_Training_Labels.csv", "a. Training Set", "a. RFMiD_Training_Labels.csv"),
+    "train": ("Training_Set", "Training", "RFMiD_Training_Labels.csv", "a. Training Set",
+              "a. RFMiD_Training_Labels.csv"),
     "val": ("Evaluation_Set", "Validation", "RFMiD_Validation_Labels.csv", "b. Validation Set",
             "b. RFMiD_Validation_Labels.csv"),
     "test": ("Test_Set", "Test", "RFMiD_Testing_Labels.csv", "c. Testing Set", "c. RFMiD_Testing_Labels.csv"),
