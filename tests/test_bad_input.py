@@ -130,6 +130,12 @@ def _demo_config():
      "datasets.rsna.path: required when source is 'local'"),
     (lambda c: c["experiments"]["cnn_kermany"]["model"]["layers"][-1].update(units=3),
      "layers[-1].units: 3, but output 'sigmoid' with 2 classes needs 1"),
+    (lambda c: c["experiments"]["cnn_pediatric"]["subset"]["per_class"].update(healthy=3),
+     "experiments.cnn_pediatric.subset.per_class: 'healthy' is not a class of the experiment"),
+    (lambda c: c["experiments"]["cnn_pediatric"]["train"].update(validate_on="val"),
+     "experiments.cnn_pediatric.train.validate_on: 'val' is not a split this experiment makes"),
+    (lambda c: c["papers"]["cnn_pediatric"]["outputs"].append({"kind": "pie_chart", "name": "x"}),
+     "papers.cnn_pediatric.outputs[10].kind: 'pie_chart' is not one of"),
     (lambda c: c["datasets"]["kermany"].update(sourse="local"),
      "datasets.kermany: 'sourse' was unexpected"),
 ])

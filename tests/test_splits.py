@@ -70,3 +70,15 @@ def test_too_few_groups():
     df = _table(4)
     with pytest.raises(ValueError, match="need at least 20 groups"):
         make_split(df, fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
+
+
+def test_subset_draws_per_class_seeded():
+    from medrepro.pipeline import draw_subset
+
+    df = _table(120).assign(**{"class": lambda d: d["label"]})
+    sub = draw_subset(df, {"a": 30, "b": 10}, seed=1)
+    assert sub["class"].value_counts().to_dict() == {"a": 30, "b": 10}
+    assert draw_subset(df, {"a": 30, "b": 10}, seed=1).index.equals(sub.index)
+    assert not draw_subset(df, {"a": 30, "b": 10}, seed=2).index.equals(sub.index)
+    everything = draw_subset(df, {"b": 10_000}, seed=0)  # fewer than asked: all of them
+    assert len(everything) == (df["class"] == "b").sum()

@@ -30,7 +30,9 @@ def tiny_config(results: Path) -> dict:
                                           "slices_per_patient": [1, 2], "image_size": 64}},
             "rfmid": {"synthetic": {"counts": {"train": 3, "val": 2, "test": 2}, "size_scale": 0.03}},
         },
-        "experiments": {"cnn_kermany": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}}},
+        "experiments": {"cnn_kermany": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}},
+                        "cnn_pediatric": {"subset": {"per_class": {"normal": 15, "pneumonia": 15}},
+                                          "model": {"input_size": [48, 48]}, "train": {"epochs": 2}}},
     }
 
 
@@ -55,6 +57,22 @@ def test_tiny_config_end_to_end(tmp_path):
         assert (paper / "figures" / f"learning_curves.{ext}").is_file()
         for d in ("rsna", "kermany", "covid", "brain_tumor", "rfmid"):
             assert (results / "figures" / "contact_sheets" / f"{d}.{ext}").is_file()
+
+    ped = results / "papers" / "cnn_pediatric"
+    for stem in ("fig11_12_intensity_histogram", "fig13_14_class_counts", "fig15_16_normal_grid",
+                 "fig17_pneumonia_grid", "fig21_accuracy", "fig22_loss"):
+        assert (ped / "figures" / f"{stem}.png").is_file() and (ped / "figures" / f"{stem}.pdf").is_file()
+    for stem in ("fig19_model_summary", "fig20_epoch_log", "fig13_14_class_counts", "comparison"):
+        assert (ped / "tables" / f"{stem}.tex").is_file()
+    counts = pd.read_csv(ped / "tables" / "fig13_14_class_counts.csv").set_index("split")
+    assert counts.to_numpy().sum() == 30  # the subset: 15 + 15
+    log = pd.read_csv(ped / "tables" / "fig20_epoch_log.csv")
+    ped_cmp = pd.read_csv(ped / "tables" / "comparison.csv").set_index("metric")
+    assert ped_cmp.loc["best validation accuracy", "reproduced"] == pytest.approx(log["val_accuracy"].max())
+    # validated on the test split, as the paper did: the last epoch's val accuracy is the test accuracy
+    ped_pred = pd.read_csv(results / "experiments" / "cnn_pediatric" / "predictions.csv")
+    ped_test = ped_pred[ped_pred["split"] == "test"]
+    assert log["val_accuracy"].iloc[-1] == pytest.approx((ped_test["target"] == ped_test["pred"]).mean())
 
     # the table agrees with the predictions it was made from
     pred = pd.read_csv(results / "experiments" / "cnn_kermany" / "predictions.csv")

@@ -117,10 +117,23 @@ def _cross_checks(cfg: dict) -> list[str]:
         elif units is not None and units != want:
             out.append(f"experiments.{name}.model.layers[-1].units: {units}, but output "
                        f"{e['model']['output']!r} with {n_cls} classes needs {want}")
+        names = [c["name"] for c in e["classes"]]
+        for cls in (e.get("subset") or {}).get("per_class", {}):
+            if cls not in names:
+                out.append(f"experiments.{name}.subset.per_class: {cls!r} is not a class of the experiment; "
+                           f"expected one of {names}")
+        if e["train"]["validate_on"] not in set(e["split"]["keep_source"]) | set(e["split"]["fractions"]):
+            out.append(f"experiments.{name}.train.validate_on: {e['train']['validate_on']!r} is not a split "
+                       "this experiment makes (see split.keep_source and split.fractions)")
     for name, p in cfg.get("papers", {}).items():
         for ex in p.get("experiments", []):
             if ex not in cfg.get("experiments", {}):
                 out.append(f"papers.{name}.experiments: {ex!r} is not an experiment of this config")
+        for i, o in enumerate(p.get("outputs", []) + p.get("compare", [])):
+            ex = o.get("experiment")
+            if ex is not None and ex not in p.get("experiments", []):
+                out.append(f"papers.{name}: output/compare {o.get('name', o.get('metric'))!r} names experiment "
+                           f"{ex!r}, which is not in papers.{name}.experiments")
     return out
 
 

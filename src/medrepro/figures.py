@@ -64,9 +64,11 @@ def confusion_matrix_figure(cm, class_names: list[str], title: str = "Confusion 
     return fig
 
 
-def learning_curves_figure(history: pd.DataFrame, title: str = "Learning curves"):
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, key in zip(axes, ("accuracy", "loss")):
+def learning_curves_figure(history: pd.DataFrame, title: str = "Learning curves",
+                           metrics: tuple[str, ...] | list[str] = ("accuracy", "loss")):
+    """Train vs validation per epoch, one panel per metric of the history."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False)
+    for ax, key in zip(axes[0], metrics):
         ax.plot(history["epoch"], history[key], "o-", ms=3, label="train")
         ax.plot(history["epoch"], history[f"val_{key}"], "s-", ms=3, label="validation")
         ax.set_xlabel("epoch")

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 from . import datasets
 from .convert import convert_manifest
 from .data import ImageTable, build_augmentation
-from .evaluation import classification_metrics, prediction_table, report_table
-from .figures import confusion_matrix_figure, contact_sheet_figure, learning_curves_figure, save_figure
-from .io import atomic_dir, atomic_path, read_csv, write_csv, write_json, write_text
+from .evaluation import classification_metrics, prediction_table
+from .figures import contact_sheet_figure, save_figure
+from .io import atomic_dir, atomic_path, read_csv, write_csv, write_json
 from .models import build_model, summary
+from .publish import scale_note
 from .splits import make_split
-from .tables import write_table
 from .training import TrainConfig, class_weights, fit, predict_proba
 
 log = logging.getLogger("medrepro")
@@ -56,11 +55,6 @@ def logging_to(path: str | os.PathLike | None):
         finally:
             root.removeHandler(handler)
             sys.stderr = old
-
-
-def scale_note(scale: str) -> str:
-    return ("demo scale: synthetic stand-in data, reduced sizes and epochs; not the paper's data"
-            if scale == "demo" else "full scale: the paper's settings")
 
 
 # ----------------------------------------------------------------------------- acquire
@@ -118,14 +112,30 @@ def class_table(df: pd.DataFrame, classes: list[dict]) -> pd.DataFrame:
     return out
 
 
+def draw_subset(table: pd.DataFrame, per_class: dict[str, int], seed: int) -> pd.DataFrame:
+    """A seeded random subset with ``per_class[name]`` images of each class (all of a class if fewer)."""
+    parts = []
+    for name, n in per_class.items():
+        pool = table[table["class"] == name]
+        if len(pool) < n:
+            print(f"subset: class {name!r} has {len(pool)} images, fewer than the {n} asked; all are used",
+                  file=sys.stderr)
+        parts.append(pool.sample(n=min(n, len(pool)), random_state=seed))
+    return pd.concat(parts).sort_index()
+
+
 def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.DataFrame:
     df = read_csv(converted_manifest)
     table = class_table(df, experiment["classes"])
     missing = [lab for c in experiment["classes"] for lab in c["labels"] if lab not in set(df["label"])]
+    subset = experiment.get("subset")
+    if subset:
+        table = draw_subset(table, subset["per_class"], subset.get("seed", 0))
     s = experiment["split"]
     out, audit = make_split(table, fractions=s["fractions"], seed=s["seed"], keep_source=s["keep_source"],
                             group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"])
-    audit["left_out_by_class_filter"] = int(len(df) - len(table))
+    audit["left_out_by_class_filter"] = int(len(df) - len(class_table(df, experiment["classes"])))
+    audit["subset"] = subset
     audit["configured_labels_absent"] = missing
     cols = ["image_id", "png", "label", "class", "target", "patient_id", "source_split", "split", "boxes", "mask_png"]
     write_csv(split_out, out[cols])
@@ -138,7 +148,7 @@ def _datasets_for(split_table: pd.DataFrame, experiment: dict, augment: bool):
     m = experiment["model"]
     size, ch = tuple(m["input_size"]), int(m["channels"])
     tr = split_table[split_table["split"] == "train"]
-    va = split_table[split_table["split"] == "val"]
+    va = split_table[split_table["split"] == experiment["train"]["validate_on"]]
     aug = build_augmentation(experiment.get("augment"), experiment["train"]["seed"]) if augment else None
     return ImageTable(tr, size, ch, aug), ImageTable(va, size, ch)
 
@@ -149,7 +159,7 @@ def n_outputs(experiment: dict) -> int:
 
 def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, summary_out=None) -> None:
     table = read_csv(split_csv)
-    for s in ("train", "val"):
+    for s in ("train", experiment["train"]["validate_on"]):
         if not (table["split"] == s).any():
             raise ValueError(f"{split_csv}: the {s} split is empty; check the experiment's split config")
     t = experiment["train"]
@@ -211,94 +221,12 @@ def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out) -> dic
         if len(part):
             out[s] = classification_metrics(part, names)
     hist = pd.read_csv(history_csv)
-    out["train"] = {**out.get("train", {}), "last": hist.iloc[-1].to_dict(),
-                    "best": hist.loc[hist["val_loss"].idxmin()].to_dict(), "epochs_run": int(len(hist))}
+    best_acc, best_loss = hist["val_accuracy"].idxmax(), hist["val_loss"].idxmin()
+    out["train"] = {**out.get("train", {}), "last": hist.iloc[-1].to_dict(), "best": hist.loc[best_loss].to_dict(),
+                    "epochs_run": int(len(hist)),
+                    "max_val_accuracy": float(hist.loc[best_acc, "val_accuracy"]),
+                    "max_val_accuracy_epoch": int(hist.loc[best_acc, "epoch"]),
+                    "min_val_loss": float(hist.loc[best_loss, "val_loss"]),
+                    "min_val_loss_epoch": int(hist.loc[best_loss, "epoch"])}
     write_json(metrics_out, out)
     return out
-
-
-# ----------------------------------------------------------------------------- publish
-def lookup(tree, dotted: str):
-    """``lookup(d, 'a.b.c')`` -> d['a']['b']['c'] (None when absent).  Keys may contain '-'."""
-    cur = tree
-    for part in dotted.split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, dict) and part.isdigit() and int(part) in cur:
-            cur = cur[int(part)]
-        else:
-            return None
-    return cur
-
-
-def comparison_table(metrics: dict, published: dict, compare: list[dict]) -> pd.DataFrame:
-    rows = []
-    for c in compare:
-        rep, pub = lookup(metrics, c["reproduced"]), lookup(published, c["published"])
-        rep = float(rep) if isinstance(rep, (int, float)) else None
-        pub = float(pub) if isinstance(pub, (int, float)) else None
-        rows.append({"metric": c["metric"], "published": pub, "reproduced": rep,
-                     "difference": (rep - pub) if rep is not None and pub is not None else None})
-    return pd.DataFrame(rows, columns=["metric", "published", "reproduced", "difference"])
-
-
-def publish_classification_paper(paper: str, paper_cfg: dict, experiments: dict, inputs: dict, out_dir,
-                                 style: dict | None = None, scale: str = "demo") -> list[Path]:
-    """Tables and figures of a classification paper.
-
-    ``inputs`` maps experiment -> {"metrics": path, "history": path, "model_summary": path}.
-    Writes, per experiment (prefixed by its name when the paper has several):
-    ``tables/classification_report``, ``tables/model_summary``, ``figures/confusion_matrix``,
-    ``figures/learning_curves``; and ``tables/comparison`` (published vs reproduced).
-    """
-    out_dir = Path(out_dir)
-    note = scale_note(scale)
-    published = yaml.safe_load(Path(paper_cfg["published"]).read_text())
-    labels = paper_cfg.get("class_labels", {})
-    written: list[Path] = []
-    comparisons = []
-    with atomic_dir(out_dir) as tmp:
-        several = len(paper_cfg["experiments"]) > 1
-        for exp in paper_cfg["experiments"]:
-            pre = f"{exp}_" if several else ""
-            metrics = json.loads(Path(inputs[exp]["metrics"]).read_text())
-            history = pd.read_csv(inputs[exp]["history"])
-            test = metrics["test"]
-            written += write_table(report_table(test, labels), tmp / "tables" / f"{pre}classification_report",
-                                   caption=f"{paper}: classification report on the test split", note=note)
-            written += write_table(pd.read_csv(inputs[exp]["model_summary"]), tmp / "tables" / f"{pre}model_summary",
-                                   caption=f"{paper}: model summary", note=note)
-            names = [labels.get(n, n) for n in test["class_names"]]
-            written += save_figure(confusion_matrix_figure(test["confusion_matrix"], names,
-                                                           f"{paper}: confusion matrix (test)"),
-                                   tmp / "figures" / f"{pre}confusion_matrix", style, note)
-            written += save_figure(learning_curves_figure(history, f"{paper}: learning curves"),
-                                   tmp / "figures" / f"{pre}learning_curves", style, note)
-            comp = comparison_table(metrics, published, paper_cfg.get("compare", []))
-            comp.insert(0, "experiment", exp)
-            comparisons.append(comp)
-        comp = pd.concat(comparisons, ignore_index=True)
-        written += write_table(comp, tmp / "tables" / "comparison",
-                               caption=f"{paper}: published vs reproduced", note=note)
-        write_text(tmp / "inconsistencies.md", "# Inconsistencies in the published paper\n\n" + "".join(
-            f"- {x}\n" for x in published.get("inconsistencies", [])) + (
-            f"\n{published['note']}\n" if published.get("note") else ""))
-        written = [out_dir / p.relative_to(tmp) for p in written]
-    return written
-
-
-def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
-    """The reproduction report: every paper's comparison table and where its outputs are."""
-    lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", ""]
-    for name, cfg in papers.items():
-        d = Path(paper_dirs[name])
-        lines += [f"## {name}: {cfg.get('title', '')}", ""]
-        comp = d / "tables" / "comparison.md"
-        if comp.is_file():
-            lines += [comp.read_text(), ""]
-        inc = d / "inconsistencies.md"
-        if inc.is_file():
-            lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
-        files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
-        lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
-    write_text(out_md, "\n".join(lines))

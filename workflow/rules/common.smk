@@ -28,7 +28,7 @@ def paper_inputs(wildcards):
     exps = config["papers"][wildcards.paper]["experiments"]
     out = {}
     for e in exps:
-        for kind in ("metrics.json", "history.csv", "model_summary.csv"):
+        for kind in ("metrics.json", "history.csv", "model_summary.csv", "split.csv"):
             out[f"{e}__{kind.split('.')[0]}"] = f"{RESULTS}/experiments/{e}/{kind}"
     return out
 

@@ -12,7 +12,6 @@ rule publish_paper:
         directory(f"{RESULTS}/papers/{{paper}}"),
     params:
         paper=lambda wc: config["papers"][wc.paper],
-        experiments=lambda wc: {e: config["experiments"][e] for e in config["papers"][wc.paper]["experiments"]},
         style=config["figures"],
         scale=config["scale"],
     log:

@@ -1,11 +1,11 @@
-"""Adapter: rule publish_paper -> medrepro.pipeline.publish_classification_paper."""
+"""Adapter: rule publish_paper -> medrepro.publish.publish_paper."""
 from medrepro import pipeline
+from medrepro.publish import publish_paper
 
 with pipeline.logging_to(snakemake.log[0]):
     inputs = {}
     for key, path in snakemake.input.items():
         exp, kind = key.split("__")
         inputs.setdefault(exp, {})[kind] = path
-    pipeline.publish_classification_paper(snakemake.wildcards.paper, snakemake.params.paper,
-                                          snakemake.params.experiments, inputs, snakemake.output[0],
-                                          snakemake.params.style, snakemake.params.scale)
+    publish_paper(snakemake.wildcards.paper, snakemake.params.paper, inputs, snakemake.output[0],
+                  snakemake.params.style, snakemake.params.scale)

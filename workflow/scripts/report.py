@@ -1,6 +1,7 @@
-"""Adapter: rule report -> medrepro.pipeline.report."""
+"""Adapter: rule report -> medrepro.publish.report."""
 from medrepro import pipeline
+from medrepro.publish import report
 
 with pipeline.logging_to(snakemake.log[0]):
-    dirs = dict(zip(snakemake.params.papers, snakemake.input))
-    pipeline.report(snakemake.params.papers, dirs, snakemake.output[0], snakemake.params.scale)
+    report(snakemake.params.papers, dict(zip(snakemake.params.papers, snakemake.input)), snakemake.output[0],
+           snakemake.params.scale)

@@ -1,0 +1,241 @@
+"""A paper's tables and figures, from a list of outputs in config.
+
+Each paper lists its outputs under ``papers.<name>.outputs``; each output has a
+``kind``, a ``name`` (the file stem, after the paper's numbering, e.g.
+``fig21_accuracy``), an optional ``experiment`` (default: the paper's first)
+and the kind's own options:
+
+=========================== ======= ===================================================================
+kind                        writes  options
+=========================== ======= ===================================================================
+``classification_report``   table   ``split`` (test): precision, recall, F1, support per class
+``confusion_matrix``        figure  ``split`` (test)
+``learning_curves``         figure  ``metrics`` ([accuracy, loss]): train vs validation per epoch
+``history``                 table   the per-epoch log (loss, accuracy, val_loss, val_accuracy, lr)
+``model_summary``           table   layers, output shapes, parameters (trainable too)
+``class_counts``            both    images per class and split
+``sample_grid``             figure  ``label`` (a class name), ``n`` (25), ``size`` (128), ``split`` (train)
+``intensity_histogram``     figure  ``index`` (0), ``split`` (train): one image beside its histogram
+=========================== ======= ===================================================================
+
+Every paper also gets ``tables/comparison`` (published vs reproduced, from
+``papers.<name>.compare``) and ``inconsistencies.md`` (from the published YAML).
+No paper is special-cased: a paper is the list of its outputs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from .evaluation import report_table
+from .figures import confusion_matrix_figure, learning_curves_figure, save_figure
+from .io import atomic_dir, read_csv, write_text
+from .tables import write_table
+
+
+def scale_note(scale: str) -> str:
+    return ("demo scale: synthetic stand-in data, reduced sizes and epochs; not the paper's data"
+            if scale == "demo" else "full scale: the paper's settings")
+
+
+def lookup(tree, dotted: str):
+    """``lookup(d, 'a.b.c')`` -> d['a']['b']['c'] (None when absent).  Keys may contain '-'."""
+    cur = tree
+    for part in dotted.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, dict) and part.isdigit() and int(part) in cur:
+            cur = cur[int(part)]
+        else:
+            return None
+    return cur
+
+
+def comparison_table(metrics: dict, published: dict, compare: list[dict]) -> pd.DataFrame:
+    rows = []
+    for c in compare:
+        rep, pub = lookup(metrics, c["reproduced"]), lookup(published, c["published"])
+        rep = float(rep) if isinstance(rep, (int, float)) else None
+        pub = float(pub) if isinstance(pub, (int, float)) else None
+        rows.append({"metric": c["metric"], "published": pub, "reproduced": rep,
+                     "difference": (rep - pub) if rep is not None and pub is not None else None})
+    return pd.DataFrame(rows, columns=["metric", "published", "reproduced", "difference"])
+
+
+class Context:
+    """What an output may read: one experiment's files, loaded on first use."""
+
+    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path):
+        self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
+
+    def metrics(self) -> dict:
+        return json.loads(Path(self.files["metrics"]).read_text())
+
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.files["history"])
+
+    def split(self) -> pd.DataFrame:
+        return read_csv(self.files["split"])
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, name)
+
+    def table(self, df: pd.DataFrame, name: str, caption: str) -> list[Path]:
+        return write_table(df, self.out / "tables" / name, caption=f"{self.paper}: {caption}", note=self.note)
+
+    def figure(self, fig, name: str) -> list[Path]:
+        return save_figure(fig, self.out / "figures" / name, self.style, self.note)
+
+
+def _classification_report(ctx: Context, o: dict):
+    m = ctx.metrics()[o.get("split", "test")]
+    return ctx.table(report_table(m, ctx.labels), o["name"], f"classification report ({o.get('split', 'test')})")
+
+
+def _confusion_matrix(ctx: Context, o: dict):
+    split = o.get("split", "test")
+    m = ctx.metrics()[split]
+    names = [ctx.label(n) for n in m["class_names"]]
+    return ctx.figure(confusion_matrix_figure(m["confusion_matrix"], names, f"{ctx.paper}: confusion matrix ({split})"),
+                      o["name"])
+
+
+def _learning_curves(ctx: Context, o: dict):
+    metrics = o.get("metrics", ["accuracy", "loss"])
+    return ctx.figure(learning_curves_figure(ctx.history(), f"{ctx.paper}: learning curves", metrics), o["name"])
+
+
+def _history(ctx: Context, o: dict):
+    return ctx.table(ctx.history(), o["name"], "per-epoch training log")
+
+
+def _model_summary(ctx: Context, o: dict):
+    return ctx.table(pd.read_csv(ctx.files["model_summary"]), o["name"], "model summary")
+
+
+def _class_counts(ctx: Context, o: dict):
+    s = ctx.split()
+    counts = s.groupby(["split", "class"]).size().unstack(fill_value=0)
+    counts = counts.reindex([x for x in ("train", "val", "test") if x in counts.index])
+    table = counts.reset_index().rename_axis(None, axis=1)
+    paths = ctx.table(table, o["name"], "images per class and split")
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    counts.T.rename(index=ctx.label).plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("images")
+    ax.set_xlabel("")
+    ax.set_title(f"{ctx.paper}: images per class")
+    for cont in ax.containers:
+        ax.bar_label(cont, fontsize=7)
+    return paths + ctx.figure(fig, o["name"])
+
+
+def _sample_grid(ctx: Context, o: dict):
+    s = ctx.split()
+    label, n, size, split = o["label"], int(o.get("n", 25)), int(o.get("size", 128)), o.get("split", "train")
+    pool = s[(s["class"] == label) & (s["split"] == split)]
+    if pool.empty:
+        raise ValueError(f"output {o['name']}: no {split} image of class {label!r}; classes are "
+                         f"{sorted(s['class'].unique())}")
+    rng = np.random.default_rng(int(o.get("seed", 0)))
+    pick = pool.iloc[np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+    side = int(np.ceil(np.sqrt(n)))
+    fig, axes = plt.subplots(side, side, figsize=(side * 1.3, side * 1.3))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, path in zip(axes.ravel(), pick["png"]):
+        with Image.open(path) as im:
+            ax.imshow(np.asarray(im.convert("L").resize((size, size), Image.BILINEAR)), cmap="gray", vmin=0, vmax=255)
+    fig.suptitle(f"{ctx.paper}: {ctx.label(label)} ({split}, {size}x{size})")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _intensity_histogram(ctx: Context, o: dict):
+    s = ctx.split()
+    part = s[s["split"] == o.get("split", "train")]
+    row = part.iloc[int(o.get("index", 0)) % len(part)]
+    with Image.open(row["png"]) as im:
+        arr = np.asarray(im.convert("L"))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3))
+    a.imshow(arr, cmap="gray", vmin=0, vmax=255)
+    a.set_title(f"{row['image_id']} ({ctx.label(row['class'])})", fontsize=7)
+    a.axis("off")
+    b.hist(arr.ravel(), bins=64, range=(0, 255), color="0.3")
+    b.set_xlabel("pixel intensity")
+    b.set_ylabel("pixels")
+    fig.suptitle(f"{ctx.paper}: pixel-intensity histogram")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {
+    "classification_report": _classification_report,
+    "confusion_matrix": _confusion_matrix,
+    "learning_curves": _learning_curves,
+    "history": _history,
+    "model_summary": _model_summary,
+    "class_counts": _class_counts,
+    "sample_grid": _sample_grid,
+    "intensity_histogram": _intensity_histogram,
+}
+
+
+def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,
+                  scale: str = "demo") -> list[Path]:
+    """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
+
+    ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
+    """
+    out_dir = Path(out_dir)
+    note = scale_note(scale)
+    published = yaml.safe_load(Path(paper_cfg["published"]).read_text())
+    labels = paper_cfg.get("class_labels", {})
+    default_exp = paper_cfg["experiments"][0]
+    written: list[Path] = []
+    with atomic_dir(out_dir) as tmp:
+        for o in paper_cfg.get("outputs", []):
+            exp = o.get("experiment", default_exp)
+            if exp not in inputs:
+                raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
+                                 f"paper's experiments {list(inputs)}")
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp)
+            written += OUTPUTS[o["kind"]](ctx, o)
+        comps = []
+        for exp in paper_cfg["experiments"]:
+            metrics = json.loads(Path(inputs[exp]["metrics"]).read_text())
+            comp = comparison_table(metrics, published, [c for c in paper_cfg.get("compare", [])
+                                                         if c.get("experiment", default_exp) == exp])
+            comp.insert(0, "experiment", exp)
+            comps.append(comp)
+        ctx = Context(paper, {}, labels, style, note, tmp)
+        written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
+        incons = published.get("inconsistencies", [])
+        write_text(tmp / "inconsistencies.md", "# Inconsistencies in the published paper\n\n"
+                   + "".join(f"- {x}\n" for x in incons)
+                   + (f"\n{published['note']}\n" if published.get("note") else ""))
+        written = [out_dir / p.relative_to(tmp) for p in written]
+    return written
+
+
+def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
+    """The reproduction report: every paper's comparison table and where its outputs are."""
+    lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", ""]
+    for name, cfg in papers.items():
+        d = Path(paper_dirs[name])
+        lines += [f"## {name}: {cfg.get('title', '')}", ""]
+        comp = d / "tables" / "comparison.md"
+        if comp.is_file():
+            lines += [comp.read_text(), ""]
+        inc = d / "inconsistencies.md"
+        if inc.is_file():
+            lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
+        files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
+        lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
+    write_text(out_md, "\n".join(lines))
