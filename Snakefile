@@ -18,7 +18,7 @@ min_version("9.0")
 # so rules also work in conda envs and on cluster nodes without installing the package
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from medrepro.config import ConfigError, validate_config
+from medrepro.config import ConfigError, feature_key, uses_feature_cache, validate_config
 
 
 configfile: "config/config.yaml"
@@ -37,6 +37,7 @@ include: "workflow/rules/acquire.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/publish.smk"
 

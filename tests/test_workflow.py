@@ -32,7 +32,10 @@ def tiny_config(results: Path) -> dict:
         },
         "experiments": {"cnn_kermany": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}},
                         "cnn_pediatric": {"subset": {"per_class": {"normal": 15, "pneumonia": 15}},
-                                          "model": {"input_size": [48, 48]}, "train": {"epochs": 2}}},
+                                          "model": {"input_size": [48, 48]}, "train": {"epochs": 2}},
+                        **{f"tk_{b}": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}}
+                           for b in ("resnet50", "resnet50_l2", "vgg19", "efficientnet_b4", "efficientnet_b4_l2")},
+                        "tk_inception_v3": {"model": {"input_size": [80, 80]}, "train": {"epochs": 2}}},
     }
 
 
@@ -73,6 +76,13 @@ def test_tiny_config_end_to_end(tmp_path):
     ped_pred = pd.read_csv(results / "experiments" / "cnn_pediatric" / "predictions.csv")
     ped_test = ped_pred[ped_pred["split"] == "test"]
     assert log["val_accuracy"].iloc[-1] == pytest.approx((ped_test["target"] == ped_test["pred"]).mean())
+
+    tk = results / "papers" / "transfer_kermany"
+    table = pd.read_csv(tk / "tables" / "table_experiments.csv")
+    assert len(table) == 6 and table[["val_accuracy", "test_accuracy", "test_loss"]].notna().all().all()
+    assert (tk / "figures" / "roc_resnet50_l2.pdf").is_file()
+    # four backbones' features, computed once each, shared by the six experiments
+    assert len(list((results / "features" / "kermany").glob("*.pt"))) == 4
 
     # the table agrees with the predictions it was made from
     pred = pd.read_csv(results / "experiments" / "cnn_kermany" / "predictions.csv")

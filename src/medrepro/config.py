@@ -110,12 +110,18 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"experiments.{name}.paper: {e['paper']!r} is not under papers; expected one of "
                        f"{sorted(cfg.get('papers', {}))}")
         n_cls = len(e["classes"])
-        units = e["model"]["layers"][-1].get("units") if e["model"]["layers"] else None
+        key = "head" if e["model"]["arch"] == "transfer" else "layers"
+        if not e["model"].get(key):
+            out.append(f"experiments.{name}.model.{key}: required for arch {e['model']['arch']!r}")
+            continue
+        if e["model"]["arch"] == "transfer" and not e["model"].get("backbone"):
+            out.append(f"experiments.{name}.model.backbone: required for arch 'transfer'")
+        units = e["model"][key][-1].get("units")
         want = 1 if e["model"]["output"] == "sigmoid" else n_cls
         if e["model"]["output"] == "sigmoid" and n_cls != 2:
             out.append(f"experiments.{name}.model.output: 'sigmoid' needs exactly 2 classes, found {n_cls}")
         elif units is not None and units != want:
-            out.append(f"experiments.{name}.model.layers[-1].units: {units}, but output "
+            out.append(f"experiments.{name}.model.{key}[-1].units: {units}, but output "
                        f"{e['model']['output']!r} with {n_cls} classes needs {want}")
         names = [c["name"] for c in e["classes"]]
         for cls in (e.get("subset") or {}).get("per_class", {}):
@@ -153,3 +159,19 @@ def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
         with open(p) as f:
             cfg = merge(cfg, yaml.safe_load(f) or {})
     return validate_config(cfg, schema_path, source=" + ".join(map(str, paths)))
+
+
+def uses_feature_cache(experiment: dict) -> bool:
+    """A frozen backbone seeing unaugmented images gives the same features every epoch:
+    compute them once per backbone, dataset and input size (rule ``features``) and train
+    the head on them."""
+    m = experiment["model"]
+    return (m.get("arch") == "transfer" and m.get("freeze", True) and not experiment.get("augment")
+            and experiment["train"].get("feature_cache", "auto") == "auto")
+
+
+def feature_key(experiment: dict) -> str:
+    """The name of an experiment's features file: what the features depend on."""
+    m = experiment["model"]
+    h, w = m["input_size"]
+    return f"{m['backbone']}_{h}x{w}_c{m.get('channels', 3)}_{m.get('normalize', 'imagenet')}"

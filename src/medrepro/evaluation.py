@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, roc_auc_score
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss, roc_auc_score
 
 
 def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], split: str = "test",
@@ -41,8 +41,11 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
+    proba = pred[[f"prob_{c}" for c in class_names]].to_numpy()
+    out["loss"] = float(log_loss(y, proba, labels=labels))  # cross-entropy of the predicted probabilities
     if len(class_names) == 2:
         tn, fp, fn, tp = cm.ravel()
+        out.update(tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp))
         out["sensitivity"] = float(tp / (tp + fn)) if tp + fn else float("nan")
         out["specificity"] = float(tn / (tn + fp)) if tn + fp else float("nan")
         if len(np.unique(y)) == 2:

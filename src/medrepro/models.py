@@ -45,11 +45,13 @@ def _activation(name, where):
     return [a()] if a else []
 
 
-def build_sequential(layers: list[dict], in_channels: int, input_size: tuple[int, int],
-                     init: str = "glorot_uniform") -> nn.Sequential:
-    """Build an :class:`torch.nn.Sequential` from ``layers`` for (C, H, W) inputs."""
+def build_sequential(layers: list[dict], input_shape: tuple[int, ...], init: str = "glorot_uniform") -> nn.Sequential:
+    """Build an :class:`torch.nn.Sequential` from ``layers`` for inputs of ``input_shape``:
+    (C, H, W) images or (F,) feature vectors.  A ``dense`` layer with ``l2`` carries that
+    factor as ``module.l2``: :func:`regularization_loss` adds ``l2 * sum(W**2)`` (Keras' ``l2``)."""
     mods: list[nn.Module] = []
-    shape = (in_channels, *input_size)  # current (C, H, W) or (F,)
+    input_shape = tuple(input_shape)
+    shape = input_shape  # current (C, H, W) or (F,)
     for i, spec in enumerate(layers):
         where = f"model.layers[{i}]"
         kind = spec.get("type")
@@ -77,6 +79,8 @@ def build_sequential(layers: list[dict], in_channels: int, input_size: tuple[int
             if len(shape) != 1:
                 raise ModelSpecError(f"{where}: dense needs a flat input; add a flatten or global_avg_pool layer first")
             mods.append(nn.Linear(shape[0], int(spec["units"])))
+            if spec.get("l2"):
+                mods[-1].l2 = float(spec["l2"])
             mods += _activation(spec.get("activation", "none"), where)
         elif kind == "dropout":
             mods.append(nn.Dropout(float(spec["rate"])))
@@ -84,12 +88,14 @@ def build_sequential(layers: list[dict], in_channels: int, input_size: tuple[int
             mods.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
         try:
             with torch.no_grad():
-                shape = tuple(nn.Sequential(*mods)(torch.zeros(1, in_channels, *input_size)).shape[1:])
+                probe = nn.Sequential(*mods)
+                probe.eval()
+                shape = tuple(probe(torch.zeros(1, *input_shape)).shape[1:])
         except RuntimeError as exc:
-            raise ModelSpecError(f"{where}: the input of {list(input_size)} px is too small for this layer "
+            raise ModelSpecError(f"{where}: the input of {list(input_shape)} is too small for this layer "
                                  f"stack ({exc})") from exc
         if any(d <= 0 for d in shape):
-            raise ModelSpecError(f"{where}: the input of {list(input_size)} px is too small for this layer stack")
+            raise ModelSpecError(f"{where}: the input of {list(input_shape)} is too small for this layer stack")
     model = nn.Sequential(*mods)
     if init == "glorot_uniform":
         for m in model.modules():
@@ -101,16 +107,114 @@ def build_sequential(layers: list[dict], in_channels: int, input_size: tuple[int
     return model
 
 
-def build_model(spec: dict, n_outputs: int | None = None) -> nn.Module:
-    """Build the model an experiment's ``model`` config describes."""
+def regularization_loss(model: nn.Module) -> torch.Tensor | float:
+    """Sum of ``l2 * sum(W**2)`` over the layers that carry an ``l2`` factor (0 when none)."""
+    terms = [m.l2 * m.weight.pow(2).sum() for m in model.modules() if getattr(m, "l2", 0)]
+    return sum(terms) if terms else 0.0
+
+
+# backbone -> (the node whose output is the last feature map, its channels, constructor options)
+BACKBONES = {
+    "vgg16": ("features", 512, {}),
+    "vgg19": ("features", 512, {}),
+    "resnet50": ("layer4", 2048, {}),
+    "inception_v3": ("Mixed_7c", 2048, {"aux_logits": False, "init_weights": True}),
+    "efficientnet_b4": ("features", 1792, {}),
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Backbone(nn.Module):
+    """A torchvision classifier cut before its head: image in [0, 1] -> pooled feature vector.
+
+    Grayscale inputs are repeated to three channels; ``normalize: imagenet`` applies the
+    ImageNet mean and standard deviation that torchvision's weights were trained with.
+    ``weights`` is a local torchvision state-dict file (e.g. ``resnet50-11ad3fa6.pth``), or
+    None for a seeded random initialisation.  When ``frozen``, its parameters take no
+    gradient and it stays in inference mode (BatchNorm uses its running statistics), as a
+    Keras base model with ``trainable = False``.
+    """
+
+    def __init__(self, name: str, weights: str | None = None, frozen: bool = True, normalize: str = "imagenet",
+                 seed: int = 0):
+        super().__init__()
+        import torchvision
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        if name not in BACKBONES:
+            raise ModelSpecError(f"model.backbone {name!r}; expected one of {sorted(BACKBONES)}")
+        node, self.dim, kw = BACKBONES[name]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = getattr(torchvision.models, name)(weights=None, **kw)
+        self.pretrained = weights is not None
+        if weights:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith(("fc.", "classifier.", "AuxLogits."))]
+            if missing:
+                raise ModelSpecError(f"{weights}: not a {name} state dict (missing {missing[:3]} ...)")
+        self.body = create_feature_extractor(net, {node: "features"})
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        if normalize not in ("imagenet", "none"):
+            raise ModelSpecError(f"model.normalize {normalize!r}; expected 'imagenet' or 'none'")
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.frozen = frozen
+        if frozen:
+            for p in self.body.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode and not self.frozen)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x - self.mean) / self.std
+        return torch.flatten(self.pool(self.body(x)["features"]), 1)
+
+
+class TransferNet(nn.Module):
+    """A backbone and a head; ``forward(x) = head(backbone(x))``."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def build_head(spec: dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
+    """The head of a transfer model, seeded on its own so it is the same with or without a backbone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_sequential(spec["head"], (feature_dim,), spec.get("init", "glorot_uniform"))
+
+
+def build_backbone(spec: dict, weights: str | None = None, seed: int = 0) -> Backbone:
+    return Backbone(spec["backbone"], weights, spec.get("freeze", True), spec.get("normalize", "imagenet"), seed)
+
+
+def build_model(spec: dict, n_outputs: int | None = None, weights: str | None = None, seed: int = 0) -> nn.Module:
+    """Build the model an experiment's ``model`` config describes (``sequential`` or ``transfer``)."""
     arch = spec.get("arch", "sequential")
-    if arch != "sequential":
-        raise ModelSpecError(f"model.arch {arch!r}; this version builds 'sequential' models")
     size = tuple(spec["input_size"])
-    model = build_sequential(spec["layers"], int(spec.get("channels", 1)), size, spec.get("init", "glorot_uniform"))
+    channels = int(spec.get("channels", 1))
+    if arch == "sequential":
+        model = build_sequential(spec["layers"], (channels, *size), spec.get("init", "glorot_uniform"))
+    elif arch == "transfer":
+        backbone = build_backbone(spec, weights, seed)
+        model = TransferNet(backbone, build_head(spec, backbone.dim, seed))
+    else:
+        raise ModelSpecError(f"model.arch {arch!r}; expected 'sequential' or 'transfer'")
     if n_outputs is not None:
+        model.eval()
         with torch.no_grad():
-            out = model(torch.zeros(1, int(spec.get("channels", 1)), *size)).shape[1]
+            out = model(torch.zeros(1, channels, *size)).shape[1]
         if out != n_outputs:
             raise ModelSpecError(f"model's last layer has {out} units, but the output {spec.get('output')!r} "
                                  f"with these classes needs {n_outputs}")

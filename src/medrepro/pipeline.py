@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
 
 from . import datasets
 from .convert import convert_manifest
@@ -22,10 +24,10 @@ from .data import ImageTable, build_augmentation
 from .evaluation import classification_metrics, prediction_table
 from .figures import contact_sheet_figure, save_figure
 from .io import atomic_dir, atomic_path, read_csv, write_csv, write_json
-from .models import build_model, summary
+from .models import BACKBONES, TransferNet, build_backbone, build_head, build_model, summary
 from .publish import scale_note
 from .splits import make_split
-from .training import TrainConfig, class_weights, fit, predict_proba
+from .training import TrainConfig, class_weights, fit, predict_proba, resolve_device
 
 log = logging.getLogger("medrepro")
 
@@ -128,6 +130,9 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
     df = read_csv(converted_manifest)
     table = class_table(df, experiment["classes"])
     missing = [lab for c in experiment["classes"] for lab in c["labels"] if lab not in set(df["label"])]
+    s = experiment["split"]
+    if s.get("sources"):
+        table = table[table["source_split"].isin(s["sources"])]
     subset = experiment.get("subset")
     if subset:
         table = draw_subset(table, subset["per_class"], subset.get("seed", 0))
@@ -157,53 +162,115 @@ def n_outputs(experiment: dict) -> int:
     return 1 if experiment["model"]["output"] == "sigmoid" else len(experiment["classes"])
 
 
-def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, summary_out=None) -> None:
+def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, batch_size: int = 64,
+                     device: str = "auto") -> None:
+    """Pooled backbone features of every image of a dataset, for all experiments that share
+    the backbone, its weights and the input size."""
+    df = read_csv(converted_manifest).assign(target=0)
+    backbone = build_backbone(model_spec, weights, seed)
+    ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec.get("channels", 3)))
+    dev = resolve_device(device)
+    backbone.to(dev).eval()
+    feats = []
+    with torch.no_grad():
+        for x, _ in tqdm(DataLoader(ds, batch_size=batch_size), desc="features", file=sys.stderr, mininterval=5):
+            feats.append(backbone(x.to(dev)).float().cpu())
+    with atomic_path(out) as tmp:
+        torch.save({"image_id": df["image_id"].tolist(), "features": torch.cat(feats),
+                    "backbone": model_spec["backbone"], "input_size": list(model_spec["input_size"]),
+                    "weights": weights, "pretrained": weights is not None, "seed": seed}, tmp)
+
+
+def _feature_table(features_path, part: pd.DataFrame) -> TensorDataset:
+    ck = torch.load(features_path, map_location="cpu", weights_only=False)
+    index = {k: i for i, k in enumerate(ck["image_id"])}
+    missing = [i for i in part["image_id"] if i not in index]
+    if missing:
+        raise ValueError(f"{features_path}: no features for {len(missing)} image(s), e.g. {missing[:3]}; "
+                         "rerun the features rule")
+    rows = torch.tensor([index[i] for i in part["image_id"]], dtype=torch.long)
+    ds = TensorDataset(ck["features"][rows], torch.tensor(part["target"].astype(int).to_numpy()))
+    ds.targets = part["target"].astype(int).to_numpy()
+    return ds
+
+
+def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, summary_out=None,
+          features=None, weights: str | None = None, backbone_seed: int = 0) -> None:
+    """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
     table = read_csv(split_csv)
-    for s in ("train", experiment["train"]["validate_on"]):
+    t = experiment["train"]
+    for s in ("train", t["validate_on"]):
         if not (table["split"] == s).any():
             raise ValueError(f"{split_csv}: the {s} split is empty; check the experiment's split config")
-    t = experiment["train"]
+    m = experiment["model"]
     torch.manual_seed(t["seed"])
-    model = build_model(experiment["model"], n_outputs(experiment))
-    train_ds, val_ds = _datasets_for(table, experiment, augment=True)
-    weights = class_weights(train_ds.targets, len(experiment["classes"])) if t["class_weights"] == "balanced" else None
+    if features:
+        tr, va = (table[table["split"] == s] for s in ("train", t["validate_on"]))
+        train_ds, val_ds = _feature_table(features, tr), _feature_table(features, va)
+        model = build_head(m, train_ds.tensors[0].shape[1], t["seed"])
+        input_shape: tuple = (train_ds.tensors[0].shape[1],)
+    else:
+        model = build_model(m, n_outputs(experiment), weights, backbone_seed)
+        if m.get("arch") == "transfer":  # same head as on the cache, whatever the backbone consumed
+            model.head = build_head(m, model.backbone.dim, t["seed"])
+        train_ds, val_ds = _datasets_for(table, experiment, augment=True)
+        input_shape = (int(m["channels"]), *m["input_size"])
+    balanced = t["class_weights"] == "balanced"
+    weights_c = class_weights(train_ds.targets, len(experiment["classes"])) if balanced else None
     cfg = TrainConfig(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
                       weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
-                      class_weights=weights, seed=t["seed"], device=t["device"], num_workers=t["num_workers"],
+                      class_weights=weights_c, seed=t["seed"], device=t["device"], num_workers=t["num_workers"],
                       amp=t["amp"])
-    print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights}",
-          file=sys.stderr)
+    print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights_c}; "
+          f"{'head on cached features ' + str(features) if features else 'full forward passes'}", file=sys.stderr)
     fingerprint = hashlib.sha256(json.dumps(experiment, sort_keys=True).encode() + Path(split_csv).read_bytes()
-                                 ).hexdigest()
+                                 + (Path(features).read_bytes()[:1 << 20] if features else b"")).hexdigest()
     model, history = fit(model, train_ds, val_ds, cfg, checkpoint=checkpoint, fingerprint=fingerprint)
+    state = model.cpu().state_dict()
+    if m.get("arch") == "transfer" and not features and m.get("freeze", True):
+        state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     with atomic_path(model_out) as tmp:
-        torch.save({"state_dict": model.cpu().state_dict(), "model": experiment["model"],
-                    "classes": [c["name"] for c in experiment["classes"]]}, tmp)
+        torch.save({"state_dict": state, "model": m, "classes": [c["name"] for c in experiment["classes"]],
+                    "head_only": m.get("arch") == "transfer" and m.get("freeze", True),
+                    "weights": weights, "backbone_seed": backbone_seed}, tmp)
     write_csv(history_out, history)
     if summary_out:
-        m = experiment["model"]
-        write_csv(summary_out, pd.DataFrame(summary(model, (int(m["channels"]), *m["input_size"]))))
+        rows = summary(model, input_shape)
+        if features:  # the frozen backbone belongs to the model: report it too
+            bb = build_backbone(m, weights, backbone_seed)
+            n = sum(p.numel() for p in bb.parameters())
+            rows.insert(0, {"layer": f"backbone ({m['backbone']}, frozen, "
+                                     f"{'pretrained' if weights else 'random init'})",
+                            "output_shape": str((bb.dim,)), "params": n, "trainable": 0})
+        write_csv(summary_out, pd.DataFrame(rows))
     if checkpoint:  # only an interrupted run needs it
         Path(checkpoint).unlink(missing_ok=True)
 
 
-def load_model(path) -> tuple[torch.nn.Module, list[str]]:
+def load_model(path) -> tuple[torch.nn.Module, list[str], dict]:
+    """The trained model (the head alone for a frozen-backbone transfer model), its classes and the file's info."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(ck["model"])
+    if ck.get("head_only"):
+        model = build_head(ck["model"], BACKBONES[ck["model"]["backbone"]][1])
+    else:
+        model = build_model(ck["model"])
     model.load_state_dict(ck["state_dict"])
-    return model, ck["classes"]
+    return model, ck["classes"], ck
 
 
-def predict(split_csv, model_path, experiment: dict, predictions_out) -> pd.DataFrame:
+def predict(split_csv, model_path, experiment: dict, predictions_out, features=None) -> pd.DataFrame:
     table = read_csv(split_csv)
-    model, classes = load_model(model_path)
+    model, classes, ck = load_model(model_path)
     m = experiment["model"]
+    if ck.get("head_only") and not features:  # a frozen backbone: rebuild it and put the head on it
+        model = TransferNet(build_backbone(m, ck.get("weights"), ck.get("backbone_seed", 0)), model)
     frames = []
     for s in ("train", "val", "test"):
         part = table[table["split"] == s]
         if part.empty:
             continue
-        ds = ImageTable(part, tuple(m["input_size"]), int(m["channels"]))
+        ds = _feature_table(features, part) if features else ImageTable(part, tuple(m["input_size"]),
+                                                                        int(m["channels"]))
         proba = predict_proba(model, ds, device=experiment["train"]["device"])
         frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, classes, s,
                                        experiment["threshold"]))

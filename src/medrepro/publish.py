@@ -16,6 +16,9 @@ kind                        writes  options
 ``class_counts``            both    images per class and split
 ``sample_grid``             figure  ``label`` (a class name), ``n`` (25), ``size`` (128), ``split`` (train)
 ``intensity_histogram``     figure  ``index`` (0), ``split`` (train): one image beside its histogram
+``metrics_table``           table   ``experiments`` (rows), ``columns`` ({column: dotted path into metrics.json}),
+                                    ``row_labels``
+``roc_curve``               figure  ``split`` (test): ROC of a binary classifier with its AUC
 =========================== ======= ===================================================================
 
 Every paper also gets ``tables/comparison`` (published vs reproduced, from
@@ -72,8 +75,9 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict]) -> pd.
 class Context:
     """What an output may read: one experiment's files, loaded on first use."""
 
-    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path):
+    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, all_files=None):
         self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
+        self.all_files = all_files or {}
 
     def metrics(self) -> dict:
         return json.loads(Path(self.files["metrics"]).read_text())
@@ -175,7 +179,35 @@ def _intensity_histogram(ctx: Context, o: dict):
     return ctx.figure(fig, o["name"])
 
 
+def _metrics_table(ctx: Context, o: dict):
+    rows = []
+    for exp in o.get("experiments") or [o.get("experiment")]:
+        m = json.loads(Path(ctx.all_files[exp]["metrics"]).read_text())
+        row = {"experiment": (o.get("row_labels") or {}).get(exp, exp)}
+        for col, path in o["columns"].items():
+            v = lookup(m, path)
+            row[col] = float(v) if isinstance(v, (int, float)) else None
+        rows.append(row)
+    return ctx.table(pd.DataFrame(rows), o["name"], o.get("caption", "metrics"))
+
+
+def _roc_curve(ctx: Context, o: dict):
+    from sklearn.metrics import RocCurveDisplay
+
+    split = o.get("split", "test")
+    pred = pd.read_csv(ctx.files["predictions"])
+    pred = pred[pred["split"] == split]
+    positive = [c for c in pred.columns if c.startswith("prob_")][-1]
+    fig, ax = plt.subplots(figsize=(3.8, 3.6))
+    RocCurveDisplay.from_predictions(pred["target"], pred[positive], ax=ax, name=ctx.label(positive[5:]))
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
+    ax.set_title(f"{ctx.paper}: ROC ({split})")
+    return ctx.figure(fig, o["name"])
+
+
 OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {
+    "metrics_table": _metrics_table,
+    "roc_curve": _roc_curve,
     "classification_report": _classification_report,
     "confusion_matrix": _confusion_matrix,
     "learning_curves": _learning_curves,
@@ -202,10 +234,14 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     with atomic_dir(out_dir) as tmp:
         for o in paper_cfg.get("outputs", []):
             exp = o.get("experiment", default_exp)
+            for e in [exp] + list(o.get("experiments") or []):
+                if e not in inputs:
+                    raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {e!r} is not one of the "
+                                     f"paper's experiments {list(inputs)}")
             if exp not in inputs:
                 raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
                                  f"paper's experiments {list(inputs)}")
-            ctx = Context(paper, inputs[exp], labels, style, note, tmp)
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs)
             written += OUTPUTS[o["kind"]](ctx, o)
         comps = []
         for exp in paper_cfg["experiments"]:

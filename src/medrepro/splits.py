@@ -2,6 +2,7 @@
 
 An experiment's split is described in config:
 
+``sources``      the source splits used at all (default: every one)
 ``keep_source``  source splits kept as the distributor made them (e.g. ``[test]``)
 ``fractions``    how the remaining images are re-split, e.g. ``{train: 0.8, val: 0.2}``
 ``seed``         the shuffle seed

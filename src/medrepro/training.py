@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .io import atomic_path
+from .models import regularization_loss
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
                 loss, c = _loss_and_correct(model(x), y, loss_fn)
+                loss = loss + regularization_loss(model)  # Keras reports the loss with its L2 terms
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()

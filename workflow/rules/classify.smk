@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
+        unpack(experiment_inputs({})),
     output:
         model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
@@ -11,6 +11,8 @@ rule train:
     params:
         experiment=lambda wc: config["experiments"][wc.experiment],
         checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
+        weights=backbone_weights,
+        backbone_seed=config["backbone_seed"],
     threads: 2
     resources:
         gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
@@ -26,8 +28,7 @@ rule train:
 
 rule predict:
     input:
-        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
-        model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
+        unpack(experiment_inputs({"model": "{results}/experiments/{experiment}/model.pt"})),
     output:
         f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
     params:

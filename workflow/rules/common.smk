@@ -24,11 +24,41 @@ def experiment_dataset(wildcards):
     return f"{RESULTS}/converted/{exp['dataset']}/manifest.csv"
 
 
+def features_file(experiment):
+    exp = config["experiments"][experiment]
+    return f"{RESULTS}/features/{exp['dataset']}/{feature_key(exp)}.pt"
+
+
+# (dataset, key) -> the model config whose backbone makes those features
+FEATURE_SPECS = {
+    (e["dataset"], feature_key(e)): e["model"] for e in config["experiments"].values() if uses_feature_cache(e)
+}
+
+
+def experiment_inputs(extra):
+    """Input function: the split (plus ``extra`` files of the experiment) and, for a frozen
+    backbone without augmentation, its cached features."""
+
+    def inputs(wildcards):
+        d = {"split": f"{RESULTS}/experiments/{wildcards.experiment}/split.csv"}
+        d.update({k: v.format(results=RESULTS, experiment=wildcards.experiment) for k, v in extra.items()})
+        if uses_feature_cache(config["experiments"][wildcards.experiment]):
+            d["features"] = features_file(wildcards.experiment)
+        return d
+
+    return inputs
+
+
+def backbone_weights(wildcards):
+    m = config["experiments"][wildcards.experiment]["model"]
+    return config["weights"].get(m.get("backbone")) if m.get("arch") == "transfer" else None
+
+
 def paper_inputs(wildcards):
     exps = config["papers"][wildcards.paper]["experiments"]
     out = {}
     for e in exps:
-        for kind in ("metrics.json", "history.csv", "model_summary.csv", "split.csv"):
+        for kind in ("metrics.json", "history.csv", "model_summary.csv", "split.csv", "predictions.csv"):
             out[f"{e}__{kind.split('.')[0]}"] = f"{RESULTS}/experiments/{e}/{kind}"
     return out
 
@@ -51,3 +81,4 @@ wildcard_constraints:
     dataset=one_of(list(config["datasets"])),
     experiment=one_of(list(config["experiments"])),
     paper=one_of(list(config["papers"])),
+    key="[A-Za-z0-9_]+",

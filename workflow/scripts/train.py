@@ -6,4 +6,6 @@ from medrepro import pipeline
 with pipeline.logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     pipeline.train(snakemake.input.split, snakemake.params.experiment, snakemake.output.model,
-                   snakemake.output.history, snakemake.params.checkpoint, snakemake.output.summary)
+                   snakemake.output.history, snakemake.params.checkpoint, snakemake.output.summary,
+                   features=snakemake.input.get("features"), weights=snakemake.params.weights,
+                   backbone_seed=snakemake.params.backbone_seed)

@@ -1,0 +1,90 @@
+"""Transfer models: frozen torchvision backbones, heads with L2, and the feature cache."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from medrepro import datasets, pipeline
+from medrepro.convert import convert_manifest
+from medrepro.models import build_model, regularization_loss
+
+from .conftest import REPO
+
+
+def _experiment(backbone="resnet50", size=32, l2=None):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    from medrepro.config import validate_config
+
+    cfg = validate_config(cfg, REPO / "config" / "schema.yaml")
+    e = copy.deepcopy(cfg["experiments"]["tk_resnet50"])
+    e["model"].update(backbone=backbone, input_size=[size, size])
+    if l2:
+        e["model"]["head"][0]["l2"] = l2
+    e["train"].update(epochs=3, early_stopping=None)
+    return e
+
+
+def test_frozen_backbone_trains_only_the_head():
+    model = build_model(_experiment()["model"], n_outputs=2)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    head = (2048 * 128 + 128) + 2 * 128 + (128 * 2 + 2)  # dense, batchnorm (gamma, beta), dense
+    assert trainable == head == 262786
+    assert total - trainable == 23508032  # torchvision ResNet-50 without its fc layer
+    model.train()
+    assert not model.backbone.training and model.head.training  # frozen BatchNorm stays in inference mode
+
+
+def test_l2_penalty_is_keras_l2():
+    model = build_model(_experiment(l2=0.01)["model"], n_outputs=2)
+    w = model.head[0].weight
+    assert float(regularization_loss(model).detach()) == pytest.approx(0.01 * float(w.detach().pow(2).sum()), rel=1e-6)
+    assert regularization_loss(build_model(_experiment()["model"], n_outputs=2)) == 0.0
+
+
+@pytest.fixture(scope="module")
+def kermany_split(raw, tmp_path_factory):
+    root, _ = raw
+    d = tmp_path_factory.mktemp("tk")
+    m = datasets.kermany.ingest(root / "kermany").manifest
+    conv, _ = convert_manifest(m, d / "png", max_side=64)
+    conv.to_csv(d / "converted.csv", index=False)
+    e = _experiment()
+    pipeline.split(d / "converted.csv", e, d / "split.csv", d / "audit.json")
+    pipeline.extract_features(d / "converted.csv", e["model"], None, 0, d / "features.pt")
+    return d, e
+
+
+def test_feature_cache_equals_full_forward_passes(kermany_split):
+    d, e = kermany_split
+    pipeline.train(d / "split.csv", e, d / "cached.pt", d / "h_cached.csv", features=d / "features.pt")
+    e_full = copy.deepcopy(e)
+    e_full["train"]["feature_cache"] = "off"
+    pipeline.train(d / "split.csv", e_full, d / "full.pt", d / "h_full.csv")
+    a, b = pd.read_csv(d / "h_cached.csv"), pd.read_csv(d / "h_full.csv")
+    assert np.allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4, atol=1e-5)
+    sa = torch.load(d / "cached.pt", weights_only=False)["state_dict"]
+    sb = torch.load(d / "full.pt", weights_only=False)["state_dict"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5), k
+    # predictions from the cache and from images through the rebuilt backbone agree
+    p1 = pipeline.predict(d / "split.csv", d / "cached.pt", e, d / "p1.csv", features=d / "features.pt")
+    p2 = pipeline.predict(d / "split.csv", d / "cached.pt", e, d / "p2.csv")
+    assert np.allclose(p1["prob_pneumonia"], p2["prob_pneumonia"], atol=1e-5)
+    assert (p1["pred"] == p2["pred"]).all()
+
+
+def test_missing_features_are_named(kermany_split, tmp_path):
+    d, e = kermany_split
+    ck = torch.load(d / "features.pt", weights_only=False)
+    ck["image_id"] = ck["image_id"][:3]
+    ck["features"] = ck["features"][:3]
+    torch.save(ck, tmp_path / "short.pt")
+    with pytest.raises(ValueError, match="no features for .* image"):
+        pipeline.train(d / "split.csv", e, tmp_path / "m.pt", tmp_path / "h.csv", features=tmp_path / "short.pt")
