@@ -1,6 +1,9 @@
 """Shared fixtures: small synthetic datasets written once per test session."""
 from __future__ import annotations
 
+import http.server
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,16 @@ def raw(tmp_path_factory):
         "rfmid": datasets.rfmid.synthesize(root / "rfmid", 3, {"train": 8, "val": 3, "test": 3}, size_scale=0.04),
     }
     return root, plans
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import re
-import threading
 import tomllib
 import zipfile
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -46,19 +43,6 @@ def test_tables_three_formats(tmp_path):
     assert "| a_b     |       0.500 |" in md and "_demo scale_" in md
     tex = paths[2].read_text()
     assert "\\begin{tabular}" in tex and "a\\_b" in tex and "Caption (demo scale)" in tex
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_download_checks_md5_and_unpacks(http_root, tmp_path):

@@ -88,3 +88,33 @@ def test_missing_features_are_named(kermany_split, tmp_path):
     torch.save(ck, tmp_path / "short.pt")
     with pytest.raises(ValueError, match="no features for .* image"):
         pipeline.train(d / "split.csv", e, tmp_path / "m.pt", tmp_path / "h.csv", features=tmp_path / "short.pt")
+
+
+def test_imagenet_weights_download_and_load(http_root, tmp_path):
+    """A torchvision-named weights file is fetched, its SHA-256 prefix checked, and loaded."""
+    import hashlib
+
+    from medrepro.download import DownloadError, fetch_torchvision_weights
+    from medrepro.models import Backbone
+
+    www, url = http_root
+    torch.manual_seed(123)
+    import torchvision
+
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    raw = tmp_path / "w.pth"
+    torch.save(state, raw)
+    sha = hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
+    (www / f"resnet50-{sha}.pth").write_bytes(raw.read_bytes())
+    (www / "resnet50-00000000.pth").write_bytes(raw.read_bytes())
+    dest = tmp_path / "weights" / "resnet50.pth"
+    fetch_torchvision_weights("resnet50", dest, url=f"{url}/resnet50-{sha}.pth")
+    with pytest.raises(DownloadError, match="does not start with 00000000"):
+        fetch_torchvision_weights("resnet50", tmp_path / "bad.pth", url=f"{url}/resnet50-00000000.pth")
+    loaded = Backbone("resnet50", weights=str(dest))
+    assert loaded.pretrained
+    assert torch.equal(loaded.body.conv1.weight, state["conv1.weight"])
+    random_init = Backbone("resnet50", weights=None, seed=0)
+    assert not torch.equal(random_init.body.conv1.weight, state["conv1.weight"])
+    with pytest.raises(Exception, match="not a vgg16 state dict"):
+        Backbone("vgg16", weights=str(dest))

@@ -107,3 +107,28 @@ def fetch_dataset(spec: dict, out_dir: str | Path) -> Path:
         else:
             raise DownloadError(f"download.kind {kind!r}; expected urls, kaggle_dataset or kaggle_competition")
     return out_dir
+
+
+def torchvision_weights_url(backbone: str) -> str:
+    """The URL of torchvision's ``IMAGENET1K_V1`` weights of ``backbone`` (the original
+    ImageNet training, the closest to the Keras applications' weights)."""
+    import torchvision
+
+    return torchvision.models.get_model_weights(backbone).IMAGENET1K_V1.url
+
+
+def fetch_torchvision_weights(backbone: str, dest: str | Path, url: str | None = None) -> Path:
+    """Download torchvision's ImageNet weights of ``backbone`` to ``dest``.
+
+    torchvision names its files ``<name>-<first 8 hex digits of the SHA-256>.pth``; that
+    prefix is checked, as ``torch.hub`` does.
+    """
+    url = url or torchvision_weights_url(backbone)
+    path = fetch_url(url, Path(dest).with_name(f".{Path(dest).name}.download"))
+    prefix = Path(unquote(urlparse(url).path)).stem.rsplit("-", 1)[-1]
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not h.startswith(prefix):
+        path.unlink()
+        raise DownloadError(f"{url}: SHA-256 {h[:8]}... does not start with {prefix} (corrupt download)")
+    os.replace(path, dest)
+    return Path(dest)

@@ -42,16 +42,33 @@ def experiment_inputs(extra):
     def inputs(wildcards):
         d = {"split": f"{RESULTS}/experiments/{wildcards.experiment}/split.csv"}
         d.update({k: v.format(results=RESULTS, experiment=wildcards.experiment) for k, v in extra.items()})
-        if uses_feature_cache(config["experiments"][wildcards.experiment]):
+        exp = config["experiments"][wildcards.experiment]
+        if uses_feature_cache(exp):
             d["features"] = features_file(wildcards.experiment)
+        elif exp["model"].get("arch") == "transfer" and weights_file(exp["model"]["backbone"]):
+            d["weights"] = weights_file(exp["model"]["backbone"])
         return d
 
     return inputs
 
 
+def weights_file(backbone):
+    """The weights file of a backbone: a local path, the download target for 'imagenet', or None."""
+    w = config["weights"].get(backbone)
+    return f"{RESULTS}/weights/{backbone}.pth" if w == "imagenet" else w
+
+
 def backbone_weights(wildcards):
     m = config["experiments"][wildcards.experiment]["model"]
-    return config["weights"].get(m.get("backbone")) if m.get("arch") == "transfer" else None
+    return weights_file(m.get("backbone")) if m.get("arch") == "transfer" else None
+
+
+def features_inputs(wildcards):
+    d = {"manifest": f"{RESULTS}/converted/{wildcards.dataset}/manifest.csv"}
+    w = weights_file(FEATURE_SPECS[(wildcards.dataset, wildcards.key)]["backbone"])
+    if w:
+        d["weights"] = w
+    return d
 
 
 def paper_inputs(wildcards):

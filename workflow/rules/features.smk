@@ -4,12 +4,11 @@ experiment that trains a head on the same frozen backbone without augmentation."
 
 rule features:
     input:
-        manifest=f"{RESULTS}/converted/{{dataset}}/manifest.csv",
+        unpack(features_inputs),
     output:
         f"{RESULTS}/features/{{dataset}}/{{key}}.pt",
     params:
         model=lambda wc: FEATURE_SPECS[(wc.dataset, wc.key)],
-        weights=lambda wc: config["weights"].get(FEATURE_SPECS[(wc.dataset, wc.key)]["backbone"]),
         seed=config["backbone_seed"],
     threads: 2
     resources:
@@ -24,3 +23,18 @@ rule features:
         ENV
     script:
         "../scripts/features.py"
+
+
+rule download_weights:
+    """torchvision's ImageNet weights of a backbone set to 'imagenet' under `weights:` (needs internet)."""
+    output:
+        f"{RESULTS}/weights/{{backbone}}.pth",
+    wildcard_constraints:
+        backbone="vgg16|vgg19|resnet50|inception_v3|efficientnet_b4",
+    localrule: True
+    log:
+        f"{RESULTS}/logs/download_weights/{{backbone}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/download_weights.py"
