@@ -1,0 +1,150 @@
+"""Detection metrics of the Mask R-CNN paper, the RSNA challenge metric and COCO AP.
+
+Paper (``maskrcnn_opacity``, section "Métricas de desempeño"):
+
+- **IoU** of a true opacity: pixel IoU (eq. 2) between its mask and the predicted instance
+  it is matched to (0 when none).  Matching is one to one, greedy by IoU, highest first.
+- **Per-image IoU** (eq. 4): the mean IoU over the image's true opacities; the test-set
+  mean and population standard deviation of it are eqs. 3 and 5.
+- **Opacity level** (Table 2): a true opacity matched with IoU > 0.45 is a TP, otherwise an
+  FN; a predicted instance matched to no true opacity with IoU > 0.45 is an FP.
+- **Image level** (Table 3): a pneumonia image is a TP when its per-image IoU > 0.45, else an
+  FN; a healthy image with any detection is an FP, with none a TN.
+
+RSNA challenge (``specs/datasets.md``): for t in 0.40:0.05:0.75, predictions sorted by
+confidence are matched greedily to boxes with IoU > t; precision(t) = TP / (TP + FP + FN);
+an image scores the mean over t; an image without boxes scores 0 with any prediction and
+is left out without any (as public replicas do; ``empty="one"`` scores it 1 instead).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+RSNA_THRESHOLDS = np.round(np.arange(0.40, 0.751, 0.05), 2)
+
+
+def mask_iou_matrix(true: list[np.ndarray], pred: list[np.ndarray]) -> np.ndarray:
+    """Pixel IoU between every true and every predicted mask, (T, P)."""
+    if not true or not pred:
+        return np.zeros((len(true), len(pred)))
+    t = np.stack([m.reshape(-1).astype(bool) for m in true]).astype(np.float64)
+    p = np.stack([m.reshape(-1).astype(bool) for m in pred]).astype(np.float64)
+    inter = t @ p.T
+    union = t.sum(1)[:, None] + p.sum(1)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def greedy_match(iou: np.ndarray) -> list[tuple[int, int, float]]:
+    """One-to-one (true, pred, IoU) pairs, highest IoU first; pairs with IoU 0 are not made."""
+    pairs, used_t, used_p = [], set(), set()
+    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0] if iou.size else []
+    for t, p in order:
+        if iou[t, p] <= 0:
+            break
+        if t not in used_t and p not in used_p:
+            pairs.append((int(t), int(p), float(iou[t, p])))
+            used_t.add(t)
+            used_p.add(p)
+    return pairs
+
+
+def paper_image_metrics(true: list[np.ndarray], pred: list[np.ndarray], threshold: float = 0.45) -> dict:
+    """Per-image quantities of the paper's metrics (see the module docstring)."""
+    iou = mask_iou_matrix(true, pred)
+    pairs = greedy_match(iou)
+    per_true = np.zeros(len(true))
+    for t, _, v in pairs:
+        per_true[t] = v
+    tp = int((per_true > threshold).sum())
+    matched_pred = {p for _, p, v in pairs if v > threshold}
+    out = {"n_true": len(true), "n_pred": len(pred), "tp": tp, "fn": len(true) - tp,
+           "fp": len(pred) - len(matched_pred), "opacity_iou": per_true.tolist()}
+    if true:
+        out["image_iou"] = float(per_true.mean())
+        out["image_class"] = "TP" if out["image_iou"] > threshold else "FN"
+    else:
+        out["image_iou"] = None
+        out["image_class"] = "FP" if pred else "TN"
+    return out
+
+
+def paper_metrics(images: list[dict]) -> dict:
+    """Aggregate :func:`paper_image_metrics` results over a test set (Tables 2 and 3, eqs. 3 and 5)."""
+    def prf(tp, fp, fn):
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+    tp, fp, fn = (sum(i[k] for i in images) for k in ("tp", "fp", "fn"))
+    op, orr, of1 = prf(tp, fp, fn)
+    cls = [i["image_class"] for i in images]
+    c = {k: cls.count(k) for k in ("TP", "FP", "FN", "TN")}
+    ip, ir, if1 = prf(c["TP"], c["FP"], c["FN"])
+    ious = np.array([i["image_iou"] for i in images if i["image_iou"] is not None])
+    return {
+        "iou_mean": float(ious.mean()) if ious.size else None,
+        "iou_std": float(ious.std(ddof=0)) if ious.size else None,  # eq. 5: population standard deviation
+        "opacity": {"tp": tp, "fp": fp, "fn": fn, "precision": op, "recall": orr, "f1": of1},
+        "image": {**{k.lower(): v for k, v in c.items()}, "precision": ip, "recall": ir, "f1": if1,
+                  "accuracy": (c["TP"] + c["TN"]) / len(cls) if cls else 0.0},
+    }
+
+
+def rsna_image_score(true_boxes, pred_boxes, scores, empty: str = "exclude") -> float | None:
+    """The RSNA challenge score of one image (boxes as [x, y, w, h]); None when left out."""
+    if empty not in ("exclude", "one"):
+        raise ValueError(f"empty must be 'exclude' or 'one', got {empty!r}")
+    n_t, n_p = len(true_boxes), len(pred_boxes)
+    if n_t == 0:
+        if n_p:
+            return 0.0
+        return None if empty == "exclude" else 1.0
+    if n_p == 0:
+        return 0.0
+
+    def xyxy(b):
+        b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+        return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
+
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    iou = box_iou(xyxy(np.asarray(pred_boxes)[order]), xyxy(true_boxes)).numpy()  # (P, T)
+    precisions = []
+    for t in RSNA_THRESHOLDS:
+        matched, tp = set(), 0
+        for p in range(n_p):
+            cand = [(iou[p, g], g) for g in range(n_t) if g not in matched and iou[p, g] > t]
+            if cand:
+                matched.add(max(cand)[1])
+                tp += 1
+        fp, fn = n_p - tp, n_t - tp
+        precisions.append(tp / (tp + fp + fn))
+    return float(np.mean(precisions))
+
+
+def rsna_score(images: list[tuple], empty: str = "exclude") -> float:
+    """Mean of :func:`rsna_image_score` over ``(true_boxes, pred_boxes, scores)`` tuples."""
+    s = [rsna_image_score(t, p, c, empty) for t, p, c in images]
+    s = [v for v in s if v is not None]
+    return float(np.mean(s)) if s else float("nan")
+
+
+def coco_ap(gt: dict, results: list[dict], iou_type: str = "segm") -> dict:
+    """COCO AP, AP50, AP75 of ``results`` (COCO results list) against ``gt`` (COCO JSON), by pycocotools."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = COCO()
+        g.dataset = {k: v for k, v in gt.items() if k in ("images", "annotations", "categories", "info")}
+        g.createIndex()
+        d = g.loadRes(results) if results else COCO()
+        ev = COCOeval(g, d, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2])}
