@@ -123,3 +123,25 @@ def test_global_equalisation_is_equation_1():
     assert clahe.dtype == np.uint8 and clahe.std() > img.std()
     with pytest.raises(ValueError, match="equalisation"):
         equalize(img, "gamma")
+
+
+def test_augmentation_keeps_image_masks_and_boxes_aligned():
+    from medrepro.preprocessing import detection_augmentation
+
+    boxes = [[20, 30, 40, 24], [90, 60, 20, 40]]
+    masks = [box_to_mask(b, 128, 160) for b in boxes]
+    img = (np.maximum(masks[0], masks[1]) * 200).astype(np.uint8)
+    t = detection_augmentation([
+        {"name": "HorizontalFlip", "params": {"p": 1.0}},
+        {"name": "Affine", "params": {"rotate": [15, 15], "shear": [5, 5], "scale": [1.1, 1.1],
+                                      "translate_percent": [0.05, 0.05], "p": 1.0}},
+    ], seed=3)
+    out = t(image=img, masks=masks, bboxes=boxes, labels=[1, 2])
+    assert len(out["bboxes"]) == 2 and list(out["labels"]) == [1, 2]
+    for m, b in zip(out["masks"], out["bboxes"]):
+        ys, xs = np.nonzero(m)
+        mask_box = [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+        assert np.allclose(mask_box, b, atol=2.5), (mask_box, b)
+    union = np.maximum(out["masks"][0], out["masks"][1]).astype(bool)
+    bright = out["image"] > 100
+    assert (bright & union).sum() / (bright | union).sum() > 0.95

@@ -26,3 +26,21 @@ def equalize(img: np.ndarray, method: str = "global", clip_limit: float = 0.01) 
     else:
         out = exposure.equalize_adapthist(img, clip_limit=clip_limit)
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+
+
+def detection_augmentation(items: list[dict] | None, seed: int, min_visibility: float = 0.3):
+    """An albumentations pipeline that moves an image, its instance masks and their boxes together.
+
+    ``items`` is the config list (``[{name: Affine, params: {...}}, {name: HorizontalFlip}]``);
+    boxes are COCO ``[x, y, w, h]`` with a ``labels`` field; boxes left less than
+    ``min_visibility`` visible are dropped with their labels.  Call it as
+    ``t(image=img, masks=[...], bboxes=[...], labels=[...])``.
+    """
+    import albumentations as A
+
+    from .data import build_augmentation
+
+    base = build_augmentation(items, seed)
+    transforms = list(base.transforms) if base is not None else []
+    return A.Compose(transforms, seed=seed,
+                     bbox_params=A.BboxParams(format="coco", label_fields=["labels"], min_visibility=min_visibility))
