@@ -37,6 +37,7 @@ test: $(BIN)/.medrepro-installed lint
 
 bench: $(BIN)/.medrepro-installed
 	$(BIN)/python bench/dicom_to_png.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf results .snakemake

@@ -64,16 +64,22 @@ class ImageTable(Dataset):
         self.targets = table["target"].astype(int).to_numpy()
         self.ids = table["image_id"].tolist()
         self.size, self.channels, self.transform = tuple(size), channels, transform
-        self.cache = [load_image(p, self.size, channels) for p in self.paths] if cache else None
+        self.cache = None
+        if cache:  # one (N, H, W, C) uint8 block, and a (N, C, H, W) tensor view of it
+            self.cache = np.stack([load_image(p, self.size, channels) for p in self.paths]) if self.paths else \
+                np.zeros((0, *self.size, channels), np.uint8)
+            self.cache_t = torch.from_numpy(self.cache).permute(0, 3, 1, 2)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        if self.transform is None and self.cache is not None:
+            return self.cache_t[i].float().div_(255.0), int(self.targets[i])
         img = self.cache[i] if self.cache is not None else load_image(self.paths[i], self.size, self.channels)
         if self.transform is not None:
             img = self.transform(image=img)["image"]
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+        x = torch.from_numpy(np.array(img.transpose(2, 0, 1))).float().div_(255.0)
         return x, int(self.targets[i])
 
     def set_epoch_seed(self, seed: int) -> None:
