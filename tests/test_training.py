@@ -125,3 +125,20 @@ def test_reduce_lr_on_plateau():
 def test_class_weights_match_the_split():
     t = np.array([0] * 10 + [1] * 30)
     assert class_weights(t, 2) == pytest.approx([40 / (2 * 10), 40 / (2 * 30)])
+
+
+def test_shuffled_label_control_stays_at_chance():
+    from sklearn.metrics import roc_auc_score
+
+    from medrepro.training import predict_proba
+
+    tr, va = _toy_data(n=256, seed=7)
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, seed=2, device="cpu")
+    real, _ = fit(_toy_model(), tr, va, cfg, progress=False)
+    shuffled_y = tr.tensors[1][torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))]
+    control, _ = fit(_toy_model(), TensorDataset(tr.tensors[0], shuffled_y), va, cfg, progress=False)
+    y_val = va.tensors[1].numpy()
+    auc_real = roc_auc_score(y_val, predict_proba(real, va, device="cpu")[:, 1])
+    auc_control = roc_auc_score(y_val, predict_proba(control, va, device="cpu")[:, 1])
+    assert auc_real > 0.95
+    assert abs(auc_control - 0.5) < 0.2
