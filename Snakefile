@@ -2,7 +2,7 @@
 
     snakemake --cores all                    # the embedded demo (config/config.yaml)
     snakemake --cores all --use-conda        # each rule in its conda env (envs/)
-    snakemake --profile profiles/slurm --configfile config/full.yaml   # a SLURM cluster
+    snakemake --profile profiles/slurm --use-conda --configfile config/full.yaml   # a SLURM cluster
 
 The stages are in workflow/rules/, one file each; the logic is in src/medrepro/.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -36,13 +36,3 @@ def seeded(seed: int, *keys: int | str) -> "np.random.Generator":  # noqa: F821
     words = [int(seed)] + [k if isinstance(k, int) else zlib.crc32(str(k).encode()) for k in keys]
     return np.random.default_rng(words)
 
-
-def iter_chunks(seq: Iterable, n: int):
-    buf = []
-    for x in seq:
-        buf.append(x)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

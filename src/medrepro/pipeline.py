@@ -128,7 +128,7 @@ def draw_subset(table: pd.DataFrame, per_class: dict[str, int], seed: int) -> pd
 
 def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.DataFrame:
     df = read_csv(converted_manifest)
-    table = class_table(df, experiment["classes"])
+    table = known = class_table(df, experiment["classes"])
     missing = [lab for c in experiment["classes"] for lab in c["labels"] if lab not in set(df["label"])]
     s = experiment["split"]
     if s.get("sources"):
@@ -139,7 +139,7 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
     s = experiment["split"]
     out, audit = make_split(table, fractions=s["fractions"], seed=s["seed"], keep_source=s["keep_source"],
                             group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"])
-    audit["left_out_by_class_filter"] = int(len(df) - len(class_table(df, experiment["classes"])))
+    audit["left_out_by_class_filter"] = int(len(df) - len(known))
     audit["subset"] = subset
     audit["configured_labels_absent"] = missing
     cols = ["image_id", "png", "label", "class", "target", "patient_id", "source_split", "split", "boxes", "mask_png"]

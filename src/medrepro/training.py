@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +83,6 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     amp: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def _loss_fn(n_outputs: int, class_weights, device):
