@@ -6,6 +6,7 @@
 
 The stages are in workflow/rules/, one file each; the logic is in src/medrepro/.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ min_version("9.0")
 # so rules also work in conda envs and on cluster nodes without installing the package
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from medrepro.config import ConfigError, feature_key, uses_feature_cache, validate_config
+from medrepro.config import ConfigError, feature_key, study_features, uses_feature_cache, validate_config
 
 
 configfile: "config/config.yaml"
@@ -39,6 +40,8 @@ include: "workflow/rules/convert.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/classify.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/study.smk"
 include: "workflow/rules/publish.smk"
 
 

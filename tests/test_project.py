@@ -95,3 +95,11 @@ def test_brain_tumour_sites_are_class_typical():
     assert np.abs(pit[:, 1] - 0.5).max() < 0.08 and (pit[:, 0] > 0.55).all()
     dist = lambda c: np.hypot((c[:, 0] - 0.5) / 0.43, (c[:, 1] - 0.5) / 0.36)  # noqa: E731
     assert dist(men).mean() > dist(pit).mean()
+
+
+def test_every_output_kind_in_the_schema_is_implemented():
+    from medrepro.publish import OUTPUTS
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    outputs = schema["properties"]["papers"]["additionalProperties"]["properties"]["outputs"]
+    assert set(outputs["items"]["properties"]["kind"]["enum"]) == set(OUTPUTS)

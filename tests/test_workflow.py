@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,23 +21,41 @@ def tiny_config(results: Path) -> dict:
         "results": str(results),
         "figures": {"dpi": 60},
         "datasets": {
-            "rsna": {"synthetic": {"n_train": 6, "n_test": 1, "image_size": 128}},
+            "rsna": {"synthetic": {"n_train": 24, "n_test": 1, "image_size": 128, "positive_fraction": 0.5}},
             "kermany": {"synthetic": {"counts": {"train": {"NORMAL": 14, "PNEUMONIA": 20},
                                                  "val": {"NORMAL": 2, "PNEUMONIA": 2},
                                                  "test": {"NORMAL": 6, "PNEUMONIA": 6}}, "size_scale": 0.05}},
-            "covid": {"synthetic": {"counts": {"COVID": 2, "Lung_Opacity": 2, "Normal": 2, "Viral Pneumonia": 2},
+            "covid": {"synthetic": {"counts": {"COVID": 4, "Lung_Opacity": 1, "Normal": 4, "Viral Pneumonia": 4},
                                     "image_size": 64, "mask_size": 48}},
-            "brain_tumor": {"synthetic": {"patients": {"meningioma": 1, "glioma": 1, "pituitary": 1},
-                                          "slices_per_patient": [1, 2], "image_size": 64}},
-            "rfmid": {"synthetic": {"counts": {"train": 3, "val": 2, "test": 2}, "size_scale": 0.03}},
+            "brain_tumor": {"synthetic": {"patients": {"meningioma": 3, "glioma": 3, "pituitary": 3},
+                                          "slices_per_patient": [2, 2], "image_size": 64}},
+            "rfmid": {"synthetic": {"counts": {"train": 6, "val": 3, "test": 3}, "size_scale": 0.03}},
         },
         "experiments": {"cnn_kermany": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}},
                         "cnn_pediatric": {"subset": {"per_class": {"normal": 15, "pneumonia": 15}},
                                           "model": {"input_size": [48, 48]}, "train": {"epochs": 2}},
                         **{f"tk_{b}": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}}
                            for b in ("resnet50", "resnet50_l2", "vgg19", "efficientnet_b4", "efficientnet_b4_l2")},
-                        "tk_inception_v3": {"model": {"input_size": [80, 80]}, "train": {"epochs": 2}}},
+                        "tk_inception_v3": {"model": {"input_size": [80, 80]}, "train": {"epochs": 2}},
+                        **{f"mr_exp{k}": {"subset": {"per_class": {"healthy": 8, "pneumonia": 8}},
+                                          "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+                                          "model": {"input_size": [64, 64]},
+                                          "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2}}
+                           for k in (1, 2, 3)}},
+        "studies": {name: tiny_study(n) for name, n in (("tm_TC", 3), ("tm_C19", 3), ("tm_ER", 2))},
     }
+
+
+def tiny_study(n_classes: int) -> dict:
+    def head(units):
+        return [{"type": "dense", "units": units, "activation": "relu"}, {"type": "dense", "units": n_classes}]
+
+    return {"split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+            "backbones": {"vgg16": {"input_size": [32, 32], "head": head(8)},
+                          "resnet50": {"input_size": [32, 32], "head": head(8)},
+                          "inception_v3": {"input_size": [75, 75], "head": head(8)}},
+            "batch_sizes": [4, 8], "learning_rates": [0.01, 0.001], "train": {"epochs": 2},
+            "fine_tune": {"epochs": 1}}
 
 
 def run(args, cwd=REPO):
@@ -103,6 +122,58 @@ def test_tiny_config_end_to_end(tmp_path):
     assert audit["overlap_groups_after"] == 0
     assert (results / "logs" / "train" / "cnn_kermany.log").read_text().count("val_loss=") == 2
     assert (results / "benchmarks" / "train" / "cnn_kermany.tsv").is_file()
+
+    # maskrcnn_opacity: COCO annotations pycocotools loads, COCO results with RLE masks,
+    # tables 1-3 agree with the per-image rows they were made from
+    from pycocotools.coco import COCO
+
+    mr = results / "experiments" / "mr_exp2"
+    gt = COCO(str(mr / "annotations" / "test.json"))
+    assert len(gt.getImgIds()) == 4
+    res = json.loads((mr / "predictions.json").read_text())
+    assert all(isinstance(r["segmentation"]["counts"], str) and len(r["bbox"]) == 4 for r in res)
+    per = pd.read_csv(mr / "per_image.csv")
+    assert len(per) == 4 and set(per["class"]) <= {"healthy", "pneumonia"}
+    mrp = results / "papers" / "maskrcnn_opacity"
+    t3 = pd.read_csv(mrp / "tables" / "table3_pneumonia_classification.csv").set_index("experiment")
+    assert t3.loc["Experiment 2", "accuracy"] == pytest.approx(per["image_class"].isin(["TP", "TN"]).mean())
+    t2 = pd.read_csv(mrp / "tables" / "table2_opacity_detection.csv").set_index("experiment")
+    assert t2.loc["Experiment 2", "tp"] + t2.loc["Experiment 2", "fn"] == per["n_true"].sum()
+    t1 = pd.read_csv(mrp / "tables" / "table1_training_parameters.csv").set_index("experiment")
+    assert t1.loc["Experiment 1", "classes"] == "pneumonia" and t1.loc["Experiment 3", "augmentation"] == "yes"
+    assert t1.loc["Experiment 1", "train_images"] < t1.loc["Experiment 2", "train_images"]
+    for stem in ("fig3_histogram_equalization", "fig4_iou_masks", "fig5_iou_distribution", "fig6_confusion_matrices"):
+        assert (mrp / "figures" / f"{stem}.png").is_file() and (mrp / "figures" / f"{stem}.pdf").is_file()
+    # the three experiments share one test split
+    splits = [pd.read_csv(results / "experiments" / f"mr_exp{k}" / "split.csv") for k in (1, 2, 3)]
+    assert all(set(s.loc[s["split"] == "test", "image_id"]) == set(per["image_id"]) for s in splits)
+
+    # transfer_multidataset: every stage's table and figure; stage 2 ran on the stage-1 choice
+    tm = results / "papers" / "transfer_multidataset"
+    for stem in ("table4_1_split_counts", "table5_1_batch_size_TC", "tableB3_ER", "table5_4_B4_learning_rate",
+                 "table5_5_augmentation", "table5_6_fine_tuning", "tableB6_fine_tuning_per_class", "table5_8_best"):
+        assert (tm / "tables" / f"{stem}.tex").is_file(), stem
+    for stem in ("fig5_1_batch_size_TC", "fig5_4_learning_rate", "fig5_5_confusion_before_after", "fig5_6_loss",
+                 "fig6_2_predictions_C19", "figA_1_augmentation"):
+        assert (tm / "figures" / f"{stem}.pdf").is_file(), stem
+    tc = results / "studies" / "tm_TC"
+    assert len(pd.read_csv(tc / "stage1" / "runs.csv")) == 6  # 3 backbones x 2 batch sizes
+    sel = json.loads((tc / "stage1" / "selection.json").read_text())
+    runs2 = pd.read_csv(tc / "stage2" / "runs.csv")
+    assert (runs2["backbone"] == sel["backbone"]).all() and (runs2["batch_size"] == sel["batch_size"]).all()
+    b58 = pd.read_csv(tm / "tables" / "table5_8_best.csv").set_index("dataset")
+    assert b58.loc["TC", "batch_size"] == sel["batch_size"]
+
+    # new stage-1 results re-plan stage 2: another selection asks for that backbone's features
+    other = next(b for b in ("vgg16", "resnet50", "inception_v3") if b != sel["backbone"])
+    sel_file = tc / "stage1" / "selection.json"
+    kept, stat = sel_file.read_text(), sel_file.stat()
+    sel_file.write_text(json.dumps({**sel, "backbone": other}))
+    plan = run(["-n", "-p", "--configfile", str(cfg), "--nolock", str(tc / "stage2" / "runs.csv")])
+    text = plan.stdout + plan.stderr
+    assert "study_stage2" in text and f"features/brain_tumor/{other}_" in text, text[-3000:]
+    sel_file.write_text(kept)
+    os.utime(sel_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     # nothing left to do on a second run
     dry = run(["-n", "--configfile", str(cfg), "--nolock"])

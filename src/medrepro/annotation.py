@@ -56,9 +56,13 @@ def coco_from_table(table: pd.DataFrame, shape: str = "box") -> dict:
     annotation (healthy images are part of the Mask R-CNN experiments).
     """
     images, anns = [], []
-    for k, row in enumerate(table.itertuples(index=False), start=1):
+    classes = table["class"].tolist() if "class" in table.columns else [None] * len(table)
+    for k, (row, cls) in enumerate(zip(table.itertuples(index=False), classes), start=1):
         h, w = int(row.height), int(row.width)
-        images.append({"id": k, "file_name": str(row.png), "height": h, "width": w, "medrepro_id": row.image_id})
+        im = {"id": k, "file_name": str(row.png), "height": h, "width": w, "medrepro_id": row.image_id}
+        if cls is not None:
+            im["medrepro_class"] = cls
+        images.append(im)
         for box in json.loads(row.boxes or "[]"):
             m = box_to_mask(box, h, w, shape)
             rle = encode(m)

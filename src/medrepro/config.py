@@ -110,6 +110,33 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"experiments.{name}.paper: {e['paper']!r} is not under papers; expected one of "
                        f"{sorted(cfg.get('papers', {}))}")
         n_cls = len(e["classes"])
+        names = [c["name"] for c in e["classes"]]
+        for cls in (e.get("subset") or {}).get("per_class", {}):
+            if cls not in names:
+                out.append(f"experiments.{name}.subset.per_class: {cls!r} is not a class of the experiment; "
+                           f"expected one of {names}")
+        if (e["task"] == "detect") != (e["model"]["arch"] == "maskrcnn"):
+            out.append(f"experiments.{name}.model.arch: {e['model']['arch']!r} with task {e['task']!r}; "
+                       "task 'detect' goes with arch 'maskrcnn' and only with it")
+            continue
+        if e["task"] == "detect":
+            missing = [k for k, v in (("detect", e.get("detect")), ("model.detector", e["model"].get("detector")))
+                       if v is None]
+            if missing:
+                out += [f"experiments.{name}.{k}: required for task 'detect' ({{}} takes every default)"
+                        for k in missing]
+                continue
+            d = e["detect"]
+            for cls in d.get("train_classes", []) + [d["positive_class"]]:
+                if cls not in names:
+                    out.append(f"experiments.{name}.detect: class {cls!r} is not a class of the experiment; "
+                               f"expected one of {names}")
+            if not e["train"].get("steps_per_epoch"):
+                out.append(f"experiments.{name}.train.steps_per_epoch: required for task 'detect'")
+            if e["model"]["input_size"][0] != e["model"]["input_size"][1]:
+                out.append(f"experiments.{name}.model.input_size: {e['model']['input_size']}; Mask R-CNN here "
+                           "takes square inputs")
+            continue
         key = "head" if e["model"]["arch"] == "transfer" else "layers"
         if not e["model"].get(key):
             out.append(f"experiments.{name}.model.{key}: required for arch {e['model']['arch']!r}")
@@ -123,18 +150,31 @@ def _cross_checks(cfg: dict) -> list[str]:
         elif units is not None and units != want:
             out.append(f"experiments.{name}.model.{key}[-1].units: {units}, but output "
                        f"{e['model']['output']!r} with {n_cls} classes needs {want}")
-        names = [c["name"] for c in e["classes"]]
-        for cls in (e.get("subset") or {}).get("per_class", {}):
-            if cls not in names:
-                out.append(f"experiments.{name}.subset.per_class: {cls!r} is not a class of the experiment; "
-                           f"expected one of {names}")
         if e["train"]["validate_on"] not in set(e["split"]["keep_source"]) | set(e["split"]["fractions"]):
             out.append(f"experiments.{name}.train.validate_on: {e['train']['validate_on']!r} is not a split "
                        "this experiment makes (see split.keep_source and split.fractions)")
+    for name, st in cfg.get("studies", {}).items():
+        if st["dataset"] not in datasets:
+            out.append(f"studies.{name}.dataset: {st['dataset']!r} is not a dataset of this config; "
+                       f"expected one of {sorted(datasets)}")
+        if st["paper"] not in cfg.get("papers", {}):
+            out.append(f"studies.{name}.paper: {st['paper']!r} is not under papers")
+        if name in cfg.get("experiments", {}):
+            out.append(f"studies.{name}: also the name of an experiment; give it another")
+        n_cls = len(st["classes"])
+        want = 1 if st["model"]["output"] == "sigmoid" else n_cls
+        for b, spec in st["backbones"].items():
+            units = spec["head"][-1].get("units")
+            if units != want:
+                out.append(f"studies.{name}.backbones.{b}.head[-1].units: {units}, but output "
+                           f"{st['model']['output']!r} with {n_cls} classes needs {want}")
+        if st["train"]["validate_on"] not in set(st["split"]["keep_source"]) | set(st["split"]["fractions"]):
+            out.append(f"studies.{name}.train.validate_on: {st['train']['validate_on']!r} is not a split "
+                       "this study makes")
     for name, p in cfg.get("papers", {}).items():
         for ex in p.get("experiments", []):
-            if ex not in cfg.get("experiments", {}):
-                out.append(f"papers.{name}.experiments: {ex!r} is not an experiment of this config")
+            if ex not in cfg.get("experiments", {}) and ex not in cfg.get("studies", {}):
+                out.append(f"papers.{name}.experiments: {ex!r} is neither an experiment nor a study of this config")
         for i, o in enumerate(p.get("outputs", []) + p.get("compare", [])):
             ex = o.get("experiment")
             if ex is not None and ex not in p.get("experiments", []):
@@ -174,4 +214,25 @@ def feature_key(experiment: dict) -> str:
     """The name of an experiment's features file: what the features depend on."""
     m = experiment["model"]
     h, w = m["input_size"]
-    return f"{m['backbone']}_{h}x{w}_c{m.get('channels', 3)}_{m.get('normalize', 'imagenet')}"
+    pool = "_flat" if m.get("pool", "avg") == "flatten" else ""
+    return f"{m['backbone']}_{h}x{w}_c{m.get('channels', 3)}_{m.get('normalize', 'imagenet')}{pool}"
+
+
+def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,
+                   augment: bool = False) -> dict:
+    """The experiment-shaped description of one run of a study."""
+    b = study["backbones"][backbone]
+    model = {"arch": "transfer", "backbone": backbone, "input_size": list(b["input_size"]), "head": b["head"],
+             "freeze": True, **study["model"]}
+    train = {**study["train"]}
+    if batch_size is not None:
+        train["batch_size"] = batch_size
+    if lr is not None:
+        train["lr"] = lr
+    return {"dataset": study["dataset"], "classes": study["classes"], "model": model, "train": train,
+            "augment": copy.deepcopy(study.get("augment") or []) if augment else [], "threshold": 0.5}
+
+
+def study_features(study: dict) -> dict[str, tuple[str, dict]]:
+    """backbone -> (features file key, model spec) of a study's stage-1 candidates."""
+    return {b: (feature_key(study_run_spec(study, b)), study_run_spec(study, b)["model"]) for b in study["backbones"]}

@@ -19,8 +19,6 @@ is left out without any (as public replicas do; ``empty="one"`` scores it 1 inst
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 RSNA_THRESHOLDS = np.round(np.arange(0.40, 0.751, 0.05), 2)
 
@@ -103,6 +101,9 @@ def rsna_image_score(true_boxes, pred_boxes, scores, empty: str = "exclude") -> 
         return None if empty == "exclude" else 1.0
     if n_p == 0:
         return 0.0
+
+    import torch
+    from torchvision.ops import box_iou
 
     def xyxy(b):
         b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))

@@ -111,10 +111,12 @@ def fetch_dataset(spec: dict, out_dir: str | Path) -> Path:
 
 def torchvision_weights_url(backbone: str) -> str:
     """The URL of torchvision's ``IMAGENET1K_V1`` weights of ``backbone`` (the original
-    ImageNet training, the closest to the Keras applications' weights)."""
+    ImageNet training, the closest to the Keras applications' weights); for a detection
+    model (``maskrcnn_resnet50_fpn``) its ``COCO_V1`` weights."""
     import torchvision
 
-    return torchvision.models.get_model_weights(backbone).IMAGENET1K_V1.url
+    w = torchvision.models.get_model_weights(backbone)
+    return (w.IMAGENET1K_V1 if hasattr(w, "IMAGENET1K_V1") else w.COCO_V1).url
 
 
 def fetch_torchvision_weights(backbone: str, dest: str | Path, url: str | None = None) -> Path:

@@ -136,7 +136,7 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, name: str, weights: str | None = None, frozen: bool = True, normalize: str = "imagenet",
-                 seed: int = 0):
+                 seed: int = 0, pool: str = "avg", input_size: tuple[int, int] | None = None):
         super().__init__()
         import torchvision
         from torchvision.models.feature_extraction import create_feature_extractor
@@ -165,6 +165,34 @@ class Backbone(nn.Module):
         if frozen:
             for p in self.body.parameters():
                 p.requires_grad_(False)
+        if pool not in ("avg", "flatten"):
+            raise ModelSpecError(f"model.pool {pool!r}; expected 'avg' or 'flatten'")
+        self.pool_mode = pool
+        if pool == "flatten":  # a Keras Flatten of the last feature map: its size depends on the input's
+            if not input_size:
+                raise ModelSpecError("model.pool 'flatten' needs model.input_size")
+            was = self.body.training
+            self.body.eval()
+            with torch.no_grad():
+                self.dim = int(self.body(torch.zeros(1, 3, *input_size))["features"][0].numel())
+            self.body.train(was)
+        self.train()  # a frozen body starts (and stays) in inference mode
+
+    def layers(self) -> list[nn.Module]:
+        """The backbone's leaf modules in order (Keras' ``base_model.layers``, without the input layer)."""
+        return [m for m in self.body.modules() if len(list(m.children())) == 0]
+
+    def unfreeze_last(self, fraction: float = 0.5) -> int:
+        """Let the last ``fraction`` of :meth:`layers` train (BatchNorm stays in inference mode, as in
+        Keras fine-tuning of a base model called with ``training=False``); returns their parameter count."""
+        layers = self.layers()
+        start = len(layers) - int(round(len(layers) * fraction))
+        n = 0
+        for m in layers[start:]:
+            for p in m.parameters():
+                p.requires_grad_(True)
+                n += p.numel()
+        return n
 
     def train(self, mode: bool = True):
         super().train(mode and not self.frozen)
@@ -174,7 +202,8 @@ class Backbone(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
-        return torch.flatten(self.pool(self.body(x)["features"]), 1)
+        f = self.body(x)["features"]
+        return torch.flatten(self.pool(f) if self.pool_mode == "avg" else f, 1)
 
 
 class TransferNet(nn.Module):
@@ -196,7 +225,8 @@ def build_head(spec: dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
 
 
 def build_backbone(spec: dict, weights: str | None = None, seed: int = 0) -> Backbone:
-    return Backbone(spec["backbone"], weights, spec.get("freeze", True), spec.get("normalize", "imagenet"), seed)
+    return Backbone(spec["backbone"], weights, spec.get("freeze", True), spec.get("normalize", "imagenet"), seed,
+                    spec.get("pool", "avg"), tuple(spec["input_size"]) if spec.get("input_size") else None)
 
 
 def build_model(spec: dict, n_outputs: int | None = None, weights: str | None = None, seed: int = 0) -> nn.Module:

@@ -12,22 +12,16 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, TensorDataset
-from tqdm import tqdm
 
-from . import datasets
-from .convert import convert_manifest
-from .data import ImageTable, build_augmentation
-from .evaluation import classification_metrics, prediction_table
-from .figures import contact_sheet_figure, save_figure
 from .io import atomic_dir, atomic_path, read_csv, write_csv, write_json
-from .models import BACKBONES, TransferNet, build_backbone, build_head, build_model, summary
-from .publish import scale_note
 from .splits import make_split
-from .training import TrainConfig, class_weights, fit, predict_proba, resolve_device
+
+if TYPE_CHECKING:  # torch and the model code load only in the steps that train or predict
+    import torch
+    from torch.utils.data import TensorDataset
 
 log = logging.getLogger("medrepro")
 
@@ -62,6 +56,7 @@ def logging_to(path: str | os.PathLike | None):
 # ----------------------------------------------------------------------------- acquire
 def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threads: int = 1) -> None:
     """Write the synthetic stand-in of ``dataset`` into ``out_dir`` (built aside, then moved in)."""
+    from . import datasets
     with atomic_dir(out_dir) as tmp:
         datasets.get(dataset).synthesize(tmp, seed, threads=threads, **params)
         write_json(tmp / "SYNTHETIC.json", {"dataset": dataset, "seed": seed, "params": params,
@@ -70,6 +65,7 @@ def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threa
 
 # ----------------------------------------------------------------------------- ingest / convert
 def ingest(dataset: str, raw_root: str | Path, manifest_out, rejected_out, threads: int = 1) -> pd.DataFrame:
+    from . import datasets
     res = datasets.get(dataset).ingest(raw_root, threads=threads)
     manifest = res.manifest
     if manifest.empty:
@@ -83,6 +79,7 @@ def ingest(dataset: str, raw_root: str | Path, manifest_out, rejected_out, threa
 
 def convert(manifest_in, images_dir, manifest_out, rejected_out, channels: int = 1, max_side: int | None = 1024,
             threads: int = 1) -> pd.DataFrame:
+    from .convert import convert_manifest
     manifest = read_csv(manifest_in)
     conv, rejected = convert_manifest(manifest, images_dir, channels, max_side, threads)
     write_csv(manifest_out, conv)
@@ -93,6 +90,8 @@ def convert(manifest_in, images_dir, manifest_out, rejected_out, channels: int =
 
 def contact_sheet(converted_manifest, dataset: str, out_stem, per_class: int = 6, style: dict | None = None,
                   scale: str = "demo", seed: int = 0) -> None:
+    from .figures import contact_sheet_figure, save_figure
+    from .publish import scale_note
     df = read_csv(converted_manifest)
     fig = contact_sheet_figure(df, f"{dataset}: {len(df)} images", per_class=per_class, seed=seed)
     save_figure(fig, out_stem, style, note=scale_note(scale))
@@ -142,7 +141,8 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
     audit["left_out_by_class_filter"] = int(len(df) - len(known))
     audit["subset"] = subset
     audit["configured_labels_absent"] = missing
-    cols = ["image_id", "png", "label", "class", "target", "patient_id", "source_split", "split", "boxes", "mask_png"]
+    cols = ["image_id", "png", "label", "class", "target", "patient_id", "source_split", "split", "boxes", "mask_png",
+            "width", "height"]
     write_csv(split_out, out[cols])
     write_json(audit_out, audit)
     return out
@@ -150,6 +150,7 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
 
 # ----------------------------------------------------------------------------- classify
 def _datasets_for(split_table: pd.DataFrame, experiment: dict, augment: bool):
+    from .data import ImageTable, build_augmentation
     m = experiment["model"]
     size, ch = tuple(m["input_size"]), int(m["channels"])
     tr = split_table[split_table["split"] == "train"]
@@ -166,6 +167,14 @@ def extract_features(converted_manifest, model_spec: dict, weights: str | None, 
                      device: str = "auto") -> None:
     """Pooled backbone features of every image of a dataset, for all experiments that share
     the backbone, its weights and the input size."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .data import ImageTable
+    from .models import build_backbone
+    from .training import resolve_device
+
     df = read_csv(converted_manifest).assign(target=0)
     backbone = build_backbone(model_spec, weights, seed)
     ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec.get("channels", 3)))
@@ -182,6 +191,9 @@ def extract_features(converted_manifest, model_spec: dict, weights: str | None, 
 
 
 def _feature_table(features_path, part: pd.DataFrame) -> TensorDataset:
+    import torch
+    from torch.utils.data import TensorDataset
+
     ck = torch.load(features_path, map_location="cpu", weights_only=False)
     index = {k: i for i, k in enumerate(ck["image_id"])}
     missing = [i for i in part["image_id"] if i not in index]
@@ -197,6 +209,11 @@ def _feature_table(features_path, part: pd.DataFrame) -> TensorDataset:
 def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, summary_out=None,
           features=None, weights: str | None = None, backbone_seed: int = 0) -> None:
     """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
+    import torch
+
+    from .models import build_backbone, build_head, build_model, summary
+    from .training import TrainConfig, class_weights, fit
+
     table = read_csv(split_csv)
     t = experiment["train"]
     for s in ("train", t["validate_on"]):
@@ -219,8 +236,8 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     weights_c = class_weights(train_ds.targets, len(experiment["classes"])) if balanced else None
     cfg = TrainConfig(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
                       weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
-                      class_weights=weights_c, seed=t["seed"], device=t["device"], num_workers=t["num_workers"],
-                      amp=t["amp"])
+                      class_weights=weights_c, sampling=t["sampling"], seed=t["seed"], device=t["device"],
+                      num_workers=t["num_workers"], amp=t["amp"])
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights_c}; "
           f"{'head on cached features ' + str(features) if features else 'full forward passes'}", file=sys.stderr)
     fingerprint = hashlib.sha256(json.dumps(experiment, sort_keys=True).encode() + Path(split_csv).read_bytes()
@@ -232,7 +249,9 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": state, "model": m, "classes": [c["name"] for c in experiment["classes"]],
                     "head_only": m.get("arch") == "transfer" and m.get("freeze", True),
-                    "weights": weights, "backbone_seed": backbone_seed}, tmp)
+                    "weights": weights, "backbone_seed": backbone_seed,
+                    "feature_dim": train_ds.tensors[0].shape[1] if features else getattr(model, "backbone", None)
+                    and model.backbone.dim}, tmp)
     write_csv(history_out, history)
     if summary_out:
         rows = summary(model, input_shape)
@@ -249,9 +268,13 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
 
 def load_model(path) -> tuple[torch.nn.Module, list[str], dict]:
     """The trained model (the head alone for a frozen-backbone transfer model), its classes and the file's info."""
+    import torch
+
+    from .models import BACKBONES, build_head, build_model
+
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if ck.get("head_only"):
-        model = build_head(ck["model"], BACKBONES[ck["model"]["backbone"]][1])
+        model = build_head(ck["model"], ck.get("feature_dim") or BACKBONES[ck["model"]["backbone"]][1])
     else:
         model = build_model(ck["model"])
     model.load_state_dict(ck["state_dict"])
@@ -259,6 +282,11 @@ def load_model(path) -> tuple[torch.nn.Module, list[str], dict]:
 
 
 def predict(split_csv, model_path, experiment: dict, predictions_out, features=None) -> pd.DataFrame:
+    from .data import ImageTable
+    from .evaluation import prediction_table
+    from .models import TransferNet, build_backbone
+    from .training import predict_proba
+
     table = read_csv(split_csv)
     model, classes, ck = load_model(model_path)
     m = experiment["model"]
@@ -280,6 +308,8 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
 
 
 def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out) -> dict:
+    from .evaluation import classification_metrics
+
     pred = pd.read_csv(predictions_csv, dtype={"image_id": str})
     names = [c["name"] for c in experiment["classes"]]
     out: dict = {}

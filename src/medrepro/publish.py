@@ -19,6 +19,12 @@ kind                        writes  options
 ``metrics_table``           table   ``experiments`` (rows), ``columns`` ({column: dotted path into metrics.json}),
                                     ``row_labels``
 ``roc_curve``               figure  ``split`` (test): ROC of a binary classifier with its AUC
+``equalization``            figure  ``split`` (test), ``label``, ``index``, ``size``, ``method`` (global): an image
+                                    before and after equalisation with histograms and cumulative distributions
+``mask_overlay``            figure  ``pick`` (median/best/worst per-image IoU): annotated mask, predicted mask,
+                                    union and intersection (detection experiments)
+``iou_distribution``        figure  ``experiments``: per-image IoU histogram and box plot (detection)
+``detection_confusion``     figure  ``experiments``, ``class_names``: image-level confusion matrices (detection)
 =========================== ======= ===================================================================
 
 Every paper also gets ``tables/comparison`` (published vs reproduced, from
@@ -55,6 +61,8 @@ def lookup(tree, dotted: str):
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]
         elif isinstance(cur, dict) and part.isdigit() and int(part) in cur:
+            cur = cur[int(part)]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
             cur = cur[int(part)]
         else:
             return None
@@ -186,7 +194,7 @@ def _metrics_table(ctx: Context, o: dict):
         row = {"experiment": (o.get("row_labels") or {}).get(exp, exp)}
         for col, path in o["columns"].items():
             v = lookup(m, path)
-            row[col] = float(v) if isinstance(v, (int, float)) else None
+            row[col] = v if isinstance(v, str) else float(v) if isinstance(v, (int, float)) else None
         rows.append(row)
     return ctx.table(pd.DataFrame(rows), o["name"], o.get("caption", "metrics"))
 
@@ -205,7 +213,116 @@ def _roc_curve(ctx: Context, o: dict):
     return ctx.figure(fig, o["name"])
 
 
+def _equalization(ctx: Context, o: dict):
+    from .preprocessing import equalize
+
+    split = o.get("split", "test")
+    table = ctx.split()
+    table = table[(table["split"] == split) & ((table["class"] == o["label"]) if o.get("label") else True)]
+    if table.empty:
+        which = f" of class {o['label']!r}" if o.get("label") else ""
+        raise ValueError(f"output {o['name']}: no {split} image{which}")
+    png = table.iloc[min(o.get("index", 0), len(table) - 1)]["png"]
+    img = np.asarray(Image.open(png).convert("L"))
+    if o.get("size"):
+        img = np.asarray(Image.fromarray(img).resize((o["size"], o["size"]), Image.BILINEAR))
+    method = o.get("method", "global")
+    eq = equalize(img, method)
+    fig, axes = plt.subplots(2, 2, figsize=(6.4, 5.6), gridspec_kw={"height_ratios": [3, 1.4]})
+    for col, (im, title) in enumerate([(img, "a) original"), (eq, f"b) equalised ({method})")]):
+        axes[0, col].imshow(im, cmap="gray", vmin=0, vmax=255)
+        axes[0, col].set_title(title)
+        axes[0, col].axis("off")
+        ax = axes[1, col]
+        ax.hist(im.ravel(), bins=64, range=(0, 255), color="0.4")
+        ax2 = ax.twinx()
+        hist = np.bincount(im.ravel(), minlength=256)
+        ax2.plot(np.cumsum(hist) / hist.sum(), color="tab:red", lw=1)
+        ax2.set_ylim(0, 1.02)
+        ax.set_xlabel("intensity")
+        ax.set_yticks([])
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _detections(files: dict, coco_id: int, min_score: float) -> tuple[list, list]:
+    from .annotation import decode
+
+    gt = json.loads(Path(files["annotations_test"]).read_text())
+    res = json.loads(Path(files["predictions"]).read_text())
+    true = [decode(a["segmentation"]) for a in gt["annotations"] if a["image_id"] == coco_id]
+    pred = [decode(r["segmentation"]) for r in res if r["image_id"] == coco_id and r["score"] >= min_score]
+    return true, pred
+
+
+def _mask_overlay(ctx: Context, o: dict):
+    per = pd.read_csv(ctx.files["per_image"])
+    pos = per[per["n_true"] > 0].sort_values(["image_iou", "image_id"], kind="stable").reset_index(drop=True)
+    if pos.empty:
+        raise ValueError(f"output {o['name']}: no test image with opacities")
+    pick = o.get("pick", "median")
+    row = pos.iloc[{"best": len(pos) - 1, "worst": 0, "median": len(pos) // 2}[pick]]
+    m = ctx.metrics()
+    true, pred = _detections(ctx.files, int(row["coco_id"]), m["score_threshold"])
+    img = np.asarray(Image.open(row["png"]).convert("L"))
+    t = np.any(true, axis=0) if true else np.zeros(img.shape, bool)
+    p = np.any(pred, axis=0) if pred else np.zeros(img.shape, bool)
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
+    overlay = np.stack([img] * 3, -1).astype(float) / 255 * 0.6
+    overlay[t | p] = overlay[t | p] * 0.4 + np.array([0, 0.6, 0])
+    overlay[t & p] = overlay[t & p] * 0.4 + np.array([0.6, 0, 0])
+    for ax, (im, title) in zip(axes, [(t, "a) annotated mask"), (p, "b) predicted mask"),
+                                      (overlay, "c) union (green), intersection (red)")]):
+        ax.imshow(im if im.ndim == 3 else im, cmap=None if im.ndim == 3 else "gray")
+        ax.set_title(title, fontsize="small")
+        ax.axis("off")
+    fig.suptitle(f"{ctx.paper}: image IoU {row['image_iou']:.3f} ({pick} of {len(pos)} test images with opacities)",
+                 fontsize="small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _iou_distribution(ctx: Context, o: dict):
+    exps = o.get("experiments") or [o.get("experiment")]
+    labels = o.get("row_labels") or {}
+    data = [pd.read_csv(ctx.all_files[e]["per_image"])["image_iou"].dropna().to_numpy() for e in exps]
+    names = [labels.get(e, e) for e in exps]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3.2))
+    for x, n in zip(data, names):
+        a.hist(x, bins=np.linspace(0, 1, 21), histtype="step", lw=1.5,
+               label=f"{n} (mean {x.mean():.3f}, sd {x.std():.3f})" if len(x) else n)
+    a.set_xlabel("per-image IoU")
+    a.set_ylabel("test images")
+    a.set_title("a) distribution")
+    a.legend(fontsize="x-small")
+    b.boxplot(data, tick_labels=names)
+    b.set_ylabel("per-image IoU")
+    b.set_title("b) box plot")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _detection_confusion(ctx: Context, o: dict):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    exps = o.get("experiments") or [o.get("experiment")]
+    labels = o.get("row_labels") or {}
+    names = [ctx.label(n) for n in o.get("class_names", ["healthy", "pneumonia"])]
+    fig, axes = plt.subplots(1, len(exps), figsize=(3.1 * len(exps), 3.0), squeeze=False)
+    for ax, e in zip(axes[0], exps):
+        im = json.loads(Path(ctx.all_files[e]["metrics"]).read_text())["image"]
+        cm = np.array([[im["tn"], im["fp"]], [im["fn"], im["tp"]]])
+        ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, colorbar=False, cmap="Blues")
+        ax.set_title(labels.get(e, e), fontsize="small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
 OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {
+    "equalization": _equalization,
+    "mask_overlay": _mask_overlay,
+    "iou_distribution": _iou_distribution,
+    "detection_confusion": _detection_confusion,
     "metrics_table": _metrics_table,
     "roc_curve": _roc_curve,
     "classification_report": _classification_report,
@@ -217,6 +334,15 @@ OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {
     "sample_grid": _sample_grid,
     "intensity_histogram": _intensity_histogram,
 }
+
+
+def _register_study_outputs() -> None:
+    from .publish_study import OUTPUTS as study_outputs
+
+    OUTPUTS.update(study_outputs)
+
+
+_register_study_outputs()
 
 
 def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,

@@ -79,6 +79,7 @@ class TrainConfig:
     early_stopping: dict | None = None
     reduce_lr: dict | None = None
     class_weights: list[float] | None = None
+    sampling: str = "none"
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -135,6 +136,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    model.eval()
     with torch.no_grad():
         n_outputs = model(train_ds[0][0][None].to(device)).shape[1]
     loss_fn = _loss_fn(n_outputs, cfg.class_weights, device)
@@ -183,7 +185,10 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         if hasattr(train_ds, "set_epoch_seed"):
             train_ds.set_epoch_seed(epoch_seed)
         gen = torch.Generator().manual_seed(epoch_seed)
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+        epoch_ds = train_ds
+        if cfg.sampling != "none":
+            epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, epoch_seed))
+        loader = DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                             num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                             worker_init_fn=lambda w: np.random.seed((epoch_seed + w) % 2**32))
         model.train()
@@ -232,6 +237,26 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     if stopper and stopper.restore_best_weights and best_state is not None:
         model.load_state_dict(best_state)
     return model, pd.DataFrame(history)
+
+
+def resample_indices(targets, mode: str, seed: int) -> list[int]:
+    """Indices of a class-balanced resampling of ``targets``: ``oversample`` draws every
+    smaller class up to the largest with replacement; ``undersample`` draws every larger class
+    down to the smallest without.  Seeded; sorted, so only the loader shuffles."""
+    t = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(t, return_counts=True)
+    out = []
+    for c in classes:
+        idx = np.flatnonzero(t == c)
+        if mode == "oversample":
+            extra = rng.choice(idx, counts.max() - len(idx), replace=True)
+            out.append(np.concatenate([idx, extra]))
+        elif mode == "undersample":
+            out.append(rng.choice(idx, counts.min(), replace=False))
+        else:
+            raise ValueError(f"train.sampling {mode!r}; expected none, oversample or undersample")
+    return sorted(int(i) for i in np.concatenate(out))
 
 
 def predict_proba(model: nn.Module, ds, batch_size: int = 64, device: str = "auto") -> np.ndarray:

@@ -13,6 +13,8 @@ rule train:
         checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
         weights=backbone_weights,
         backbone_seed=config["backbone_seed"],
+    wildcard_constraints:
+        experiment=one_of(CLASSIFY),
     threads: 2
     resources:
         gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
@@ -33,6 +35,8 @@ rule predict:
         f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
     params:
         experiment=lambda wc: config["experiments"][wc.experiment],
+    wildcard_constraints:
+        experiment=one_of(CLASSIFY),
     log:
         f"{RESULTS}/logs/predict/{{experiment}}.log",
     benchmark:
@@ -51,6 +55,8 @@ rule evaluate:
         f"{RESULTS}/experiments/{{experiment}}/metrics.json",
     params:
         experiment=lambda wc: config["experiments"][wc.experiment],
+    wildcard_constraints:
+        experiment=one_of(CLASSIFY),
     log:
         f"{RESULTS}/logs/evaluate/{{experiment}}.log",
     benchmark:

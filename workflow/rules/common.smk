@@ -19,6 +19,11 @@ def raw_root(wildcards):
     return d["path"] if d["source"] == "local" else f"{RESULTS}/raw/{wildcards.dataset}"
 
 
+def split_params(exp):
+    """What a split depends on (so that changing, say, the epochs does not redo the split)."""
+    return {k: exp.get(k) for k in ("classes", "subset", "split")}
+
+
 def experiment_dataset(wildcards):
     exp = config["experiments"][wildcards.experiment]
     return f"{RESULTS}/converted/{exp['dataset']}/manifest.csv"
@@ -33,6 +38,54 @@ def features_file(experiment):
 FEATURE_SPECS = {
     (e["dataset"], feature_key(e)): e["model"] for e in config["experiments"].values() if uses_feature_cache(e)
 }
+STUDIES = config["studies"]
+for _name, _study in STUDIES.items():
+    for _key, _model in study_features(_study).values():
+        FEATURE_SPECS[(_study["dataset"], _key)] = _model
+
+
+def dataset_gpus(dataset):
+    """GPUs of the features rule: the most any experiment or study of the dataset asks for."""
+    runs = list(config["experiments"].values()) + list(STUDIES.values())
+    return max([r["train"]["gpus"] for r in runs if r["dataset"] == dataset], default=0)
+
+
+def study_dir(study):
+    return f"{RESULTS}/studies/{study}"
+
+
+def study_feature_files(wildcards):
+    s = STUDIES[wildcards.study]
+    return {b: f"{RESULTS}/features/{s['dataset']}/{key}.pt" for b, (key, _) in study_features(s).items()}
+
+
+def stage1_choice(study):
+    """The backbone stage 1 selected (read once the checkpoint has run; re-planned when it reruns)."""
+    sel = checkpoints.study_stage1.get(study=study).output.selection
+    with open(sel) as fh:
+        return json.load(fh)["backbone"]
+
+
+def study_stage2_inputs(wildcards):
+    s = STUDIES[wildcards.study]
+    key, _ = study_features(s)[stage1_choice(wildcards.study)]
+    return {"split": f"{study_dir(wildcards.study)}/split.csv",
+            "selection": f"{study_dir(wildcards.study)}/stage1/selection.json",
+            "features": f"{RESULTS}/features/{s['dataset']}/{key}.pt"}
+
+
+def study_stage_inputs(extra):
+    """Stages 3 and 4: the split, ``extra`` stage-2 files and the chosen backbone's weights, if any."""
+
+    def inputs(wildcards):
+        d = {"split": f"{study_dir(wildcards.study)}/split.csv"}
+        d.update({k: f"{study_dir(wildcards.study)}/{v}" for k, v in extra.items()})
+        w = weights_file(stage1_choice(wildcards.study))
+        if w:
+            d["weights"] = w
+        return d
+
+    return inputs
 
 
 def experiment_inputs(extra):
@@ -71,12 +124,47 @@ def features_inputs(wildcards):
     return d
 
 
+DETECT = [n for n, e in config["experiments"].items() if e["task"] == "detect"]
+CLASSIFY = [n for n, e in config["experiments"].items() if e["task"] == "classify"]
+STAGE_FILES = ["stage1/runs.csv", "stage1/history.csv", "stage2/runs.csv", "stage2/history.csv",
+               "stage2/predictions.csv", "stage3/runs.csv", "stage3/history.csv", "stage3/predictions.csv",
+               "stage4/runs.csv", "stage4/history.csv", "stage4/predictions.csv", "stage4/parameters.json"]
+EXPERIMENT_FILES = {
+    "study": ("metrics.json", "split.csv", *STAGE_FILES),
+    "classify": ("metrics.json", "history.csv", "model_summary.csv", "split.csv", "predictions.csv"),
+    "detect": ("metrics.json", "history.csv", "model_summary.csv", "split.csv", "predictions.json",
+               "per_image.csv", "annotations/test.json"),
+}
+
+
+def detector_inputs(wildcards):
+    """The experiment's COCO annotations and, when configured, its pretrained weights."""
+    d = {k: f"{RESULTS}/experiments/{wildcards.experiment}/annotations/{k}.json" for k in ("train", "val", "test")}
+    pre = config["experiments"][wildcards.experiment]["model"]["detector"]["pretrained"]
+    if pre and weights_file(pre):
+        d["weights"] = weights_file(pre)
+    return d
+
+
+def detector_env(wildcards):
+    backend = config["experiments"][wildcards.experiment]["model"]["detector"]["backend"]
+    return "../../envs/detectron2.yaml" if backend == "detectron2" else ENV
+
+
+def file_key(kind):
+    """'stage1/runs.csv' -> 'stage1_runs': the name publish_paper knows a file by."""
+    return "_".join(Path(kind).with_suffix("").parts)
+
+
 def paper_inputs(wildcards):
-    exps = config["papers"][wildcards.paper]["experiments"]
     out = {}
-    for e in exps:
-        for kind in ("metrics.json", "history.csv", "model_summary.csv", "split.csv", "predictions.csv"):
-            out[f"{e}__{kind.split('.')[0]}"] = f"{RESULTS}/experiments/{e}/{kind}"
+    for e in config["papers"][wildcards.paper]["experiments"]:
+        if e in STUDIES:
+            for kind in EXPERIMENT_FILES["study"]:
+                out[f"{e}__{file_key(kind)}"] = f"{study_dir(e)}/{kind}"
+            continue
+        for kind in EXPERIMENT_FILES[config["experiments"][e]["task"]]:
+            out[f"{e}__{file_key(kind)}"] = f"{RESULTS}/experiments/{e}/{kind}"
     return out
 
 
@@ -97,5 +185,6 @@ def all_targets():
 wildcard_constraints:
     dataset=one_of(list(config["datasets"])),
     experiment=one_of(list(config["experiments"])),
+    study=one_of(list(STUDIES)),
     paper=one_of(list(config["papers"])),
     key="[A-Za-z0-9_]+",

@@ -12,9 +12,7 @@ rule features:
         seed=config["backbone_seed"],
     threads: 2
     resources:
-        gpu=lambda wc: max(
-            e["train"]["gpus"] for e in config["experiments"].values() if e["dataset"] == wc.dataset
-        ),
+        gpu=lambda wc: dataset_gpus(wc.dataset),
     log:
         f"{RESULTS}/logs/features/{{dataset}}/{{key}}.log",
     benchmark:

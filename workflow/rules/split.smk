@@ -8,7 +8,7 @@ rule split:
         split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
         audit=f"{RESULTS}/experiments/{{experiment}}/split_audit.json",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: split_params(config["experiments"][wc.experiment]),
     log:
         f"{RESULTS}/logs/split/{{experiment}}.log",
     benchmark:

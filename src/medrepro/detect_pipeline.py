@@ -1,0 +1,128 @@
+"""Workflow steps of detection experiments (``task: detect``): files in, files out.
+
+annotate -> train -> predict -> evaluate, whatever the backend: both backends read the
+COCO JSON written by :func:`annotate` and write a COCO results list, which :func:`evaluate`
+scores with the paper's metrics, the RSNA challenge metric and pycocotools' AP.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .annotation import coco_from_table, decode, via_v1_from_table
+from .detection_metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
+from .io import read_csv, write_csv, write_json
+
+SPLITS = ("train", "val", "test")
+
+
+def annotate(split_csv, experiment: dict, out_dir) -> dict:
+    """COCO instance JSON (RLE masks) and a VIA v1 export per split, from the split's boxes."""
+    table = read_csv(split_csv)
+    shape = experiment["detect"]["mask_shape"]
+    out_dir = Path(out_dir)
+    counts = {}
+    for s in SPLITS:
+        part = table[table["split"] == s]
+        coco = coco_from_table(part, shape)
+        write_json(out_dir / f"{s}.json", coco)
+        write_json(out_dir / f"via_{s}.json", via_v1_from_table(part, shape))
+        counts[s] = {"images": len(coco["images"]), "opacities": len(coco["annotations"])}
+    print(f"annotations ({shape} masks): {counts}", file=sys.stderr)
+    return counts
+
+
+def _load(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
+          weights: str | None = None) -> None:
+    backend = experiment["model"]["detector"]["backend"]
+    d = Path(annotations_dir)
+    if backend == "detectron2":
+        from . import detectron2_backend as be
+
+        be.train(d, experiment, model_out, history_out, summary_out, weights)
+        return
+    from .detection import model_summary, train_detector
+
+    model, _, note = train_detector(_load(d / "train.json"), _load(d / "val.json"), experiment, model_out,
+                                    history_out, checkpoint, weights)
+    write_csv(summary_out, model_summary(model, experiment["model"], note))
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+
+
+def predict(annotations_dir, model_path, experiment: dict, out) -> None:
+    """COCO results of the test split."""
+    coco = _load(Path(annotations_dir) / "test.json")
+    if experiment["model"]["detector"]["backend"] == "detectron2":
+        from . import detectron2_backend as be
+
+        results = be.predict(model_path, coco, experiment)
+    else:
+        from .detection import load_detector, predict_coco
+
+        results = predict_coco(load_detector(model_path), coco, experiment, device=experiment["train"]["device"])
+    write_json(out, results)
+
+
+def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metrics_out, per_image_out) -> dict:
+    """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP."""
+    gt = _load(Path(annotations_dir) / "test.json")
+    results = _load(results_json)
+    d = experiment["detect"]
+    kept = [r for r in results if r["score"] >= d["score_threshold"]]
+    true: dict[int, list] = {}
+    for a in gt["annotations"]:
+        true.setdefault(a["image_id"], []).append(a)
+    pred: dict[int, list] = {}
+    for r in kept:
+        pred.setdefault(r["image_id"], []).append(r)
+    rows, per = [], []
+    for im in gt["images"]:
+        t, p = true.get(im["id"], []), pred.get(im["id"], [])
+        m = paper_image_metrics([decode(a["segmentation"]) for a in t], [decode(r["segmentation"]) for r in p],
+                                d["iou_threshold"])
+        rsna = rsna_image_score([a["bbox"] for a in t], [r["bbox"] for r in p], [r["score"] for r in p])
+        per.append(m)
+        rows.append({"image_id": im["medrepro_id"], "coco_id": im["id"], "class": im.get("medrepro_class"),
+                     "png": im["file_name"], "n_true": m["n_true"], "n_pred": m["n_pred"], "tp": m["tp"],
+                     "fp": m["fp"], "fn": m["fn"], "image_iou": m["image_iou"], "image_class": m["image_class"],
+                     "rsna_score": rsna})
+    table = pd.DataFrame(rows)
+    metrics = paper_metrics(per)
+    s = table["rsna_score"].dropna()
+    metrics["rsna"] = {"score": float(s.mean()) if len(s) else None, "images_scored": int(len(s)),
+                       "score_threshold": d["score_threshold"]}
+    metrics["coco"] = {"segm": coco_ap(gt, results, "segm"), "bbox": coco_ap(gt, results, "bbox")}
+    hist = pd.read_csv(history_csv)
+    metrics["train"] = {"epochs_run": int(len(hist)), "iterations": int(hist["iterations"].iloc[-1]),
+                        "seconds": float(hist["seconds"].sum()), "last": hist.iloc[-1].to_dict()}
+    m, t = experiment["model"], experiment["train"]
+    train_coco = _load(Path(annotations_dir) / "train.json")
+    cls = d.get("train_classes")
+    metrics["run"] = {
+        "backend": m["detector"]["backend"], "backbone": f"{m['detector']['backbone']}-FPN",
+        "input_size": f"{m['input_size'][0]}x{m['input_size'][1]}", "batch_size": t["batch_size"], "lr": t["lr"],
+        "optimizer": t["optimizer"], "epochs": t["epochs"], "steps_per_epoch": t["steps_per_epoch"],
+        "train_images": sum(1 for im in train_coco["images"] if not cls or im.get("medrepro_class") in cls),
+        "train_classes": "+".join(cls) if cls else "all", "augmentation": "yes" if experiment.get("augment") else "no",
+        "training_time_h": metrics["train"]["seconds"] / 3600, "mask_shape": d["mask_shape"],
+        "equalization": d["equalization"]}
+    metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
+    metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], d["score_threshold"]
+    write_csv(per_image_out, table)
+    write_json(metrics_out, metrics)
+    ious = table["image_iou"].dropna()
+    print(f"test: {len(table)} images; IoU {np.mean(ious) if len(ious) else float('nan'):.3f}; opacity recall "
+          f"{metrics['opacity']['recall']:.3f} precision {metrics['opacity']['precision']:.3f}; image accuracy "
+          f"{metrics['image']['accuracy']:.3f}; RSNA {metrics['rsna']['score']}; "
+          f"mask AP {metrics['coco']['segm']['AP']:.3f}",
+          file=sys.stderr)
+    return metrics

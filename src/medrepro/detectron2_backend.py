@@ -1,0 +1,197 @@
+"""Mask R-CNN through detectron2 (``model.detector.backend: detectron2``).
+
+Runs where detectron2 is installed (``envs/detectron2.yaml``, conda-forge's build; it is not
+on PyPI).  It shares everything but the model with the torchvision backend: images and masks
+come from the same COCO JSON through :class:`medrepro.detection.DetectionSet` (resize,
+equalisation, albumentations augmentation), and predictions are written as the same COCO
+results list, so evaluation and the paper's outputs do not know which backend ran.
+
+The model is detectron2's ``mask_rcnn_R_50_FPN_3x`` configuration with the experiment's
+depth, normalisation, anchors, RPN/ROI sampling, solver (SGD, momentum, warm-up, gradient
+clipping, AMP on GPU) and input size.  The run ends with a weights file; unlike the
+torchvision backend it does not resume from per-epoch checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .annotation import encode
+from .detection import LOSS_KEYS, DetectionSet
+from .io import atomic_path, write_csv
+
+DEPTH = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+# detectron2 loss names -> torchvision's, so both backends write the same history columns
+LOSS_NAMES = {"loss_cls": "loss_classifier", "loss_box_reg": "loss_box_reg", "loss_mask": "loss_mask",
+              "loss_rpn_cls": "loss_objectness", "loss_rpn_loc": "loss_rpn_box_reg"}
+
+
+def available() -> bool:
+    try:
+        import detectron2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def config(experiment: dict, weights: str | None = None, device: str | None = None):
+    """The detectron2 ``CfgNode`` of an experiment."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    d, t = experiment["model"]["detector"], experiment["train"]
+    size = int(experiment["model"]["input_size"][0])
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
+    cfg.MODEL.RESNETS.DEPTH = DEPTH[d["backbone"]]
+    if DEPTH[d["backbone"]] < 50:
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "BN" if d["norm"] == "batchnorm" else "FrozenBN"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 5 - d["trainable_layers"]
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[int(a)] for a in d["anchor_sizes"]]
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = d["rpn_pre_nms_top_n"]
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = d["rpn_post_nms_top_n"]
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = d["rpn_batch_size_per_image"]
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = d["roi_batch_size_per_image"]
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = d["min_score"]
+    cfg.TEST.DETECTIONS_PER_IMAGE = d["max_detections"]
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # torchvision's ImageNet statistics, 0-255 scale
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (size,), size
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = size, size
+    cfg.SOLVER.IMS_PER_BATCH = t["batch_size"]
+    cfg.SOLVER.BASE_LR = t["lr"]
+    cfg.SOLVER.MOMENTUM = t["momentum"]
+    cfg.SOLVER.WEIGHT_DECAY = t["weight_decay"]
+    cfg.SOLVER.MAX_ITER = t["epochs"] * t["steps_per_epoch"]
+    cfg.SOLVER.STEPS = ()
+    cfg.SOLVER.WARMUP_ITERS = t["warmup_iterations"]
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = bool(t["clip_grad_norm"])
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = float(t["clip_grad_norm"] or 1.0)
+    dev = device or ("cuda" if torch.cuda.is_available() and t["device"] in ("auto", "cuda") else "cpu")
+    cfg.MODEL.DEVICE = dev if t["device"] == "auto" else t["device"]
+    cfg.SOLVER.AMP.ENABLED = bool(t["amp"]) and cfg.MODEL.DEVICE.startswith("cuda")
+    cfg.MODEL.WEIGHTS = str(weights or "")
+    cfg.SEED = int(t["seed"])
+    cfg.DATALOADER.NUM_WORKERS = 0
+    return cfg
+
+
+def _item(ds: DetectionSet, i: int) -> dict:
+    """detectron2's input dict of one training image: uint8 CHW 0-255 and its instances."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    img, tgt = ds[i]
+    inst = Instances(tuple(img.shape[1:]))
+    inst.gt_boxes = Boxes(tgt["boxes"])
+    inst.gt_classes = torch.zeros(len(tgt["boxes"]), dtype=torch.int64)
+    inst.gt_masks = BitMasks(tgt["masks"].bool())
+    return {"image": (img * 255).round().to(torch.uint8), "instances": inst,
+            "height": img.shape[1], "width": img.shape[2]}
+
+
+def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, weights: str | None = None) -> None:
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer, hooks
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_lr_scheduler, build_optimizer
+    from detectron2.utils.events import EventStorage
+
+    from .training import seed_everything
+
+    t, d = experiment["train"], experiment["detect"]
+    size = int(experiment["model"]["input_size"][0])
+    seed_everything(t["seed"])
+    coco = {k: json.loads((Path(annotations_dir) / f"{k}.json").read_text()) for k in ("train", "val")}
+    ds = DetectionSet(coco["train"], size, d["equalization"], experiment.get("augment"), t["seed"],
+                      d.get("train_classes"))
+    cfg = config(experiment, weights)
+    model = build_model(cfg)
+    note = "random initialisation (no pretrained weights configured)"
+    if weights:
+        DetectionCheckpointer(model).load(str(weights))
+        note = f"weights {Path(weights).name} (detectron2 checkpoint loader)"
+    opt = build_optimizer(cfg, model)
+    steps, batch = t["steps_per_epoch"], t["batch_size"]
+
+    def loader():
+        epoch = 0
+        while True:
+            ds.set_epoch_seed(t["seed"] * 1000 + epoch)
+            gen = torch.Generator().manual_seed(t["seed"] * 1000 + epoch)
+            order: list[int] = []
+            while len(order) < steps * batch:
+                order += torch.randperm(len(ds), generator=gen).tolist()
+            for k in range(steps):
+                yield [_item(ds, i) for i in order[k * batch:(k + 1) * batch]]
+            epoch += 1
+
+    trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, loader(), opt)
+    rows: list[dict] = []
+
+    class History(HookBase):
+        def before_train(self):
+            self.t0, self.sums = time.time(), dict.fromkeys(LOSS_NAMES, 0.0)
+
+        def after_step(self):
+            s = self.trainer.storage
+            for k in LOSS_NAMES:
+                self.sums[k] += float(s.history(k).latest())
+            it = self.trainer.iter + 1
+            if it % steps == 0:
+                row = {"epoch": it // steps, **{LOSS_NAMES[k]: v / steps for k, v in self.sums.items()}}
+                row["loss"] = sum(row[k] for k in LOSS_KEYS)
+                row.update(val_loss=float("nan"), lr=opt.param_groups[0]["lr"], seconds=time.time() - self.t0,
+                           iterations=it)
+                rows.append(row)
+                print(f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.0f} s)", file=sys.stderr)
+                self.t0, self.sums = time.time(), dict.fromkeys(LOSS_NAMES, 0.0)
+
+    trainer.register_hooks([hooks.LRScheduler(optimizer=opt, scheduler=build_lr_scheduler(cfg, opt)), History()])
+    with EventStorage(0):
+        trainer.train(0, cfg.SOLVER.MAX_ITER)
+    with atomic_path(model_out) as tmp:
+        torch.save({"model": model.state_dict(), "config": experiment["model"], "backend": "detectron2",
+                    "weights": note, "experiment": experiment}, tmp)
+    write_csv(history_out, pd.DataFrame(rows))
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    write_csv(summary_out, pd.DataFrame([{"layer": "total", "type": f"detectron2 GeneralizedRCNN "
+                                          f"(R-{DEPTH[experiment['model']['detector']['backbone']]}-FPN)",
+                                          "params": params, "trainable": trainable, "initialisation": note}]))
+
+
+def predict(model_path, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+    from detectron2.modeling import build_model
+
+    ck = torch.load(model_path, map_location="cpu", weights_only=False)
+    cfg = config(ck["experiment"])
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    size = int(experiment["model"]["input_size"][0])
+    ds = DetectionSet(coco, size, experiment["detect"]["equalization"])
+    info = {im["id"]: im for im in coco["images"]}
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(ds), batch):
+            idx = list(range(k, min(k + batch, len(ds))))
+            inputs = [{"image": (ds[i][0] * 255).round().to(torch.uint8), "height": info[ds.ids[i]]["height"],
+                       "width": info[ds.ids[i]]["width"]} for i in idx]
+            for i, r in zip(idx, model(inputs)):
+                inst = r["instances"].to("cpu")
+                for j in range(len(inst)):
+                    x0, y0, x1, y1 = inst.pred_boxes.tensor[j].tolist()
+                    out.append({"image_id": ds.ids[i], "category_id": 1, "score": round(float(inst.scores[j]), 5),
+                                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                                "segmentation": encode(inst.pred_masks[j].numpy().astype(np.uint8))})
+    return out

@@ -1,0 +1,257 @@
+"""Tables and figures of staged studies (``studies:``), registered in :data:`medrepro.publish.OUTPUTS`.
+
+=========================== ======= ===================================================================
+kind                        writes  options
+=========================== ======= ===================================================================
+``study_split_counts``      table   ``experiments`` (studies): images per class and split
+``study_runs``              table   ``experiment`` or ``experiments``, ``stage`` (1, 2), ``best_per``
+                                    (backbone), ``split`` (test): one row per run, the paper's columns
+``stage_comparison``        table   ``experiments``, ``stage`` (3, 4): stage 2's choice (a) vs the stage (b)
+``stage_per_class``         table   ``experiments``, ``stage``: per-class precision/recall/F1, a vs b
+``study_best``              table   ``experiments``: the best configuration per dataset (Table 5.8)
+``fine_tune_parameters``    table   ``experiments``: parameters, trainable frozen and when fine-tuning
+``batch_size_bars``         figure  ``experiment``: recall/precision/F1/accuracy per backbone and batch size
+``lr_curve``                figure  ``experiments``: test metrics against the learning rate (stage 2)
+``stage_confusion``         figure  ``experiments``, ``stage``: confusion matrices, stage 2 vs the stage
+``study_learning_curves``   figure  ``experiments``, ``metrics``: the stage-2 choice's curves per dataset
+``prediction_examples``     figure  ``experiment``, ``n``: test images with true/predicted class and
+                                    probability, correct and wrong (the best stage's predictions)
+``augmentation_examples``   figure  ``experiments``, ``n``: one image and ``n`` augmented versions
+=========================== ======= ===================================================================
+
+Columns follow the paper: macro-averaged recall, precision, F1, accuracy and the counts of
+correct and incorrect test images.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+COLUMNS = ["recall", "precision", "f1", "accuracy", "correct", "incorrect", "total"]
+NAMES = {"vgg16": "VGG-16", "vgg19": "VGG-19", "resnet50": "ResNet-50", "inception_v3": "Inception-V3",
+         "efficientnet_b4": "EfficientNet-B4"}
+
+
+def _studies(ctx, o) -> list[str]:
+    return list(o.get("experiments") or [o.get("experiment")])
+
+
+def _metrics(ctx, st) -> dict:
+    return json.loads(Path(ctx.all_files[st]["metrics"]).read_text())
+
+
+def _split_counts(ctx, o):
+    rows = []
+    for st in _studies(ctx, o):
+        m = _metrics(ctx, st)
+        for split, counts in m["split_counts"].items():
+            rows.append({"dataset": m["label"], "split": split, **counts, "total": sum(counts.values())})
+    return ctx.table(pd.DataFrame(rows).fillna(""), o["name"], "images per class and split (Table 4.1)")
+
+
+def _runs(ctx, o):
+    split, stage = o.get("split", "test"), o.get("stage", 1)
+    frames = []
+    for st in _studies(ctx, o):
+        runs = pd.read_csv(ctx.all_files[st][f"stage{stage}_runs"])
+        if o.get("best_per") == "backbone":
+            sel = _metrics(ctx, st)["stage1"]["best_per_backbone"]
+            runs = runs[[int(r.batch_size) == sel[r.backbone]["batch_size"] for r in runs.itertuples()]]
+        df = runs[["backbone", "batch_size", "lr", "epochs_run"] + [f"{split}_{c}" for c in COLUMNS]].copy()
+        df.columns = [c.replace(f"{split}_", "") for c in df.columns]
+        df.insert(0, "dataset", _metrics(ctx, st)["label"])
+        df["backbone"] = df["backbone"].map(lambda b: NAMES.get(b, b))
+        frames.append(df)
+    what = {1: "batch size (stage 1)", 2: "learning rate (stage 2)"}.get(stage, f"stage {stage}")
+    return ctx.table(pd.concat(frames, ignore_index=True), o["name"], f"{what}, {split} split")
+
+
+def _stage_comparison(ctx, o):
+    stage, rows = o["stage"], []
+    for st in _studies(ctx, o):
+        m = _metrics(ctx, st)
+        for tag, k in (("a (stage 2)", 2), (f"b (stage {stage})", stage)):
+            t = m[f"stage{k}"]["test"]
+            rows.append({"dataset": m["label"], "model": tag, **{c: t[c] for c in COLUMNS}})
+    what = {3: "before (a) and after (b) augmentation", 4: "before (a) and after (b) fine-tuning"}[stage]
+    return ctx.table(pd.DataFrame(rows), o["name"], f"{what}, test split")
+
+
+def _stage_per_class(ctx, o):
+    stage, rows = o["stage"], []
+    for st in _studies(ctx, o):
+        m = _metrics(ctx, st)
+        a, b = m["stage2"]["test"]["per_class"], m[f"stage{stage}"]["test"]["per_class"]
+        for c in m["classes"]:
+            rows.append({"dataset": m["label"], "class": c,
+                         **{f"{k}_a": a[c][k] for k in ("precision", "recall", "f1")},
+                         **{f"{k}_b": b[c][k] for k in ("precision", "recall", "f1")}})
+    return ctx.table(pd.DataFrame(rows), o["name"], f"per class, stage 2 (a) vs stage {stage} (b), test split")
+
+
+def _best(ctx, o):
+    rows = []
+    for st in _studies(ctx, o):
+        m = _metrics(ctx, st)
+        b = m["best"]
+        rows.append({"dataset": m["label"], "model": NAMES.get(b["model"], b["model"]), "batch_size": b["batch_size"],
+                     "learning_rate": b["learning_rate"], "augmentation": "yes" if b["augmentation"] else "no",
+                     "fine_tuning": "yes" if b["fine_tuning"] else "no", "accuracy": b["accuracy"],
+                     "chosen_by": b["chosen_by"]})
+    return ctx.table(pd.DataFrame(rows), o["name"], "best configuration per dataset (Table 5.8)")
+
+
+def _parameters(ctx, o):
+    rows = []
+    for st in _studies(ctx, o):
+        m = _metrics(ctx, st)
+        p = json.loads(Path(ctx.all_files[st]["stage4_parameters"]).read_text())
+        b = m["stage2"]["selected"]["backbone"]
+        rows.append({"dataset": m["label"], "model": NAMES.get(b, b), **p})
+    return ctx.table(pd.DataFrame(rows), o["name"], "parameters: total, trainable with the backbone frozen and "
+                                                     "when fine-tuning")
+
+
+def _bars(ctx, o):
+    st = o.get("experiment")
+    runs = pd.read_csv(ctx.all_files[st]["stage1_runs"])
+    label = _metrics(ctx, st)["label"]
+    metrics = ["recall", "precision", "f1", "accuracy"]
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.8), sharey=True)
+    backbones = list(dict.fromkeys(runs["backbone"]))
+    sizes = sorted(runs["batch_size"].unique())
+    width = 0.8 / len(sizes)
+    for ax, met in zip(axes, metrics):
+        for j, bs in enumerate(sizes):
+            vals = [runs[(runs.backbone == b) & (runs.batch_size == bs)][f"test_{met}"].mean() for b in backbones]
+            ax.bar(np.arange(len(backbones)) + j * width - 0.4 + width / 2, vals, width, label=f"batch {bs}")
+        ax.set_xticks(range(len(backbones)), [NAMES.get(b, b) for b in backbones], fontsize="x-small")
+        ax.set_title(met)
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(fontsize="xx-small")
+    fig.suptitle(f"{label}: test metrics per model and batch size (stage 1)", fontsize="small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _lr_curve(ctx, o):
+    studies = _studies(ctx, o)
+    fig, axes = plt.subplots(1, len(studies), figsize=(3.4 * len(studies), 3.0), squeeze=False)
+    for ax, st in zip(axes[0], studies):
+        runs = pd.read_csv(ctx.all_files[st]["stage2_runs"]).sort_values("lr")
+        for met in ("recall", "precision", "f1", "accuracy"):
+            ax.plot(runs["lr"], runs[f"test_{met}"], marker="o", label=met)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylim(0, 1.05)
+        sel = _metrics(ctx, st)["stage2"]["selected"]
+        ax.set_title(f"{_metrics(ctx, st)['label']}: {NAMES.get(sel['backbone'], sel['backbone'])}, "
+                     f"batch {sel['batch_size']}", fontsize="small")
+    axes[0][0].legend(fontsize="x-small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _stage_confusion(ctx, o):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    stage, studies = o.get("stage", 4), _studies(ctx, o)
+    fig, axes = plt.subplots(len(studies), 2, figsize=(6.4, 3.0 * len(studies)), squeeze=False)
+    for row, st in zip(axes, studies):
+        m = _metrics(ctx, st)
+        for ax, k, tag in ((row[0], 2, "before"), (row[1], stage, "after")):
+            cm = np.array(m[f"stage{k}"]["test"]["confusion_matrix"])
+            ConfusionMatrixDisplay(cm, display_labels=[ctx.label(c) for c in m["classes"]]).plot(
+                ax=ax, colorbar=False, cmap="Blues", xticks_rotation=30)
+            ax.set_title(f"{m['label']}: {tag} (stage {k})", fontsize="small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _study_curves(ctx, o):
+    studies, metrics = _studies(ctx, o), o.get("metrics", ["loss"])
+    fig, axes = plt.subplots(1, len(studies), figsize=(3.4 * len(studies), 3.0), squeeze=False)
+    for ax, st in zip(axes[0], studies):
+        m = _metrics(ctx, st)
+        sel = m["stage2"]["selected"]
+        hist = pd.read_csv(ctx.all_files[st]["stage2_history"])
+        from .study import lr_key
+
+        h = hist[hist["run"] == lr_key(sel["lr"])]
+        for met in metrics:
+            ax.plot(h["epoch"], h[met], label=f"train {met}")
+            ax.plot(h["epoch"], h[f"val_{met}"], label=f"validation {met}")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{m['label']}: {NAMES.get(sel['backbone'], sel['backbone'])}, lr {sel['lr']:g}",
+                     fontsize="small")
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _prediction_examples(ctx, o):
+    st, n = o.get("experiment"), o.get("n", 8)
+    m = _metrics(ctx, st)
+    pred = pd.read_csv(ctx.all_files[st][f"stage{m['best']['stage']}_predictions"], dtype={"image_id": str})
+    pred = pred[pred["split"] == "test"]
+    split = ctx.all_files[st]["split"]
+    pngs = pd.read_csv(split, dtype={"image_id": str}).set_index("image_id")["png"]
+    right, wrong = pred[pred["target"] == pred["pred"]], pred[pred["target"] != pred["pred"]]
+    pick = pd.concat([right.head(n - min(len(wrong), n // 2)), wrong.head(n // 2)])
+    cols = min(4, max(len(pick), 1))
+    rows = (len(pick) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    names = m["classes"]
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), pick.itertuples()):
+        ax.imshow(Image.open(pngs[r.image_id]).convert("RGB"))
+        p = getattr(r, f"prob_{names[r.pred]}")
+        ok = r.target == r.pred
+        ax.set_title(f"true {ctx.label(names[r.target])}\npred {ctx.label(names[r.pred])} ({p:.2f})",
+                     fontsize="x-small", color="green" if ok else "red")
+    fig.suptitle(f"{m['label']}: test predictions (stage {m['best']['stage']})", fontsize="small")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+def _augmentation_examples(ctx, o):
+    from .data import build_augmentation
+
+    studies, n = _studies(ctx, o), o.get("n", 4)
+    fig, axes = plt.subplots(len(studies), n + 1, figsize=(1.8 * (n + 1), 1.9 * len(studies)), squeeze=False)
+    for row, st in zip(axes, studies):
+        m = _metrics(ctx, st)
+        table = pd.read_csv(ctx.all_files[st]["split"])
+        img = np.asarray(Image.open(table[table["split"] == "train"]["png"].iloc[0]).convert("RGB"))
+        aug = build_augmentation(m.get("augment"), o.get("seed", 0))
+        row[0].imshow(img)
+        row[0].set_title(f"{m['label']}: original", fontsize="x-small")
+        for k in range(n):
+            row[k + 1].imshow(aug(image=img)["image"] if aug else img)
+            row[k + 1].set_title(f"augmented {k + 1}", fontsize="x-small")
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return ctx.figure(fig, o["name"])
+
+
+OUTPUTS = {
+    "study_split_counts": _split_counts,
+    "study_runs": _runs,
+    "stage_comparison": _stage_comparison,
+    "stage_per_class": _stage_per_class,
+    "study_best": _best,
+    "fine_tune_parameters": _parameters,
+    "batch_size_bars": _bars,
+    "lr_curve": _lr_curve,
+    "stage_confusion": _stage_confusion,
+    "study_learning_curves": _study_curves,
+    "prediction_examples": _prediction_examples,
+    "augmentation_examples": _augmentation_examples,
+}

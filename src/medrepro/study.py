@@ -1,0 +1,339 @@
+"""Staged studies (``studies:`` in config): the four stages of transfer_multidataset.
+
+1. every backbone x batch size, frozen backbone, head trained on cached features;
+2. the stage-1 choice (best backbone and batch size on ``select_on``) x learning rates;
+3. the stage-2 choice with augmentation (full forward passes through the frozen backbone);
+4. the stage-2 model fine-tuned: the last ``unfreeze_fraction`` of the backbone's layers train.
+
+Each stage writes ``runs.csv`` (one row per run: its settings and macro-averaged metrics on
+the validation and test splits), ``history.csv`` and, for stages 2-4, ``predictions.csv``;
+stages 1 and 2 write ``selection.json``, which the workflow reads to plan the next stage.
+Stages 3 and 4 (full forward passes, the long ones on real data) keep a per-epoch checkpoint,
+so an interrupted rule resumes and ends as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import study_run_spec as run_spec
+from .evaluation import classification_metrics, prediction_table
+from .io import atomic_path, read_csv, write_csv, write_json
+
+# torch, the models and the training loop load in the stages that train (not in the summary)
+
+EVAL_SPLITS = ("val", "test")
+
+
+# ----------------------------------------------------------------------------- run specs
+def lr_key(lr: float) -> str:
+    return f"lr_{lr:.0e}"
+
+
+def _train_config(t: dict, targets, n_classes: int, **over):
+    from .training import TrainConfig, class_weights
+
+    w = class_weights(targets, n_classes) if t["class_weights"] == "balanced" else None
+    kw = dict(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
+              weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
+              class_weights=w, sampling=t["sampling"], seed=t["seed"], device=t["device"],
+              num_workers=t["num_workers"], amp=t["amp"])
+    kw.update(over)
+    return TrainConfig(**kw)
+
+
+def _feature_ds(features: dict, part: pd.DataFrame):
+    import torch
+    from torch.utils.data import TensorDataset
+
+    index = features["index"]
+    missing = [i for i in part["image_id"] if i not in index]
+    if missing:
+        raise ValueError(f"no cached features for {len(missing)} image(s), e.g. {missing[:3]}; rerun the features rule")
+    rows = torch.tensor([index[i] for i in part["image_id"]], dtype=torch.long)
+    y = part["target"].astype(int).to_numpy()
+    ds = TensorDataset(features["features"][rows], torch.tensor(y))
+    ds.targets = y
+    return ds
+
+
+def load_features(path) -> dict:
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck["index"] = {k: i for i, k in enumerate(ck["image_id"])}
+    return ck
+
+
+def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
+    """The paper's columns (macro averages) and the per-class report of one split's predictions."""
+    m = classification_metrics(pred, names)
+    correct = int((pred["target"] == pred["pred"]).sum())
+    return {"accuracy": m["accuracy"], "precision": m["macro_avg"]["precision"], "recall": m["macro_avg"]["recall"],
+            "f1": m["macro_avg"]["f1-score"], "loss": m["loss"], "correct": correct,
+            "incorrect": int(len(pred) - correct), "total": int(len(pred)),
+            "per_class": {c: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"]}
+                          for c, v in m["per_class"].items()},
+            "confusion_matrix": m["confusion_matrix"]}
+
+
+def _predict(model, table: pd.DataFrame, names: list[str], make_ds, device: str) -> pd.DataFrame:
+    from .training import predict_proba
+
+    frames = []
+    for s in EVAL_SPLITS:
+        part = table[table["split"] == s]
+        if len(part):
+            proba = predict_proba(model, make_ds(part), device=device)
+            frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _row(stage: int, spec: dict, pred: pd.DataFrame, hist: pd.DataFrame, names, **extra) -> dict:
+    row = {"stage": stage, "backbone": spec["model"]["backbone"], "batch_size": spec["train"]["batch_size"],
+           "lr": spec["train"]["lr"], "augmentation": bool(spec.get("augment")), "epochs_run": len(hist), **extra}
+    for s in EVAL_SPLITS:
+        part = pred[pred["split"] == s]
+        if len(part):
+            m = run_metrics(part, names)
+            row.update({f"{s}_{k}": v for k, v in m.items() if k not in ("per_class", "confusion_matrix")})
+    return row
+
+
+def select(runs: pd.DataFrame, study: dict) -> pd.Series:
+    """The best run on ``select_on``: highest accuracy/F1 or lowest loss; ties go to the lower loss,
+    then to the earlier run."""
+    s, metric = study["select_on"], study["select_metric"]
+    col = f"{s}_{metric}"
+    key = runs[col] if metric == "loss" else -runs[col]
+    order = pd.DataFrame({"k": key, "l": runs[f"{s}_loss"], "i": range(len(runs))}).sort_values(["k", "l", "i"])
+    return runs.iloc[int(order["i"].iloc[0])]
+
+
+def _split_parts(table: pd.DataFrame, t: dict):
+    tr, va = table[table["split"] == "train"], table[table["split"] == t["validate_on"]]
+    if tr.empty or va.empty:
+        raise ValueError(f"the train or {t['validate_on']} split is empty; check the study's split config")
+    return tr, va
+
+
+def _frozen_run(table, features: dict, spec: dict, names) -> tuple:
+    from .models import build_head
+    from .training import fit
+
+    t = spec["train"]
+    tr, va = _split_parts(table, t)
+    train_ds, val_ds = _feature_ds(features, tr), _feature_ds(features, va)
+    head = build_head(spec["model"], train_ds.tensors[0].shape[1], t["seed"])
+    model, hist = fit(head, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), progress=False)
+    pred = _predict(model, table, names, lambda p: _feature_ds(features, p), t["device"])
+    return model, hist, pred
+
+
+# ----------------------------------------------------------------------------- stages
+def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.DataFrame:
+    """Every backbone x batch size on cached features; writes runs, history and the selection."""
+    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    rows, hists = [], []
+    for b, path in features.items():
+        feats = load_features(path)
+        for bs in study["batch_sizes"]:
+            spec = run_spec(study, b, batch_size=bs)
+            _, hist, pred = _frozen_run(table, feats, spec, names)
+            rows.append(_row(1, spec, pred, hist, names, pretrained=bool(feats.get("pretrained"))))
+            hists.append(hist.assign(run=f"{b}.bs{bs}"))
+            print(f"stage 1 {b} batch {bs}: {study['select_on']} accuracy "
+                  f"{rows[-1][study['select_on'] + '_accuracy']:.3f} ({len(hist)} epochs)", file=sys.stderr)
+    runs = pd.DataFrame(rows)
+    best = select(runs, study)
+    out = Path(out_dir)
+    write_csv(out / "runs.csv", runs)
+    write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
+    write_json(out / "selection.json", {"backbone": best["backbone"], "batch_size": int(best["batch_size"]),
+                                        "by": f"{study['select_on']} {study['select_metric']}",
+                                        "value": float(best[f"{study['select_on']}_{study['select_metric']}"])})
+    return runs
+
+
+def _save_head(path, model, spec: dict, feature_dim: int, names) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "spec": spec, "feature_dim": feature_dim, "classes": names}, tmp)
+
+
+def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.DataFrame:
+    """The stage-1 choice at every learning rate; keeps the best run's head and predictions."""
+    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    sel = json.loads(Path(selection1).read_text())
+    feats = load_features(features_path)
+    rows, hists, preds, models = [], [], [], []
+    for lr in study["learning_rates"]:
+        spec = run_spec(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
+        model, hist, pred = _frozen_run(table, feats, spec, names)
+        rows.append(_row(2, spec, pred, hist, names))
+        hists.append(hist.assign(run=lr_key(lr)))
+        preds.append(pred)
+        models.append((model, spec))
+        print(f"stage 2 lr {lr:g}: {study['select_on']} accuracy {rows[-1][study['select_on'] + '_accuracy']:.3f}",
+              file=sys.stderr)
+    runs = pd.DataFrame(rows)
+    best = select(runs, study)
+    k = int(runs.index[runs["lr"] == best["lr"]][0])
+    out = Path(out_dir)
+    write_csv(out / "runs.csv", runs)
+    write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
+    write_csv(out / "predictions.csv", preds[k])
+    _save_head(out / "model.pt", models[k][0], models[k][1], int(feats["features"].shape[1]), names)
+    write_json(out / "selection.json", {"backbone": sel["backbone"], "batch_size": sel["batch_size"],
+                                        "lr": float(best["lr"]), "by": f"{study['select_on']} {study['select_metric']}",
+                                        "value": float(best[f"{study['select_on']}_{study['select_metric']}"])})
+    return runs
+
+
+def _image_ds(spec: dict, part: pd.DataFrame, augment: bool = False):
+    from .data import ImageTable, build_augmentation
+
+    m = spec["model"]
+    aug = build_augmentation(spec.get("augment"), spec["train"]["seed"]) if augment else None
+    return ImageTable(part, tuple(m["input_size"]), int(m["channels"]), aug)
+
+
+def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = None, backbone_seed: int = 0
+           ) -> pd.DataFrame:
+    """The stage-2 choice trained with augmentation on the training split (full forward passes)."""
+    from .models import TransferNet, build_backbone, build_head
+    from .training import fit
+
+    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    sel = json.loads(Path(selection2).read_text())
+    spec = run_spec(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
+    t = spec["train"]
+    tr, va = _split_parts(table, t)
+    backbone = build_backbone(spec["model"], weights, backbone_seed)
+    model = TransferNet(backbone, build_head(spec["model"], backbone.dim, t["seed"]))
+    train_ds, val_ds = _image_ds(spec, tr, augment=True), _image_ds(spec, va)
+    ck = Path(out_dir) / "checkpoint.pt"
+    model, hist = fit(model, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), checkpoint=ck,
+                      fingerprint=_fingerprint(spec, split_csv, weights))
+    pred = _predict(model, table, names, lambda p: _image_ds(spec, p), t["device"])
+    return _write_single(out_dir, 3, spec, pred, hist, names)
+
+
+def _fingerprint(spec: dict, *files) -> str:
+    """What a stage's per-epoch checkpoint must match to be resumed: its settings and input files."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
+    for f in files:
+        if f:
+            h.update(Path(f).read_bytes()[:1 << 20])
+    return h.hexdigest()
+
+
+def _write_single(out_dir, stage, spec, pred, hist, names, **extra) -> pd.DataFrame:
+    out = Path(out_dir)
+    (out / "checkpoint.pt").unlink(missing_ok=True)  # only an interrupted run needs it
+    runs = pd.DataFrame([_row(stage, spec, pred, hist, names, **extra)])
+    write_csv(out / "runs.csv", runs)
+    write_csv(out / "history.csv", hist.assign(run=f"stage{stage}"))
+    write_csv(out / "predictions.csv", pred)
+    return runs
+
+
+def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backbone_seed: int = 0):
+    """The stage-2 model on its backbone with the last ``unfreeze_fraction`` of the backbone's layers
+    trainable; returns (model, spec, parameter counts)."""
+    import torch
+
+    from .models import TransferNet, build_backbone, build_head
+
+    ck = torch.load(stage2_model, map_location="cpu", weights_only=False)
+    spec = ck["spec"]
+    backbone = build_backbone(spec["model"], weights, backbone_seed)
+    head = build_head(spec["model"], ck["feature_dim"], spec["train"]["seed"])
+    head.load_state_dict(ck["state_dict"])
+    model = TransferNet(backbone, head)
+    before = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    unfrozen = backbone.unfreeze_last(study["fine_tune"]["unfreeze_fraction"])
+    params = {"total": sum(p.numel() for p in model.parameters()), "trainable_frozen": before,
+              "trainable_fine_tuning": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "backbone_unfrozen": unfrozen, "backbone_layers": len(backbone.layers())}
+    return model, spec, params
+
+
+def stage4(split_csv, stage2_model, study: dict, out_dir, weights: str | None = None, backbone_seed: int = 0
+           ) -> pd.DataFrame:
+    """Fine-tuning of the stage-2 model (no augmentation): ``fine_tune.lr`` for ``fine_tune.epochs``."""
+    from .training import fit
+
+    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    model, spec, params = fine_tune_model(stage2_model, study, weights, backbone_seed)
+    ft = study["fine_tune"]
+    spec = copy.deepcopy(spec)
+    spec["train"].update(lr=ft["lr"], epochs=ft["epochs"])
+    t = spec["train"]
+    tr, va = _split_parts(table, t)
+    train_ds, val_ds = _image_ds(spec, tr), _image_ds(spec, va)
+    print(f"fine-tuning: {params}", file=sys.stderr)
+    ck = Path(out_dir) / "checkpoint.pt"
+    model, hist = fit(model, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), checkpoint=ck,
+                      fingerprint=_fingerprint(spec, split_csv, weights, stage2_model))
+    pred = _predict(model, table, names, lambda p: _image_ds(spec, p), t["device"])
+    write_json(Path(out_dir) / "parameters.json", params)
+    return _write_single(out_dir, 4, spec, pred, hist, names, fine_tuning=True)
+
+
+def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str], out) -> dict:
+    """One metrics.json of a study: every run's metrics by stage, the selections, the best configuration."""
+    names = [c["name"] for c in study["classes"]]
+    table = read_csv(split_csv)
+    out_d: dict = {"label": study.get("label", study_name), "dataset": study["dataset"], "classes": names,
+                   "split_counts": {s: {c: int(((table["split"] == s) & (table["class"] == c)).sum()) for c in names}
+                                    for s in ("train", "val", "test")},
+             "augment": study.get("augment") or []}
+    for stage, d in stage_dirs.items():
+        runs = pd.read_csv(Path(d) / "runs.csv")
+        entry: dict = {"runs": {}}
+        for _, r in runs.iterrows():
+            key = (f"{r['backbone']}.bs{int(r['batch_size'])}" if stage == 1 else lr_key(r["lr"]) if stage == 2
+                   else "run")
+            entry["runs"][key] = {s: {k[len(s) + 1:]: _py(v) for k, v in r.items() if k.startswith(s + "_")}
+                                  for s in EVAL_SPLITS}
+            entry["runs"][key].update(backbone=r["backbone"], batch_size=int(r["batch_size"]), lr=float(r["lr"]))
+        if stage == 1:
+            entry["best_per_backbone"] = {}
+            for b, grp in runs.groupby("backbone", sort=False):
+                best = select(grp.reset_index(drop=True), study)
+                entry["best_per_backbone"][b] = entry["runs"][f"{b}.bs{int(best['batch_size'])}"]
+        sel = Path(d) / "selection.json"
+        if sel.is_file():
+            entry["selected"] = json.loads(sel.read_text())
+        pred = Path(d) / "predictions.csv"
+        if pred.is_file():
+            p = pd.read_csv(pred, dtype={"image_id": str})
+            entry["test"] = run_metrics(p[p["split"] == "test"], names)
+            entry["val"] = run_metrics(p[p["split"] == "val"], names)
+        out_d[f"stage{stage}"] = entry
+    s, metric = study["select_on"], study["select_metric"]
+    cands = [(k, out_d[f"stage{k}"][s]) for k in (2, 3, 4) if f"stage{k}" in out_d]
+    better = (lambda a, b: a < b) if metric == "loss" else (lambda a, b: a > b)
+    best_k, best_m = cands[0]
+    for k, m in cands[1:]:
+        if better(m[metric], best_m[metric]):
+            best_k, best_m = k, m
+    sel2 = out_d["stage2"]["selected"]
+    out_d["best"] = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
+                     "augmentation": best_k == 3, "fine_tuning": best_k == 4, "stage": best_k,
+                     "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}"}
+    write_json(out, out_d)
+    return out_d
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v

@@ -1,0 +1,167 @@
+"""Mask R-CNN backends on real synthetic RSNA files: data, training/resume, predictions, evaluation."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from medrepro import datasets, detect_pipeline, detectron2_backend, pipeline
+from medrepro.annotation import decode
+from medrepro.config import validate_config
+from medrepro.convert import convert_manifest
+from medrepro.detection import DetectionSet, load_detector, train_detector
+
+from .conftest import REPO
+
+
+def _experiment(name="mr_exp2", **train) -> dict:
+    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                          REPO / "config" / "schema.yaml")
+    e = copy.deepcopy(cfg["experiments"][name])
+    e["model"]["input_size"] = [64, 64]
+    e["subset"] = {"per_class": {"healthy": 6, "pneumonia": 6}, "seed": 0}
+    e["split"]["fractions"] = {"train": 0.5, "val": 0.25, "test": 0.25}
+    e["train"].update(epochs=2, steps_per_epoch=2, batch_size=2, **train)
+    return e
+
+
+@pytest.fixture(scope="module")
+def rsna(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rsna")
+    datasets.rsna.synthesize(root / "raw", 5, n_train=20, positive_fraction=0.6, image_size=256, difficulty=0.0)
+    res = datasets.rsna.ingest(root / "raw")
+    conv, _ = convert_manifest(res.manifest, root / "png", 1, 128)
+    conv.to_csv(root / "conv.csv", index=False)
+    e = _experiment()
+    pipeline.split(root / "conv.csv", e, root / "split.csv", root / "audit.json")
+    detect_pipeline.annotate(root / "split.csv", e, root / "ann")
+    return root
+
+
+def _coco(root, split):
+    return json.loads((root / "ann" / f"{split}.json").read_text())
+
+
+def test_training_images_and_targets_line_up(rsna):
+    coco = _coco(rsna, "train")
+    ds = DetectionSet(coco, 64, "global", [{"name": "Affine", "params": {"rotate": [-20, 20], "p": 1.0}},
+                                           {"name": "HorizontalFlip", "params": {"p": 0.5}}], seed=3)
+    n_pos = 0
+    for i in range(len(ds)):
+        img, t = ds[i]
+        assert img.shape == (3, 64, 64) and 0 <= img.min() and img.max() <= 1
+        for box, m in zip(t["boxes"], t["masks"]):
+            ys, xs = np.nonzero(m.numpy())
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # the mask's own box
+            n_pos += 1
+    assert n_pos > 0
+    only = DetectionSet(coco, 64, classes=["pneumonia"])
+    assert 0 < len(only) < len(ds) and all(len(m) for m in only.masks)
+
+
+def test_resumed_training_equals_uninterrupted(rsna, tmp_path):
+    e = _experiment()
+    tr, va = _coco(rsna, "train"), _coco(rsna, "val")
+    full, hist_full, _ = train_detector(tr, va, e, None, None)
+    ck = tmp_path / "ck.pt"
+    train_detector(tr, va, e, None, None, checkpoint=ck, stop_after=1)
+    assert torch.load(ck, weights_only=False)["epoch"] == 0
+    resumed, hist, _ = train_detector(tr, va, e, None, None, checkpoint=ck)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert hist["loss"].tolist() == hist_full["loss"].tolist() and len(hist) == 2
+
+
+def test_predictions_and_evaluation(rsna, tmp_path):
+    e = _experiment()
+    out = tmp_path / "exp"
+    detect_pipeline.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv",
+                          out / "ck.pt")
+    assert not (out / "ck.pt").exists()  # removed after a finished run
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["initialisation"].str.contains("random").all()
+    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json")
+    res = json.loads((out / "pred.json").read_text())
+    test = _coco(rsna, "test")
+    sizes = {im["id"]: (im["height"], im["width"]) for im in test["images"]}
+    for r in res:  # masks at the PNG's size, boxes in its pixels
+        assert decode(r["segmentation"]).shape == sizes[r["image_id"]]
+        assert 0 <= r["bbox"][0] <= sizes[r["image_id"]][1] and r["score"] >= e["model"]["detector"]["min_score"]
+    m = detect_pipeline.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
+                                 out / "per_image.csv")
+    assert m["test_images"]["total"] == len(test["images"])
+    assert m["run"]["train_images"] == len(_coco(rsna, "train")["images"])
+
+
+def test_ground_truth_as_predictions_scores_perfectly(rsna, tmp_path):
+    """The evaluation chain on results equal to the annotations: every metric at its best."""
+    gt = _coco(rsna, "test")
+    res = [{"image_id": a["image_id"], "category_id": 1, "segmentation": a["segmentation"], "bbox": a["bbox"],
+            "score": 0.99} for a in gt["annotations"]]
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
+    m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "r.json", tmp_path / "h.csv", _experiment(),
+                                 tmp_path / "m.json", tmp_path / "p.csv")
+    assert m["opacity"]["recall"] == 1 and m["opacity"]["precision"] == 1 and m["iou_mean"] == pytest.approx(1)
+    assert m["image"]["accuracy"] == 1 and m["rsna"]["score"] == pytest.approx(1)
+    assert m["coco"]["segm"]["AP"] == pytest.approx(1) and m["coco"]["bbox"]["AP"] == pytest.approx(1)
+    per = pd.read_csv(tmp_path / "p.csv")
+    assert set(per.loc[per["n_true"] == 0, "image_class"]) <= {"TN"}
+
+
+def test_saved_model_reloads(rsna, tmp_path):
+    e = _experiment()
+    model, _, _ = train_detector(_coco(rsna, "train"), _coco(rsna, "val"), e, tmp_path / "m.pt", None)
+    again = load_detector(tmp_path / "m.pt")
+    x = [torch.rand(3, 64, 64)]
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x)[0], again(x)[0]
+    assert torch.equal(a["boxes"], b["boxes"])
+
+
+@pytest.mark.skipif(not detectron2_backend.available(), reason="detectron2 is not installed (envs/detectron2.yaml)")
+def test_detectron2_backend_writes_the_same_formats(rsna, tmp_path):
+    e = _experiment()
+    e["model"]["detector"]["backend"] = "detectron2"
+    out = tmp_path / "d2"
+    detect_pipeline.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv")
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 2 and {"loss_classifier", "loss_mask", "loss_objectness"} <= set(hist.columns)
+    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json")
+    res = json.loads((out / "pred.json").read_text())
+    sizes = {im["id"]: (im["height"], im["width"]) for im in _coco(rsna, "test")["images"]}
+    for r in res:
+        assert decode(r["segmentation"]).shape == sizes[r["image_id"]] and len(r["bbox"]) == 4
+    m = detect_pipeline.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
+                                 out / "p.csv")
+    assert m["run"]["backend"] == "detectron2"
+
+
+def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
+    """full.yaml's detector has the architecture of torchvision's maskrcnn_resnet50_fpn, so its COCO
+    weights load (class-specific heads of another shape are skipped and reported)."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    from medrepro.config import load_config
+    from medrepro.detection import build_maskrcnn, load_weights
+
+    cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"], REPO / "config" / "schema.yaml")
+    ours = build_maskrcnn(cfg["experiments"]["mr_exp1"]["model"]).state_dict()
+    ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    # without weights torchvision builds trainable BatchNorm; with COCO weights (and here) it is frozen
+    theirs = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert set(ours) == set(theirs)
+    differ = {k for k in ours if ours[k].shape != theirs[k].shape}
+    assert differ and all("predictor" in k for k in differ)  # 2 classes here, 91 in COCO
+    torch.save(theirs, tmp_path / "coco.pth")
+    model = build_maskrcnn(cfg["experiments"]["mr_exp1"]["model"])
+    note = load_weights(model, tmp_path / "coco.pth")
+    assert f"({len(ours) - len(differ)} of {len(ours)} tensors)" in note
+    assert torch.equal(model.state_dict()["backbone.body.layer4.2.conv3.weight"],
+                       theirs["backbone.body.layer4.2.conv3.weight"])

@@ -1,0 +1,165 @@
+"""transfer_multidataset's staged study: heads, parameter counts, sampling, the four stages."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medrepro import datasets, pipeline, study
+from medrepro.config import study_features, study_run_spec, validate_config
+from medrepro.convert import convert_manifest
+from medrepro.models import build_model
+from medrepro.training import resample_indices
+
+from .conftest import REPO
+
+
+def _demo_config() -> dict:
+    return validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                           REPO / "config" / "schema.yaml")
+
+
+def _paper_head(units):
+    return [{"type": "dense", "units": u, "activation": "relu"} for u in units[:-1]] + [
+        {"type": "dense", "units": units[-1]}]
+
+
+@pytest.mark.parametrize("backbone,size,units,trainable,total", [
+    # the thesis' reported counts (Keras, 3 classes): trainable heads match exactly; the totals
+    # differ from Keras' only by its BatchNorm moving statistics, which torch keeps as buffers
+    ("vgg16", 224, [4096, 4096, 3], 119_558_147, 134_272_835),
+    ("resnet50", 224, [1024, 3], 102_764_547, 102_764_547 + 23_508_032),
+    ("inception_v3", 299, [1024, 3], 134_221_827, None),  # torchvision's BatchNorm has a scale Keras' lacks
+])
+def test_paper_heads_have_the_reported_parameter_counts(backbone, size, units, trainable, total):
+    spec = {"arch": "transfer", "backbone": backbone, "input_size": [size, size], "channels": 3,
+            "pool": "flatten", "head": _paper_head(units), "output": "softmax"}
+    model = build_model(spec, n_outputs=3)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
+    if total is not None:
+        assert sum(p.numel() for p in model.parameters()) == total
+
+
+def test_fine_tuning_unfreezes_the_second_half_of_the_layers(tmp_path):
+    spec = {"arch": "transfer", "backbone": "resnet50", "input_size": [64, 64], "channels": 3, "pool": "flatten",
+            "head": _paper_head([32, 3]), "output": "softmax"}
+    model = build_model(spec, n_outputs=3)
+    head = sum(p.numel() for p in model.head.parameters())
+    layers = model.backbone.layers()
+    second_half = layers[len(layers) - round(len(layers) / 2):]
+    expected = sum(p.numel() for m in second_half for p in m.parameters())
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == head
+    n = model.backbone.unfreeze_last(0.5)
+    assert n == expected and 0 < n < sum(p.numel() for p in model.backbone.parameters())
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == head + expected
+    # the unfrozen layers are the last ones: layer4 trains, the stem does not
+    assert all(p.requires_grad for p in model.backbone.body.layer4.parameters())
+    assert not any(p.requires_grad for p in model.backbone.body.conv1.parameters())
+    model.train()
+    assert not model.backbone.training  # BatchNorm stays in inference mode, as Keras fine-tuning does
+
+
+def test_resampling_balances_classes_deterministically():
+    t = np.array([0] * 10 + [1] * 3 + [2] * 5)
+    over = resample_indices(t, "oversample", 7)
+    under = resample_indices(t, "undersample", 7)
+    assert np.bincount(t[over]).tolist() == [10, 10, 10]
+    assert np.bincount(t[under]).tolist() == [3, 3, 3] and len(set(under)) == 9
+    assert set(np.flatnonzero(t != 0)) <= set(over)  # oversampling keeps every original image
+    assert over == resample_indices(t, "oversample", 7) and over != resample_indices(t, "oversample", 8)
+
+
+@pytest.fixture(scope="module")
+def tc(tmp_path_factory):
+    """A small brain-tumour split and a study using ResNet-50 and Inception-V3 on it."""
+    root = tmp_path_factory.mktemp("tc")
+    datasets.brain_tumor.synthesize(root / "raw", 4, {"meningioma": 4, "glioma": 4, "pituitary": 4},
+                                    slices_per_patient=[3, 3], image_size=64, difficulty=0.1)
+    res = datasets.brain_tumor.ingest(root / "raw")
+    conv, _ = convert_manifest(res.manifest, root / "png", 1, 64)
+    pd.DataFrame(conv).to_csv(root / "conv.csv", index=False)
+    st = copy.deepcopy(_demo_config()["studies"]["tm_TC"])
+    st["backbones"] = {"resnet50": {"input_size": [32, 32], "head": _paper_head([16, 3])},
+                       "inception_v3": {"input_size": [75, 75], "head": _paper_head([16, 3])}}
+    st["batch_sizes"], st["learning_rates"] = [4, 16], [0.01, 0.001]
+    st["train"].update(epochs=3)
+    st["fine_tune"]["epochs"] = 1
+    st["split"].update(fractions={"train": 0.5, "val": 0.25, "test": 0.25})
+    pipeline.split(root / "conv.csv", st, root / "split.csv", root / "audit.json")
+    feats = {}
+    for b, (key, model) in study_features(st).items():
+        feats[b] = root / f"{key}.pt"
+        pipeline.extract_features(root / "conv.csv", model, None, 0, feats[b])
+    return root, st, feats
+
+
+def test_four_stages_select_and_summarize(tc):
+    root, st, feats = tc
+    runs1 = study.stage1(root / "split.csv", {b: str(p) for b, p in feats.items()}, st, root / "s1")
+    assert len(runs1) == 4 and set(runs1["backbone"]) == {"resnet50", "inception_v3"}
+    sel1 = json.loads((root / "s1" / "selection.json").read_text())
+    best = runs1.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
+    assert (sel1["backbone"], sel1["batch_size"]) == (best["backbone"], int(best["batch_size"]))
+    for r in runs1.itertuples():
+        assert r.test_correct + r.test_incorrect == r.test_total and r.test_accuracy == r.test_correct / r.test_total
+
+    study.stage2(root / "split.csv", feats[sel1["backbone"]], root / "s1" / "selection.json", st, root / "s2")
+    runs2 = pd.read_csv(root / "s2" / "runs.csv")
+    assert runs2["lr"].tolist() == [0.01, 0.001] and (runs2["backbone"] == sel1["backbone"]).all()
+    assert (runs2["batch_size"] == sel1["batch_size"]).all()
+    sel2 = json.loads((root / "s2" / "selection.json").read_text())
+
+    study.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3")
+    r3 = pd.read_csv(root / "s3" / "runs.csv").iloc[0]
+    assert bool(r3["augmentation"]) and r3["lr"] == sel2["lr"] and r3["backbone"] == sel2["backbone"]
+
+    study.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
+    params = json.loads((root / "s4" / "parameters.json").read_text())
+    assert params["trainable_fine_tuning"] == params["trainable_frozen"] + params["backbone_unfrozen"]
+    h4 = pd.read_csv(root / "s4" / "history.csv")
+    assert len(h4) == 1 and h4["lr"].iloc[0] == pytest.approx(1e-5)
+
+    m = study.summarize("tm_TC", st, root / "split.csv", {1: root / "s1", 2: root / "s2", 3: root / "s3",
+                                                          4: root / "s4"}, root / "metrics.json")
+    assert m["stage1"]["selected"]["backbone"] == sel1["backbone"]
+    # the stage-2 head re-applied to the cached features reproduces its saved test predictions
+    pred2 = pd.read_csv(root / "s2" / "predictions.csv")
+    test = pred2[pred2["split"] == "test"]
+    assert m["stage2"]["test"]["accuracy"] == pytest.approx((test["target"] == test["pred"]).mean())
+    assert m["best"]["stage"] in (2, 3, 4)
+
+
+def test_fine_tuning_starts_from_the_stage2_model(tc):
+    """Before any fine-tuning step, the rebuilt model (backbone + stage-2 head) gives the stage-2
+    predictions that were computed on cached features."""
+    root, st, feats = tc
+    if not (root / "s2" / "model.pt").is_file():
+        pytest.skip("needs test_four_stages_select_and_summarize")
+    model, spec, _ = study.fine_tune_model(root / "s2" / "model.pt", st)
+    table = pd.read_csv(root / "split.csv", dtype={"image_id": str})
+    test = table[table["split"] == "test"]
+    from medrepro.training import predict_proba
+
+    proba = predict_proba(model, study._image_ds(spec, test))
+    pred2 = pd.read_csv(root / "s2" / "predictions.csv", dtype={"image_id": str})
+    p2 = pred2[pred2["split"] == "test"].set_index("image_id").loc[test["image_id"]]
+    names = [c["name"] for c in st["classes"]]
+    np.testing.assert_allclose(proba, p2[[f"prob_{c}" for c in names]].to_numpy(), atol=1e-4)
+
+
+def test_study_config_errors_name_the_key():
+    cfg = _demo_config()
+    bad = copy.deepcopy(cfg)
+    bad["studies"]["tm_ER"]["backbones"]["vgg16"]["head"][-1]["units"] = 3
+    bad["studies"]["tm_C19"]["dataset"] = "covid19"
+    with pytest.raises(Exception) as e:
+        validate_config(bad, REPO / "config" / "schema.yaml")
+    msg = str(e.value)
+    assert "studies.tm_ER.backbones.vgg16.head[-1].units: 3" in msg and "needs 2" in msg
+    assert "studies.tm_C19.dataset: 'covid19' is not a dataset" in msg
+    spec = study_run_spec(cfg["studies"]["tm_TC"], "inception_v3", batch_size=8, lr=0.01, augment=True)
+    assert spec["train"]["batch_size"] == 8 and spec["augment"] and spec["model"]["input_size"] == [96, 96]

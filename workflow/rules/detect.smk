@@ -1,0 +1,95 @@
+"""Detection experiments (task: detect): split -> COCO/VIA annotations -> Mask R-CNN training
+(a GPU job on a cluster) -> COCO results on the test split -> the paper's, RSNA's and COCO metrics."""
+
+
+rule annotate:
+    input:
+        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
+    output:
+        expand(f"{RESULTS}/experiments/{{{{experiment}}}}/annotations/{{kind}}.json",
+               kind=["train", "val", "test", "via_train", "via_val", "via_test"]),
+    params:
+        experiment=lambda wc: {"detect": config["experiments"][wc.experiment]["detect"]},
+        out_dir=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
+    wildcard_constraints:
+        experiment=one_of(DETECT),
+    log:
+        f"{RESULTS}/logs/annotate/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/annotate/{{experiment}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/annotate.py"
+
+
+rule train_detector:
+    input:
+        unpack(detector_inputs),
+    output:
+        model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
+        history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
+        summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+        annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
+        checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
+    wildcard_constraints:
+        experiment=one_of(DETECT),
+    threads: 2
+    priority: 10  # the longest chain of the demo: start it first
+    resources:
+        gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
+    log:
+        f"{RESULTS}/logs/train/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{experiment}}.tsv"
+    conda:
+        detector_env
+    script:
+        "../scripts/train_detector.py"
+
+
+rule predict_detector:
+    input:
+        unpack(detector_inputs),
+        model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
+    output:
+        f"{RESULTS}/experiments/{{experiment}}/predictions.json",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+        annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
+    wildcard_constraints:
+        experiment=one_of(DETECT),
+    threads: 2
+    log:
+        f"{RESULTS}/logs/predict/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{experiment}}.tsv"
+    conda:
+        detector_env
+    script:
+        "../scripts/predict_detector.py"
+
+
+rule evaluate_detector:
+    input:
+        unpack(detector_inputs),
+        results=f"{RESULTS}/experiments/{{experiment}}/predictions.json",
+        history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
+    output:
+        metrics=f"{RESULTS}/experiments/{{experiment}}/metrics.json",
+        per_image=f"{RESULTS}/experiments/{{experiment}}/per_image.csv",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+        annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
+    wildcard_constraints:
+        experiment=one_of(DETECT),
+    log:
+        f"{RESULTS}/logs/evaluate/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{experiment}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_detector.py"

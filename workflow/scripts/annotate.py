@@ -1,0 +1,5 @@
+"""Adapter: rule annotate -> medrepro.detect_pipeline.annotate."""
+from medrepro import detect_pipeline, pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    detect_pipeline.annotate(snakemake.input.split, snakemake.params.experiment, snakemake.params.out_dir)

@@ -1,0 +1,6 @@
+"""Adapter: rule evaluate_detector -> medrepro.detect_pipeline.evaluate."""
+from medrepro import detect_pipeline, pipeline
+
+with pipeline.logging_to(snakemake.log[0]):
+    detect_pipeline.evaluate(snakemake.params.annotations, snakemake.input.results, snakemake.input.history,
+                             snakemake.params.experiment, snakemake.output.metrics, snakemake.output.per_image)
