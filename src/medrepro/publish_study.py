@@ -66,6 +66,7 @@ def _runs(ctx, o):
         df.columns = [c.replace(f"{split}_", "") for c in df.columns]
         df.insert(0, "dataset", _metrics(ctx, st)["label"])
         df["backbone"] = df["backbone"].map(lambda b: NAMES.get(b, b))
+        df["lr"] = df["lr"].map(lambda v: f"{v:g}")  # 1e-05, not 0.000 at three decimals
         frames.append(df)
     what = {1: "batch size (stage 1)", 2: "learning rate (stage 2)"}.get(stage, f"stage {stage}")
     return ctx.table(pd.concat(frames, ignore_index=True), o["name"], f"{what}, {split} split")
@@ -100,7 +101,7 @@ def _best(ctx, o):
         m = _metrics(ctx, st)
         b = m["best"]
         rows.append({"dataset": m["label"], "model": NAMES.get(b["model"], b["model"]), "batch_size": b["batch_size"],
-                     "learning_rate": b["learning_rate"], "augmentation": "yes" if b["augmentation"] else "no",
+                     "learning_rate": f"{b['learning_rate']:g}", "augmentation": "yes" if b["augmentation"] else "no",
                      "fine_tuning": "yes" if b["fine_tuning"] else "no", "accuracy": b["accuracy"],
                      "chosen_by": b["chosen_by"]})
     return ctx.table(pd.DataFrame(rows), o["name"], "best configuration per dataset (Table 5.8)")
