@@ -75,7 +75,7 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.SOLVER.STEPS = ()
     cfg.SOLVER.WARMUP_ITERS = t["warmup_iterations"]
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = bool(t["clip_grad_norm"])
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # per parameter group; torchvision backend: whole model
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = float(t["clip_grad_norm"] or 1.0)
     dev = device or ("cuda" if torch.cuda.is_available() and t["device"] in ("auto", "cuda") else "cpu")
     cfg.MODEL.DEVICE = dev if t["device"] == "auto" else t["device"]
