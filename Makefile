@@ -38,6 +38,7 @@ test: $(BIN)/.medrepro-installed lint
 bench: $(BIN)/.medrepro-installed
 	$(BIN)/python bench/dicom_to_png.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/maskrcnn.py
 
 clean:
 	rm -rf results .snakemake
