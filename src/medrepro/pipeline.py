@@ -191,19 +191,31 @@ def extract_features(converted_manifest, model_spec: dict, weights: str | None, 
 
 
 def _feature_table(features_path, part: pd.DataFrame) -> TensorDataset:
+    """The cached features of ``part``'s images and their targets; ``features_path`` is a
+    features file or one already loaded by :func:`load_features`."""
     import torch
     from torch.utils.data import TensorDataset
 
-    ck = torch.load(features_path, map_location="cpu", weights_only=False)
-    index = {k: i for i, k in enumerate(ck["image_id"])}
+    ck = features_path if isinstance(features_path, dict) else load_features(features_path)
+    index = ck["index"]
     missing = [i for i in part["image_id"] if i not in index]
     if missing:
-        raise ValueError(f"{features_path}: no features for {len(missing)} image(s), e.g. {missing[:3]}; "
+        raise ValueError(f"{ck['path']}: no features for {len(missing)} image(s), e.g. {missing[:3]}; "
                          "rerun the features rule")
     rows = torch.tensor([index[i] for i in part["image_id"]], dtype=torch.long)
     ds = TensorDataset(ck["features"][rows], torch.tensor(part["target"].astype(int).to_numpy()))
     ds.targets = part["target"].astype(int).to_numpy()
     return ds
+
+
+def load_features(path) -> dict:
+    """A features file, with an image-id index."""
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck["index"] = {k: i for i, k in enumerate(ck["image_id"])}
+    ck["path"] = str(path)
+    return ck
 
 
 def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, summary_out=None,

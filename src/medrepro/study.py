@@ -24,6 +24,7 @@ import pandas as pd
 from .config import study_run_spec as run_spec
 from .evaluation import classification_metrics, prediction_table
 from .io import atomic_path, read_csv, write_csv, write_json
+from .pipeline import _feature_table, load_features
 
 # torch, the models and the training loop load in the stages that train (not in the summary)
 
@@ -45,29 +46,6 @@ def _train_config(t: dict, targets, n_classes: int, **over):
               num_workers=t["num_workers"], amp=t["amp"])
     kw.update(over)
     return TrainConfig(**kw)
-
-
-def _feature_ds(features: dict, part: pd.DataFrame):
-    import torch
-    from torch.utils.data import TensorDataset
-
-    index = features["index"]
-    missing = [i for i in part["image_id"] if i not in index]
-    if missing:
-        raise ValueError(f"no cached features for {len(missing)} image(s), e.g. {missing[:3]}; rerun the features rule")
-    rows = torch.tensor([index[i] for i in part["image_id"]], dtype=torch.long)
-    y = part["target"].astype(int).to_numpy()
-    ds = TensorDataset(features["features"][rows], torch.tensor(y))
-    ds.targets = y
-    return ds
-
-
-def load_features(path) -> dict:
-    import torch
-
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    ck["index"] = {k: i for i, k in enumerate(ck["image_id"])}
-    return ck
 
 
 def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
@@ -128,10 +106,10 @@ def _frozen_run(table, features: dict, spec: dict, names) -> tuple:
 
     t = spec["train"]
     tr, va = _split_parts(table, t)
-    train_ds, val_ds = _feature_ds(features, tr), _feature_ds(features, va)
+    train_ds, val_ds = _feature_table(features, tr), _feature_table(features, va)
     head = build_head(spec["model"], train_ds.tensors[0].shape[1], t["seed"])
     model, hist = fit(head, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), progress=False)
-    pred = _predict(model, table, names, lambda p: _feature_ds(features, p), t["device"])
+    pred = _predict(model, table, names, lambda p: _feature_table(features, p), t["device"])
     return model, hist, pred
 
 
