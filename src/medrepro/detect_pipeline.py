@@ -49,11 +49,18 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
 
         be.train(d, experiment, model_out, history_out, summary_out, weights)
         return
+    import hashlib
+
     from .detection import model_summary, train_detector
 
+    digest = hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
     model, _, note = train_detector(_load(d / "train.json"), _load(d / "val.json"), experiment, model_out,
-                                    history_out, checkpoint, weights)
-    write_csv(summary_out, model_summary(model, experiment["model"], note))
+                                    history_out, checkpoint, weights, data_digest=digest)
+    from .accel import from_train, summary_rows
+
+    summ = model_summary(model, experiment["model"], note)
+    write_csv(summary_out, pd.concat([summ, pd.DataFrame(summary_rows(from_train(experiment["train"]), "type"))],
+                                     ignore_index=True))
     if checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
 
@@ -68,7 +75,7 @@ def predict(annotations_dir, model_path, experiment: dict, out) -> None:
     else:
         from .detection import load_detector, predict_coco
 
-        results = predict_coco(load_detector(model_path), coco, experiment, device=experiment["train"]["device"])
+        results = predict_coco(load_detector(model_path), coco, experiment)
     write_json(out, results)
 
 

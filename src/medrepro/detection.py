@@ -28,10 +28,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from .accel import Accel, describe, from_train, log_line
 from .annotation import decode, encode
 from .io import atomic_path
 from .preprocessing import detection_augmentation, equalize
-from .training import resolve_device, seed_everything
+from .training import seed_everything
 
 log = logging.getLogger(__name__)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -194,7 +195,7 @@ def _batches(n: int, steps: int, batch: int, gen: torch.Generator) -> list[list[
     return [order[k * batch:(k + 1) * batch] for k in range(steps)]
 
 
-def _val_loss(model, ds, device, batch: int) -> float:
+def _val_loss(model, ds, accel: Accel, batch: int) -> float:
     """Summed Mask R-CNN loss on ``ds`` (training-mode heads, inference-mode BatchNorm, no update)."""
     if len(ds) == 0:
         return float("nan")
@@ -206,19 +207,33 @@ def _val_loss(model, ds, device, batch: int) -> float:
     with torch.no_grad():
         for k in range(0, len(ds), batch):
             imgs, tgts = collate([ds[i] for i in range(k, min(k + batch, len(ds)))])
-            losses = model([i.to(device) for i in imgs], [{kk: v.to(device) for kk, v in t.items()} for t in tgts])
+            losses = model(*_to(accel, imgs, tgts))
             total += float(sum(losses.values())) * len(imgs)
     return total / len(ds)
 
 
+def _to(accel: Accel, imgs, tgts=None):
+    """A batch's images (and targets) on the device; Mask R-CNN takes lists of rank-3 images,
+    so channels-last does not apply."""
+    imgs = [i.to(accel.device, non_blocking=accel.non_blocking) for i in imgs]
+    if tgts is None:
+        return (imgs,)
+    return imgs, [{k: v.to(accel.device, non_blocking=accel.non_blocking) for k, v in t.items()} for t in tgts]
+
+
 def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, history_out, checkpoint=None,
-                   weights: str | None = None, stop_after: int | None = None) -> tuple[nn.Module, pd.DataFrame, str]:
+                   weights: str | None = None, stop_after: int | None = None, accel: Accel | None = None,
+                   data_digest: str = "") -> tuple[nn.Module, pd.DataFrame, str]:
     """Train per ``cfg`` (the experiment: ``model``, ``train``, ``augment``, ``detect``); return
-    (model, history, weights note).  ``stop_after`` ends after that many epochs (to test resuming)."""
+    (model, history, weights note).  ``stop_after`` ends after that many epochs (to test resuming);
+    ``accel`` overrides the device settings of ``cfg['train']`` (tests force the GPU branches on
+    the CPU with it); ``data_digest`` names the training data in the resume fingerprint."""
     t, d = cfg["train"], cfg["detect"]
     size = int(cfg["model"]["input_size"][0])
     seed_everything(t["seed"])
-    device = resolve_device(t["device"])
+    accel = accel or from_train(t)
+    device = accel.device
+    print(log_line(accel), file=sys.stderr, flush=True)
     model = build_maskrcnn(cfg["model"]).to(device)
     note = load_weights(model, weights) if weights else "random initialisation (no pretrained weights configured)"
     classes = d.get("train_classes")
@@ -232,19 +247,23 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
         opt = torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
     else:
         opt = torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    fp = _fingerprint({k: cfg[k] for k in ("model", "train", "augment", "detect") if k in cfg} | {"w": note})
+    fp = _fingerprint({k: cfg[k] for k in ("model", "train", "augment", "detect") if k in cfg}
+                      | {"w": note, "data": data_digest})
     history: list[dict] = []
     start = 0
+    scaler = accel.scaler()
     if checkpoint and Path(checkpoint).is_file():
         ck = torch.load(checkpoint, map_location=device, weights_only=False)
         if ck.get("fingerprint") == fp:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
+            if accel.amp and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
             history, start = ck["history"], ck["epoch"] + 1
             print(f"resuming from epoch {start} ({checkpoint})", file=sys.stderr)
+        else:
+            print(f"ignoring {checkpoint}: written for another config, weights or data", file=sys.stderr)
     steps, batch = t["steps_per_epoch"], t["batch_size"]
-    amp = bool(t.get("amp", True)) and device.type == "cuda"  # mixed precision on GPU only
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
     warmup = t["warmup_iterations"]
     for epoch in range(start, t["epochs"]):
         torch.manual_seed(t["seed"] * 1000 + epoch)
@@ -259,9 +278,8 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
             for g in opt.param_groups:
                 g["lr"] = t["lr"] * min(1.0, (it + 1) / warmup) if warmup else t["lr"]
             imgs, tgts = collate([train_ds[i] for i in idx])
-            with torch.autocast(device.type, enabled=amp):
-                losses = model([i.to(device) for i in imgs],
-                               [{kk: v.to(device) for kk, v in tg.items()} for tg in tgts])
+            with accel.autocast():
+                losses = model(*_to(accel, imgs, tgts))
             loss = sum(losses.values())
             opt.zero_grad()
             scaler.scale(loss).backward()
@@ -275,21 +293,25 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         row = {"epoch": epoch + 1, "loss": sum(sums.values()) / steps,
                **{key: v / steps for key, v in sums.items()},
-               "val_loss": _val_loss(model, val_ds, device, batch), "lr": opt.param_groups[0]["lr"],
+               "val_loss": _val_loss(model, val_ds, accel, batch), "lr": opt.param_groups[0]["lr"],
                "seconds": time.time() - t0, "iterations": (epoch + 1) * steps}
+        if accel.amp:
+            row["amp_scale"] = float(scaler.get_scale())
         history.append(row)
         print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
               f"({row['seconds']:.0f} s, {steps / row['seconds']:.2f} it/s)", file=sys.stderr)
         if checkpoint:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                            "epoch": epoch, "fingerprint": fp}, tmp)
+                            "scaler": scaler.state_dict() if accel.amp else None, "epoch": epoch,
+                            "fingerprint": fp}, tmp)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break
     hist = pd.DataFrame(history)
     if model_out:
         with atomic_path(model_out) as tmp:
-            torch.save({"model": model.state_dict(), "config": cfg["model"], "weights": note}, tmp)
+            torch.save({"model": model.state_dict(), "config": cfg["model"], "weights": note,
+                        "runtime": describe(accel)}, tmp)
     if history_out:
         from .io import write_csv
 
@@ -305,10 +327,11 @@ def load_detector(path) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict_coco(model: nn.Module, coco: dict, cfg: dict, batch: int = 4, device: str = "auto") -> list[dict]:
+def predict_coco(model: nn.Module, coco: dict, cfg: dict, batch: int = 4, accel: Accel | None = None) -> list[dict]:
     """COCO results (RLE masks, boxes in the PNG's pixels, scores) for every image of ``coco``."""
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
+    accel = accel or from_train(cfg["train"])
+    print(log_line(accel), file=sys.stderr, flush=True)
+    model = model.to(accel.device).eval()
     size = int(cfg["model"]["input_size"][0])
     ds = DetectionSet(coco, size, cfg["detect"]["equalization"])
     info = {im["id"]: im for im in coco["images"]}
@@ -316,7 +339,8 @@ def predict_coco(model: nn.Module, coco: dict, cfg: dict, batch: int = 4, device
     with torch.no_grad():
         for k in tqdm(range(0, len(ds), batch), desc="predict", file=sys.stderr, mininterval=5):
             idx = list(range(k, min(k + batch, len(ds))))
-            res = model([ds[i][0].to(dev) for i in idx])
+            with accel.autocast():
+                res = model(*_to(accel, [ds[i][0] for i in idx]))
             for i, r in zip(idx, res):
                 im = info[ds.ids[i]]
                 h, w = im["height"], im["width"]

@@ -80,9 +80,11 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = bool(t["clip_grad_norm"])
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # per parameter group; torchvision backend: whole model
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = float(t["clip_grad_norm"] or 1.0)
-    dev = device or ("cuda" if torch.cuda.is_available() and t["device"] in ("auto", "cuda") else "cpu")
-    cfg.MODEL.DEVICE = dev if t["device"] == "auto" else t["device"]
-    cfg.SOLVER.AMP.ENABLED = bool(t["amp"]) and cfg.MODEL.DEVICE.startswith("cuda")
+    from .accel import from_train
+
+    accel = from_train(t)  # stops when the job asked for GPUs and has none (unless allow_cpu)
+    cfg.MODEL.DEVICE = device or str(accel.device)
+    cfg.SOLVER.AMP.ENABLED = accel.amp and cfg.MODEL.DEVICE.startswith("cuda")
     cfg.MODEL.WEIGHTS = str(weights or "")
     cfg.SEED = int(t["seed"])
     cfg.DATALOADER.NUM_WORKERS = 0

@@ -54,6 +54,29 @@ def _scale_to_uint8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+NO_META_NOTE = "no DICOM file meta header (no 'DICM' preamble): read with force=True, transfer syntax inferred"
+
+
+def dcmread(path: str | Path, **kwargs) -> tuple[pydicom.Dataset, list[str]]:
+    """``pydicom.dcmread`` that also takes the files real archives contain: a dataset written
+    without its file meta header is read with ``force=True`` and its transfer syntax set from the
+    encoding pydicom found (returned notes say so); header values that break the standard
+    (over-long decimal strings, say) only warn, as pydicom's default validation does."""
+    try:
+        return pydicom.dcmread(path, **kwargs), []
+    except pydicom.errors.InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True, **kwargs)
+    if len(ds) == 0:
+        raise pydicom.errors.InvalidDicomError("neither a DICOM file nor a raw DICOM dataset")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds, [NO_META_NOTE]
+
+
 def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> DecodedImage:
     """Decode ``path`` into a :class:`DecodedImage` (see the module docstring).
 
@@ -63,7 +86,7 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
     """
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path)
+        ds, notes = dcmread(path)
     except Exception as exc:  # pydicom raises several types for bad files
         raise DicomError(f"{path}: not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:
@@ -76,7 +99,6 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
             f"{path}: cannot decode pixel data with transfer syntax {tsuid} "
             f"({getattr(tsuid, 'name', tsuid)}): {exc}"
         ) from exc
-    notes: list[str] = []
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         arr = arr[0]

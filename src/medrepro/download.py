@@ -3,88 +3,197 @@
 Two kinds, set under ``datasets.<name>.download`` in config:
 
 ``urls``
-    a list of files, each ``{url, name?, md5?, unpack?}``; every file is streamed
-    to disk with a progress bar, its MD5 checked when given, and zips unpacked
-    when ``unpack`` is true (figshare brain tumour: the four zips stay zipped,
-    the reader reads them as they are).
+    a list of files, each ``{url, name?, md5?, unpack?}`` (figshare's brain tumour set):
+    fetched through pooch, which checks the published MD5 and retries a failed transfer
+    (``retries``); a transfer cut off half-way resumes from where it stopped (HTTP Range)
+    rather than starting again.  Finished files wait in ``<raw>.downloads/``, so one failed
+    file does not cost the others.  Zips are unpacked when ``unpack`` is true (the brain
+    tumour zips stay zipped: the reader reads them as they are).
 ``kaggle_dataset`` / ``kaggle_competition``
-    the official ``kaggle`` command (``pip install kaggle`` and an API token in
-    ``~/.kaggle/kaggle.json``; competitions need their rules accepted first).
+    the official ``kaggle`` command (``pip install -e ".[kaggle]"`` and an API token in
+    ``~/.kaggle/kaggle.json``; competitions need their rules accepted first); datasets are
+    pinned to ``version``; the command's progress goes to the rule's log as it comes.
 
-The download is assembled in a temporary sibling folder and moved into place
-only when complete, so an interrupted download never looks finished.
+Every zip is unpacked only after each member is checked to stay inside the folder (no
+absolute paths, no ``..``, no links).  When complete, ``SHA256SUMS`` (one line per raw file,
+``sha256sum`` format) is written beside the raw folder; :func:`verify_checksums` checks the
+raw files against it on later runs.  The download is assembled in a temporary sibling folder
+and moved into place only when complete, so an interrupted download never looks finished.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
-import urllib.request
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from .io import atomic_dir
+from .io import atomic_dir, atomic_path
 
 
 class DownloadError(RuntimeError):
     pass
 
 
-def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def _digest(path: str | Path, algo: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def fetch_url(url: str, dest: str | Path, md5: str | None = None, timeout: float = 60.0) -> Path:
-    """Stream ``url`` to ``dest`` (atomically) and check its MD5 when given."""
+def md5sum(path: str | Path) -> str:
+    return _digest(path, "md5")
+
+
+class ResumingDownloader:
+    """A pooch downloader that keeps the partial file (``<dest>.part``) across attempts and
+    asks the server for the rest (HTTP Range), so a cut-off transfer resumes."""
+
+    def __init__(self, part: Path, timeout: float = 60.0, progress: bool = True):
+        self.part, self.timeout, self.progress = part, timeout, progress
+
+    def __call__(self, url: str, output_file, pooch_obj=None, check_only: bool = False):
+        import requests
+
+        have = self.part.stat().st_size if self.part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as resp:
+            if resp.status_code == 416:  # nothing left to fetch: the part file is complete
+                pass
+            else:
+                resp.raise_for_status()
+                if have and resp.status_code != 206:  # the server ignored Range: start again
+                    have = 0
+                total = int(resp.headers.get("Content-Length") or 0) + have or None
+                with open(self.part, "ab" if have else "wb") as out, \
+                        tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=self.part.name[:-5],
+                             file=sys.stderr, mininterval=5, disable=not self.progress) as bar:
+                    for block in resp.iter_content(1 << 20):
+                        out.write(block)
+                        bar.update(len(block))
+                if total and self.part.stat().st_size < total:
+                    raise requests.exceptions.ChunkedEncodingError(
+                        f"{url}: connection closed after {self.part.stat().st_size} of {total} bytes")
+        shutil.copyfile(self.part, output_file)
+        self.part.unlink()
+
+
+def fetch_url(url: str, dest: str | Path, md5: str | None = None, retries: int = 3, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` through pooch (MD5 checked when given, ``retries`` extra
+    attempts, cut-off transfers resumed); a file already there with the right MD5 is kept."""
+    import pooch
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
+    fetcher = pooch.create(path=dest.parent, base_url="", registry={dest.name: f"md5:{md5.lower()}" if md5 else None},
+                           urls={dest.name: url}, retry_if_failed=retries)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr, mininterval=2) as bar:
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DownloadError(f"cannot download {url}: {exc}") from exc
-    if md5:
-        got = md5sum(tmp)
-        if got != md5.lower():
-            tmp.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: MD5 is {got}, expected {md5} (corrupt or changed download)")
-    os.replace(tmp, dest)
+        fetcher.fetch(dest.name, downloader=ResumingDownloader(dest.with_name(dest.name + ".part"), timeout))
+    except ValueError as exc:  # pooch: hash mismatch
+        dest.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: {exc} (corrupt or changed download; expected MD5 {md5})") from exc
+    except Exception as exc:  # noqa: BLE001 - requests' and the OS's errors, after pooch's retries
+        raise DownloadError(f"cannot download {url} after {retries + 1} attempt(s): {exc}") from exc
     return dest
 
 
-def _kaggle(kind: str, slug: str, into: Path) -> None:
+def safe_extract(archive: str | Path, into: str | Path) -> list[Path]:
+    """Unpack a zip into ``into``, refusing members that would land outside it (absolute
+    paths, ``..``) and symbolic links; returns the files written."""
+    into = Path(into).resolve()
+    out = []
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = PurePosixPath(info.filename.replace("\\", "/"))
+            target = (into / name).resolve()
+            if name.is_absolute() or ".." in name.parts or not target.is_relative_to(into):
+                raise DownloadError(f"{archive}: member {info.filename!r} would be written outside {into}; "
+                                    "refusing to unpack this archive")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DownloadError(f"{archive}: member {info.filename!r} is a symbolic link; refusing to unpack "
+                                    "this archive")
+        for info in zf.infolist():
+            zf.extract(info, into)
+            if not info.is_dir():
+                out.append(into / info.filename)
+    return out
+
+
+def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> None:
     exe = shutil.which("kaggle")
     if exe is None:
-        raise DownloadError("the 'kaggle' command is not installed: pip install kaggle, and put your API token "
-                            "in ~/.kaggle/kaggle.json (https://www.kaggle.com/docs/api)")
-    sub = ["datasets", "download", "-d", slug] if kind == "kaggle_dataset" else ["competitions", "download", "-c", slug]
-    proc = subprocess.run([exe, *sub, "-p", str(into)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DownloadError(f"kaggle {' '.join(sub)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise DownloadError("the 'kaggle' command is not installed: pip install -e \".[kaggle]\" (or use "
+                            "envs/medrepro.yaml), and put your API token in ~/.kaggle/kaggle.json "
+                            "(https://www.kaggle.com/docs/api)")
+    if kind == "kaggle_dataset":
+        if version is None:
+            print(f"warning: {slug}: no download.version set; downloading Kaggle's latest version, which may differ "
+                  "from the papers' (SHA256SUMS records what came)", file=sys.stderr)
+        ref = f"{slug}/{version}" if version else slug
+        sub = ["datasets", "download", "-d", ref]
+    else:
+        sub = ["competitions", "download", "-c", slug]
+    print(f"kaggle {' '.join(sub)} -p {into}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen([exe, *sub, "-p", str(into)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    tail = []
+    for line in proc.stdout:  # progress as it comes, into the rule's log
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        tail = (tail + [line.strip()])[-5:]
+    if proc.wait() != 0:
+        raise DownloadError(f"kaggle {' '.join(sub)} failed (exit {proc.returncode}): {' | '.join(tail)}")
     for z in sorted(into.glob("*.zip")):
-        with zipfile.ZipFile(z) as zf:
-            zf.extractall(into)
+        safe_extract(z, into)
         z.unlink()
 
 
-def fetch_dataset(spec: dict, out_dir: str | Path) -> Path:
-    """Download what ``spec`` describes into ``out_dir`` (replaced only on success)."""
+def write_checksums(root: str | Path, out: str | Path) -> int:
+    """``SHA256SUMS`` of every file under ``root`` (paths relative to it, sorted)."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    with atomic_path(out) as tmp:
+        with open(tmp, "w") as fh:
+            for p in tqdm(files, desc="sha256", file=sys.stderr, mininterval=5):
+                fh.write(f"{_digest(p, 'sha256')}  {p.relative_to(root).as_posix()}\n")
+    return len(files)
+
+
+def verify_checksums(root: str | Path, sums: str | Path) -> None:
+    """Check the raw files under ``root`` against ``sums``; name every missing, changed or new file."""
+    root, problems = Path(root), []
+    listed = {}
+    for n, line in enumerate(Path(sums).read_text().splitlines(), 1):
+        digest, _, rel = line.partition("  ")
+        if not rel:
+            raise DownloadError(f"{sums}, line {n}: expected '<sha256>  <path>', found {line!r}")
+        listed[rel] = digest
+    for rel, digest in listed.items():
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif _digest(p, "sha256") != digest:
+            problems.append(f"{rel}: SHA-256 differs from the one recorded at download")
+    extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    problems += [f"{rel}: not in {Path(sums).name}" for rel in extra if rel not in listed]
+    if problems:
+        raise DownloadError(f"{root}: the raw files are not the ones downloaded ({len(problems)} problem(s)): "
+                            + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else ""))
+
+
+def fetch_dataset(spec: dict, out_dir: str | Path, checksums: str | Path | None = None) -> Path:
+    """Download what ``spec`` describes into ``out_dir`` (replaced only on success) and write
+    its SHA-256 manifest to ``checksums`` (default: ``<out_dir>.sha256``)."""
     out_dir = Path(out_dir)
+    cache = out_dir.with_name(out_dir.name + ".downloads")  # finished files survive a failed run
     with atomic_dir(out_dir) as tmp:
         kind = spec.get("kind")
         if kind == "urls":
@@ -95,17 +204,20 @@ def fetch_dataset(spec: dict, out_dir: str | Path) -> Path:
                 name = f.get("name") or Path(unquote(urlparse(f["url"]).path)).name
                 if not name:
                     raise DownloadError(f"cannot tell a file name from {f['url']}: set 'name'")
-                path = fetch_url(f["url"], tmp / name, f.get("md5"))
+                path = fetch_url(f["url"], cache / name, f.get("md5"), retries=spec.get("retries", 3))
                 if f.get("unpack"):
-                    with zipfile.ZipFile(path) as zf:
-                        zf.extractall(tmp)
-                    path.unlink()
+                    safe_extract(path, tmp)
+                else:
+                    shutil.copyfile(path, tmp / name)
         elif kind in ("kaggle_dataset", "kaggle_competition"):
             if not spec.get("slug"):
                 raise DownloadError(f"download.slug is required for kind {kind}")
-            _kaggle(kind, spec["slug"], tmp)
+            _kaggle(kind, spec["slug"], tmp, spec.get("version"))
         else:
             raise DownloadError(f"download.kind {kind!r}; expected urls, kaggle_dataset or kaggle_competition")
+        n = write_checksums(tmp, checksums or out_dir.with_name(out_dir.name + ".sha256"))
+        print(f"{n} raw files, SHA-256 recorded", file=sys.stderr)
+    shutil.rmtree(cache, ignore_errors=True)
     return out_dir
 
 
@@ -128,7 +240,7 @@ def fetch_torchvision_weights(backbone: str, dest: str | Path, url: str | None =
     url = url or torchvision_weights_url(backbone)
     path = fetch_url(url, Path(dest).with_name(f".{Path(dest).name}.download"))
     prefix = Path(unquote(urlparse(url).path)).stem.rsplit("-", 1)[-1]
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    h = _digest(path, "sha256")
     if not h.startswith(prefix):
         path.unlink()
         raise DownloadError(f"{url}: SHA-256 {h[:8]}... does not start with {prefix} (corrupt download)")

@@ -64,8 +64,15 @@ def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threa
 
 
 # ----------------------------------------------------------------------------- ingest / convert
-def ingest(dataset: str, raw_root: str | Path, manifest_out, rejected_out, threads: int = 1) -> pd.DataFrame:
+def ingest(dataset: str, raw_root: str | Path, manifest_out, rejected_out, threads: int = 1,
+           checksums: str | Path | None = None) -> pd.DataFrame:
+    """Read a dataset's raw files into a manifest; with ``checksums`` (a downloaded dataset's
+    SHA-256 manifest) the raw files are first checked to be the ones downloaded."""
     from . import datasets
+    if checksums:
+        from .download import verify_checksums
+        verify_checksums(raw_root, checksums)
+        print(f"{raw_root}: every raw file matches {checksums}", file=sys.stderr)
     res = datasets.get(dataset).ingest(raw_root, threads=threads)
     manifest = res.manifest
     if manifest.empty:
@@ -164,26 +171,28 @@ def n_outputs(experiment: dict) -> int:
 
 
 def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, batch_size: int = 64,
-                     device: str = "auto") -> None:
+                     train: dict | None = None) -> None:
     """Pooled backbone features of every image of a dataset, for all experiments that share
     the backbone, its weights and the input size."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    from .accel import from_train, log_line
     from .data import ImageTable
     from .models import build_backbone
-    from .training import resolve_device
 
     df = read_csv(converted_manifest).assign(target=0)
     backbone = build_backbone(model_spec, weights, seed)
     ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec.get("channels", 3)))
-    dev = resolve_device(device)
-    backbone.to(dev).eval()
+    accel = from_train({**(train or {}), "amp": False})  # features are cached in full precision
+    print(log_line(accel), file=sys.stderr, flush=True)
+    backbone = accel.model(backbone).eval()
     feats = []
     with torch.no_grad():
-        for x, _ in tqdm(DataLoader(ds, batch_size=batch_size), desc="features", file=sys.stderr, mininterval=5):
-            feats.append(backbone(x.to(dev)).float().cpu())
+        for x, _ in tqdm(DataLoader(ds, batch_size=batch_size, pin_memory=accel.pin_memory), desc="features",
+                         file=sys.stderr, mininterval=5):
+            feats.append(backbone(accel.batch(x)).float().cpu())
     with atomic_path(out) as tmp:
         torch.save({"image_id": df["image_id"].tolist(), "features": torch.cat(feats),
                     "backbone": model_spec["backbone"], "input_size": list(model_spec["input_size"]),
@@ -223,6 +232,7 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
     import torch
 
+    from .accel import describe, summary_rows
     from .models import build_backbone, build_head, build_model, summary
     from .training import TrainConfig, class_weights, fit
 
@@ -249,19 +259,21 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     cfg = TrainConfig(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
                       weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
                       class_weights=weights_c, sampling=t["sampling"], seed=t["seed"], device=t["device"],
-                      num_workers=t["num_workers"], amp=t["amp"])
+                      num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False))
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights_c}; "
           f"{'head on cached features ' + str(features) if features else 'full forward passes'}", file=sys.stderr)
-    fingerprint = hashlib.sha256(json.dumps(experiment, sort_keys=True).encode() + Path(split_csv).read_bytes()
+    fingerprint = hashlib.sha256(json.dumps([experiment, weights, backbone_seed], sort_keys=True).encode()
+                                 + Path(split_csv).read_bytes()
                                  + (Path(features).read_bytes()[:1 << 20] if features else b"")).hexdigest()
-    model, history = fit(model, train_ds, val_ds, cfg, checkpoint=checkpoint, fingerprint=fingerprint)
+    accel = cfg.accel()
+    model, history = fit(model, train_ds, val_ds, cfg, checkpoint=checkpoint, fingerprint=fingerprint, accel=accel)
     state = model.cpu().state_dict()
     if m.get("arch") == "transfer" and not features and m.get("freeze", True):
         state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": state, "model": m, "classes": [c["name"] for c in experiment["classes"]],
                     "head_only": m.get("arch") == "transfer" and m.get("freeze", True),
-                    "weights": weights, "backbone_seed": backbone_seed,
+                    "weights": weights, "backbone_seed": backbone_seed, "runtime": describe(accel),
                     "feature_dim": train_ds.tensors[0].shape[1] if features else getattr(model, "backbone", None)
                     and model.backbone.dim}, tmp)
     write_csv(history_out, history)
@@ -273,7 +285,7 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
             rows.insert(0, {"layer": f"backbone ({m['backbone']}, frozen, "
                                      f"{'pretrained' if weights else 'random init'})",
                             "output_shape": str((bb.dim,)), "params": n, "trainable": 0})
-        write_csv(summary_out, pd.DataFrame(rows))
+        write_csv(summary_out, pd.DataFrame(rows + summary_rows(accel)))
     if checkpoint:  # only an interrupted run needs it
         Path(checkpoint).unlink(missing_ok=True)
 
@@ -294,6 +306,7 @@ def load_model(path) -> tuple[torch.nn.Module, list[str], dict]:
 
 
 def predict(split_csv, model_path, experiment: dict, predictions_out, features=None) -> pd.DataFrame:
+    from .accel import from_train, log_line
     from .data import ImageTable
     from .evaluation import prediction_table
     from .models import TransferNet, build_backbone
@@ -304,6 +317,8 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
     m = experiment["model"]
     if ck.get("head_only") and not features:  # a frozen backbone: rebuild it and put the head on it
         model = TransferNet(build_backbone(m, ck.get("weights"), ck.get("backbone_seed", 0)), model)
+    accel = from_train(experiment["train"])
+    print(log_line(accel), file=sys.stderr, flush=True)
     frames = []
     for s in ("train", "val", "test"):
         part = table[table["split"] == s]
@@ -311,7 +326,7 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
             continue
         ds = _feature_table(features, part) if features else ImageTable(part, tuple(m["input_size"]),
                                                                         int(m["channels"]))
-        proba = predict_proba(model, ds, device=experiment["train"]["device"])
+        proba = predict_proba(model, ds, accel=accel)
         frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, classes, s,
                                        experiment["threshold"]))
     pred = pd.concat(frames, ignore_index=True)

@@ -43,7 +43,7 @@ def _train_config(t: dict, targets, n_classes: int, **over):
     kw = dict(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
               weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
               class_weights=w, sampling=t["sampling"], seed=t["seed"], device=t["device"],
-              num_workers=t["num_workers"], amp=t["amp"])
+              num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False))
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -60,14 +60,16 @@ def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
             "confusion_matrix": m["confusion_matrix"]}
 
 
-def _predict(model, table: pd.DataFrame, names: list[str], make_ds, device: str) -> pd.DataFrame:
+def _predict(model, table: pd.DataFrame, names: list[str], make_ds, train: dict) -> pd.DataFrame:
+    from .accel import from_train
     from .training import predict_proba
 
+    accel = from_train(train)
     frames = []
     for s in EVAL_SPLITS:
         part = table[table["split"] == s]
         if len(part):
-            proba = predict_proba(model, make_ds(part), device=device)
+            proba = predict_proba(model, make_ds(part), accel=accel)
             frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s))
     return pd.concat(frames, ignore_index=True)
 
@@ -109,7 +111,7 @@ def _frozen_run(table, features: dict, spec: dict, names) -> tuple:
     train_ds, val_ds = _feature_table(features, tr), _feature_table(features, va)
     head = build_head(spec["model"], train_ds.tensors[0].shape[1], t["seed"])
     model, hist = fit(head, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), progress=False)
-    pred = _predict(model, table, names, lambda p: _feature_table(features, p), t["device"])
+    pred = _predict(model, table, names, lambda p: _feature_table(features, p), t)
     return model, hist, pred
 
 
@@ -199,7 +201,7 @@ def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = No
     ck = Path(out_dir) / "checkpoint.pt"
     model, hist = fit(model, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), checkpoint=ck,
                       fingerprint=_fingerprint(spec, split_csv, weights))
-    pred = _predict(model, table, names, lambda p: _image_ds(spec, p), t["device"])
+    pred = _predict(model, table, names, lambda p: _image_ds(spec, p), t)
     return _write_single(out_dir, 3, spec, pred, hist, names)
 
 
@@ -262,7 +264,7 @@ def stage4(split_csv, stage2_model, study: dict, out_dir, weights: str | None = 
     ck = Path(out_dir) / "checkpoint.pt"
     model, hist = fit(model, train_ds, val_ds, _train_config(t, train_ds.targets, len(names)), checkpoint=ck,
                       fingerprint=_fingerprint(spec, split_csv, weights, stage2_model))
-    pred = _predict(model, table, names, lambda p: _image_ds(spec, p), t["device"])
+    pred = _predict(model, table, names, lambda p: _image_ds(spec, p), t)
     write_json(Path(out_dir) / "parameters.json", params)
     return _write_single(out_dir, 4, spec, pred, hist, names, fine_tuning=True)
 

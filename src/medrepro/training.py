@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .accel import Accel, log_line, resolve
 from .io import atomic_path
 from .models import regularization_loss
 
@@ -40,12 +41,6 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -84,6 +79,11 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     amp: bool = True
+    gpus: int = 0
+    allow_cpu: bool = False
+
+    def accel(self) -> Accel:
+        return resolve(self.device, self.gpus, self.amp, self.allow_cpu)
 
 
 def _loss_fn(n_outputs: int, class_weights, device):
@@ -107,12 +107,12 @@ def _loss_and_correct(logits, y, loss_fn):
     return loss, correct
 
 
-def evaluate_loss(model, loader, loss_fn, device) -> tuple[float, float]:
+def evaluate_loss(model, loader, loss_fn, accel: Accel) -> tuple[float, float]:
     model.eval()
     total, n, correct = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = accel.batch(x), y.to(accel.device, non_blocking=accel.non_blocking)
             loss, c = _loss_and_correct(model(x), y, loss_fn)
             total += float(loss.detach()) * len(y)
             correct += int(c)
@@ -121,7 +121,7 @@ def evaluate_loss(model, loader, loss_fn, device) -> tuple[float, float]:
 
 
 def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
-        progress: bool = True, fingerprint: str = "", stop_after: int | None = None
+        progress: bool = True, fingerprint: str = "", stop_after: int | None = None, accel: Accel | None = None
         ) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model``; return it (best weights when early stopping restores them) and its history.
 
@@ -130,15 +130,18 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     checkpoint carries the same ``fingerprint`` (a digest of the config and the
     data); a checkpoint of another config or data is ignored.  ``stop_after``
     ends the run after that many epochs, as an interruption would (for tests).
+    ``accel`` overrides the device settings resolved from ``cfg`` (tests force GPU-only
+    branches on the CPU with it).  With AMP, the gradient scaler's state is checkpointed
+    and its scale recorded per epoch (``amp_scale``).
     """
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    accel = accel or cfg.accel()
+    device = accel.device
+    print(log_line(accel), file=sys.stderr, flush=True)
+    model = accel.model(model)
     model.eval()
     with torch.no_grad():
-        n_outputs = model(train_ds[0][0][None].to(device)).shape[1]
+        n_outputs = model(accel.batch(train_ds[0][0][None])).shape[1]
     loss_fn = _loss_fn(n_outputs, cfg.class_weights, device)
     if cfg.optimizer != "adam":
         raise ValueError(f"train.optimizer {cfg.optimizer!r}; supported: 'adam'")
@@ -154,10 +157,9 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             threshold=r.get("min_delta", 1e-4), threshold_mode="abs", min_lr=r.get("min_lr", 0.0),
             eps=0.0)  # Keras applies any reduction, however small
     stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = accel.scaler()
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
-                            pin_memory=device.type == "cuda")
+                            pin_memory=accel.pin_memory)
 
     history: list[dict] = []
     best_state, best_val, start = None, float("inf"), 0
@@ -174,6 +176,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             sched.load_state_dict(ck["scheduler"])
         if stopper and ck.get("stopper"):
             stopper.__dict__.update(ck["stopper"])
+        if accel.amp and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         history, best_state, best_val, start = ck["history"], ck["best_state"], ck["best_val"], ck["epoch"] + 1
         log.info("resumed from %s after epoch %d", checkpoint, start)
         if ck.get("stopped"):
@@ -189,18 +193,16 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         if cfg.sampling != "none":
             epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, epoch_seed))
         loader = DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                            num_workers=cfg.num_workers, pin_memory=accel.pin_memory,
                             worker_init_fn=lambda w: np.random.seed((epoch_seed + w) % 2**32))
         model.train()
         total, n, correct = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress,
                    mininterval=5.0, leave=False)
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = accel.batch(x), y.to(device, non_blocking=accel.non_blocking)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_amp):
+            with accel.autocast():
                 loss, c = _loss_and_correct(model(x), y, loss_fn)
                 loss = loss + regularization_loss(model)  # Keras reports the loss with its L2 terms
             scaler.scale(loss).backward()
@@ -209,9 +211,11 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             total += float(loss.detach()) * len(y)
             correct += int(c)
             n += len(y)
-        val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, device)
+        val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, accel)
         row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
                "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
+        if accel.amp:
+            row["amp_scale"] = float(scaler.get_scale())
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
               file=sys.stderr, flush=True)
@@ -228,6 +232,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
                             "scheduler": sched.state_dict() if sched else None,
                             "stopper": dict(stopper.__dict__) if stopper else None, "history": history,
                             "best_state": best_state, "best_val": best_val, "epoch": epoch, "stopped": stop,
+                            "scaler": scaler.state_dict() if accel.amp else None,
                             "fingerprint": fingerprint}, tmp)
         if stop:
             print(f"early stopping after epoch {epoch + 1}", file=sys.stderr)
@@ -259,14 +264,15 @@ def resample_indices(targets, mode: str, seed: int) -> list[int]:
     return sorted(int(i) for i in np.concatenate(out))
 
 
-def predict_proba(model: nn.Module, ds, batch_size: int = 64, device: str = "auto") -> np.ndarray:
+def predict_proba(model: nn.Module, ds, batch_size: int = 64, accel: Accel | None = None) -> np.ndarray:
     """Class probabilities, (N, n_classes); a single-logit model gives [1 - p, p]."""
-    dev = resolve_device(device)
-    model.to(dev).eval()
+    accel = accel or resolve()
+    model = accel.model(model).eval()
     out = []
     with torch.no_grad():
-        for x, _ in DataLoader(ds, batch_size=batch_size, shuffle=False):
-            logits = model(x.to(dev)).float()
+        for x, _ in DataLoader(ds, batch_size=batch_size, shuffle=False, pin_memory=accel.pin_memory):
+            with accel.autocast():
+                logits = model(accel.batch(x)).float()
             if logits.shape[1] == 1:
                 p = torch.sigmoid(logits[:, 0])
                 out.append(torch.stack([1 - p, p], 1).cpu())

@@ -22,9 +22,11 @@ rule synthesize:
 
 
 rule download:
-    """Fetch a real dataset (Kaggle API or URLs with MD5 checks) into its raw folder."""
+    """Fetch a real dataset (Kaggle API, pinned version; or URLs with MD5 checks, retries and
+    resume) into its raw folder, with a SHA-256 manifest that ingest checks on later runs."""
     output:
-        directory(f"{RESULTS}/raw/{{dataset}}"),
+        raw=directory(f"{RESULTS}/raw/{{dataset}}"),
+        checksums=f"{RESULTS}/raw/{{dataset}}.sha256",
     wildcard_constraints:
         dataset=one_of(datasets_with("download")),
     params:

@@ -15,7 +15,7 @@ rule train:
         backbone_seed=config["backbone_seed"],
     wildcard_constraints:
         experiment=one_of(CLASSIFY),
-    threads: 2
+    threads: 1
     resources:
         gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
     log:
@@ -37,6 +37,9 @@ rule predict:
         experiment=lambda wc: config["experiments"][wc.experiment],
     wildcard_constraints:
         experiment=one_of(CLASSIFY),
+    threads: 1
+    resources:
+        gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
     log:
         f"{RESULTS}/logs/predict/{{experiment}}.log",
     benchmark:

@@ -19,6 +19,14 @@ def raw_root(wildcards):
     return d["path"] if d["source"] == "local" else f"{RESULTS}/raw/{wildcards.dataset}"
 
 
+def ingest_inputs(wildcards):
+    """The raw folder and, for a downloaded dataset, the SHA-256 manifest it is checked against."""
+    d = {"raw": raw_root(wildcards)}
+    if config["datasets"][wildcards.dataset]["source"] == "download":
+        d["checksums"] = f"{RESULTS}/raw/{wildcards.dataset}.sha256"
+    return d
+
+
 def split_params(exp):
     """What a split depends on (so that changing, say, the epochs does not redo the split)."""
     return {k: exp.get(k) for k in ("classes", "subset", "split")}
@@ -103,6 +111,10 @@ def experiment_inputs(extra):
         return d
 
     return inputs
+
+
+# the weights the workflow downloads: every `weights:` entry set to 'imagenet' (schema: the names)
+DOWNLOADED_WEIGHTS = [b for b, w in config["weights"].items() if w == "imagenet"]
 
 
 def weights_file(backbone):

@@ -36,7 +36,7 @@ rule train_detector:
         checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
     wildcard_constraints:
         experiment=one_of(DETECT),
-    threads: 2
+    threads: 1
     priority: 10  # the longest chain of the demo: start it first
     resources:
         gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
@@ -61,7 +61,9 @@ rule predict_detector:
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     wildcard_constraints:
         experiment=one_of(DETECT),
-    threads: 2
+    threads: 1
+    resources:
+        gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
     log:
         f"{RESULTS}/logs/predict/{{experiment}}.log",
     benchmark:

@@ -10,7 +10,8 @@ rule features:
     params:
         model=lambda wc: FEATURE_SPECS[(wc.dataset, wc.key)],
         seed=config["backbone_seed"],
-    threads: 2
+        train=lambda wc: {"gpus": dataset_gpus(wc.dataset), "allow_cpu": config["allow_cpu"]},
+    threads: 1
     resources:
         gpu=lambda wc: dataset_gpus(wc.dataset),
     log:
@@ -28,7 +29,7 @@ rule download_weights:
     output:
         f"{RESULTS}/weights/{{backbone}}.pth",
     wildcard_constraints:
-        backbone="vgg16|vgg19|resnet50|inception_v3|efficientnet_b4",
+        backbone=one_of(DOWNLOADED_WEIGHTS),
     localrule: True
     log:
         f"{RESULTS}/logs/download_weights/{{backbone}}.log",

@@ -3,7 +3,7 @@
 
 rule ingest:
     input:
-        raw=raw_root,
+        unpack(ingest_inputs),
     output:
         manifest=f"{RESULTS}/manifests/{{dataset}}.csv",
         rejected=f"{RESULTS}/manifests/{{dataset}}.rejected.csv",

@@ -40,3 +40,15 @@ rule report:
         ENV
     script:
         "../scripts/report.py"
+
+
+# One named target per paper: `snakemake --configfile config/full.yaml cnn_kermany` plans only
+# that paper's jobs (and downloads only its datasets).
+for _paper in config["papers"]:
+
+    rule:
+        name: _paper
+        input:
+            f"{RESULTS}/papers/{_paper}",
+        localrule: True
+        default_target: False

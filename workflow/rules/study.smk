@@ -32,7 +32,7 @@ checkpoint study_stage1:
     params:
         study=lambda wc: STUDIES[wc.study],
         backbones=lambda wc: list(STUDIES[wc.study]["backbones"]),
-    threads: 2
+    threads: 1
     priority: 5  # stages 2-4 wait on it
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
@@ -57,7 +57,7 @@ rule study_stage2:
         model=f"{RESULTS}/studies/{{study}}/stage2/model.pt",
     params:
         study=lambda wc: STUDIES[wc.study],
-    threads: 2
+    threads: 1
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:
@@ -80,7 +80,7 @@ rule study_stage3:
     params:
         study=lambda wc: STUDIES[wc.study],
         backbone_seed=config["backbone_seed"],
-    threads: 2
+    threads: 1
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:
@@ -104,7 +104,7 @@ rule study_stage4:
     params:
         study=lambda wc: STUDIES[wc.study],
         backbone_seed=config["backbone_seed"],
-    threads: 2
+    threads: 1
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:

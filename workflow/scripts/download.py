@@ -3,4 +3,4 @@ from medrepro import pipeline
 from medrepro.download import fetch_dataset
 
 with pipeline.logging_to(snakemake.log[0]):
-    fetch_dataset(snakemake.params.spec, snakemake.output[0])
+    fetch_dataset(snakemake.params.spec, snakemake.output.raw, snakemake.output.checksums)

@@ -6,4 +6,5 @@ from medrepro import pipeline
 with pipeline.logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     pipeline.extract_features(snakemake.input.manifest, snakemake.params.model, snakemake.input.get("weights"),
-                              snakemake.params.seed, snakemake.output[0])
+                              snakemake.params.seed, snakemake.output[0],
+                              train=snakemake.params.train)

@@ -3,4 +3,4 @@ from medrepro import pipeline
 
 with pipeline.logging_to(snakemake.log[0]):
     pipeline.ingest(snakemake.wildcards.dataset, snakemake.input.raw, snakemake.output.manifest,
-                    snakemake.output.rejected, snakemake.threads)
+                    snakemake.output.rejected, snakemake.threads, checksums=snakemake.input.get("checksums"))

@@ -1,6 +1,9 @@
 """Adapter: rule predict -> medrepro.pipeline.predict."""
+import torch
+
 from medrepro import pipeline
 
 with pipeline.logging_to(snakemake.log[0]):
+    torch.set_num_threads(max(1, snakemake.threads))
     pipeline.predict(snakemake.input.split, snakemake.input.model, snakemake.params.experiment, snakemake.output[0],
                      features=snakemake.input.get("features"))

@@ -17,6 +17,7 @@ field, and say what was expected; ingest goes on without the rejected item.
 """
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,3 +80,25 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise DatasetLayoutError(f"{path}: expected {what}, but there is no such folder")
     return path
+
+
+class CsvDialectError(ValueError):
+    """A labels CSV in a form the reader will not guess at (another delimiter)."""
+
+
+def labels_csv_rows(path: str | Path) -> list[list[str]]:
+    """The rows (header first) of a labels CSV as real copies come: a UTF-8 byte-order mark is
+    dropped and CRLF line ends read as LF; a file re-saved by a spreadsheet with ';' (or tab)
+    between fields raises :class:`CsvDialectError` naming the delimiter, rather than being
+    read as one column."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        first = fh.readline()
+        fh.seek(0)
+        if first.startswith("\ufeff"):  # a second mark (saved twice)
+            first = first[1:]
+        for delim, name in ((";", "semicolons"), ("\t", "tabs")):
+            if delim in first and "," not in first:
+                raise CsvDialectError(f"{path}: the header {first.strip()!r} separates fields with {name} "
+                                      f"({delim!r}); expected commas (the distributed file). It looks re-saved by a "
+                                      "spreadsheet: restore the original file, or save it again as comma-separated")
+        return list(csv.reader(fh))

@@ -13,6 +13,7 @@ have 47 integer columns: ID, Disease_Risk and 45 disease labels.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from PIL import Image
 
 from ..parallel import pmap, seeded
 from ..synth.phantoms import fundus
-from .base import DatasetLayoutError, IngestResult
+from .base import CsvDialectError, DatasetLayoutError, IngestResult, labels_csv_rows
 
 NAME = "rfmid"
 COLUMNS = ("ID,Disease_Risk,DR,ARMD,MH,DN,MYA,BRVO,TSLN,ERM,LS,MS,CSR,ODC,CRVO,TV,AH,ODP,ODE,ST,AION,PT,RT,RS,"
@@ -105,8 +106,12 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
             res.reject(root / SPLITS[split][0], f"the {split} split (images + labels CSV) is missing")
             continue
         img_dir, csv_path = loc
-        with open(csv_path, newline="") as f:
-            reader = csv.reader(f)
+        try:
+            rows = labels_csv_rows(csv_path)
+        except CsvDialectError as exc:
+            res.reject(csv_path, str(exc), 0, "header")
+            continue
+        with contextlib.nullcontext(iter(rows)) as reader:
             header = [h.strip() for h in next(reader, [])]
             if header != COLUMNS:
                 extra = sorted(set(header) - set(COLUMNS))

@@ -14,18 +14,18 @@ emits one manifest row per labelled image with its boxes.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import uuid
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
-from ..dicom import rsna_dataset
+from ..dicom import dcmread, rsna_dataset
 from ..parallel import pmap, seeded
 from ..synth.phantoms import chest_radiograph
-from .base import IngestResult, require_dir
+from .base import IngestResult, labels_csv_rows, require_dir
 
 NAME = "rsna"
 LABELS_CSV = "stage_2_train_labels.csv"
@@ -101,9 +101,11 @@ def synthesize(root: str | Path, seed: int, n_train: int, n_test: int = 0, posit
 # ----------------------------------------------------------------------------- ingest
 def _read_header(path: Path) -> tuple[dict | None, str | None]:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds, notes = dcmread(path, stop_before_pixels=True)
         meta = {k: str(ds.get(k, "")) for k in HEADER_FIELDS}
         meta.update(rows=int(ds.Rows), columns=int(ds.Columns))
+        if notes:
+            meta["dicom_note"] = "; ".join(notes)
         return meta, None
     except Exception as exc:
         return None, str(exc)
@@ -126,8 +128,7 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
         raise FileNotFoundError(f"{labels_path}: the RSNA labels CSV is missing")
 
     per_patient: "OrderedDict[str, dict]" = OrderedDict()
-    with open(labels_path, newline="") as f:
-        reader = csv.reader(f)
+    with contextlib.nullcontext(iter(labels_csv_rows(labels_path))) as reader:
         header = next(reader, [])
         expected = ["patientId", "x", "y", "width", "height", "Target"]
         if header != expected:
@@ -165,8 +166,10 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
 
     classes: dict[str, str] = {}
     if class_path.is_file():
-        with open(class_path, newline="") as f:
-            for rowno, row in enumerate(csv.DictReader(f), start=1):
+        with contextlib.nullcontext(iter(labels_csv_rows(class_path))) as reader:
+            names = next(reader, [])
+            for rowno, values in enumerate(reader, start=1):
+                row = dict(zip(names, values))
                 cls = row.get("class", "")
                 if cls not in CLASSES:
                     res.reject(class_path, f"class is {cls!r}, expected one of {list(CLASSES)}", rowno, "class")

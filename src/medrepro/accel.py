@@ -1,0 +1,109 @@
+"""Where a model runs, and the settings that only matter on a GPU.
+
+One :class:`Accel` is resolved per training or prediction step from the config
+(``train.device``, ``train.gpus``, ``train.amp``, the top-level ``allow_cpu``).
+Every branch that would otherwise run only on a GPU reads a flag of it
+(``amp``, ``channels_last``, ``pin_memory``, ``non_blocking``), so a test on a
+CPU can switch each one on and run that branch.
+
+A step whose rule asked the cluster for GPUs (``train.gpus > 0``) and finds no
+CUDA device stops with :class:`DeviceError` instead of quietly training on the
+CPU for days, unless ``allow_cpu`` says that is wanted (the test suite's fake
+GPUs).  :func:`describe` gives what every log and model file records: device,
+GPU name, torch, CUDA and cuDNN versions, AMP, threads, SLURM job.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+class DeviceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Accel:
+    device: torch.device
+    amp: bool = False
+    channels_last: bool = False
+    pin_memory: bool = False
+    non_blocking: bool = False
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a batch to the device; image batches (rank 4) go channels-last when set."""
+        x = x.to(self.device, non_blocking=self.non_blocking)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def autocast(self):
+        """Mixed precision: float16 on CUDA, bfloat16 on the CPU (forced in tests)."""
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler, active with AMP; its state belongs in every checkpoint."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp)
+
+
+def cuda_diagnosis() -> str:
+    """Why torch sees no GPU, in words a user can act on."""
+    built = torch.version.cuda or "none (a CPU-only build)"
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+    return (f"torch {torch.__version__} built for CUDA {built}; CUDA_VISIBLE_DEVICES={vis}; "
+            f"torch.cuda.device_count()={torch.cuda.device_count()}. A torch wheel built for a newer CUDA than "
+            "the node's NVIDIA driver supports sees no GPU: install the build matching the driver (README, "
+            "'GPU nodes'), or set allow_cpu: true to run on the CPU on purpose")
+
+
+def resolve(device: str = "auto", gpus: int = 0, amp: bool = True, allow_cpu: bool = False) -> Accel:
+    """The accelerator of a step.  ``gpus``: how many GPUs its rule asked for."""
+    has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        dev = torch.device("cuda" if has_cuda else "cpu")
+    else:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not has_cuda:
+            raise DeviceError(f"train.device is {device!r} but no CUDA device is usable: {cuda_diagnosis()}")
+    if gpus > 0 and dev.type != "cuda" and not allow_cpu:
+        raise DeviceError(f"this job asked for {gpus} GPU(s) (train.gpus) but runs on the CPU: {cuda_diagnosis()}")
+    on_gpu = dev.type == "cuda"
+    return Accel(dev, amp=amp and on_gpu, channels_last=on_gpu, pin_memory=on_gpu, non_blocking=on_gpu)
+
+
+def describe(accel: Accel) -> dict:
+    """What ran the step: recorded in logs, model files and model summaries."""
+    d = accel.device
+    gpu = torch.cuda.get_device_name(d) if d.type == "cuda" else None
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"device": str(d), "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": cudnn, "amp": accel.amp, "channels_last": accel.channels_last,
+            "threads": torch.get_num_threads(), "host": platform.node(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"), "python": sys.version.split()[0],
+            **{k: v for k, v in asdict(accel).items() if k in ("pin_memory", "non_blocking")}}
+
+
+def log_line(accel: Accel) -> str:
+    info = describe(accel)
+    return "runtime: " + ", ".join(f"{k}={v}" for k, v in info.items())
+
+
+def from_train(train: dict) -> Accel:
+    """The accelerator of an experiment's or study's ``train`` block."""
+    return resolve(train.get("device", "auto"), int(train.get("gpus", 0)), bool(train.get("amp", True)),
+                   bool(train.get("allow_cpu", False)))
+
+
+def summary_rows(accel: Accel, column: str = "output_shape") -> list[dict]:
+    """Rows for a model summary table (``layer``, ``column``, ``params``, ``trainable``) saying what trained it."""
+    return [{"layer": f"runtime: {k}", column: str(v), "params": None, "trainable": None}
+            for k, v in describe(accel).items() if k in ("device", "gpu", "torch", "cuda", "cudnn", "amp", "threads")]

@@ -1,0 +1,109 @@
+"""GPU-only branches, forced on the CPU: channels-last, AMP and its scaler across a resume,
+pinned memory and non-blocking copies; and a GPU job that finds no GPU stops."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from medrepro import accel as accel_mod
+from medrepro.accel import Accel, DeviceError, describe, from_train, resolve, summary_rows
+from medrepro.training import TrainConfig, fit, predict_proba
+
+from .test_maskrcnn import _coco, _experiment, rsna  # noqa: F401  (rsna: a fixture of real synthetic RSNA files)
+
+# every flag that the CUDA path turns on, on the CPU
+GPU_LIKE = Accel(torch.device("cpu"), amp=True, channels_last=True, pin_memory=True, non_blocking=True)
+
+
+def _features(n=48, dim=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, dim, generator=g)
+    x[torch.arange(n), y] += 3.0
+    ds = TensorDataset(x, y)
+    ds.targets = y.numpy()
+    return ds
+
+
+def _head(dim=12):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_cached_features_train_with_every_gpu_flag():
+    """Rank-2 feature batches with channels-last on (it used to raise 'required rank 4 tensor')."""
+    ds = _features()
+    model, hist = fit(_head(), ds, ds, TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=1), progress=False,
+                      accel=GPU_LIKE)
+    assert len(hist) == 3 and "amp_scale" in hist and hist["accuracy"].iloc[-1] > 0.6
+    proba = predict_proba(model, ds, accel=GPU_LIKE)
+    assert proba.shape == (48, 3) and abs(proba.sum(1) - 1).max() < 1e-2
+
+
+def test_image_batches_go_channels_last():
+    x = torch.rand(2, 3, 8, 8)
+    assert GPU_LIKE.batch(x).is_contiguous(memory_format=torch.channels_last)
+    assert GPU_LIKE.batch(torch.rand(2, 5)).shape == (2, 5)  # other ranks pass unchanged
+
+
+def test_amp_scaler_state_survives_a_resume(tmp_path):
+    """The scaler's scale is checkpointed and restored: a resumed run continues from the saved
+    scale, not from a fresh scaler's 65536."""
+    ds = _features()
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=1)
+    ck = tmp_path / "ck.pt"
+    _, first = fit(_head(), ds, ds, cfg, checkpoint=ck, progress=False, stop_after=1, accel=GPU_LIKE)
+    saved = torch.load(ck, weights_only=False)
+    assert saved["scaler"]["scale"] == first["amp_scale"].iloc[-1]
+    saved["scaler"]["scale"] = 1024.0  # as if earlier overflows had lowered it
+    torch.save(saved, ck)
+    _, hist = fit(_head(), ds, ds, cfg, checkpoint=ck, progress=False, accel=GPU_LIKE)
+    assert len(hist) == 3 and hist["amp_scale"].iloc[1] == 1024.0
+    _, fresh = fit(_head(), ds, ds, cfg, progress=False, accel=GPU_LIKE)
+    assert fresh["amp_scale"].iloc[1] == 65536.0
+
+
+def test_a_gpu_job_without_a_gpu_stops_with_the_reason(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"asked for 1 GPU\(s\).*torch .* built for CUDA.*allow_cpu"):
+        resolve("auto", gpus=1)
+    with pytest.raises(DeviceError, match="train.device is 'cuda'"):
+        resolve("cuda")
+    assert resolve("auto", gpus=1, allow_cpu=True).device.type == "cpu"
+    assert from_train({"device": "auto", "gpus": 0, "amp": True}) == Accel(torch.device("cpu"))
+    with pytest.raises(DeviceError):
+        fit(_head(), _features(), _features(), TrainConfig(epochs=1, gpus=1), progress=False)
+
+
+def test_the_cuda_path_turns_every_flag_on(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    a = resolve("auto", gpus=1, amp=True)
+    assert a.device.type == "cuda" and a.amp and a.channels_last and a.pin_memory and a.non_blocking
+    assert not resolve("auto", gpus=1, amp=False).amp
+
+
+def test_runtime_is_recorded():
+    info = describe(GPU_LIKE)
+    assert info["torch"] == torch.__version__ and info["amp"] is True and info["device"] == "cpu"
+    assert {"gpu", "cuda", "cudnn", "threads", "slurm_job"} <= set(info)
+    rows = summary_rows(GPU_LIKE)
+    assert {r["layer"] for r in rows} >= {"runtime: device", "runtime: torch", "runtime: cuda", "runtime: amp"}
+    assert "device=cpu" in accel_mod.log_line(GPU_LIKE)
+
+
+def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):
+    """Mask R-CNN with AMP (bfloat16 autocast on the CPU) and non-blocking copies; the scaler is
+    checkpointed and a resumed run ends with the uninterrupted run's history."""
+    from medrepro.detection import train_detector
+
+    e = _experiment()
+    tr, va = _coco(rsna, "train"), _coco(rsna, "val")
+    ck = tmp_path / "ck.pt"
+    train_detector(tr, va, e, None, None, checkpoint=ck, stop_after=1, accel=GPU_LIKE)
+    assert torch.load(ck, weights_only=False)["scaler"]["scale"] == 65536.0
+    _, hist, _ = train_detector(tr, va, e, None, None, checkpoint=ck, accel=GPU_LIKE)
+    _, full, _ = train_detector(tr, va, e, None, None, accel=GPU_LIKE)
+    assert len(hist) == 2 and hist["amp_scale"].tolist() == full["amp_scale"].tolist()
+    assert hist["loss"].tolist() == full["loss"].tolist()

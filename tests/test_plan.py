@@ -1,0 +1,73 @@
+"""The real-data DAG plans: config/full.yaml, alone and with profiles/slurm, and one target per paper."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+PAPERS = ["cnn_kermany", "maskrcnn_opacity", "cnn_pediatric", "transfer_kermany", "transfer_multidataset"]
+
+
+def dry_run(*args: str) -> str:
+    proc = subprocess.run([SNAKEMAKE, "-n", "--nolock", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def job_counts(out: str) -> dict[str, int]:
+    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def rule_resources(out: str, rule: str) -> list[str]:
+    """The 'resources:' lines of the planned jobs of ``rule``."""
+    blocks = re.split(r"\n(?=\[.*\]\n(?:rule|checkpoint|localrule) )", out)
+    return [re.search(r"resources: (.*)", b)[1] for b in blocks if re.search(rf"\n(?:rule|checkpoint) {rule}:", b)]
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "profiles/slurm", "--cores", "64"]], ids=["local", "slurm"])
+def test_full_config_plans_every_paper(profile):
+    out = dry_run("--configfile", "config/full.yaml", *profile)
+    n = job_counts(out)
+    full = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
+    assert n["download"] == len(full["datasets"]) and "synthesize" not in n
+    assert n["download_weights"] == sum(w == "imagenet" for w in full["weights"].values())
+    assert n["publish_paper"] == len(PAPERS) and n["report"] == 1
+    assert n["train"] == 8 and n["train_detector"] == 3 and n["study_stage1"] == 3
+    assert n["features"] == 13  # 4 backbones of transfer_kermany + 3 per study; one job per backbone and size
+    assert sum(n.values()) < 200  # nothing per image: the DAG stays small whatever the data size
+    assert "The run involves checkpoint jobs" in out  # stage 1 of the studies re-plans stages 2-4
+    if profile:
+        # the cluster profile's threads and resources reach the jobs (profiles/default does not override them)
+        assert re.search(r"rule train:.*?threads: 8", out, re.S)
+        for rule in ("train", "train_detector", "predict_detector", "predict", "study_stage1"):
+            res = rule_resources(out, rule)
+            assert res and all("gpu=1" in r for r in res), (rule, res)
+        assert all("gpu=" not in r for r in rule_resources(out, "split") + rule_resources(out, "evaluate"))
+        assert all("runtime=720" in r and "mem_mb=64000" in r for r in rule_resources(out, "train_detector"))
+
+
+@pytest.mark.parametrize("paper,datasets", [("cnn_kermany", {"kermany"}),
+                                            ("transfer_multidataset", {"brain_tumor", "covid", "rfmid"})])
+def test_one_target_per_paper_plans_only_its_jobs(paper, datasets):
+    out = dry_run(paper, "--configfile", "config/full.yaml")
+    n = job_counts(out)
+    assert n["publish_paper"] == 1 and "report" not in n and n[paper] == 1
+    assert set(re.findall(r"results-full/raw/(\w+)", out)) == datasets
+
+
+def test_slurm_profile_is_not_overridden_by_the_workflow_profile():
+    """Snakemake loads profiles/default whatever --profile says: it must hold no cluster-relevant key."""
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert not set(default) & {"set-threads", "set-resources", "default-resources", "retries", "jobs", "keep-going",
+                               "executor", "cores", "resources"}
+    assert slurm["retries"] >= 1 and "attempt" in str(slurm["set-resources"]["train_detector"]["runtime"])
