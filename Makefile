@@ -39,6 +39,7 @@ bench: $(BIN)/.medrepro-installed
 	$(BIN)/python bench/dicom_to_png.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/maskrcnn.py
+	$(BIN)/python bench/dag.py
 
 clean:
 	rm -rf results .snakemake

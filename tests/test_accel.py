@@ -93,7 +93,7 @@ def test_runtime_is_recorded():
     assert "device=cpu" in accel_mod.log_line(GPU_LIKE)
 
 
-def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):
+def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):  # noqa: F811 - the fixture
     """Mask R-CNN with AMP (bfloat16 autocast on the CPU) and non-blocking copies; the scaler is
     checkpointed and a resumed run ends with the uninterrupted run's history."""
     from medrepro.detection import train_detector

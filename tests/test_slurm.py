@@ -1,17 +1,21 @@
-"""The SLURM profile against a real single-node SLURM on this machine.
+"""The full-settings smoke run through profiles/slurm on a real single-node SLURM.
 
 Runs where the Debian packages munge, slurmctld, slurmd and slurm-client are
 installed and the tests run as root (``.ci/run`` installs them when it can);
-skipped elsewhere.  The cluster lives in a temporary folder with two fake GPUs
-(links to /dev/null) so that a rule asking for a GPU is scheduled with one.
+skipped elsewhere, saying so.  The cluster lives in a temporary folder with eight
+fake GPUs (links to /dev/null) so that a rule asking for a GPU is scheduled with
+one; its jobs then run on the CPU because the config says ``allow_cpu: true``.
+Run it alone with ``pytest -m slurm``.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,11 +23,11 @@ import pytest
 import yaml
 
 from .conftest import REPO
-from .test_workflow import tiny_config
 
 NEEDED = ("munged", "slurmctld", "slurmd", "sinfo", "squeue")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.slurm,
     pytest.mark.skipif(any(shutil.which(x) is None for x in NEEDED) or os.geteuid() != 0,
                        reason="needs root and the Debian packages munge slurmctld slurmd slurm-client"),
 ]
@@ -41,13 +45,13 @@ def slurm(tmp_path_factory):
     d = tmp_path_factory.mktemp("slurm")
     for sub in ("state", "spool", "log", "run", "munge", "dev"):
         (d / sub).mkdir()
-    for i in (0, 1):
+    for i in range(8):
         (d / "dev" / f"fakegpu{i}").symlink_to("/dev/null")
     os.chmod(d, 0o755)
     os.chmod(d / "munge", 0o755)
-    layout = subprocess.run(["slurmd", "-C"], capture_output=True, text=True).stdout.split()
-    cpu = " ".join(w for w in layout if w.split("=")[0] in
-                   ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore"))
+    # a cluster node as profiles/slurm expects one (64 CPUs, 512 GB, 8 GPUs): slurmd takes the
+    # configured size rather than this machine's (config_overrides), so jobs get what they ask
+    cpu = "CPUs=64 Boards=1 SocketsPerBoard=1 CoresPerSocket=64 ThreadsPerCore=1"
     host = socket.gethostname().split(".")[0]  # slurmctld accepts only this host as controller
     conf = d / "slurm.conf"
     conf.write_text(f"""ClusterName=medrepro-test
@@ -66,14 +70,15 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
-MinJobAge=300
+MinJobAge=7200
+SlurmdParameters=config_overrides
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 GresTypes=gpu
-NodeName={host} NodeAddr=127.0.0.1 {cpu} RealMemory=8000 Gres=gpu:2
+NodeName={host} NodeAddr=127.0.0.1 {cpu} RealMemory=512000 Gres=gpu:8
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
-    (d / "gres.conf").write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File={d}/dev/fakegpu[0-1]\n")
+    (d / "gres.conf").write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File={d}/dev/fakegpu[0-7]\n")
     key = Path("/etc/munge/munge.key")
     if not key.exists():
         subprocess.run(["mungekey", "-c"], check=True)
@@ -105,6 +110,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             pytest.skip(f"the local SLURM did not come up: {(d / 'log' / 'slurmctld.log').read_text()[-500:]}")
         yield env, d
     finally:
+        subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True)  # this test cluster's jobs
+        time.sleep(1)
         for pid in ("slurmd", "slurmctld", "munged"):
             p = d / "run" / f"{pid}.pid"
             if p.exists():
@@ -116,26 +123,137 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             m.unlink()
 
 
-def test_profile_runs_the_chain_on_slurm_with_a_gpu_job(slurm, tmp_path):
-    env, d = slurm
-    cfg = tiny_config(tmp_path / "results")
-    cfg["experiments"]["cnn_kermany"]["train"]["gpus"] = 1
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+def write_weights(folder: Path) -> dict[str, str]:
+    """torchvision state dicts under the names full.yaml fetches (random values: the files and
+    the loading path are real, the numbers are not ImageNet's)."""
+    import torch
+    import torchvision
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in ("vgg16", "vgg19", "resnet50", "inception_v3", "efficientnet_b4", "maskrcnn_resnet50_fpn"):
+        torch.manual_seed(0)
+        kw = {"weights": None}
+        if name.startswith("maskrcnn"):
+            kw["weights_backbone"] = None
+        if name == "inception_v3":
+            kw["init_weights"] = False
+        torch.save(torchvision.models.get_model(name, **kw).state_dict(), folder / f"{name}.pth")
+        out[name] = str(folder / f"{name}.pth")
+    return out
+
+
+def _jobs(env) -> list[dict]:
+    """Every job SLURM knows of (MinJobAge keeps finished ones), as scontrol's key=value fields."""
+    out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True, env=env).stdout
+    jobs = []
+    for line in out.splitlines():
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if fields.get("JobId"):
+            jobs.append(fields)
+    return jobs
+
+
+def _rule(job: dict) -> str:
+    m = re.search(r"rule_(\w+?)_wildcards_(\S*)", job.get("Comment", ""))
+    return m[1] if m else re.search(r"rule_(\w+)", job.get("Comment", "") + job.get("JobName", ""))[1]
+
+
+def _preempt(env, results: Path, experiment: str, done: dict, stop: threading.Event) -> None:
+    """Cancel the training job of ``experiment`` once its first epoch checkpoint exists (as a
+    preemption or a time limit would), once."""
+    ck = results / "experiments" / experiment / "checkpoint.pt"
+    while not stop.is_set():
+        if ck.exists():
+            for j in _jobs(env):
+                if j.get("JobState") == "RUNNING" and "rule_train_" in j.get("Comment", "") \
+                        and experiment in j.get("Comment", ""):
+                    subprocess.run(["scancel", j["JobId"]], env=env, check=True)
+                    done["cancelled"] = j["JobId"]
+                    return
+        time.sleep(0.2)
+
+
+def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
+    """config/full.yaml + config/smoke.yaml through profiles/slurm, unmodified: every paper's
+    outputs; each kind of job gets the profile's CPUs, memory, time and GPUs; a training job
+    cancelled mid-run is retried and resumes from its checkpoint to the uninterrupted result."""
+    env, _ = slurm
+    env = {**env, "OMP_WAIT_POLICY": "PASSIVE"}  # 16 SLURM CPUs share this machine's cores: no spinning
+    results = tmp_path / "results"
+    overlay = tmp_path / "here.yaml"
+    overlay.write_text(yaml.safe_dump({"results": str(results), "allow_cpu": True,
+                                       "weights": write_weights(tmp_path / "weights")}))
     snakemake = str(Path(sys.executable).with_name("snakemake"))
-    target = str(tmp_path / "results" / "experiments" / "cnn_kermany" / "model.pt")
-    proc = subprocess.run(
-        [snakemake, "--profile", "profiles/slurm", "--configfile", str(path), "--nolock", target,
-         "--default-resources", "mem_mb=900", "runtime=20", "slurm_partition=debug",
-         "--set-threads", "convert=2", "ingest=2", "synthesize=2", "train=2",
-         "--set-resources", "train:mem_mb=1500", "convert:mem_mb=1500",
-         "--slurm-init-seconds-before-status-checks", "1", "--jobs", "2"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    stop, done = threading.Event(), {}
+    watcher = threading.Thread(target=_preempt, args=(env, results, "cnn_kermany", done, stop), daemon=True)
+    watcher.start()
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [snakemake, "--profile", "profiles/slurm", "--configfile", "config/full.yaml", "config/smoke.yaml",
+             str(overlay), "--nolock", "--slurm-init-seconds-before-status-checks", "1"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    finally:
+        stop.set()
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert Path(target).is_file()
-    assert out.count("has been submitted with SLURM jobid") >= 5  # synthesize, ingest, convert, split, train
-    # the train job was scheduled with one of the two (fake) GPUs
-    jobs = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True, env=env).stdout
-    with_gpu = [line for line in jobs.splitlines() if "TresPerJob=gres:gpu:1" in line]
-    assert len(with_gpu) == 1 and "rule_train" in with_gpu[0], jobs
+    (tmp_path / "snakemake.log").write_text(out)
+    assert proc.returncode == 0, out[-6000:]
+    print(f"smoke run on SLURM: {time.monotonic() - t0:.0f} s")
+
+    # every paper's tables and figures, and the report
+    for paper in ("cnn_kermany", "cnn_pediatric", "transfer_kermany", "maskrcnn_opacity", "transfer_multidataset"):
+        assert list((results / "papers" / paper / "tables").glob("*.csv")), paper
+        assert list((results / "papers" / paper / "figures").glob("*.pdf")), paper
+    assert "published vs reproduced" in (results / "report.md").read_text()
+    summary = (results / "experiments" / "mr_exp1" / "model_summary.csv").read_text()
+    assert "maskrcnn_resnet50_fpn.pth" in summary and "runtime: device" in summary  # the COCO-style weights file
+
+    # what each kind of job was given (the profile's set-threads and set-resources, unmodified)
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    gpu_rules = {"train", "predict", "features", "train_detector", "predict_detector", "study_stage1",
+                 "study_stage2", "study_stage3", "study_stage4"}
+    seen = {}
+    for j in _jobs(env):
+        rule = _rule(j)
+        seen.setdefault(rule, j)
+        threads = profile["set-threads"].get(rule, 1)
+        res = profile["set-resources"].get(rule, {})
+        assert int(j["NumCPUs"]) == threads, (rule, j["NumCPUs"])
+        mem = res.get("mem_mb", profile["default-resources"]["mem_mb"])
+        assert j.get("MinMemoryNode") in (f"{mem}M", f"{mem // 1024}G"), (rule, j.get("MinMemoryNode"), mem)
+        has_gpu = "gres:gpu:1" in j.get("TresPerJob", "")
+        assert has_gpu == (rule in gpu_rules), (rule, j.get("TresPerJob"))
+        limit = j["TimeLimit"]
+        runtime = res.get("runtime", profile["default-resources"]["runtime"])
+        retry = rule == "train" and "cnn_kermany" in j["Comment"] and j["JobId"] != done.get("cancelled")
+        minutes = eval(str(runtime), {"attempt": 2 if retry else 1, "min": min})  # noqa: S307 - the profile's
+        days, rest = divmod(minutes, 1440)
+        want = (f"{days}-" if days else "") + f"{rest // 60:02d}:{rest % 60:02d}:00"
+        assert limit == want, (rule, limit, want)  # a retry asks for more time
+    assert gpu_rules | {"synthesize", "ingest", "convert", "split", "publish_paper"} <= set(seen), sorted(seen)
+
+    # the cancelled training job was retried and resumed from its checkpoint ...
+    assert done.get("cancelled"), "the training job finished before it could be cancelled"
+    log = (results / "logs" / "train" / "cnn_kermany.log").read_text()
+    assert "resumed from" in log, log[-2000:]
+    retried = [j for j in _jobs(env) if "rule_train_" in j.get("Comment", "") and "cnn_kermany" in j["Comment"]]
+    assert len(retried) >= 2 and any(j["JobState"] == "CANCELLED" for j in retried)
+    # ... to the same history as an uninterrupted run of the same experiment
+    import pandas as pd
+    import torch
+
+    from medrepro import pipeline
+    from medrepro.config import load_config
+
+    cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml", REPO / "config" / "smoke.yaml",
+                       overlay], REPO / "config" / "schema.yaml")
+    torch.set_num_threads(profile["set-threads"]["train"])
+    ref = tmp_path / "ref"
+    pipeline.train(results / "experiments" / "cnn_kermany" / "split.csv", cfg["experiments"]["cnn_kermany"],
+                   ref / "model.pt", ref / "history.csv")
+    got = pd.read_csv(results / "experiments" / "cnn_kermany" / "history.csv")
+    want = pd.read_csv(ref / "history.csv")
+    assert len(got) == len(want) == 3
+    for col in ("loss", "val_loss", "val_accuracy"):
+        assert got[col].tolist() == pytest.approx(want[col].tolist(), rel=1e-4, abs=1e-6), col

@@ -76,7 +76,7 @@ class ResumingDownloader:
                 with open(self.part, "ab" if have else "wb") as out, \
                         tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=self.part.name[:-5],
                              file=sys.stderr, mininterval=5, disable=not self.progress) as bar:
-                    for block in resp.iter_content(1 << 20):
+                    for block in resp.iter_content(1 << 16):
                         out.write(block)
                         bar.update(len(block))
                 if total and self.part.stat().st_size < total:
@@ -99,7 +99,7 @@ def fetch_url(url: str, dest: str | Path, md5: str | None = None, retries: int =
         fetcher.fetch(dest.name, downloader=ResumingDownloader(dest.with_name(dest.name + ".part"), timeout))
     except ValueError as exc:  # pooch: hash mismatch
         dest.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: {exc} (corrupt or changed download; expected MD5 {md5})") from exc
+        raise DownloadError(f"{url}: MD5 does not match, expected {md5} (corrupt or changed download; {exc})") from exc
     except Exception as exc:  # noqa: BLE001 - requests' and the OS's errors, after pooch's retries
         raise DownloadError(f"cannot download {url} after {retries + 1} attempt(s): {exc}") from exc
     return dest
