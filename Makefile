@@ -4,11 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test lint bench clean help
+.PHONY: demo test test-slurm lint bench clean help
 
 help:
 	@echo "make demo   - set up $(VENV) (pip, pinned) and run the workflow on the embedded demo config"
 	@echo "make test   - the test suite, snakemake --lint and ruff"
+	@echo "make test-slurm - the full-settings smoke run on a real local SLURM (root, Debian's slurm packages)"
 	@echo "make bench  - the benchmarks in bench/"
 	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
 
@@ -34,6 +35,11 @@ lint: $(BIN)/.medrepro-installed
 
 test: $(BIN)/.medrepro-installed lint
 	$(BIN)/python -m pytest
+
+# config/full.yaml + config/smoke.yaml through profiles/slurm on a single-node SLURM started by
+# the test (about 25 minutes on 2 cores: the papers' real models and heads, every job once)
+test-slurm: $(BIN)/.medrepro-installed
+	$(BIN)/python -m pytest -m slurm -p no:cacheprovider
 
 bench: $(BIN)/.medrepro-installed
 	$(BIN)/python bench/dicom_to_png.py

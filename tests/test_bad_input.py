@@ -156,3 +156,27 @@ def test_shipped_configs_are_valid():
     assert full["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
     full_model, demo_model = full["experiments"]["cnn_kermany"]["model"], demo["experiments"]["cnn_kermany"]["model"]
     assert full_model["layers"] == demo_model["layers"]
+
+
+def test_smoke_config_changes_only_counts_epochs_and_iterations():
+    """config/smoke.yaml keeps full.yaml's models, sizes, heads, batch sizes, preprocessing and metrics."""
+    schema = REPO / "config" / "schema.yaml"
+    base = [REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"]
+    full, smoke = load_config(base, schema), load_config(base + [REPO / "config" / "smoke.yaml"], schema)
+    for name, e in full["experiments"].items():
+        s = smoke["experiments"][name]
+        assert s["model"] == e["model"] and s["classes"] == e["classes"], name
+        assert s["split"] == e["split"] and s.get("augment") == e.get("augment") and s["threshold"] == e["threshold"]
+        assert s.get("detect") == e.get("detect"), name
+        changed = {k for k in e["train"] if s["train"][k] != e["train"][k]}
+        assert changed <= {"epochs", "steps_per_epoch", "warmup_iterations"}, (name, changed)
+        assert (s.get("subset") or {}).get("seed") == (e.get("subset") or {}).get("seed"), name
+    for name, st in full["studies"].items():
+        s = smoke["studies"][name]
+        assert s["backbones"] == st["backbones"] and s["batch_sizes"] == st["batch_sizes"], name
+        assert s["learning_rates"] == st["learning_rates"] and s["augment"] == st["augment"], name
+        assert {k for k in st["train"] if s["train"][k] != st["train"][k]} <= {"epochs"}, name
+        assert {k for k in st["fine_tune"] if s["fine_tune"][k] != st["fine_tune"][k]} <= {"epochs"}, name
+    for name, d in full["datasets"].items():
+        assert smoke["datasets"][name]["convert"] == d["convert"], name  # the papers' resolutions
+    assert smoke["weights"] == full["weights"] and smoke["figures"] == full["figures"]

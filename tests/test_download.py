@@ -88,7 +88,8 @@ def test_good_files_md5_checked_and_sha256_manifest_written(server, tmp_path):
     out = tmp_path / "raw" / "brain_tumor"
     fetch_dataset({"kind": "urls", "files": [{"url": f"{url}/brainTumorDataPublic_1-766.zip", "md5": md5},
                                              {"url": f"{url}/README.txt"}]}, out)
-    assert (out / "brainTumorDataPublic_1-766.zip").read_bytes() == (root / "brainTumorDataPublic_1-766.zip").read_bytes()
+    name = "brainTumorDataPublic_1-766.zip"
+    assert (out / name).read_bytes() == (root / name).read_bytes()
     sums = tmp_path / "raw" / "brain_tumor.sha256"
     lines = sums.read_text().splitlines()
     assert [line.split("  ")[1] for line in lines] == ["README.txt", "brainTumorDataPublic_1-766.zip"]

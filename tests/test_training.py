@@ -106,9 +106,10 @@ def test_early_stopping_restores_best_weights():
     assert len(hist) < 30
     from torch.utils.data import DataLoader
 
+    from medrepro.accel import Accel
     from medrepro.training import _loss_fn, evaluate_loss
 
-    loss, _ = evaluate_loss(model, DataLoader(va, batch_size=16), _loss_fn(1, None, "cpu"), torch.device("cpu"))
+    loss, _ = evaluate_loss(model, DataLoader(va, batch_size=16), _loss_fn(1, None, "cpu"), Accel(torch.device("cpu")))
     assert loss == pytest.approx(hist["val_loss"].min(), rel=1e-5)
 
 
@@ -138,7 +139,7 @@ def test_shuffled_label_control_stays_at_chance():
     shuffled_y = tr.tensors[1][torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))]
     control, _ = fit(_toy_model(), TensorDataset(tr.tensors[0], shuffled_y), va, cfg, progress=False)
     y_val = va.tensors[1].numpy()
-    auc_real = roc_auc_score(y_val, predict_proba(real, va, device="cpu")[:, 1])
-    auc_control = roc_auc_score(y_val, predict_proba(control, va, device="cpu")[:, 1])
+    auc_real = roc_auc_score(y_val, predict_proba(real, va)[:, 1])
+    auc_control = roc_auc_score(y_val, predict_proba(control, va)[:, 1])
     assert auc_real > 0.95
     assert abs(auc_control - 0.5) < 0.2

@@ -15,8 +15,10 @@ files to the functions here.  Modules, by stage:
 - :mod:`medrepro.publish` - each paper's tables and figures, from the outputs listed in config.
 - :mod:`medrepro.annotation`, :mod:`medrepro.detection_metrics`, :mod:`medrepro.preprocessing` -
   boxes to masks to COCO/VIA, the Mask R-CNN paper's metrics, equalisation and augmentation.
-- :mod:`medrepro.download` - real datasets and ImageNet weights; :mod:`medrepro.pipeline` -
-  one function per workflow rule.
+- :mod:`medrepro.download` - real datasets (pooch, Kaggle, SHA-256 manifests) and ImageNet weights.
+- :mod:`medrepro.accel` - the device of a step, AMP and the GPU-only settings, the GPU check;
+  :mod:`medrepro.distributed` - data-parallel training on several GPUs.
+- :mod:`medrepro.pipeline` - one function per workflow rule.
 """
 
 __version__ = "0.1.0"

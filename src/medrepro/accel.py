@@ -74,6 +74,11 @@ def resolve(device: str = "auto", gpus: int = 0, amp: bool = True, allow_cpu: bo
         dev = torch.device(device)
         if dev.type == "cuda" and not has_cuda:
             raise DeviceError(f"train.device is {device!r} but no CUDA device is usable: {cuda_diagnosis()}")
+    if dev.type == "cuda" and dev.index is None:
+        from .distributed import active, local_rank
+
+        if active():  # one GPU per process of a data-parallel step
+            dev = torch.device("cuda", local_rank())
     if gpus > 0 and dev.type != "cuda" and not allow_cpu:
         raise DeviceError(f"this job asked for {gpus} GPU(s) (train.gpus) but runs on the CPU: {cuda_diagnosis()}")
     on_gpu = dev.type == "cuda"

@@ -121,6 +121,9 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"experiments.{name}.model.arch: {e['model']['arch']!r} with task {e['task']!r}; "
                        "task 'detect' goes with arch 'maskrcnn' and only with it")
             continue
+        if e["task"] == "detect" and e["train"]["gpus"] > 1:
+            out.append(f"experiments.{name}.train.gpus: {e['train']['gpus']}; Mask R-CNN trains on one GPU here "
+                       "(data-parallel training is for classifier experiments); set 1")
         if e["task"] == "detect":
             missing = [k for k, v in (("detect", e.get("detect")), ("model.detector", e["model"].get("detector")))
                        if v is None]
@@ -163,6 +166,9 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"studies.{name}.paper: {st['paper']!r} is not under papers")
         if name in cfg.get("experiments", {}):
             out.append(f"studies.{name}: also the name of an experiment; give it another")
+        if st["train"]["gpus"] > 1:
+            out.append(f"studies.{name}.train.gpus: {st['train']['gpus']}; the study stages train on one GPU "
+                       "(their heads are small; data-parallel training is for classifier experiments); set 1")
         n_cls = len(st["classes"])
         want = 1 if st["model"]["output"] == "sigmoid" else n_cls
         for b, spec in st["backbones"].items():

@@ -27,13 +27,14 @@ log = logging.getLogger("medrepro")
 
 
 @contextlib.contextmanager
-def logging_to(path: str | os.PathLike | None):
-    """Send stderr (progress bars, messages) and logging to ``path`` for the step's duration."""
+def logging_to(path: str | os.PathLike | None, mode: str = "w"):
+    """Send stderr (progress bars, messages) and logging to ``path`` for the step's duration
+    (``mode`` 'a' appends, as the processes of a data-parallel step do)."""
     if not path:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", buffering=1) as fh:
+    with open(path, mode, buffering=1) as fh:
         old = sys.stderr
         sys.stderr = fh
         handler = logging.StreamHandler(fh)
@@ -267,6 +268,10 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
                                  + (Path(features).read_bytes()[:1 << 20] if features else b"")).hexdigest()
     accel = cfg.accel()
     model, history = fit(model, train_ds, val_ds, cfg, checkpoint=checkpoint, fingerprint=fingerprint, accel=accel)
+    from . import distributed
+
+    if not distributed.is_main():  # the other ranks of a data-parallel run write nothing
+        return
     state = model.cpu().state_dict()
     if m.get("arch") == "transfer" and not features and m.get("freeze", True):
         state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import distributed
 from .accel import Accel, log_line, resolve
 from .io import atomic_path
 from .models import regularization_loss
@@ -120,6 +121,12 @@ def evaluate_loss(model, loader, loss_fn, accel: Accel) -> tuple[float, float]:
     return total / max(n, 1), correct / max(n, 1)
 
 
+def _in_memory(ds) -> bool:
+    while isinstance(ds, torch.utils.data.Subset):
+        ds = ds.dataset
+    return isinstance(ds, torch.utils.data.TensorDataset)
+
+
 def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
         progress: bool = True, fingerprint: str = "", stop_after: int | None = None, accel: Accel | None = None
         ) -> tuple[nn.Module, pd.DataFrame]:
@@ -137,7 +144,11 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     seed_everything(cfg.seed)
     accel = accel or cfg.accel()
     device = accel.device
-    print(log_line(accel), file=sys.stderr, flush=True)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    if main:
+        print(log_line(accel) + (f", data-parallel over {world} processes" if world > 1 else ""), file=sys.stderr,
+              flush=True)
     model = accel.model(model)
     model.eval()
     with torch.no_grad():
@@ -157,8 +168,12 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             threshold=r.get("min_delta", 1e-4), threshold_mode="abs", min_lr=r.get("min_lr", 0.0),
             eps=0.0)  # Keras applies any reduction, however small
     stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
+    trained = distributed.wrap(model, device)  # DDP averages the gradients of the ranks' shards
     scaler = accel.scaler()
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+    # loader processes pay off for images read and augmented from disk, not for cached features
+    # already in memory (there they only fork a copy of the model per epoch)
+    workers = 0 if _in_memory(train_ds) else cfg.num_workers
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                             pin_memory=accel.pin_memory)
 
     history: list[dict] = []
@@ -192,18 +207,24 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         epoch_ds = train_ds
         if cfg.sampling != "none":
             epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, epoch_seed))
-        loader = DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                            num_workers=cfg.num_workers, pin_memory=accel.pin_memory,
-                            worker_init_fn=lambda w: np.random.seed((epoch_seed + w) % 2**32))
+        init = lambda w: np.random.seed((epoch_seed + w) % 2**32)  # noqa: E731
+        if world > 1:  # the single-process batches, each split across the ranks (the loader draws its
+            # workers' base seed from ``gen`` before the sampler's permutation, as in a single process)
+            loader = DataLoader(epoch_ds, batch_sampler=distributed.ShardedBatchSampler(
+                len(epoch_ds), cfg.batch_size, gen, rank, world), num_workers=workers,
+                pin_memory=accel.pin_memory, worker_init_fn=init, generator=gen)
+        else:
+            loader = DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                num_workers=workers, pin_memory=accel.pin_memory, worker_init_fn=init)
         model.train()
         total, n, correct = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not (progress and main),
                    mininterval=5.0, leave=False)
         for x, y in bar:
             x, y = accel.batch(x), y.to(device, non_blocking=accel.non_blocking)
             opt.zero_grad(set_to_none=True)
             with accel.autocast():
-                loss, c = _loss_and_correct(model(x), y, loss_fn)
+                loss, c = _loss_and_correct(trained(x), y, loss_fn)
                 loss = loss + regularization_loss(model)  # Keras reports the loss with its L2 terms
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -211,14 +232,16 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             total += float(loss.detach()) * len(y)
             correct += int(c)
             n += len(y)
-        val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, accel)
+        total, n, correct = distributed.all_sum(total, n, correct)  # every rank's shard
+        val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, accel)  # the whole set, on each rank
         row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
                "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
         if accel.amp:
             row["amp_scale"] = float(scaler.get_scale())
         history.append(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-              file=sys.stderr, flush=True)
+        if main:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  file=sys.stderr, flush=True)
         if val_loss < best_val:
             best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
         if sched:
@@ -226,7 +249,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         stop = False
         if stopper:
             _, stop = stopper.step(val_loss, epoch)
-        if checkpoint:
+        if checkpoint and main:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched else None,

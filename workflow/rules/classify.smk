@@ -39,7 +39,7 @@ rule predict:
         experiment=one_of(CLASSIFY),
     threads: 1
     resources:
-        gpu=lambda wc: config["experiments"][wc.experiment]["train"]["gpus"],
+        gpu=lambda wc: min(1, config["experiments"][wc.experiment]["train"]["gpus"]),  # inference: one
     log:
         f"{RESULTS}/logs/predict/{{experiment}}.log",
     benchmark:

@@ -53,9 +53,10 @@ for _name, _study in STUDIES.items():
 
 
 def dataset_gpus(dataset):
-    """GPUs of the features rule: the most any experiment or study of the dataset asks for."""
+    """GPUs of the features rule: one when any experiment or study of the dataset trains on a GPU
+    (a forward pass over the dataset needs no data parallelism)."""
     runs = list(config["experiments"].values()) + list(STUDIES.values())
-    return max([r["train"]["gpus"] for r in runs if r["dataset"] == dataset], default=0)
+    return min(1, max([r["train"]["gpus"] for r in runs if r["dataset"] == dataset], default=0))
 
 
 def study_dir(study):

@@ -1,11 +1,12 @@
-"""Adapter: rule train -> medrepro.pipeline.train."""
+"""Adapter: rule train -> medrepro.pipeline.train (data-parallel when the rule has several GPUs)."""
 import torch
 
-from medrepro import pipeline
+from medrepro import distributed, pipeline
 
 with pipeline.logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
-    pipeline.train(snakemake.input.split, snakemake.params.experiment, snakemake.output.model,
-                   snakemake.output.history, snakemake.params.checkpoint, snakemake.output.summary,
-                   features=snakemake.input.get("features"), weights=snakemake.params.weights,
-                   backbone_seed=snakemake.params.backbone_seed)
+    distributed.launch(snakemake.params.experiment["train"]["gpus"], pipeline.train, snakemake.input.split,
+                       snakemake.params.experiment, snakemake.output.model, snakemake.output.history,
+                       snakemake.params.checkpoint, snakemake.output.summary,
+                       features=snakemake.input.get("features"), weights=snakemake.params.weights,
+                       backbone_seed=snakemake.params.backbone_seed, log=snakemake.log[0])
