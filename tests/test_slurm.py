@@ -197,7 +197,7 @@ def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
         proc = subprocess.run(
             [snakemake, "--profile", "profiles/slurm", "--configfile", "config/full.yaml", "config/smoke.yaml",
              str(overlay), "--nolock", "--slurm-init-seconds-before-status-checks", "1"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     finally:
         stop.set()
     out = proc.stdout + proc.stderr
