@@ -91,7 +91,7 @@ def validate_config(config: dict, schema_path: str | Path, source: str = "config
     if problems:
         raise ConfigError(f"config error: {len(problems)} problem(s) in {source}\n  - " + "\n  - ".join(problems))
     for run in [*cfg.get("experiments", {}).values(), *cfg.get("studies", {}).values()]:
-        run["train"]["allow_cpu"] = cfg.get("allow_cpu", False)  # read where the device is chosen
+        run["train"]["allow_cpu"] = run["train"]["allow_cpu"] or cfg["allow_cpu"]  # read where the device is chosen
     return cfg
 
 
