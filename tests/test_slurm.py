@@ -27,7 +27,6 @@ from .conftest import REPO
 NEEDED = ("munged", "slurmctld", "slurmd", "sinfo", "squeue")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.slurm,
     pytest.mark.skipif(any(shutil.which(x) is None for x in NEEDED) or os.geteuid() != 0,
                        reason="needs root and the Debian packages munge slurmctld slurmd slurm-client"),
 ]
@@ -178,16 +177,18 @@ def _preempt(env, results: Path, experiment: str, done: dict, stop: threading.Ev
         time.sleep(0.2)
 
 
-def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
-    """config/full.yaml + config/smoke.yaml through profiles/slurm, unmodified: every paper's
-    outputs; each kind of job gets the profile's CPUs, memory, time and GPUs; a training job
-    cancelled mid-run is retried and resumes from its checkpoint to the uninterrupted result."""
-    env, _ = slurm
-    env = {**env, "OMP_WAIT_POLICY": "PASSIVE"}  # 16 SLURM CPUs share this machine's cores: no spinning
-    results = tmp_path / "results"
-    overlay = tmp_path / "here.yaml"
-    overlay.write_text(yaml.safe_dump({"results": str(results), "allow_cpu": True,
-                                       "weights": write_weights(tmp_path / "weights")}))
+PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+GPU_RULES = {"train", "predict", "features", "train_detector", "predict_detector", "study_stage1", "study_stage2",
+             "study_stage3", "study_stage4"}
+
+
+def _run_on_slurm(env, tmp_path, configfiles: list[str], overlay: dict, targets: list[str], timeout: int):
+    """snakemake --profile profiles/slurm (unmodified) with ``configfiles`` + ``overlay``, while
+    cnn_kermany's training job is cancelled once after its first epoch checkpoint."""
+    env = {**env, "OMP_WAIT_POLICY": "PASSIVE"}  # many SLURM CPUs share this machine's cores: no spinning
+    results = Path(overlay["results"])
+    path = tmp_path / "here.yaml"
+    path.write_text(yaml.safe_dump(overlay))
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     stop, done = threading.Event(), {}
     watcher = threading.Thread(target=_preempt, args=(env, results, "cnn_kermany", done, stop), daemon=True)
@@ -195,69 +196,94 @@ def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
     t0 = time.monotonic()
     try:
         proc = subprocess.run(
-            [snakemake, "--profile", "profiles/slurm", "--configfile", "config/full.yaml", "config/smoke.yaml",
-             str(overlay), "--nolock", "--slurm-init-seconds-before-status-checks", "1"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
+            [snakemake, *targets, "--profile", "profiles/slurm", "--configfile", *configfiles, str(path), "--nolock",
+             "--slurm-init-seconds-before-status-checks", "1"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     finally:
         stop.set()
     out = proc.stdout + proc.stderr
     (tmp_path / "snakemake.log").write_text(out)
     assert proc.returncode == 0, out[-6000:]
-    print(f"smoke run on SLURM: {time.monotonic() - t0:.0f} s")
+    print(f"run on SLURM: {time.monotonic() - t0:.0f} s")
+    return results, done, path
 
-    # every paper's tables and figures, and the report
-    for paper in ("cnn_kermany", "cnn_pediatric", "transfer_kermany", "maskrcnn_opacity", "transfer_multidataset"):
-        assert list((results / "papers" / paper / "tables").glob("*.csv")), paper
-        assert list((results / "papers" / paper / "figures").glob("*.pdf")), paper
-    assert "published vs reproduced" in (results / "report.md").read_text()
-    summary = (results / "experiments" / "mr_exp1" / "model_summary.csv").read_text()
-    assert "maskrcnn_resnet50_fpn.pth" in summary and "runtime: device" in summary  # the COCO-style weights file
 
-    # what each kind of job was given (the profile's set-threads and set-resources, unmodified)
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    gpu_rules = {"train", "predict", "features", "train_detector", "predict_detector", "study_stage1",
-                 "study_stage2", "study_stage3", "study_stage4"}
-    seen = {}
+def _check_resources(env, done: dict) -> set[str]:
+    """Every job got the profile's CPUs, memory, time (longer on a retry) and a GPU exactly
+    where its rule asks for one; returns the rules seen."""
+    seen = set()
     for j in _jobs(env):
         rule = _rule(j)
-        seen.setdefault(rule, j)
-        threads = profile["set-threads"].get(rule, 1)
-        res = profile["set-resources"].get(rule, {})
-        assert int(j["NumCPUs"]) == threads, (rule, j["NumCPUs"])
-        mem = res.get("mem_mb", profile["default-resources"]["mem_mb"])
+        seen.add(rule)
+        res = PROFILE["set-resources"].get(rule, {})
+        assert int(j["NumCPUs"]) == PROFILE["set-threads"].get(rule, 1), (rule, j["NumCPUs"])
+        mem = res.get("mem_mb", PROFILE["default-resources"]["mem_mb"])
         assert j.get("MinMemoryNode") in (f"{mem}M", f"{mem // 1024}G"), (rule, j.get("MinMemoryNode"), mem)
-        has_gpu = "gres:gpu:1" in j.get("TresPerJob", "")
-        assert has_gpu == (rule in gpu_rules), (rule, j.get("TresPerJob"))
-        limit = j["TimeLimit"]
-        runtime = res.get("runtime", profile["default-resources"]["runtime"])
+        assert ("gres:gpu:1" in j.get("TresPerJob", "")) == (rule in GPU_RULES), (rule, j.get("TresPerJob"))
+        runtime = res.get("runtime", PROFILE["default-resources"]["runtime"])
         retry = rule == "train" and "cnn_kermany" in j["Comment"] and j["JobId"] != done.get("cancelled")
         minutes = eval(str(runtime), {"attempt": 2 if retry else 1, "min": min})  # noqa: S307 - the profile's
         days, rest = divmod(minutes, 1440)
         want = (f"{days}-" if days else "") + f"{rest // 60:02d}:{rest % 60:02d}:00"
-        assert limit == want, (rule, limit, want)  # a retry asks for more time
-    assert gpu_rules | {"synthesize", "ingest", "convert", "split", "publish_paper"} <= set(seen), sorted(seen)
+        assert j["TimeLimit"] == want, (rule, j["TimeLimit"], want)  # a retry asks for more time
+    return seen
 
-    # the cancelled training job was retried and resumed from its checkpoint ...
-    assert done.get("cancelled"), "the training job finished before it could be cancelled"
-    log = (results / "logs" / "train" / "cnn_kermany.log").read_text()
-    assert "resumed from" in log, log[-2000:]
-    retried = [j for j in _jobs(env) if "rule_train_" in j.get("Comment", "") and "cnn_kermany" in j["Comment"]]
-    assert len(retried) >= 2 and any(j["JobState"] == "CANCELLED" for j in retried)
-    # ... to the same history as an uninterrupted run of the same experiment
+
+def _check_resumed(env, done: dict, results: Path, configfiles: list[Path], tmp_path: Path) -> None:
+    """The cancelled training job was retried, resumed from its checkpoint, and ended with the
+    history of an uninterrupted run of the same experiment (same thread count)."""
     import pandas as pd
     import torch
 
     from medrepro import pipeline
     from medrepro.config import load_config
 
-    cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml", REPO / "config" / "smoke.yaml",
-                       overlay], REPO / "config" / "schema.yaml")
-    torch.set_num_threads(profile["set-threads"]["train"])
+    assert done.get("cancelled"), "the training job finished before it could be cancelled"
+    log = (results / "logs" / "train" / "cnn_kermany.log").read_text()
+    assert "resumed from" in log, log[-2000:]
+    jobs = [j for j in _jobs(env) if "rule_train_" in j.get("Comment", "") and "cnn_kermany" in j["Comment"]]
+    assert len(jobs) >= 2 and any(j["JobState"] == "CANCELLED" for j in jobs)
+    cfg = load_config([REPO / "config" / "config.yaml", *configfiles], REPO / "config" / "schema.yaml")
+    torch.set_num_threads(int(re.search(r"threads=(\d+)", log)[1]))  # as the job ran
     ref = tmp_path / "ref"
     pipeline.train(results / "experiments" / "cnn_kermany" / "split.csv", cfg["experiments"]["cnn_kermany"],
                    ref / "model.pt", ref / "history.csv")
-    got = pd.read_csv(results / "experiments" / "cnn_kermany" / "history.csv")
-    want = pd.read_csv(ref / "history.csv")
-    assert len(got) == len(want) == 3
+    got, want = pd.read_csv(results / "experiments" / "cnn_kermany" / "history.csv"), pd.read_csv(ref / "history.csv")
+    assert len(got) == len(want) == cfg["experiments"]["cnn_kermany"]["train"]["epochs"]
     for col in ("loss", "val_loss", "val_accuracy"):
         assert got[col].tolist() == pytest.approx(want[col].tolist(), rel=1e-4, abs=1e-6), col
+
+
+def test_profile_on_slurm_gives_each_job_its_resources_and_resumes_a_cancelled_training(slurm, tmp_path):
+    """profiles/slurm, unmodified, on a tiny config up to cnn_kermany's model (five kinds of job)."""
+    from .test_workflow import tiny_config
+
+    env, _ = slurm
+    cfg = tiny_config(tmp_path / "results")
+    cfg["experiments"]["cnn_kermany"]["train"].update(gpus=1, epochs=25)  # epochs long enough to cancel one
+    cfg["allow_cpu"] = True
+    target = str(tmp_path / "results" / "experiments" / "cnn_kermany" / "model.pt")
+    results, done, overlay = _run_on_slurm(env, tmp_path, [], cfg, [target], timeout=900)
+    assert Path(target).is_file()
+    assert _check_resources(env, done) == {"synthesize", "ingest", "convert", "split", "train"}
+    _check_resumed(env, done, results, [overlay], tmp_path)
+
+
+@pytest.mark.slurm
+def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
+    """config/full.yaml + config/smoke.yaml through profiles/slurm, unmodified: every paper's
+    outputs; each kind of job gets the profile's CPUs, memory, time and GPUs; a training job
+    cancelled mid-run is retried and resumes from its checkpoint to the uninterrupted result."""
+    env, _ = slurm
+    configs = ["config/full.yaml", "config/smoke.yaml"]
+    overlay = {"results": str(tmp_path / "results"), "allow_cpu": True, "weights": write_weights(tmp_path / "w")}
+    results, done, path = _run_on_slurm(env, tmp_path, configs, overlay, [], timeout=3000)
+    for paper in ("cnn_kermany", "cnn_pediatric", "transfer_kermany", "maskrcnn_opacity", "transfer_multidataset"):
+        assert list((results / "papers" / paper / "tables").glob("*.csv")), paper
+        assert list((results / "papers" / paper / "figures").glob("*.pdf")), paper
+    assert "published vs reproduced" in (results / "report.md").read_text()
+    summary = (results / "experiments" / "mr_exp1" / "model_summary.csv").read_text()
+    assert "maskrcnn_resnet50_fpn.pth" in summary and "runtime: device" in summary  # the COCO-style weights file
+    seen = _check_resources(env, done)
+    assert GPU_RULES | {"synthesize", "ingest", "convert", "split", "publish_paper", "report"} <= seen, sorted(seen)
+    _check_resumed(env, done, results, [REPO / c for c in configs] + [path], tmp_path)
