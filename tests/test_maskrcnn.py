@@ -84,7 +84,9 @@ def test_predictions_and_evaluation(rsna, tmp_path):
                           out / "ck.pt")
     assert not (out / "ck.pt").exists()  # removed after a finished run
     summary = pd.read_csv(out / "summary.csv")
-    assert summary["initialisation"].str.contains("random").all()
+    layers = summary[~summary["layer"].str.startswith("runtime: ")]
+    assert layers["initialisation"].str.contains("random").all()
+    assert set(summary["layer"]) >= {"runtime: device", "runtime: torch"}  # what trained it
     detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json")
     res = json.loads((out / "pred.json").read_text())
     test = _coco(rsna, "test")

@@ -218,7 +218,9 @@ def _check_resources(env, done: dict) -> set[str]:
         res = PROFILE["set-resources"].get(rule, {})
         assert int(j["NumCPUs"]) == PROFILE["set-threads"].get(rule, 1), (rule, j["NumCPUs"])
         mem = res.get("mem_mb", PROFILE["default-resources"]["mem_mb"])
-        assert j.get("MinMemoryNode") in (f"{mem}M", f"{mem // 1024}G"), (rule, j.get("MinMemoryNode"), mem)
+        got = j.get("MinMemoryNode", "0M")  # scontrol: 4000M, 62.50G
+        got_mb = float(got[:-1]) * {"M": 1, "G": 1024, "T": 1024 ** 2}[got[-1]]
+        assert got_mb == mem, (rule, got, mem)
         assert ("gres:gpu:1" in j.get("TresPerJob", "")) == (rule in GPU_RULES), (rule, j.get("TresPerJob"))
         runtime = res.get("runtime", PROFILE["default-resources"]["runtime"])
         retry = rule == "train" and "cnn_kermany" in j["Comment"] and j["JobId"] != done.get("cancelled")
