@@ -13,7 +13,6 @@ have 47 integer columns: ID, Disease_Risk and 45 disease labels.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 from pathlib import Path
 
@@ -111,40 +110,40 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
         except CsvDialectError as exc:
             res.reject(csv_path, str(exc), 0, "header")
             continue
-        with contextlib.nullcontext(iter(rows)) as reader:
-            header = [h.strip() for h in next(reader, [])]
-            if header != COLUMNS:
-                extra = sorted(set(header) - set(COLUMNS))
-                lacking = [c for c in COLUMNS if c not in header]
-                res.reject(csv_path, f"header does not match the 47 RFMiD columns (missing {lacking}, "
-                                     f"unexpected {extra})", 0, "header")
+        reader = iter(rows)
+        header = [h.strip() for h in next(reader, [])]
+        if header != COLUMNS:
+            extra = sorted(set(header) - set(COLUMNS))
+            lacking = [c for c in COLUMNS if c not in header]
+            res.reject(csv_path, f"header does not match the 47 RFMiD columns (missing {lacking}, "
+                                 f"unexpected {extra})", 0, "header")
+            continue
+        listed = set()
+        for rowno, row in enumerate(reader, start=1):
+            if len(row) != len(COLUMNS):
+                res.reject(csv_path, f"expected {len(COLUMNS)} fields, found {len(row)}", rowno)
                 continue
-            listed = set()
-            for rowno, row in enumerate(reader, start=1):
-                if len(row) != len(COLUMNS):
-                    res.reject(csv_path, f"expected {len(COLUMNS)} fields, found {len(row)}", rowno)
-                    continue
-                values = dict(zip(COLUMNS, (v.strip() for v in row)))
-                bad = next((c for c in COLUMNS[1:] if values[c] not in ("0", "1")), None)
-                if not values["ID"].isdigit():
-                    res.reject(csv_path, f"ID is {values['ID']!r}, expected a positive integer", rowno, "ID")
-                    continue
-                if bad:
-                    res.reject(csv_path, f"{bad} is {values[bad]!r}, expected 0 or 1", rowno, bad)
-                    continue
-                labels = [c for c in DISEASES if values[c] == "1"]
-                risk = values["Disease_Risk"] == "1"
-                if risk != bool(labels):
-                    res.reject(csv_path, f"Disease_Risk={int(risk)} but {len(labels)} disease labels are set",
-                               rowno, "Disease_Risk")
-                    continue
-                img = img_dir / f"{values['ID']}.png"
-                listed.add(img.name)
-                if not img.is_file():
-                    res.reject(img, f"named by {csv_path.name} row {rowno} but the image is missing", rowno, "ID")
-                    continue
-                res.add(f"{split}/{values['ID']}", img, label="diseased" if risk else "healthy", labels=labels,
-                        source_split=split, csv_row=rowno)
+            values = dict(zip(COLUMNS, (v.strip() for v in row)))
+            bad = next((c for c in COLUMNS[1:] if values[c] not in ("0", "1")), None)
+            if not values["ID"].isdigit():
+                res.reject(csv_path, f"ID is {values['ID']!r}, expected a positive integer", rowno, "ID")
+                continue
+            if bad:
+                res.reject(csv_path, f"{bad} is {values[bad]!r}, expected 0 or 1", rowno, bad)
+                continue
+            labels = [c for c in DISEASES if values[c] == "1"]
+            risk = values["Disease_Risk"] == "1"
+            if risk != bool(labels):
+                res.reject(csv_path, f"Disease_Risk={int(risk)} but {len(labels)} disease labels are set",
+                           rowno, "Disease_Risk")
+                continue
+            img = img_dir / f"{values['ID']}.png"
+            listed.add(img.name)
+            if not img.is_file():
+                res.reject(img, f"named by {csv_path.name} row {rowno} but the image is missing", rowno, "ID")
+                continue
+            res.add(f"{split}/{values['ID']}", img, label="diseased" if risk else "healthy", labels=labels,
+                    source_split=split, csv_row=rowno)
         for f in sorted(img_dir.glob("*.png")):
             if f.name not in listed:
                 res.reject(f, f"image has no row in {csv_path.name}", "", "ID")

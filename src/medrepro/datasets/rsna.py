@@ -14,7 +14,6 @@ emits one manifest row per labelled image with its boxes.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import uuid
 from collections import OrderedDict
@@ -128,55 +127,55 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
         raise FileNotFoundError(f"{labels_path}: the RSNA labels CSV is missing")
 
     per_patient: "OrderedDict[str, dict]" = OrderedDict()
-    with contextlib.nullcontext(iter(labels_csv_rows(labels_path))) as reader:
-        header = next(reader, [])
-        expected = ["patientId", "x", "y", "width", "height", "Target"]
-        if header != expected:
-            raise ValueError(f"{labels_path}: header is {header}, expected {expected}")
-        for rowno, row in enumerate(reader, start=1):
-            if len(row) != 6:
-                res.reject(labels_path, f"expected 6 fields, found {len(row)}", rowno)
-                continue
-            pid, *box, target = row
-            if not pid:
-                res.reject(labels_path, "empty patientId", rowno, "patientId")
-                continue
-            if target not in ("0", "1"):
-                res.reject(labels_path, f"Target is {target!r}, expected 0 or 1", rowno, "Target")
-                per_patient.setdefault(pid, {"targets": set(), "boxes": [], "bad": True})["bad"] = True
-                continue
-            entry = per_patient.setdefault(pid, {"targets": set(), "boxes": [], "bad": False})
-            entry["targets"].add(target)
-            if target == "1":
-                vals = [_float(v) for v in box]
-                names = ["x", "y", "width", "height"]
-                bad = [n for n, v in zip(names, vals) if v is None]
-                if bad:
-                    res.reject(labels_path, f"{bad[0]} is {box[names.index(bad[0])]!r}, expected a number",
-                               rowno, bad[0])
-                    entry["bad"] = True
-                elif vals[2] <= 0 or vals[3] <= 0:
-                    res.reject(labels_path, f"box {vals} has a non-positive width or height", rowno, "width")
-                    entry["bad"] = True
-                else:
-                    entry["boxes"].append(vals)
-            elif any(box):
-                res.reject(labels_path, "Target=0 row has box coordinates, expected empty fields", rowno, "x")
+    reader = iter(labels_csv_rows(labels_path))
+    header = next(reader, [])
+    expected = ["patientId", "x", "y", "width", "height", "Target"]
+    if header != expected:
+        raise ValueError(f"{labels_path}: header is {header}, expected {expected}")
+    for rowno, row in enumerate(reader, start=1):
+        if len(row) != 6:
+            res.reject(labels_path, f"expected 6 fields, found {len(row)}", rowno)
+            continue
+        pid, *box, target = row
+        if not pid:
+            res.reject(labels_path, "empty patientId", rowno, "patientId")
+            continue
+        if target not in ("0", "1"):
+            res.reject(labels_path, f"Target is {target!r}, expected 0 or 1", rowno, "Target")
+            per_patient.setdefault(pid, {"targets": set(), "boxes": [], "bad": True})["bad"] = True
+            continue
+        entry = per_patient.setdefault(pid, {"targets": set(), "boxes": [], "bad": False})
+        entry["targets"].add(target)
+        if target == "1":
+            vals = [_float(v) for v in box]
+            names = ["x", "y", "width", "height"]
+            bad = [n for n, v in zip(names, vals) if v is None]
+            if bad:
+                res.reject(labels_path, f"{bad[0]} is {box[names.index(bad[0])]!r}, expected a number",
+                           rowno, bad[0])
                 entry["bad"] = True
+            elif vals[2] <= 0 or vals[3] <= 0:
+                res.reject(labels_path, f"box {vals} has a non-positive width or height", rowno, "width")
+                entry["bad"] = True
+            else:
+                entry["boxes"].append(vals)
+        elif any(box):
+            res.reject(labels_path, "Target=0 row has box coordinates, expected empty fields", rowno, "x")
+            entry["bad"] = True
 
     classes: dict[str, str] = {}
     if class_path.is_file():
-        with contextlib.nullcontext(iter(labels_csv_rows(class_path))) as reader:
-            names = next(reader, [])
-            for rowno, values in enumerate(reader, start=1):
-                row = dict(zip(names, values))
-                cls = row.get("class", "")
-                if cls not in CLASSES:
-                    res.reject(class_path, f"class is {cls!r}, expected one of {list(CLASSES)}", rowno, "class")
-                    continue
-                pid = row.get("patientId", "")
-                if classes.setdefault(pid, cls) != cls:
-                    res.reject(class_path, f"patient {pid} has classes {classes[pid]!r} and {cls!r}", rowno, "class")
+        reader = iter(labels_csv_rows(class_path))
+        names = next(reader, [])
+        for rowno, values in enumerate(reader, start=1):
+            row = dict(zip(names, values))
+            cls = row.get("class", "")
+            if cls not in CLASSES:
+                res.reject(class_path, f"class is {cls!r}, expected one of {list(CLASSES)}", rowno, "class")
+                continue
+            pid = row.get("patientId", "")
+            if classes.setdefault(pid, cls) != cls:
+                res.reject(class_path, f"patient {pid} has classes {classes[pid]!r} and {cls!r}", rowno, "class")
 
     candidates = []
     for pid, entry in per_patient.items():
