@@ -16,6 +16,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .backbones import resolve_normalize
+
 
 class ConfigError(ValueError):
     pass
@@ -223,7 +225,8 @@ def feature_key(experiment: dict) -> str:
     m = experiment["model"]
     h, w = m["input_size"]
     pool = "_flat" if m.get("pool", "avg") == "flatten" else ""
-    return f"{m['backbone']}_{h}x{w}_c{m.get('channels', 3)}_{m.get('normalize', 'imagenet')}{pool}"
+    norm = resolve_normalize(m["backbone"], m.get("normalize", "weights"))
+    return f"{m['backbone']}_{h}x{w}_c{m.get('channels', 3)}_{norm}{pool}"
 
 
 def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,

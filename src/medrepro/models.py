@@ -13,7 +13,8 @@ type                    parameters
 ``flatten``             -
 ``dense``               ``units``, ``activation`` (none)
 ``dropout``             ``rate``
-``batchnorm``           - (1-d after dense, 2-d after conv)
+``batchnorm``           ``momentum`` (0.99), ``epsilon`` (1e-3): Keras' meaning and defaults
+                        (1-d after dense, 2-d after conv)
 ======================= =============================================================
 
 Activations: none, relu, sigmoid, tanh, softmax.  The last layer should have
@@ -29,13 +30,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backbones import BACKBONES, NORMALIZATIONS, ModelSpecError, resolve_normalize
+
 ACTIVATIONS = {"none": None, "linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
                "softmax": lambda: nn.Softmax(dim=1)}
+KERAS_BN_MOMENTUM, KERAS_BN_EPS = 0.99, 1e-3  # keras.layers.BatchNormalization's defaults
 LAYER_TYPES = ("conv", "maxpool", "avgpool", "global_avg_pool", "flatten", "dense", "dropout", "batchnorm")
 
-
-class ModelSpecError(ValueError):
-    pass
 
 
 def _activation(name, where):
@@ -85,7 +86,10 @@ def build_sequential(layers: list[dict], input_shape: tuple[int, ...], init: str
         elif kind == "dropout":
             mods.append(nn.Dropout(float(spec["rate"])))
         elif kind == "batchnorm":
-            mods.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+            # Keras' BatchNormalization: momentum 0.99 (torch counts the other way: 0.01), epsilon 1e-3
+            bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            mods.append(bn(shape[0], eps=float(spec.get("epsilon", KERAS_BN_EPS)),
+                           momentum=1.0 - float(spec.get("momentum", KERAS_BN_MOMENTUM))))
         try:
             with torch.no_grad():
                 probe = nn.Sequential(*mods)
@@ -113,29 +117,20 @@ def regularization_loss(model: nn.Module) -> torch.Tensor | float:
     return sum(terms) if terms else 0.0
 
 
-# backbone -> (the node whose output is the last feature map, its channels, constructor options)
-BACKBONES = {
-    "vgg16": ("features", 512, {}),
-    "vgg19": ("features", 512, {}),
-    "resnet50": ("layer4", 2048, {}),
-    "inception_v3": ("Mixed_7c", 2048, {"aux_logits": False, "init_weights": True}),
-    "efficientnet_b4": ("features", 1792, {}),
-}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
 
 class Backbone(nn.Module):
     """A torchvision classifier cut before its head: image in [0, 1] -> pooled feature vector.
 
-    Grayscale inputs are repeated to three channels; ``normalize: imagenet`` applies the
-    ImageNet mean and standard deviation that torchvision's weights were trained with.
+    Grayscale inputs are repeated to three channels; ``normalize: weights`` scales them as the
+    backbone's weights expect (ImageNet mean/std; [-1, 1] for Inception-V3), ``imagenet``,
+    ``inception`` or ``none`` force one scaling (see :data:`NORMALIZATIONS`).
     ``weights`` is a local torchvision state-dict file (e.g. ``resnet50-11ad3fa6.pth``), or
     None for a seeded random initialisation.  When ``frozen``, its parameters take no
     gradient and it stays in inference mode (BatchNorm uses its running statistics), as a
     Keras base model with ``trainable = False``.
     """
 
-    def __init__(self, name: str, weights: str | None = None, frozen: bool = True, normalize: str = "imagenet",
+    def __init__(self, name: str, weights: str | None = None, frozen: bool = True, normalize: str = "weights",
                  seed: int = 0, pool: str = "avg", input_size: tuple[int, int] | None = None):
         super().__init__()
         import torchvision
@@ -156,9 +151,8 @@ class Backbone(nn.Module):
                 raise ModelSpecError(f"{weights}: not a {name} state dict (missing {missing[:3]} ...)")
         self.body = create_feature_extractor(net, {node: "features"})
         self.pool = nn.AdaptiveAvgPool2d(1)
-        if normalize not in ("imagenet", "none"):
-            raise ModelSpecError(f"model.normalize {normalize!r}; expected 'imagenet' or 'none'")
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
+        self.normalize = resolve_normalize(name, normalize)
+        mean, std = NORMALIZATIONS[self.normalize]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         self.frozen = frozen
@@ -225,7 +219,7 @@ def build_head(spec: dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
 
 
 def build_backbone(spec: dict, weights: str | None = None, seed: int = 0) -> Backbone:
-    return Backbone(spec["backbone"], weights, spec.get("freeze", True), spec.get("normalize", "imagenet"), seed,
+    return Backbone(spec["backbone"], weights, spec.get("freeze", True), spec.get("normalize", "weights"), seed,
                     spec.get("pool", "avg"), tuple(spec["input_size"]) if spec.get("input_size") else None)
 
 

@@ -5,10 +5,12 @@ augmentation from ``(seed, epoch)``, so an interrupted run that resumes from its
 last epoch checkpoint ends with the same weights as an uninterrupted one, and
 two runs with one config give the same numbers on the CPU.
 
-Callbacks follow Keras semantics: early stopping on ``val_loss`` with
-``patience``, ``min_delta`` and ``restore_best_weights``; reduce-LR-on-plateau
-via :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` with an absolute
-``min_delta``; the best weights (lowest ``val_loss``) are kept.
+Losses and callbacks follow Keras (TensorFlow 2.x, the papers' framework): ``val_loss`` is
+the unweighted data loss plus the L2 penalty; ``class_weight`` weighs each training sample and
+the batch mean divides by the batch size; early stopping on ``val_loss`` with ``patience`` and
+``min_delta``, and ``restore_best_weights`` brings back the last epoch that improved by more
+than ``min_delta``, only when training stops early; reduce-LR-on-plateau via
+:class:`torch.optim.lr_scheduler.ReduceLROnPlateau` with an absolute ``min_delta``.
 """
 from __future__ import annotations
 
@@ -88,27 +90,36 @@ class TrainConfig:
 
 
 def _loss_fn(n_outputs: int, class_weights, device):
-    if n_outputs == 1:
-        pos_weight = None
-        if class_weights is not None:
-            pos_weight = torch.tensor([class_weights[1] / class_weights[0]], device=device)
-        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    """Cross-entropy as Keras computes it with ``class_weight``: each sample's loss times the
+    weight of its class, averaged over the batch size (Keras' ``SUM_OVER_BATCH_SIZE``, not over
+    the sum of the weights), so the loss does not change with the batch composition's weights.
+    One output unit: binary cross-entropy on the logit, weighted the same way."""
     w = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
-    return nn.CrossEntropyLoss(weight=w)
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if n_outputs == 1:
+            per = nn.functional.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
+        else:
+            per = nn.functional.cross_entropy(logits, y, reduction="none")
+        if w is not None:
+            per = per * w[y]
+        return per.mean()
+
+    return loss
 
 
 def _loss_and_correct(logits, y, loss_fn):
     if logits.shape[1] == 1:
         logits = logits[:, 0]
-        loss = loss_fn(logits, y.float())
         correct = ((logits > 0).long() == y).sum()
     else:
-        loss = loss_fn(logits, y)
         correct = (logits.argmax(1) == y).sum()
-    return loss, correct
+    return loss_fn(logits, y), correct
 
 
 def evaluate_loss(model, loader, loss_fn, accel: Accel) -> tuple[float, float]:
+    """Keras' ``val_loss`` and accuracy: the unweighted data loss averaged over the samples plus
+    the model's L2 penalty (Keras adds its regularisation losses to every reported loss)."""
     model.eval()
     total, n, correct = 0.0, 0, 0
     with torch.no_grad():
@@ -118,7 +129,8 @@ def evaluate_loss(model, loader, loss_fn, accel: Accel) -> tuple[float, float]:
             total += float(loss.detach()) * len(y)
             correct += int(c)
             n += len(y)
-    return total / max(n, 1), correct / max(n, 1)
+        penalty = float(regularization_loss(model))
+    return total / max(n, 1) + penalty, correct / max(n, 1)
 
 
 def _in_memory(ds) -> bool:
@@ -153,7 +165,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     model.eval()
     with torch.no_grad():
         n_outputs = model(accel.batch(train_ds[0][0][None])).shape[1]
-    loss_fn = _loss_fn(n_outputs, cfg.class_weights, device)
+    loss_fn = _loss_fn(n_outputs, cfg.class_weights, device)  # class weights weigh the training loss only,
+    val_loss_fn = _loss_fn(n_outputs, None, device)  # as Keras' class_weight does
     if cfg.optimizer != "adam":
         raise ValueError(f"train.optimizer {cfg.optimizer!r}; supported: 'adam'")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -177,7 +190,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
                             pin_memory=accel.pin_memory)
 
     history: list[dict] = []
-    best_state, best_val, start = None, float("inf"), 0
+    best_state, best_val, start, stop = None, float("inf"), 0, False
     ck = None
     if checkpoint and Path(checkpoint).is_file():
         ck = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -196,7 +209,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         history, best_state, best_val, start = ck["history"], ck["best_state"], ck["best_val"], ck["epoch"] + 1
         log.info("resumed from %s after epoch %d", checkpoint, start)
         if ck.get("stopped"):
-            start = cfg.epochs
+            start, stop = cfg.epochs, True
 
     for epoch in range(start, cfg.epochs):
         epoch_seed = cfg.seed * 100003 + epoch
@@ -233,7 +246,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             correct += int(c)
             n += len(y)
         total, n, correct = distributed.all_sum(total, n, correct)  # every rank's shard
-        val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, accel)  # the whole set, on each rank
+        val_loss, val_acc = evaluate_loss(model, val_loader, val_loss_fn, accel)  # the whole set, on each rank
         row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
                "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
         if accel.amp:
@@ -242,13 +255,12 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         if main:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   file=sys.stderr, flush=True)
-        if val_loss < best_val:
-            best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
         if sched:
             sched.step(val_loss)
-        stop = False
         if stopper:
-            _, stop = stopper.step(val_loss, epoch)
+            improved, stop = stopper.step(val_loss, epoch)
+            if improved:  # Keras keeps the weights of the last epoch better by more than min_delta
+                best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
         if checkpoint and main:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -262,8 +274,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             break
         if stop_after is not None and epoch + 1 >= stop_after:
             return model, pd.DataFrame(history)
-    if stopper and stopper.restore_best_weights and best_state is not None:
-        model.load_state_dict(best_state)
+    if stop and stopper.restore_best_weights and best_state is not None:  # Keras 2 restores them only
+        model.load_state_dict(best_state)  # when it stops early; a run to the last epoch keeps its weights
     return model, pd.DataFrame(history)
 
 

@@ -1,0 +1,120 @@
+"""The papers trained with Keras (TensorFlow 2.x); each test pins one of its semantics against an
+independent computation: the loss with class weights and L2, early stopping's restored epoch,
+BatchNormalization's constants, and the input scaling of Inception-V3's weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from medrepro.models import build_sequential, regularization_loss
+from medrepro.training import TrainConfig, _loss_fn, fit, predict_proba
+
+
+def _data(n=96, seed=0, d=6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, 0] + 0.5 * torch.randn(n, generator=g) > 0.4).long()  # imbalanced, learnable
+    return TensorDataset(x[: n * 2 // 3], y[: n * 2 // 3]), TensorDataset(x[n * 2 // 3:], y[n * 2 // 3:])
+
+
+def _head(l2=0.05, out=2, bn=False):
+    layers = [{"type": "dense", "units": 8, "activation": "relu", "l2": l2}]
+    if bn:
+        layers.append({"type": "batchnorm"})
+    layers.append({"type": "dense", "units": out})
+    torch.manual_seed(0)
+    return build_sequential(layers, (6,))
+
+
+def test_class_weighted_loss_is_keras_sample_weighted_mean_over_the_batch():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.2], [-1.0, 1.5], [0.0, 3.0]])
+    y = torch.tensor([0, 1, 1, 1])
+    w = [3.0, 0.6]
+    p = torch.softmax(logits, 1).numpy()
+    per = -np.log(p[np.arange(4), y.numpy()])
+    keras = float(np.sum(per * np.array(w)[y.numpy()]) / 4)  # SUM_OVER_BATCH_SIZE: divide by 4, not sum(w)
+    assert float(_loss_fn(2, w, "cpu")(logits, y)) == pytest.approx(keras, rel=1e-6)
+    # one sigmoid unit: binary cross-entropy weighted per sample, not pos_weight = w1 / w0
+    z = torch.tensor([1.2, -0.3, 0.8, -2.0])
+    q = 1 / (1 + np.exp(-z.numpy()))
+    bce = -(y.numpy() * np.log(q) + (1 - y.numpy()) * np.log(1 - q))
+    assert float(_loss_fn(1, w, "cpu")(z, y)) == pytest.approx(float(np.mean(bce * np.array(w)[y.numpy()])), rel=1e-6)
+
+
+def test_val_loss_is_unweighted_data_loss_plus_l2_penalty_whatever_the_batch_size():
+    tr, va = _data()
+    vals = []
+    for batch in (8, 32, 64):
+        cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-2, seed=1, device="cpu", class_weights=[0.7, 1.9])
+        model, hist = fit(_head(), tr, va, cfg, progress=False)
+        proba = predict_proba(model, va, accel=None)
+        independent = log_loss(va.tensors[1].numpy(), proba, labels=[0, 1]) + float(regularization_loss(model).detach())
+        assert hist["val_loss"].iloc[-1] == pytest.approx(independent, rel=1e-5)
+        vals.append(hist["val_loss"].iloc[-1])
+    assert float(regularization_loss(model).detach()) > 0.01  # the penalty is really in there
+
+
+def test_restored_weights_are_the_last_epoch_better_by_min_delta_and_only_on_a_stop():
+    tr, va = _data()
+    base = dict(batch_size=16, lr=2e-2, seed=4, device="cpu")
+    one, _ = fit(_head(), tr, va, TrainConfig(epochs=1, **base), progress=False)
+    # min_delta so large that only epoch 1 (from +inf) counts as an improvement: Keras stops after
+    # epoch 1 + patience and restores epoch 1's weights, although later val losses are lower
+    stopped, hist = fit(_head(), tr, va, TrainConfig(epochs=10, **base, early_stopping={
+        "patience": 2, "min_delta": 10.0, "restore_best_weights": True}), progress=False)
+    assert len(hist) == 3 and hist["val_loss"].iloc[1:].min() < hist["val_loss"].iloc[0]
+    for a, b in zip(one.state_dict().values(), stopped.state_dict().values()):
+        assert torch.equal(a, b)
+    # a run that never stops keeps its last weights (Keras 2 restores only when it stops)
+    last, _ = fit(_head(), tr, va, TrainConfig(epochs=4, **base), progress=False)
+    never, h = fit(_head(), tr, va, TrainConfig(epochs=4, **base, early_stopping={
+        "patience": 50, "min_delta": 0.0, "restore_best_weights": True}), progress=False)
+    assert len(h) == 4
+    for a, b in zip(last.state_dict().values(), never.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_batchnorm_has_keras_constants():
+    bn = [m for m in _head(bn=True).modules() if isinstance(m, nn.BatchNorm1d)][0]
+    assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.01)
+    # one training step moves the running mean 1 % of the way to the batch mean (Keras momentum 0.99)
+    x = torch.full((4, 8), 5.0)
+    bn.train()
+    bn(x)
+    assert torch.allclose(bn.running_mean, torch.full((8,), 0.05))
+    custom = build_sequential([{"type": "batchnorm", "momentum": 0.9, "epsilon": 1e-5}], (3,))[0]
+    assert custom.momentum == pytest.approx(0.1) and custom.eps == 1e-5
+
+
+def test_inception_features_equal_torchvisions_own_model_built_with_weights(tmp_path):
+    """torchvision's ``inception_v3(weights=...)`` sets ``transform_input=True``: its weights expect
+    inputs in [-1, 1].  The project's backbone, given the same state dict, must compute the same
+    features from [0, 1] pixels as torchvision's model fed the ImageNet-normalised images its
+    ``weights.transforms()`` produce."""
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from medrepro.backbones import IMAGENET_MEAN, IMAGENET_STD
+    from medrepro.models import Backbone
+
+    torch.manual_seed(0)
+    ref = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=True)
+    path = tmp_path / "inception.pth"
+    torch.save(ref.state_dict(), path)
+    ref.eval()
+    x = torch.rand(2, 3, 96, 96)
+    normed = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = create_feature_extractor(ref, {"avgpool": "f"})(normed)["f"].flatten(1)
+        ours = Backbone("inception_v3", str(path)).eval()
+        got = ours(x)
+        assert ours.normalize == "inception"
+        scale = float(want.abs().max())  # random-init activations are large: compare relative to them
+        assert float((got - want).abs().max()) / scale < 1e-5
+        # the old behaviour (ImageNet statistics into [-1, 1] weights) gives other features
+        wrong = Backbone("inception_v3", str(path), normalize="imagenet").eval()(x)
+        assert float((wrong - want).abs().max()) / scale > 1e-2
