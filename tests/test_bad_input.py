@@ -138,6 +138,8 @@ def _demo_config():
      "papers.cnn_pediatric.outputs[10].kind: 'pie_chart' is not one of"),
     (lambda c: c["datasets"]["kermany"].update(sourse="local"),
      "datasets.kermany: 'sourse' was unexpected"),
+    (lambda c: c["studies"]["tm_TC"]["split"].update(fractions={"train": 0.72, "val": 0.14, "test": 0.14}),
+     "studies.tm_TC.split.fractions: split fractions {'train': 0.72, 'val': 0.14, 'test': 0.14} are not whole"),
 ])
 def test_config_errors_name_the_key(mutate, expected):
     cfg = _demo_config()

@@ -24,6 +24,11 @@ def test_fold_counts():
     assert fold_counts({"train": 0.6, "val": 0.2, "test": 0.2}) == (5, {"train": 3, "val": 1, "test": 1})
     with pytest.raises(ValueError, match="sum to 1"):
         fold_counts({"train": 0.7, "val": 0.2})
+    # off the 1/20 grid: 0.72/0.14/0.14 would be 13/18 + 1/7 + 1/7 = 127/126 folds (the test split
+    # lost a fold); it is refused with the grid to use
+    with pytest.raises(ValueError, match="not whole numbers of at most 20 folds.*1/20"):
+        fold_counts({"train": 0.72, "val": 0.14, "test": 0.14})
+    assert fold_counts({"train": 0.75, "val": 0.2, "test": 0.05}) == (20, {"train": 15, "val": 4, "test": 1})
 
 
 def test_grouped_stratified_seeded():

@@ -163,3 +163,9 @@ def test_study_config_errors_name_the_key():
     assert "studies.tm_C19.dataset: 'covid19' is not a dataset" in msg
     spec = study_run_spec(cfg["studies"]["tm_TC"], "inception_v3", batch_size=8, lr=0.01, augment=True)
     assert spec["train"]["batch_size"] == 8 and spec["augment"] and spec["model"]["input_size"] == [96, 96]
+
+
+def test_learning_rate_run_names_are_distinct():
+    lrs = [1e-1, 1e-2, 1e-3, 1e-4, 1.2e-4, 1.5e-4, 1e-5]
+    assert len({study.lr_key(x) for x in lrs}) == len(lrs)
+    assert study.lr_key(1e-4) == "lr_0.0001" and study.lr_key(1e-5) == "lr_1e-05"

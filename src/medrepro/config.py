@@ -157,6 +157,7 @@ def _cross_checks(cfg: dict) -> list[str]:
         elif units is not None and units != want:
             out.append(f"experiments.{name}.model.{key}[-1].units: {units}, but output "
                        f"{e['model']['output']!r} with {n_cls} classes needs {want}")
+        out += _fraction_problems(f"experiments.{name}", e["split"]["fractions"])
         if e["train"]["validate_on"] not in set(e["split"]["keep_source"]) | set(e["split"]["fractions"]):
             out.append(f"experiments.{name}.train.validate_on: {e['train']['validate_on']!r} is not a split "
                        "this experiment makes (see split.keep_source and split.fractions)")
@@ -178,6 +179,7 @@ def _cross_checks(cfg: dict) -> list[str]:
             if units != want:
                 out.append(f"studies.{name}.backbones.{b}.head[-1].units: {units}, but output "
                            f"{st['model']['output']!r} with {n_cls} classes needs {want}")
+        out += _fraction_problems(f"studies.{name}", st["split"]["fractions"])
         if st["train"]["validate_on"] not in set(st["split"]["keep_source"]) | set(st["split"]["fractions"]):
             out.append(f"studies.{name}.train.validate_on: {st['train']['validate_on']!r} is not a split "
                        "this study makes")
@@ -191,6 +193,18 @@ def _cross_checks(cfg: dict) -> list[str]:
                 out.append(f"papers.{name}: output/compare {o.get('name', o.get('metric'))!r} names experiment "
                            f"{ex!r}, which is not in papers.{name}.experiments")
     return out
+
+
+def _fraction_problems(where: str, fractions: dict) -> list[str]:
+    from .splits import fold_counts
+
+    if not fractions:
+        return []
+    try:
+        fold_counts(fractions)
+    except ValueError as exc:
+        return [f"{where}.split.fractions: {exc}"]
+    return []
 
 
 def merge(base: dict, overlay: dict) -> dict:

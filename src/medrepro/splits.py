@@ -25,7 +25,6 @@ from math import lcm
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 
 class SplitLeakageError(ValueError):
@@ -40,7 +39,12 @@ def fold_counts(fractions: dict[str, float], max_folds: int = 20) -> tuple[int, 
     if any(v <= 0 for v in fractions.values()):
         raise ValueError(f"split fractions must be positive, got {fractions}")
     fr = {k: Fraction(v).limit_denominator(max_folds) for k, v in fractions.items()}
+    off = {k: v for k, v in fractions.items() if not np.isclose(float(fr[k]), v, atol=1e-9)}
     n = lcm(*(f.denominator for f in fr.values()))
+    if off or n > max_folds or sum(fr.values()) != 1:
+        raise ValueError(f"split fractions {fractions} are not whole numbers of at most {max_folds} folds "
+                         f"({', '.join(f'{k}: {v} ~ {fr[k]}' for k, v in fractions.items())}); use multiples of "
+                         f"1/{max_folds} (e.g. 0.7/0.15/0.15) so the folds add up to every image")
     counts = {k: int(f * n) for k, f in fr.items()}
     return n, counts
 
@@ -48,6 +52,8 @@ def fold_counts(fractions: dict[str, float], max_folds: int = 20) -> tuple[int, 
 def assign_splits(df: pd.DataFrame, fractions: dict[str, float], seed: int, group_col: str = "patient_id",
                   stratify_col: str = "label") -> pd.Series:
     """Return the split name of every row; groups never straddle, strata stay balanced."""
+    from sklearn.model_selection import StratifiedGroupKFold  # not at import: config checks use fold_counts
+
     n_folds, counts = fold_counts(fractions)
     n_groups = df[group_col].nunique()
     if n_groups < n_folds:

@@ -33,7 +33,9 @@ EVAL_SPLITS = ("val", "test")
 
 # ----------------------------------------------------------------------------- run specs
 def lr_key(lr: float) -> str:
-    return f"lr_{lr:.0e}"
+    """A run name for a learning rate, in full (``lr_0.0001``, ``lr_0.00012``, ``lr_1e-05``):
+    distinct rates never share a name."""
+    return f"lr_{float(lr)!r}"
 
 
 def _train_config(t: dict, targets, n_classes: int, **over):
