@@ -10,7 +10,8 @@ from sklearn.metrics import log_loss
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medrepro.models import build_sequential, regularization_loss
+from medrepro.evaluation import classification_metrics, prediction_table
+from medrepro.models import build_sequential, l2_penalty, regularization_loss
 from medrepro.training import TrainConfig, _loss_fn, fit, predict_proba
 
 
@@ -56,6 +57,12 @@ def test_val_loss_is_unweighted_data_loss_plus_l2_penalty_whatever_the_batch_siz
         assert hist["val_loss"].iloc[-1] == pytest.approx(independent, rel=1e-5)
         vals.append(hist["val_loss"].iloc[-1])
     assert float(regularization_loss(model).detach()) > 0.01  # the penalty is really in there
+    # the test loss of the metrics files is the same Keras loss (predictions carry the penalty)
+    table = prediction_table(range(len(va)), va.tensors[1].numpy(), proba, ["a", "b"], "val",
+                             l2_penalty=l2_penalty(model))
+    m = classification_metrics(table, ["a", "b"])
+    assert m["loss"] == pytest.approx(hist["val_loss"].iloc[-1], rel=1e-5)
+    assert m["loss"] - m["data_loss"] == pytest.approx(m["l2_penalty"]) and m["l2_penalty"] > 0.01
 
 
 def test_restored_weights_are_the_last_epoch_better_by_min_delta_and_only_on_a_stop():

@@ -7,11 +7,12 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 
 def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], split: str = "test",
-                     threshold: float = 0.5) -> pd.DataFrame:
+                     threshold: float = 0.5, l2_penalty: float = 0.0) -> pd.DataFrame:
     """One row per image: id, true class, one probability column per class, predicted class.
 
     Two classes: predicted positive (index 1) when its probability >= ``threshold``;
-    more classes: the arg-max.
+    more classes: the arg-max.  A model with an L2 penalty records it in an ``l2_penalty``
+    column (the same on every row): Keras adds it to every loss it reports, test loss included.
     """
     proba = np.asarray(proba)
     if len(class_names) == 2:
@@ -21,6 +22,8 @@ def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], sp
     df = pd.DataFrame({"image_id": list(ids), "split": split, "target": np.asarray(targets, int), "pred": pred})
     for k, name in enumerate(class_names):
         df[f"prob_{name}"] = proba[:, k]
+    if l2_penalty:
+        df["l2_penalty"] = float(l2_penalty)
     return df
 
 
@@ -42,7 +45,10 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
         "class_names": list(class_names),
     }
     proba = pred[[f"prob_{c}" for c in class_names]].to_numpy()
-    out["loss"] = float(log_loss(y, proba, labels=labels))  # cross-entropy of the predicted probabilities
+    # Keras' loss: the cross-entropy of the predicted probabilities plus the model's L2 penalty
+    out["data_loss"] = float(log_loss(y, proba, labels=labels))
+    out["l2_penalty"] = float(pred["l2_penalty"].iloc[0]) if "l2_penalty" in pred else 0.0
+    out["loss"] = out["data_loss"] + out["l2_penalty"]
     if len(class_names) == 2:
         tn, fp, fn, tp = cm.ravel()
         out.update(tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp))

@@ -117,6 +117,12 @@ def regularization_loss(model: nn.Module) -> torch.Tensor | float:
     return sum(terms) if terms else 0.0
 
 
+def l2_penalty(model: nn.Module) -> float:
+    """The value of :func:`regularization_loss` now (what Keras adds to a reported loss)."""
+    with torch.no_grad():
+        return float(regularization_loss(model))
+
+
 
 class Backbone(nn.Module):
     """A torchvision classifier cut before its head: image in [0, 1] -> pooled feature vector.

@@ -314,7 +314,7 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
     from .accel import from_train, log_line
     from .data import ImageTable
     from .evaluation import prediction_table
-    from .models import TransferNet, build_backbone
+    from .models import TransferNet, build_backbone, l2_penalty
     from .training import predict_proba
 
     table = read_csv(split_csv)
@@ -325,6 +325,7 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
     accel = from_train(experiment["train"])
     print(log_line(accel), file=sys.stderr, flush=True)
     frames = []
+    penalty = l2_penalty(model)
     for s in ("train", "val", "test"):
         part = table[table["split"] == s]
         if part.empty:
@@ -333,7 +334,7 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
                                                                         int(m["channels"]))
         proba = predict_proba(model, ds, accel=accel)
         frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, classes, s,
-                                       experiment["threshold"]))
+                                       experiment["threshold"], penalty))
     pred = pd.concat(frames, ignore_index=True)
     write_csv(predictions_out, pred)
     return pred

@@ -64,15 +64,18 @@ def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
 
 def _predict(model, table: pd.DataFrame, names: list[str], make_ds, train: dict) -> pd.DataFrame:
     from .accel import from_train
+    from .models import l2_penalty
     from .training import predict_proba
 
     accel = from_train(train)
+    penalty = l2_penalty(model)
     frames = []
     for s in EVAL_SPLITS:
         part = table[table["split"] == s]
         if len(part):
             proba = predict_proba(model, make_ds(part), accel=accel)
-            frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s))
+            frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s,
+                                           l2_penalty=penalty))
     return pd.concat(frames, ignore_index=True)
 
 

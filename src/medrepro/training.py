@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import distributed
 from .accel import Accel, log_line, resolve
 from .io import atomic_path
-from .models import regularization_loss
+from .models import l2_penalty, regularization_loss
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ def evaluate_loss(model, loader, loss_fn, accel: Accel) -> tuple[float, float]:
             total += float(loss.detach()) * len(y)
             correct += int(c)
             n += len(y)
-        penalty = float(regularization_loss(model))
-    return total / max(n, 1) + penalty, correct / max(n, 1)
+    return total / max(n, 1) + l2_penalty(model), correct / max(n, 1)
 
 
 def _in_memory(ds) -> bool:
