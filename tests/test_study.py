@@ -104,6 +104,9 @@ def test_four_stages_select_and_summarize(tc):
     sel1 = json.loads((root / "s1" / "selection.json").read_text())
     best = runs1.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
     assert (sel1["backbone"], sel1["batch_size"]) == (best["backbone"], int(best["batch_size"]))
+    on_test = runs1.sort_values(["test_accuracy", "test_loss"], ascending=[False, True]).iloc[0]
+    alt = sel1["if_selected_on_test"]  # what the thesis' selection on test would have picked
+    assert (alt["backbone"], alt["batch_size"]) == (on_test["backbone"], int(on_test["batch_size"]))
     for r in runs1.itertuples():
         assert r.test_correct + r.test_incorrect == r.test_total and r.test_accuracy == r.test_correct / r.test_total
 
@@ -131,6 +134,10 @@ def test_four_stages_select_and_summarize(tc):
     test = pred2[pred2["split"] == "test"]
     assert m["stage2"]["test"]["accuracy"] == pytest.approx((test["target"] == test["pred"]).mean())
     assert m["best"]["stage"] in (2, 3, 4)
+    alt = m["best"]["if_selected_on_test"]
+    k = max((2, 3, 4), key=lambda k: (m[f"stage{k}"]["test"]["accuracy"], -k))
+    assert alt["stage"] == k and alt["accuracy"] == m[f"stage{k}"]["test"]["accuracy"]
+    assert alt["stage2"]["lr"] in (0.01, 0.001)
 
 
 def test_fine_tuning_starts_from_the_stage2_model(tc):

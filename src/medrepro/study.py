@@ -100,6 +100,19 @@ def select(runs: pd.DataFrame, study: dict) -> pd.Series:
     return runs.iloc[int(order["i"].iloc[0])]
 
 
+def _selection(runs: pd.DataFrame, study: dict, keys: list[str]) -> dict:
+    """``selection.json``: the run ``select_on`` picks, and what the other split would have picked
+    (the thesis selected on test; reporting both shows what that choice changed)."""
+    best = select(runs, study)
+    s, metric = study["select_on"], study["select_metric"]
+    out = {**{k: _py(best[k]) for k in keys}, "by": f"{s} {metric}", "value": float(best[f"{s}_{metric}"])}
+    other = "test" if s == "val" else "val"
+    if f"{other}_{metric}" in runs:
+        alt = select(runs, {**study, "select_on": other})
+        out["if_selected_on_" + other] = {**{k: _py(alt[k]) for k in keys}, "value": float(alt[f"{other}_{metric}"])}
+    return out
+
+
 def _split_parts(table: pd.DataFrame, t: dict):
     tr, va = table[table["split"] == "train"], table[table["split"] == t["validate_on"]]
     if tr.empty or va.empty:
@@ -135,13 +148,10 @@ def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.Data
             print(f"stage 1 {b} batch {bs}: {study['select_on']} accuracy "
                   f"{rows[-1][study['select_on'] + '_accuracy']:.3f} ({len(hist)} epochs)", file=sys.stderr)
     runs = pd.DataFrame(rows)
-    best = select(runs, study)
     out = Path(out_dir)
     write_csv(out / "runs.csv", runs)
     write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
-    write_json(out / "selection.json", {"backbone": best["backbone"], "batch_size": int(best["batch_size"]),
-                                        "by": f"{study['select_on']} {study['select_metric']}",
-                                        "value": float(best[f"{study['select_on']}_{study['select_metric']}"])})
+    write_json(out / "selection.json", _selection(runs, study, ["backbone", "batch_size"]))
     return runs
 
 
@@ -175,9 +185,7 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
     write_csv(out / "predictions.csv", preds[k])
     _save_head(out / "model.pt", models[k][0], models[k][1], int(feats["features"].shape[1]), names)
-    write_json(out / "selection.json", {"backbone": sel["backbone"], "batch_size": sel["batch_size"],
-                                        "lr": float(best["lr"]), "by": f"{study['select_on']} {study['select_metric']}",
-                                        "value": float(best[f"{study['select_on']}_{study['select_metric']}"])})
+    write_json(out / "selection.json", _selection(runs, study, ["backbone", "batch_size", "lr"]))
     return runs
 
 
@@ -306,16 +314,29 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             entry["val"] = run_metrics(p[p["split"] == "val"], names)
         out_d[f"stage{stage}"] = entry
     s, metric = study["select_on"], study["select_metric"]
-    cands = [(k, out_d[f"stage{k}"][s]) for k in (2, 3, 4) if f"stage{k}" in out_d]
     better = (lambda a, b: a < b) if metric == "loss" else (lambda a, b: a > b)
-    best_k, best_m = cands[0]
-    for k, m in cands[1:]:
-        if better(m[metric], best_m[metric]):
-            best_k, best_m = k, m
+
+    def best_stage(split: str) -> int:
+        best_k, best_m = 2, out_d["stage2"][split]
+        for k in (3, 4):
+            if f"stage{k}" in out_d and better(out_d[f"stage{k}"][split][metric], best_m[metric]):
+                best_k, best_m = k, out_d[f"stage{k}"][split]
+        return best_k
+
+    best_k = best_stage(s)
     sel2 = out_d["stage2"]["selected"]
     out_d["best"] = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
                      "augmentation": best_k == 3, "fine_tuning": best_k == 4, "stage": best_k,
                      "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}"}
+    other = "test" if s == "val" else "val"
+    if all(other in out_d[f"stage{k}"] for k in (2, 3, 4) if f"stage{k}" in out_d):
+        # the other split's choices: stage 1 and 2 among the runs made (later stages were only run on the
+        # choice of select_on), and the final stage among 2-4
+        k = best_stage(other)
+        out_d["best"]["if_selected_on_" + other] = {
+            "stage1": out_d["stage1"]["selected"].get("if_selected_on_" + other),
+            "stage2": out_d["stage2"]["selected"].get("if_selected_on_" + other),
+            "stage": k, "accuracy": out_d[f"stage{k}"]["test"]["accuracy"]}
     write_json(out, out_d)
     return out_d
 
