@@ -125,3 +125,37 @@ def test_inception_features_equal_torchvisions_own_model_built_with_weights(tmp_
         # the old behaviour (ImageNet statistics into [-1, 1] weights) gives other features
         wrong = Backbone("inception_v3", str(path), normalize="imagenet").eval()(x)
         assert float((wrong - want).abs().max()) / scale > 1e-2
+
+
+def test_keras_fill_mode_nearest_repeats_the_edge_as_scipy_does():
+    """Keras' ``apply_affine_transform`` is ``scipy.ndimage.affine_transform(order=1, mode=fill_mode)``:
+    a shift of 5 px to the right with ``fill_mode: nearest`` repeats column 0 into the uncovered band."""
+    from scipy import ndimage
+
+    from medrepro.data import build_augmentation
+
+    img = (np.arange(24 * 24, dtype=np.uint8).reshape(24, 24) * 7 % 251).astype(np.uint8)
+    aug = build_augmentation([{"name": "Affine", "params": {
+        "translate_px": {"x": [5, 5], "y": [0, 0]}, "fill_mode": "nearest", "p": 1.0}}], seed=0)
+    got = aug(image=img[..., None])["image"][..., 0]
+    want = ndimage.affine_transform(img.astype(float), np.eye(2), offset=(0, -5), order=1, mode="nearest")
+    assert np.array_equal(got, want.astype(np.uint8))
+    assert (got[:, :5] == img[:, :1]).all()  # not black
+    black = build_augmentation([{"name": "Affine", "params": {
+        "translate_px": {"x": [5, 5], "y": [0, 0]}, "p": 1.0}}], seed=0)(image=img[..., None])["image"][..., 0]
+    assert (black[:, :5] == 0).all()  # albumentations' own default, which the papers did not use
+
+
+def test_keras_zoom_range_zooms_each_axis_independently_within_keras_range():
+    from medrepro.data import build_augmentation
+
+    img = np.zeros((101, 101), np.uint8)
+    img[30:71, 30:71] = 255  # a 41-px square at the centre
+    aug = build_augmentation([{"name": "Affine", "params": {"zoom_range": 0.3, "p": 1.0}}], seed=3)
+    ratios = []
+    for _ in range(40):
+        out = aug(image=img[..., None])["image"][..., 0] > 127
+        w, h = out.any(0).sum(), out.any(1).sum()
+        assert 41 / 1.3 - 2 <= w <= 41 / 0.7 + 2 and 41 / 1.3 - 2 <= h <= 41 / 0.7 + 2
+        ratios.append(w / h)
+    assert np.std(ratios) > 0.05  # width and height scale independently (keep_ratio would give 1.0)

@@ -42,7 +42,7 @@ def test_full_config_plans_every_paper(profile):
     assert n["download_weights"] == sum(w == "imagenet" for w in full["weights"].values())
     assert n["publish_paper"] == len(PAPERS) and n["report"] == 1
     assert n["train"] == 8 and n["train_detector"] == 3 and n["study_stage1"] == 3
-    assert n["features"] == 13  # 4 backbones of transfer_kermany + 3 per study; one job per backbone and size
+    assert n["features"] == 9  # 3 backbones per study (transfer_kermany augments: full forward passes)
     assert sum(n.values()) < 200  # nothing per image: the DAG stays small whatever the data size
     assert "The run involves checkpoint jobs" in out  # stage 1 of the studies re-plans stages 2-4
     if profile:

@@ -7,12 +7,21 @@ arguments, e.g.::
       - {name: Affine, params: {rotate: [-10, 10], translate_percent: [-0.05, 0.05], p: 0.8}}
       - {name: RandomBrightnessContrast, params: {brightness_limit: 0.1, contrast_limit: 0.1}}
 
+Two Keras ``ImageDataGenerator`` arguments may be given by their Keras names, for papers that
+used it: ``fill_mode`` (``nearest``, Keras' default, repeats the edge pixels into the area a
+shift or rotation uncovers; ``constant``, ``reflect``, ``wrap``) becomes albumentations'
+``border_mode``, and ``zoom_range: z`` becomes an independent zoom per axis, ``scale`` from
+``1/(1+z)`` to ``1/(1-z)`` (Keras draws ``zx``, ``zy`` from ``[1-z, 1+z]`` and maps output to
+input coordinates, so the image is scaled by ``1/zx`` and ``1/zy``; albumentations draws the
+scale uniformly in that range, which differs from Keras' distribution only in its density).
+
 Augmentation runs on the resized uint8 image; tensors are float in [0, 1]
 (the ``rescale=1/255`` the Keras papers used).
 """
 from __future__ import annotations
 
 import albumentations as A
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -22,6 +31,28 @@ from torch.utils.data import Dataset
 
 class AugmentationError(ValueError):
     pass
+
+
+# Keras ``fill_mode`` (scipy.ndimage modes) -> OpenCV border modes
+FILL_MODES = {"nearest": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT,
+              "wrap": cv2.BORDER_WRAP}
+
+
+def keras_params(params: dict, where: str) -> dict:
+    """Translate the Keras-named arguments (``fill_mode``, ``zoom_range``) of one transform."""
+    params = dict(params)
+    if "fill_mode" in params:
+        mode = params.pop("fill_mode")
+        if mode not in FILL_MODES:
+            raise AugmentationError(f"{where}: fill_mode {mode!r}; expected one of {sorted(FILL_MODES)}")
+        params["border_mode"] = FILL_MODES[mode]
+    if "zoom_range" in params:
+        z = params.pop("zoom_range")
+        if not isinstance(z, (int, float)) or not 0 <= z < 1:
+            raise AugmentationError(f"{where}: zoom_range {z!r}; expected a number in [0, 1) (Keras' float form)")
+        rng = (1 / (1 + z), 1 / (1 - z))
+        params["scale"] = {"x": rng, "y": rng}
+    return params
 
 
 def build_augmentation(items: list[dict] | None, seed: int) -> A.Compose | None:
@@ -34,8 +65,9 @@ def build_augmentation(items: list[dict] | None, seed: int) -> A.Compose | None:
         cls = getattr(A, str(name), None)
         if cls is None or not isinstance(cls, type):
             raise AugmentationError(f"augment[{i}]: {name!r} is not an albumentations transform")
+        params = keras_params(item.get("params") or {}, f"augment[{i}] ({name})")
         try:
-            transforms.append(cls(**(item.get("params") or {})))
+            transforms.append(cls(**params))
         except Exception as exc:
             raise AugmentationError(f"augment[{i}] ({name}): invalid params {item.get('params')}: {exc}") from exc
     return A.Compose(transforms, seed=seed)
