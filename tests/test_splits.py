@@ -1,6 +1,8 @@
 """Splits: stratified, grouped by patient, seeded; the overlap audit fails loudly."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,3 +89,30 @@ def test_subset_draws_per_class_seeded():
     assert not draw_subset(df, {"a": 30, "b": 10}, seed=2).index.equals(sub.index)
     everything = draw_subset(df, {"b": 10_000}, seed=0)  # fewer than asked: all of them
     assert len(everything) == (df["class"] == "b").sum()
+
+
+def test_cnn_kermany_split_is_the_papers_train_plus_val_folders_validated_on_test(tmp_path):
+    """cnn_kermany trained on the 5,232 images of the train + val folders and validated on the
+    test folder; ``merge: {val: train}`` and ``keep_source: [train, test]`` say exactly that."""
+    import yaml
+
+    from medrepro import pipeline
+    from medrepro.config import validate_config
+
+    from .conftest import REPO
+
+    schema = REPO / "config" / "schema.yaml"
+    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), schema)
+    e = cfg["experiments"]["cnn_kermany"]
+    rows = [{"image_id": f"{s}{i}", "png": f"{s}{i}.png", "label": lab, "patient_id": f"p{s}{i}", "source_split": s,
+             "boxes": "", "mask_png": "", "width": 8, "height": 8}
+            for s, n in (("train", 20), ("val", 4), ("test", 10)) for i in range(n)
+            for lab in (["NORMAL", "PNEUMONIA"][i % 2],)]
+    rows.append({**rows[0], "image_id": "leak", "png": "leak.png", "source_split": "test"})  # train patient in test
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    out = pipeline.split(tmp_path / "m.csv", e, tmp_path / "split.csv", tmp_path / "audit.json")
+    assert out["split"].value_counts().to_dict() == {"train": 24, "test": 11}
+    assert set(out.loc[out["image_id"].str.startswith("val"), "split"]) == {"train"}
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["merged_source_splits"] == {"val->train": 4} and audit["overlap_groups_found"] == 1
+    assert e["train"]["validate_on"] == "test"

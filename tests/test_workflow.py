@@ -42,13 +42,13 @@ def tiny_config(results: Path) -> dict:
                                           "model": {"input_size": [64, 64]},
                                           "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2}}
                            for k in (1, 2, 3)}},
-        "studies": {name: tiny_study(n) for name, n in (("tm_TC", 3), ("tm_C19", 3), ("tm_ER", 2))},
+        "studies": {name: tiny_study(n) for name, n in (("tm_TC", 3), ("tm_C19", 3), ("tm_ER", 1))},
     }
 
 
-def tiny_study(n_classes: int) -> dict:
+def tiny_study(n_outputs: int) -> dict:
     def head(units):
-        return [{"type": "dense", "units": units, "activation": "relu"}, {"type": "dense", "units": n_classes}]
+        return [{"type": "dense", "units": units, "activation": "relu"}, {"type": "dense", "units": n_outputs}]
 
     return {"split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
             "backbones": {"vgg16": {"input_size": [32, 32], "head": head(8)},

@@ -140,6 +140,10 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
     s = experiment["split"]
     if s.get("sources"):
         table = table[table["source_split"].isin(s["sources"])]
+    merged = {}
+    if s.get("merge"):  # e.g. {val: train}: those images count as the other source split
+        merged = {f"{a}->{b}": int((table["source_split"] == a).sum()) for a, b in s["merge"].items()}
+        table = table.assign(source_split=table["source_split"].replace(s["merge"]))
     subset = experiment.get("subset")
     if subset:
         table = draw_subset(table, subset["per_class"], subset.get("seed", 0))
@@ -148,6 +152,7 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
                             group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"])
     audit["left_out_by_class_filter"] = int(len(df) - len(known))
     audit["subset"] = subset
+    audit["merged_source_splits"] = merged
     audit["configured_labels_absent"] = missing
     cols = ["image_id", "png", "label", "class", "target", "patient_id", "source_split", "split", "boxes", "mask_png",
             "width", "height"]
