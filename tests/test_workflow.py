@@ -139,6 +139,9 @@ def test_tiny_config_end_to_end(tmp_path):
     assert t3.loc["Experiment 2", "accuracy"] == pytest.approx(per["image_class"].isin(["TP", "TN"]).mean())
     t2 = pd.read_csv(mrp / "tables" / "table2_opacity_detection.csv").set_index("experiment")
     assert t2.loc["Experiment 2", "tp"] + t2.loc["Experiment 2", "fn"] == per["n_true"].sum()
+    assert t2.loc["Experiment 2", "fp"] == per["fp"].sum()
+    assert "ellipses inscribed in the RSNA boxes: the paper drew them by hand" in \
+        (mrp / "tables" / "table2_opacity_detection.md").read_text()
     t1 = pd.read_csv(mrp / "tables" / "table1_training_parameters.csv").set_index("experiment")
     assert t1.loc["Experiment 1", "classes"] == "pneumonia" and t1.loc["Experiment 3", "augmentation"] == "yes"
     assert t1.loc["Experiment 1", "train_images"] < t1.loc["Experiment 2", "train_images"]

@@ -95,7 +95,7 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     for im in gt["images"]:
         t, p = true.get(im["id"], []), pred.get(im["id"], [])
         m = paper_image_metrics([decode(a["segmentation"]) for a in t], [decode(r["segmentation"]) for r in p],
-                                d["iou_threshold"])
+                                d["iou_threshold"], d["false_positive"])
         rsna = rsna_image_score([a["bbox"] for a in t], [r["bbox"] for r in p], [r["score"] for r in p])
         per.append(m)
         rows.append({"image_id": im["medrepro_id"], "coco_id": im["id"], "class": im.get("medrepro_class"),
@@ -124,6 +124,7 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
         "equalization": d["equalization"]}
     metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
     metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], d["score_threshold"]
+    metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
     write_csv(per_image_out, table)
     write_json(metrics_out, metrics)
     ious = table["image_iou"].dropna()

@@ -7,7 +7,11 @@ Paper (``maskrcnn_opacity``, section "Métricas de desempeño"):
 - **Per-image IoU** (eq. 4): the mean IoU over the image's true opacities; the test-set
   mean and population standard deviation of it are eqs. 3 and 5.
 - **Opacity level** (Table 2): a true opacity matched with IoU > 0.45 is a TP, otherwise an
-  FN; a predicted instance matched to no true opacity with IoU > 0.45 is an FP.
+  FN ("opacities the system does not detect, or detects with an IoU below 0.45"); an FP is
+  a detection "that did not exist in the image": one that overlaps no true opacity at all
+  (``false_positive: no_overlap``, the paper's).  A detection on a real opacity at IoU <= 0.45
+  counts as that opacity's FN only.  ``false_positive: unmatched`` counts, in addition, every
+  detection not matched at IoU > 0.45 (the stricter object-detection convention).
 - **Image level** (Table 3): a pneumonia image is a TP when its per-image IoU > 0.45, else an
   FN; a healthy image with any detection is an FP, with none a TN.
 
@@ -48,17 +52,23 @@ def greedy_match(iou: np.ndarray) -> list[tuple[int, int, float]]:
     return pairs
 
 
-def paper_image_metrics(true: list[np.ndarray], pred: list[np.ndarray], threshold: float = 0.45) -> dict:
+def paper_image_metrics(true: list[np.ndarray], pred: list[np.ndarray], threshold: float = 0.45,
+                        false_positive: str = "no_overlap") -> dict:
     """Per-image quantities of the paper's metrics (see the module docstring)."""
+    if false_positive not in ("no_overlap", "unmatched"):
+        raise ValueError(f"false_positive must be 'no_overlap' or 'unmatched', got {false_positive!r}")
     iou = mask_iou_matrix(true, pred)
     pairs = greedy_match(iou)
     per_true = np.zeros(len(true))
     for t, _, v in pairs:
         per_true[t] = v
     tp = int((per_true > threshold).sum())
-    matched_pred = {p for _, p, v in pairs if v > threshold}
+    if false_positive == "unmatched":
+        fp = len(pred) - len({p for _, p, v in pairs if v > threshold})
+    else:  # detections touching no true opacity
+        fp = int((iou.max(0) <= 0).sum()) if len(true) else len(pred)
     out = {"n_true": len(true), "n_pred": len(pred), "tp": tp, "fn": len(true) - tp,
-           "fp": len(pred) - len(matched_pred), "opacity_iou": per_true.tolist()}
+           "fp": fp, "opacity_iou": per_true.tolist()}
     if true:
         out["image_iou"] = float(per_true.mean())
         out["image_class"] = "TP" if out["image_iou"] > threshold else "FN"

@@ -187,16 +187,25 @@ def _intensity_histogram(ctx: Context, o: dict):
     return ctx.figure(fig, o["name"])
 
 
+MASK_NOTES = {"ellipse": "instance masks are ellipses inscribed in the RSNA boxes",
+              "box": "instance masks are the RSNA boxes filled"}
+
+
 def _metrics_table(ctx: Context, o: dict):
-    rows = []
+    rows, shapes = [], set()
     for exp in o.get("experiments") or [o.get("experiment")]:
         m = json.loads(Path(ctx.all_files[exp]["metrics"]).read_text())
+        if m.get("mask_shape"):
+            shapes.add(m["mask_shape"])
         row = {"experiment": (o.get("row_labels") or {}).get(exp, exp)}
         for col, path in o["columns"].items():
             v = lookup(m, path)
             row[col] = v if isinstance(v, str) else float(v) if isinstance(v, (int, float)) else None
         rows.append(row)
-    return ctx.table(pd.DataFrame(rows), o["name"], o.get("caption", "metrics"))
+    caption = o.get("caption", "metrics")
+    if shapes:  # a detection table: say how its ground truth was made
+        caption += " (" + "; ".join(MASK_NOTES[s] for s in sorted(shapes)) + ": the paper drew them by hand)"
+    return ctx.table(pd.DataFrame(rows), o["name"], caption)
 
 
 def _roc_curve(ctx: Context, o: dict):
