@@ -167,3 +167,20 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
     assert f"({len(ours) - len(differ)} of {len(ours)} tensors)" in note
     assert torch.equal(model.state_dict()["backbone.body.layer4.2.conv3.weight"],
                        theirs["backbone.body.layer4.2.conv3.weight"])
+
+
+def test_detectron2_backend_clips_the_whole_models_gradient_norm_as_the_torchvision_backend():
+    """detectron2's CLIP_TYPE 'norm' clips each tensor on its own; the backend clips them together."""
+    from medrepro.detectron2_backend import clip_whole_model
+
+    def grads():
+        a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+        a.grad, b.grad = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([0.0, 12.0])  # norms 5 and 12, total 13
+        return a, b
+
+    a, b = grads()
+    clip_whole_model(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=1.0), 6.5).step()
+    ref_a, ref_b = grads()
+    torch.nn.utils.clip_grad_norm_([ref_a, ref_b], 6.5)  # the torchvision backend's call
+    assert torch.allclose(a, -ref_a.grad) and torch.allclose(b, -ref_b.grad)
+    assert torch.allclose(a, torch.tensor([-1.5, 0.0, -2.0]), atol=1e-5)  # scaled by 6.5 / 13 together

@@ -77,9 +77,10 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.SOLVER.MAX_ITER = t["epochs"] * t["steps_per_epoch"]
     cfg.SOLVER.STEPS = ()
     cfg.SOLVER.WARMUP_ITERS = t["warmup_iterations"]
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = bool(t["clip_grad_norm"])
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # per parameter group; torchvision backend: whole model
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = float(t["clip_grad_norm"] or 1.0)
+    # detectron2's own clipping ("norm") clips each parameter tensor on its own; the torchvision
+    # backend (and Matterport's Keras Mask R-CNN, clipnorm) clip the norm of all gradients
+    # together: train() wraps the optimizer with clip_whole_model instead
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
     from .accel import from_train
 
     accel = from_train(t)  # stops when the job asked for GPUs and has none (unless allow_cpu)
@@ -89,6 +90,21 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.SEED = int(t["seed"])
     cfg.DATALOADER.NUM_WORKERS = 0
     return cfg
+
+
+def clip_whole_model(opt: torch.optim.Optimizer, max_norm: float) -> torch.optim.Optimizer:
+    """Make ``opt.step`` first clip the norm of all its parameters' gradients together, as
+    ``torch.nn.utils.clip_grad_norm_`` over the whole model (detectron2's projects do the same
+    for their ``full_model`` clip type).  Under AMP the scaler unscales before ``step``."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    step = opt.step
+
+    def clipped_step(*args, **kwargs):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return step(*args, **kwargs)
+
+    opt.step = clipped_step
+    return opt
 
 
 def _item(ds: DetectionSet, i: int) -> dict:
@@ -126,6 +142,8 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
         DetectionCheckpointer(model).load(str(weights))
         note = f"weights {Path(weights).name} (detectron2 checkpoint loader)"
     opt = build_optimizer(cfg, model)
+    if t["clip_grad_norm"]:
+        clip_whole_model(opt, float(t["clip_grad_norm"]))
     steps, batch = t["steps_per_epoch"], t["batch_size"]
 
     def loader():
