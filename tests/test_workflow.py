@@ -166,6 +166,17 @@ def test_tiny_config_end_to_end(tmp_path):
     assert (runs2["backbone"] == sel["backbone"]).all() and (runs2["batch_size"] == sel["batch_size"]).all()
     b58 = pd.read_csv(tm / "tables" / "table5_8_best.csv").set_index("dataset")
     assert b58.loc["TC", "batch_size"] == sel["batch_size"]
+    # Table B.6: per class correct + incorrect = total, summing to the average/total row; Table 5.7
+    b6 = pd.read_csv(tm / "tables" / "tableB6_fine_tuning_per_class.csv")
+    tc6 = b6[b6["dataset"] == "TC"]
+    per_class, pt = tc6.iloc[:-1], tc6.iloc[-1]
+    assert ((per_class["correct_b"] + per_class["incorrect_b"]) == per_class["total"]).all()
+    assert per_class["correct_b"].sum() == pt["correct_b"] and per_class["total"].sum() == pt["total"]
+    assert pt["accuracy_b"] == pytest.approx(pt["correct_b"] / pt["total"])
+    t57 = pd.read_csv(tm / "tables" / "table5_7_before_after.csv")
+    assert len(t57) == 6 and set(t57["dataset"]) == {"TC", "C19", "ER"}
+    params = pd.read_csv(tm / "tables" / "model_parameters.csv")
+    assert len(params) == 9 and (params["selected"] == "yes").sum() == 3
 
     # new stage-1 results re-plan stage 2: another selection asks for that backbone's features
     other = next(b for b in ("vgg16", "resnet50", "inception_v3") if b != sel["backbone"])

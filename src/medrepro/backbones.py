@@ -34,3 +34,12 @@ def resolve_normalize(backbone: str, normalize: str = "weights") -> str:
     if normalize not in NORMALIZATIONS:
         raise ModelSpecError(f"model.normalize {normalize!r}; expected 'weights' or one of {sorted(NORMALIZATIONS)}")
     return normalize
+
+
+# What Keras' applications count as parameters that torchvision's models do not: BatchNorm's moving
+# mean and variance (non-trainable weights in Keras, buffers in torch), the biases of Keras'
+# ResNet-50 convolutions (torchvision's have none), and no BatchNorm scale in Keras' Inception-V3
+# (torchvision keeps gamma, fixed at 1 in the ported weights).  Lets a model summary give the
+# totals the Keras papers print.
+KERAS_CONV_BIAS = {"resnet50"}
+KERAS_BN_WITHOUT_SCALE = {"inception_v3"}

@@ -30,7 +30,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import BACKBONES, NORMALIZATIONS, ModelSpecError, resolve_normalize
+from .backbones import (
+    BACKBONES,
+    KERAS_BN_WITHOUT_SCALE,
+    KERAS_CONV_BIAS,
+    NORMALIZATIONS,
+    ModelSpecError,
+    resolve_normalize,
+)
 
 ACTIVATIONS = {"none": None, "linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
                "softmax": lambda: nn.Softmax(dim=1)}
@@ -249,6 +256,21 @@ def build_model(spec: dict, n_outputs: int | None = None, weights: str | None = 
             raise ModelSpecError(f"model's last layer has {out} units, but the output {spec.get('output')!r} "
                                  f"with these classes needs {n_outputs}")
     return model
+
+
+def keras_parameter_count(model: nn.Module, backbone: str | None = None) -> int:
+    """The parameter total Keras would print for ``model`` (see ``backbones.KERAS_CONV_BIAS``):
+    BatchNorm's moving statistics count, ``backbone``'s Keras-only conv biases are added and
+    its Keras-absent BatchNorm scales removed."""
+    n = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n += 2 * m.num_features  # moving mean and variance
+            if backbone in KERAS_BN_WITHOUT_SCALE and m.weight is not None:
+                n -= m.num_features
+        elif isinstance(m, nn.Conv2d) and m.bias is None and backbone in KERAS_CONV_BIAS:
+            n += m.out_channels
+    return n
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:

@@ -72,27 +72,53 @@ def _runs(ctx, o):
     return ctx.table(pd.concat(frames, ignore_index=True), o["name"], f"{what}, {split} split")
 
 
+def _after_stage(m: dict, stage) -> int:
+    """The 'after' stage of a comparison: 3, 4, or ``best`` (the final configuration's stage)."""
+    return int(m["best"]["stage"]) if stage == "best" else int(stage)
+
+
+STAGE_WHAT = {3: "before (a) and after (b) augmentation", 4: "before (a) and after (b) fine-tuning",
+              "best": "before (a, stage 2) and after (b) augmentation and fine-tuning (the final configuration)"}
+
+
 def _stage_comparison(ctx, o):
     stage, rows = o["stage"], []
     for st in _studies(ctx, o):
         m = _metrics(ctx, st)
-        for tag, k in (("a (stage 2)", 2), (f"b (stage {stage})", stage)):
+        after = _after_stage(m, stage)
+        for tag, k in (("a (stage 2)", 2), (f"b (stage {after})", after)):
             t = m[f"stage{k}"]["test"]
             rows.append({"dataset": m["label"], "model": tag, **{c: t[c] for c in COLUMNS}})
-    what = {3: "before (a) and after (b) augmentation", 4: "before (a) and after (b) fine-tuning"}[stage]
-    return ctx.table(pd.DataFrame(rows), o["name"], f"{what}, test split")
+    return ctx.table(pd.DataFrame(rows), o["name"], f"{STAGE_WHAT[stage]}, test split")
+
+
+def _class_counts(t: dict, classes: list[str]) -> dict:
+    """Per class: images classified correctly (the diagonal), incorrectly and in all (its row)."""
+    cm = np.array(t["confusion_matrix"])
+    return {c: (int(cm[i, i]), int(cm[i].sum() - cm[i, i]), int(cm[i].sum())) for i, c in enumerate(classes)}
 
 
 def _stage_per_class(ctx, o):
+    """Tables B.5/B.6: per class and on average (P/T), precision/recall/F1, accuracy (the split's,
+    as the thesis prints it on every row), correct, incorrect and total, a = stage 2, b = after."""
     stage, rows = o["stage"], []
     for st in _studies(ctx, o):
         m = _metrics(ctx, st)
-        a, b = m["stage2"]["test"]["per_class"], m[f"stage{stage}"]["test"]["per_class"]
+        ta, tb = m["stage2"]["test"], m[f"stage{_after_stage(m, stage)}"]["test"]
+        ca, cb = _class_counts(ta, m["classes"]), _class_counts(tb, m["classes"])
         for c in m["classes"]:
             rows.append({"dataset": m["label"], "class": c,
-                         **{f"{k}_a": a[c][k] for k in ("precision", "recall", "f1")},
-                         **{f"{k}_b": b[c][k] for k in ("precision", "recall", "f1")}})
-    return ctx.table(pd.DataFrame(rows), o["name"], f"per class, stage 2 (a) vs stage {stage} (b), test split")
+                         **{f"{k}_{x}": t["per_class"][c][k] for k in ("precision", "recall", "f1")
+                            for x, t in (("a", ta), ("b", tb))},
+                         "accuracy_a": ta["accuracy"], "accuracy_b": tb["accuracy"],
+                         "correct_a": ca[c][0], "correct_b": cb[c][0], "incorrect_a": ca[c][1],
+                         "incorrect_b": cb[c][1], "total": ca[c][2]})
+        rows.append({"dataset": m["label"], "class": "P/T (average / total)",
+                     **{f"{k}_{x}": t[k] for k in ("precision", "recall", "f1") for x, t in (("a", ta), ("b", tb))},
+                     "accuracy_a": ta["accuracy"], "accuracy_b": tb["accuracy"], "correct_a": ta["correct"],
+                     "correct_b": tb["correct"], "incorrect_a": ta["incorrect"], "incorrect_b": tb["incorrect"],
+                     "total": ta["total"]})
+    return ctx.table(pd.DataFrame(rows), o["name"], f"per class, {STAGE_WHAT[stage]}, test split")
 
 
 def _best(ctx, o):
@@ -108,14 +134,20 @@ def _best(ctx, o):
 
 
 def _parameters(ctx, o):
+    """Every backbone's total and trainable (frozen backbone) parameters, as the thesis reports them
+    for all three, and the fine-tuning counts of the selected one."""
     rows = []
     for st in _studies(ctx, o):
         m = _metrics(ctx, st)
         p = json.loads(Path(ctx.all_files[st]["stage4_parameters"]).read_text())
-        b = m["stage2"]["selected"]["backbone"]
-        rows.append({"dataset": m["label"], "model": NAMES.get(b, b), **p})
-    return ctx.table(pd.DataFrame(rows), o["name"], "parameters: total, trainable with the backbone frozen and "
-                                                     "when fine-tuning")
+        sel = m["stage2"]["selected"]["backbone"]
+        for b, n in m["parameters"].items():
+            rows.append({"dataset": m["label"], "model": NAMES.get(b, b), "total": n["total"],
+                         "total_keras_convention": n["keras_total"], "trainable_frozen": n["trainable"],
+                         "trainable_fine_tuning": p.get("trainable_fine_tuning") if b == sel else None,
+                         "selected": "yes" if b == sel else "no"})
+    return ctx.table(pd.DataFrame(rows), o["name"], "parameters per backbone: total, trainable with the backbone "
+                                                     "frozen and (the selected model) when fine-tuning")
 
 
 def _bars(ctx, o):

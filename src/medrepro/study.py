@@ -282,6 +282,24 @@ def stage4(split_csv, stage2_model, study: dict, out_dir, weights: str | None = 
     return _write_single(out_dir, 4, spec, pred, hist, names, fine_tuning=True)
 
 
+def parameter_counts(study: dict) -> dict:
+    """Total and trainable (frozen backbone) parameters of every backbone's model, built on torch's
+    meta device (shapes only: no memory, no weights); ``keras_total`` counts as Keras does
+    (:func:`medrepro.models.keras_parameter_count`), the thesis' convention."""
+    import torch
+
+    from .models import build_model, keras_parameter_count
+
+    n_out = 1 if study["model"]["output"] == "sigmoid" else len(study["classes"])
+    out = {}
+    for b in study["backbones"]:
+        with torch.device("meta"):
+            model = build_model(run_spec(study, b)["model"], n_out)
+        out[b] = {"total": sum(q.numel() for q in model.parameters()), "keras_total": keras_parameter_count(model, b),
+                  "trainable": sum(q.numel() for q in model.parameters() if q.requires_grad)}
+    return out
+
+
 def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str], out) -> dict:
     """One metrics.json of a study: every run's metrics by stage, the selections, the best configuration."""
     names = [c["name"] for c in study["classes"]]
@@ -313,6 +331,7 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             entry["test"] = run_metrics(p[p["split"] == "test"], names)
             entry["val"] = run_metrics(p[p["split"] == "val"], names)
         out_d[f"stage{stage}"] = entry
+    out_d["parameters"] = parameter_counts(study)
     s, metric = study["select_on"], study["select_metric"]
     better = (lambda a, b: a < b) if metric == "loss" else (lambda a, b: a > b)
 
