@@ -19,7 +19,8 @@ min_version("9.0")
 # so rules also work in conda envs and on cluster nodes without installing the package
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from medrepro.config import ConfigError, feature_key, study_features, uses_feature_cache, validate_config
+from medrepro.config import (ConfigError, feature_key, resolved_departures, study_features, uses_feature_cache,
+                             validate_config)
 
 
 configfile: "config/config.yaml"

@@ -138,6 +138,8 @@ def _demo_config():
      "papers.cnn_pediatric.outputs[10].kind: 'pie_chart' is not one of"),
     (lambda c: c["datasets"]["kermany"].update(sourse="local"),
      "datasets.kermany: 'sourse' was unexpected"),
+    (lambda c: c["papers"]["cnn_kermany"]["departures"][0].update(setting="experiments.cnn_kermany.train.validate"),
+     "papers.cnn_kermany.departures[0].setting: 'experiments.cnn_kermany.train.validate' is not a key"),
     (lambda c: c["studies"]["tm_TC"]["split"].update(fractions={"train": 0.72, "val": 0.14, "test": 0.14}),
      "studies.tm_TC.split.fractions: split fractions {'train': 0.72, 'val': 0.14, 'test': 0.14} are not whole"),
 ])
@@ -185,3 +187,23 @@ def test_smoke_config_changes_only_counts_epochs_and_iterations():
     for name, d in full["datasets"].items():
         assert smoke["datasets"][name]["convert"] == d["convert"], name  # the papers' resolutions
     assert smoke["weights"] == full["weights"] and smoke["figures"] == full["figures"]
+
+
+def test_departures_say_which_settings_follow_the_paper():
+    """full.yaml selects on test as the thesis did; the demo selects on validation: the report's
+    departures table says so, with the deciding key and its value."""
+    from medrepro.config import merge, resolved_departures
+    from medrepro.publish import departures_table
+
+    demo = _demo_config()
+    full = merge(demo, yaml.safe_load((REPO / "config" / "full.yaml").read_text()))
+    schema = REPO / "config" / "schema.yaml"
+    by_topic = {c: {d["topic"]: d for d in resolved_departures(validate_config(cfg, schema), "transfer_multidataset")}
+                for c, cfg in (("demo", demo), ("full", full))}
+    assert by_topic["full"]["model selection"]["follows"] and by_topic["full"]["model selection"]["value"] == "test"
+    assert not by_topic["demo"]["model selection"]["follows"]
+    table = departures_table(list(by_topic["demo"].values()))
+    row = table.set_index("topic").loc["model selection"]
+    assert "[studies.tm_TC.select_on = 'val': departs]" in row["this run"]
+    for paper in demo["papers"]:  # every paper states its departures
+        assert len(demo["papers"][paper].get("departures", [])) >= 3, paper

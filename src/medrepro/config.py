@@ -184,6 +184,9 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"studies.{name}.train.validate_on: {st['train']['validate_on']!r} is not a split "
                        "this study makes")
     for name, p in cfg.get("papers", {}).items():
+        for i, d in enumerate(p.get("departures", [])):
+            if d.get("setting") and _MISSING is _get(cfg, d["setting"]):
+                out.append(f"papers.{name}.departures[{i}].setting: {d['setting']!r} is not a key of this config")
         for ex in p.get("experiments", []):
             if ex not in cfg.get("experiments", {}) and ex not in cfg.get("studies", {}):
                 out.append(f"papers.{name}.experiments: {ex!r} is neither an experiment nor a study of this config")
@@ -192,6 +195,31 @@ def _cross_checks(cfg: dict) -> list[str]:
             if ex is not None and ex not in p.get("experiments", []):
                 out.append(f"papers.{name}: output/compare {o.get('name', o.get('metric'))!r} names experiment "
                            f"{ex!r}, which is not in papers.{name}.experiments")
+    return out
+
+
+_MISSING = object()
+
+
+def _get(cfg: dict, dotted: str):
+    cur = cfg
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def resolved_departures(cfg: dict, paper: str) -> list[dict]:
+    """A paper's ``departures`` with the value each ``setting`` has in this config and whether
+    it is the paper's (``follows``): the report shows which of them this run makes."""
+    out = []
+    for d in cfg["papers"][paper].get("departures", []):
+        d = dict(d)
+        if d.get("setting"):
+            d["value"] = _get(cfg, d["setting"])
+            d["follows"] = "paper_value" in d and d["value"] == d["paper_value"]
+        out.append(d)
     return out
 
 

@@ -80,6 +80,20 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict]) -> pd.
     return pd.DataFrame(rows, columns=["metric", "published", "reproduced", "difference"])
 
 
+def departures_table(departures: list[dict]) -> pd.DataFrame:
+    """One row per departure: what the paper did, what this run does (with the deciding setting
+    and its value), why, and which numbers it touches."""
+    rows = []
+    for d in departures:
+        here = d["here"]
+        if d.get("setting"):
+            state = "as the paper" if d.get("follows") else "departs"
+            here += f" [{d['setting']} = {d.get('value')!r}: {state}]"
+        rows.append({"topic": d["topic"], "paper": d["paper"], "this run": here, "why": d["why"],
+                     "touches": d["touches"]})
+    return pd.DataFrame(rows, columns=["topic", "paper", "this run", "why", "touches"])
+
+
 class Context:
     """What an output may read: one experiment's files, loaded on first use."""
 
@@ -387,6 +401,9 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
+        if paper_cfg.get("departures"):
+            written += ctx.table(departures_table(paper_cfg["departures"]), "departures",
+                                 "where this reproduction departs from the paper")
         incons = published.get("inconsistencies", [])
         write_text(tmp / "inconsistencies.md", "# Inconsistencies in the published paper\n\n"
                    + "".join(f"- {x}\n" for x in incons)
@@ -404,6 +421,9 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
         comp = d / "tables" / "comparison.md"
         if comp.is_file():
             lines += [comp.read_text(), ""]
+        dep = d / "tables" / "departures.md"
+        if dep.is_file():
+            lines += ["### Departures from the paper", "", dep.read_text(), ""]
         inc = d / "inconsistencies.md"
         if inc.is_file():
             lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]

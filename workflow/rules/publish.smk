@@ -11,7 +11,7 @@ rule publish_paper:
     output:
         directory(f"{RESULTS}/papers/{{paper}}"),
     params:
-        paper=lambda wc: config["papers"][wc.paper],
+        paper=lambda wc: {**config["papers"][wc.paper], "departures": resolved_departures(config, wc.paper)},
         style=config["figures"],
         scale=config["scale"],
     log:
