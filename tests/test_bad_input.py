@@ -207,3 +207,19 @@ def test_departures_say_which_settings_follow_the_paper():
     assert "[studies.tm_TC.select_on = 'val': departs]" in row["this run"]
     for paper in demo["papers"]:  # every paper states its departures
         assert len(demo["papers"][paper].get("departures", [])) >= 3, paper
+
+
+def test_every_numbered_table_and_figure_is_produced_or_said_not_to_be():
+    """Each figure and each results table transcribed from a paper is made by an output (its name
+    starts with the key, or the output ``covers`` it) or listed under ``not_produced`` with a reason."""
+    cfg = _demo_config()
+    for paper, p in cfg["papers"].items():
+        published = yaml.safe_load((REPO / p["published"]).read_text())
+        keys = list(published.get("figures") or {}) + [k for k in published.get("reported") or {}
+                                                        if k.startswith("table") or k.startswith("per_class")]
+        names = [o["name"] for o in p.get("outputs", [])]
+        covered = {c for o in p.get("outputs", []) for c in o.get("covers", [])}
+        skipped = {x["name"] for x in p.get("not_produced", [])}
+        for k in keys:
+            stem = k.split("_to_")[0]  # fig5_1_to_5_3: fig5_1, fig5_2, fig5_3
+            assert k in covered or k in skipped or any(n.startswith(stem) for n in names), (paper, k)

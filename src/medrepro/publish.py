@@ -424,6 +424,8 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
         dep = d / "tables" / "departures.md"
         if dep.is_file():
             lines += ["### Departures from the paper", "", dep.read_text(), ""]
+        if cfg.get("not_produced"):
+            lines += ["### Not produced", ""] + [f"- `{x['name']}`: {x['reason']}" for x in cfg["not_produced"]] + [""]
         inc = d / "inconsistencies.md"
         if inc.is_file():
             lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
