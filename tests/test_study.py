@@ -168,7 +168,7 @@ def test_study_config_errors_name_the_key():
     with pytest.raises(Exception) as e:
         validate_config(bad, REPO / "config" / "schema.yaml")
     msg = str(e.value)
-    assert "studies.tm_ER.backbones.vgg16.head[-1].units: 3" in msg and "needs 2" in msg
+    assert "studies.tm_ER.backbones.vgg16.head[-1].units: 3, but output 'sigmoid' with 2 classes needs 1" in msg
     assert "studies.tm_C19.dataset: 'covid19' is not a dataset" in msg
     spec = study_run_spec(cfg["studies"]["tm_TC"], "inception_v3", batch_size=8, lr=0.01, augment=True)
     assert spec["train"]["batch_size"] == 8 and spec["augment"] and spec["model"]["input_size"] == [96, 96]
