@@ -116,3 +116,24 @@ def test_cnn_kermany_split_is_the_papers_train_plus_val_folders_validated_on_tes
     audit = json.loads((tmp_path / "audit.json").read_text())
     assert audit["merged_source_splits"] == {"val->train": 4} and audit["overlap_groups_found"] == 1
     assert e["train"]["validate_on"] == "test"
+
+
+def test_counts_draw_a_papers_test_composition_by_whole_patients():
+    """cnn_pediatric tested on 203 normal + 313 pneumonia images: ``counts`` draws exactly that
+    (whole patients; one- and two-image patients), the rest trains."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for p in range(900):
+        label = "normal" if p % 2 else "pneumonia"
+        for k in range(int(rng.integers(1, 3))):
+            rows.append({"image_id": f"{p}-{k}", "patient_id": f"P{p}", "label": label, "source_split": ""})
+    df = pd.DataFrame(rows)
+    out, audit = make_split(df, fractions={"train": 1.0}, seed=3,
+                            counts={"test": {"normal": 203, "pneumonia": 313}})
+    test = out[out["split"] == "test"]
+    assert test["label"].value_counts().to_dict() == {"normal": 203, "pneumonia": 313}
+    assert audit["counts_drawn"] == {"test": {"normal": 203, "pneumonia": 313}}
+    assert set(out["split"]) == {"train", "test"} and len(out) == len(df)
+    assert overlap(out).empty
+    other, _ = make_split(df, fractions={"train": 1.0}, seed=4, counts={"test": {"normal": 203, "pneumonia": 313}})
+    assert set(other.loc[other["split"] == "test", "image_id"]) != set(test["image_id"])  # seeded draw

@@ -33,6 +33,7 @@ def tiny_config(results: Path) -> dict:
         },
         "experiments": {"cnn_kermany": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}},
                         "cnn_pediatric": {"subset": {"per_class": {"normal": 15, "pneumonia": 15}},
+                                          "split": {"counts": {"test": {"normal": 3, "pneumonia": 4}}},
                                           "model": {"input_size": [48, 48]}, "train": {"epochs": 2}},
                         **{f"tk_{b}": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}}
                            for b in ("resnet50", "resnet50_l2", "vgg19", "efficientnet_b4", "efficientnet_b4_l2")},
@@ -95,6 +96,7 @@ def test_tiny_config_end_to_end(tmp_path):
     ped_pred = pd.read_csv(results / "experiments" / "cnn_pediatric" / "predictions.csv")
     ped_test = ped_pred[ped_pred["split"] == "test"]
     assert log["val_accuracy"].iloc[-1] == pytest.approx((ped_test["target"] == ped_test["pred"]).mean())
+    assert ped_test["target"].value_counts().sort_index().tolist() == [3, 4]  # split.counts: the test composition
 
     tk = results / "papers" / "transfer_kermany"
     table = pd.read_csv(tk / "tables" / "table_experiments.csv")

@@ -158,9 +158,9 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"experiments.{name}.model.{key}[-1].units: {units}, but output "
                        f"{e['model']['output']!r} with {n_cls} classes needs {want}")
         out += _fraction_problems(f"experiments.{name}", e["split"]["fractions"])
-        if e["train"]["validate_on"] not in set(e["split"]["keep_source"]) | set(e["split"]["fractions"]):
+        if e["train"]["validate_on"] not in _made_splits(e["split"]):
             out.append(f"experiments.{name}.train.validate_on: {e['train']['validate_on']!r} is not a split "
-                       "this experiment makes (see split.keep_source and split.fractions)")
+                       "this experiment makes (see split.keep_source, split.counts and split.fractions)")
     for name, st in cfg.get("studies", {}).items():
         if st["dataset"] not in datasets:
             out.append(f"studies.{name}.dataset: {st['dataset']!r} is not a dataset of this config; "
@@ -180,7 +180,7 @@ def _cross_checks(cfg: dict) -> list[str]:
                 out.append(f"studies.{name}.backbones.{b}.head[-1].units: {units}, but output "
                            f"{st['model']['output']!r} with {n_cls} classes needs {want}")
         out += _fraction_problems(f"studies.{name}", st["split"]["fractions"])
-        if st["train"]["validate_on"] not in set(st["split"]["keep_source"]) | set(st["split"]["fractions"]):
+        if st["train"]["validate_on"] not in _made_splits(st["split"]):
             out.append(f"studies.{name}.train.validate_on: {st['train']['validate_on']!r} is not a split "
                        "this study makes")
     for name, p in cfg.get("papers", {}).items():
@@ -199,6 +199,10 @@ def _cross_checks(cfg: dict) -> list[str]:
 
 
 _MISSING = object()
+
+
+def _made_splits(split: dict) -> set[str]:
+    return set(split["keep_source"]) | set(split.get("counts") or {}) | set(split["fractions"])
 
 
 def _get(cfg: dict, dotted: str):

@@ -149,7 +149,8 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
         table = draw_subset(table, subset["per_class"], subset.get("seed", 0))
     s = experiment["split"]
     out, audit = make_split(table, fractions=s["fractions"], seed=s["seed"], keep_source=s["keep_source"],
-                            group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"])
+                            group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"],
+                            counts=s.get("counts") or None)
     audit["left_out_by_class_filter"] = int(len(df) - len(known))
     audit["subset"] = subset
     audit["merged_source_splits"] = merged

@@ -4,7 +4,10 @@ An experiment's split is described in config:
 
 ``sources``      the source splits used at all (default: every one)
 ``keep_source``  source splits kept as the distributor made them (e.g. ``[test]``)
+``counts``       images per class drawn first into named splits, whole patients at a time
+                 (e.g. ``{test: {normal: 203, pneumonia: 313}}``: a paper's test composition)
 ``fractions``    how the remaining images are re-split, e.g. ``{train: 0.8, val: 0.2}``
+                 (a single split takes them all)
 ``seed``         the shuffle seed
 ``group_by``     the column that must not straddle splits (``patient_id``)
 ``overlap``      what to do when a group straddles splits anyway (only possible
@@ -73,6 +76,28 @@ def assign_splits(df: pd.DataFrame, fractions: dict[str, float], seed: int, grou
     return pd.Series([fold_to_split[f] for f in fold], index=df.index, name="split")
 
 
+def draw_counts(df: pd.DataFrame, counts: dict[str, dict[str, int]], seed: int, group_col: str = "patient_id",
+                stratify_col: str = "label") -> tuple[pd.Series, dict]:
+    """Fill ``counts`` (split -> class -> images) with whole groups in a seeded random order: a
+    group joins the first split whose remaining quota holds all its images.  Returns each row's
+    split (NaN when not drawn) and, per split and class, the images drawn (short when the groups
+    run out or do not fit)."""
+    order = pd.Series(df[group_col].unique()).sample(frac=1.0, random_state=seed).tolist()
+    left = {s: dict(c) for s, c in counts.items()}
+    out = pd.Series(np.nan, index=df.index, dtype=object)
+    per_group = df.groupby(group_col)[stratify_col].value_counts()
+    for g in order:
+        need = per_group[g].to_dict()
+        for split, quota in left.items():
+            if all(quota.get(c, 0) >= n for c, n in need.items()):
+                out[df[group_col] == g] = split
+                for c, n in need.items():
+                    quota[c] -= n
+                break
+    drawn = {s: {c: int(n - left[s][c]) for c, n in cs.items()} for s, cs in counts.items()}
+    return out, drawn
+
+
 def overlap(df: pd.DataFrame, group_col: str = "patient_id", split_col: str = "split") -> pd.DataFrame:
     """Groups present in more than one split, with the splits they appear in."""
     g = df.groupby(group_col)[split_col].agg(lambda s: sorted(set(s)))
@@ -81,8 +106,8 @@ def overlap(df: pd.DataFrame, group_col: str = "patient_id", split_col: str = "s
 
 
 def make_split(df: pd.DataFrame, *, fractions: dict[str, float], seed: int, keep_source: list[str] = (),
-               group_by: str = "patient_id", stratify_by: str = "label", overlap_policy: str = "error"
-               ) -> tuple[pd.DataFrame, dict]:
+               group_by: str = "patient_id", stratify_by: str = "label", overlap_policy: str = "error",
+               counts: dict[str, dict[str, int]] | None = None) -> tuple[pd.DataFrame, dict]:
     """Split ``df`` as described in the module docstring; return (rows with ``split``, audit)."""
     if overlap_policy not in ("error", "drop", "report"):
         raise ValueError(f"overlap must be 'error', 'drop' or 'report', got {overlap_policy!r}")
@@ -92,12 +117,22 @@ def make_split(df: pd.DataFrame, *, fractions: dict[str, float], seed: int, keep
         raise ValueError(f"keep_source {list(keep_source)}: no image has such a source split "
                          f"(found {sorted(df['source_split'].unique())})")
     df.loc[kept, "split"] = df.loc[kept, "source_split"]
-    if (~kept).any():
+    drawn = None
+    if counts and (~kept).any():
+        picked, drawn = draw_counts(df.loc[~kept], counts, seed, group_by, stratify_by)
+        df.loc[picked.index, "split"] = picked
+    rest = df["split"].isna()
+    if rest.any():
         if not fractions:
-            raise ValueError(f"{int((~kept).sum())} images are outside keep_source {list(keep_source)} "
+            raise ValueError(f"{int(rest.sum())} images are outside keep_source {list(keep_source)} "
                              "and split.fractions is empty: say how to split them")
-        df.loc[~kept, "split"] = assign_splits(df.loc[~kept], fractions, seed, group_by, stratify_by)
+        if len(fractions) == 1:
+            df.loc[rest, "split"] = next(iter(fractions))
+        else:
+            df.loc[rest, "split"] = assign_splits(df.loc[rest], fractions, seed, group_by, stratify_by)
     audit: dict = {"seed": seed, "fractions": fractions, "keep_source": list(keep_source), "group_by": group_by}
+    if counts:
+        audit["counts_asked"], audit["counts_drawn"] = counts, drawn
     ov = overlap(df, group_by)
     audit["overlap_groups_found"] = int(len(ov))
     audit["overlap_examples"] = ov.head(20).to_dict("records")
