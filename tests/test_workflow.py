@@ -167,6 +167,8 @@ def test_tiny_config_end_to_end(tmp_path):
     for stem in ("fig5_1_batch_size_TC", "fig5_4_learning_rate", "fig5_5_confusion_before_after", "fig5_6_loss",
                  "fig6_2_predictions_C19", "figA_1_augmentation"):
         assert (tm / "figures" / f"{stem}.pdf").is_file(), stem
+    er = json.loads((results / "studies" / "tm_ER" / "metrics.json").read_text())  # RFMiD's own split kept
+    assert {k: sum(v.values()) for k, v in er["split_counts"].items()} == {"train": 6, "val": 3, "test": 3}
     tc = results / "studies" / "tm_TC"
     assert len(pd.read_csv(tc / "stage1" / "runs.csv")) == 6  # 3 backbones x 2 batch sizes
     sel = json.loads((tc / "stage1" / "selection.json").read_text())
