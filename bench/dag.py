@@ -4,7 +4,7 @@
 
 Times, alternating, the median of ``--repeats`` calls of:
   startup      ``snakemake --version`` (the interpreter and Snakemake's imports: the floor)
-  plan full    ``snakemake -n --configfile config/full.yaml`` (the whole study's DAG, 111 jobs)
+  plan full    ``snakemake -n --configfile config/full.yaml`` (the whole study's DAG, 107 jobs)
   plan slurm   the same with ``--profile profiles/slurm``
   no-op        ``snakemake -n`` on a finished run (``--configfile`` of that run; its results
                folder must be complete): every output's time stamp and the checkpoint's
