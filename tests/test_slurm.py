@@ -159,7 +159,8 @@ def _jobs(env) -> list[dict]:
 
 def _rule(job: dict) -> str:
     m = re.search(r"rule_(\w+?)_wildcards_(\S*)", job.get("Comment", ""))
-    return m[1] if m else re.search(r"rule_(\w+)", job.get("Comment", "") + job.get("JobName", ""))[1]
+    # a rule without wildcards: the comment is just rule_<name> (kept apart from the job name)
+    return m[1] if m else re.search(r"rule_(\w+)", job.get("Comment", "") + " " + job.get("JobName", ""))[1]
 
 
 def _preempt(env, results: Path, experiment: str, done: dict, stop: threading.Event) -> None:
