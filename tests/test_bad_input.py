@@ -140,6 +140,8 @@ def _demo_config():
      "datasets.kermany: 'sourse' was unexpected"),
     (lambda c: c["papers"]["cnn_kermany"]["departures"][0].update(setting="experiments.cnn_kermany.train.validate"),
      "papers.cnn_kermany.departures[0].setting: 'experiments.cnn_kermany.train.validate' is not a key"),
+    (lambda c: c["experiments"]["cnn_pediatric"]["split"]["counts"]["test"].update(healty=3),
+     "experiments.cnn_pediatric.split.counts.test: 'healty' is not a class of the experiment"),
     (lambda c: c["studies"]["tm_TC"]["split"].update(fractions={"train": 0.72, "val": 0.14, "test": 0.14}),
      "studies.tm_TC.split.fractions: split fractions {'train': 0.72, 'val': 0.14, 'test': 0.14} are not whole"),
 ])

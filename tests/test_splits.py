@@ -137,3 +137,11 @@ def test_counts_draw_a_papers_test_composition_by_whole_patients():
     assert overlap(out).empty
     other, _ = make_split(df, fractions={"train": 1.0}, seed=4, counts={"test": {"normal": 203, "pneumonia": 313}})
     assert set(other.loc[other["split"] == "test", "image_id"]) != set(test["image_id"])  # seeded draw
+
+
+def test_counts_short_of_images_are_reported_not_invented():
+    df = pd.DataFrame([{"image_id": f"{p}", "patient_id": f"P{p}", "label": "a" if p < 5 else "b",
+                        "source_split": ""} for p in range(20)])
+    out, audit = make_split(df, fractions={"train": 1.0}, seed=0, counts={"test": {"a": 8, "b": 3}})
+    assert audit["counts_drawn"] == {"test": {"a": 5, "b": 3}}  # only 5 'a' images exist
+    assert (out.loc[out["label"] == "a", "split"] == "test").all()

@@ -119,6 +119,11 @@ def _cross_checks(cfg: dict) -> list[str]:
             if cls not in names:
                 out.append(f"experiments.{name}.subset.per_class: {cls!r} is not a class of the experiment; "
                            f"expected one of {names}")
+        for split_name, per in (e["split"].get("counts") or {}).items():
+            for cls in per:
+                if cls not in names:
+                    out.append(f"experiments.{name}.split.counts.{split_name}: {cls!r} is not a class of the "
+                               f"experiment; expected one of {names}")
         if (e["task"] == "detect") != (e["model"]["arch"] == "maskrcnn"):
             out.append(f"experiments.{name}.model.arch: {e['model']['arch']!r} with task {e['task']!r}; "
                        "task 'detect' goes with arch 'maskrcnn' and only with it")

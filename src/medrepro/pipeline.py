@@ -154,6 +154,12 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
     audit["left_out_by_class_filter"] = int(len(df) - len(known))
     audit["subset"] = subset
     audit["merged_source_splits"] = merged
+    for split_name, per in (audit.get("counts_asked") or {}).items():
+        for cls, n in per.items():
+            got = audit["counts_drawn"][split_name][cls]
+            if got < n:  # too few images (or patients that do not fit): said, and the run goes on
+                print(f"split.counts: {split_name} has {got} {cls!r} images of the {n} asked "
+                      "(not enough whole patients left)", file=sys.stderr)
     audit["configured_labels_absent"] = missing
     cols = ["image_id", "png", "label", "class", "target", "patient_id", "source_split", "split", "boxes", "mask_png",
             "width", "height"]
