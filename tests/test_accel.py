@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from medrepro import accel as accel_mod
 from medrepro.accel import Accel, DeviceError, describe, from_train, resolve, summary_rows
-from medrepro.training import TrainConfig, fit, predict_proba
+from medrepro.training import TrainConfig, deterministic_setting, fit, predict_proba
 
 from .test_maskrcnn import _coco, _experiment, rsna  # noqa: F401  (rsna: a fixture of real synthetic RSNA files)
 
@@ -91,6 +91,37 @@ def test_runtime_is_recorded():
     rows = summary_rows(GPU_LIKE)
     assert {r["layer"] for r in rows} >= {"runtime: device", "runtime: torch", "runtime: cuda", "runtime: amp"}
     assert "device=cpu" in accel_mod.log_line(GPU_LIKE)
+
+
+def test_deterministic_auto_turns_off_only_for_roi_align_models_on_a_gpu():
+    """With deterministic algorithms on, torchvision replaces its CUDA RoIAlign by a pure-torch one
+    (on an H100, Mask R-CNN at 1,024 px, batch 12: 22 s per iteration, then out of its 80 GB):
+    ``auto`` keeps them on everywhere else, and an explicit setting wins."""
+    import importlib
+    import inspect
+
+    tv_roi = importlib.import_module("torchvision.ops.roi_align")  # the module (the package exports the function)
+
+    cuda, cpu = Accel(torch.device("cuda")), Accel(torch.device("cpu"))
+    assert deterministic_setting("auto", cuda, roi_align=True) is False
+    assert deterministic_setting("auto", cpu, roi_align=True) is True
+    assert deterministic_setting("auto", cuda) is True
+    assert deterministic_setting(True, cuda, roi_align=True) is True
+    assert deterministic_setting(False, cpu) is False
+    with pytest.raises(ValueError, match="train.deterministic 'yes'"):
+        deterministic_setting("yes", cpu)
+    # the premise: torchvision's switch to the pure-torch RoIAlign (if it goes, so can this exception)
+    assert "are_deterministic_algorithms_enabled() and (input.is_cuda" in inspect.getsource(tv_roi.roi_align)
+
+
+def test_the_deterministic_setting_is_applied_and_recorded(capsys):
+    ds = _features()
+    for setting in (False, True):
+        fit(_head(), ds, ds, TrainConfig(epochs=1, batch_size=16, seed=1, deterministic=setting), progress=False,
+            accel=GPU_LIKE)
+        assert torch.are_deterministic_algorithms_enabled() is setting
+        assert torch.backends.cudnn.benchmark is (not setting)  # cuDNN autotuning only when not deterministic
+        assert f"deterministic={setting}" in capsys.readouterr().err
 
 
 def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):  # noqa: F811 - the fixture

@@ -92,7 +92,8 @@ def describe(accel: Accel) -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"device": str(d), "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": cudnn, "amp": accel.amp, "channels_last": accel.channels_last,
-            "threads": torch.get_num_threads(), "host": platform.node(),
+            "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "host": platform.node(),
             "slurm_job": os.environ.get("SLURM_JOB_ID"), "python": sys.version.split()[0],
             **{k: v for k, v in asdict(accel).items() if k in ("pin_memory", "non_blocking")}}
 

@@ -32,7 +32,7 @@ from .accel import Accel, describe, from_train, log_line
 from .annotation import decode, encode
 from .io import atomic_path
 from .preprocessing import detection_augmentation, equalize
-from .training import seed_everything
+from .training import deterministic_setting, seed_everything
 
 log = logging.getLogger(__name__)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -230,8 +230,8 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
     the CPU with it); ``data_digest`` names the training data in the resume fingerprint."""
     t, d = cfg["train"], cfg["detect"]
     size = int(cfg["model"]["input_size"][0])
-    seed_everything(t["seed"])
     accel = accel or from_train(t)
+    seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), accel, roi_align=True))
     device = accel.device
     print(log_line(accel), file=sys.stderr, flush=True)
     model = build_maskrcnn(cfg["model"]).to(device)
@@ -288,9 +288,11 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
                 torch.nn.utils.clip_grad_norm_(params, t["clip_grad_norm"])
             scaler.step(opt)
             scaler.update()
-            for key in LOSS_KEYS:
-                sums[key] += float(losses[key].detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+            for key in LOSS_KEYS:  # summed on the device: no host-GPU wait per iteration
+                sums[key] = sums[key] + losses[key].detach().double()
+            if k % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+        sums = {key: float(v) for key, v in sums.items()}
         row = {"epoch": epoch + 1, "loss": sum(sums.values()) / steps,
                **{key: v / steps for key, v in sums.items()},
                "val_loss": _val_loss(model, val_ds, accel, batch), "lr": opt.param_groups[0]["lr"],

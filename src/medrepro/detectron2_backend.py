@@ -127,11 +127,12 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
     from detectron2.solver import build_lr_scheduler, build_optimizer
     from detectron2.utils.events import EventStorage
 
-    from .training import seed_everything
+    from .accel import from_train
+    from .training import deterministic_setting, seed_everything
 
     t, d = experiment["train"], experiment["detect"]
     size = int(experiment["model"]["input_size"][0])
-    seed_everything(t["seed"])
+    seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), from_train(t), roi_align=True))
     coco = {k: json.loads((Path(annotations_dir) / f"{k}.json").read_text()) for k in ("train", "val")}
     ds = DetectionSet(coco["train"], size, d["equalization"], experiment.get("augment"), t["seed"],
                       d.get("train_classes"))

@@ -272,7 +272,8 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     cfg = TrainConfig(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
                       weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
                       class_weights=weights_c, sampling=t["sampling"], seed=t["seed"], device=t["device"],
-                      num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False))
+                      num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False),
+              deterministic=t.get("deterministic", "auto"))
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights_c}; "
           f"{'head on cached features ' + str(features) if features else 'full forward passes'}", file=sys.stderr)
     fingerprint = hashlib.sha256(json.dumps([experiment, weights, backbone_seed], sort_keys=True).encode()

@@ -45,7 +45,8 @@ def _train_config(t: dict, targets, n_classes: int, **over):
     kw = dict(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
               weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
               class_weights=w, sampling=t["sampling"], seed=t["seed"], device=t["device"],
-              num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False))
+              num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False),
+              deterministic=t.get("deterministic", "auto"))
     kw.update(over)
     return TrainConfig(**kw)
 

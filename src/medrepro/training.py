@@ -37,13 +37,28 @@ from .models import l2_penalty, regularization_loss
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; with ``deterministic``, torch's deterministic algorithms
+    (warning where an op has none) and no cuDNN autotuning; without, cuDNN picks its fastest
+    algorithms (on a GPU the switch trades bitwise repeatability for speed)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def deterministic_setting(value, accel: Accel, roi_align: bool = False) -> bool:
+    """``train.deterministic`` resolved for a step: ``auto`` is on, except on a GPU for models with
+    RoIAlign (Mask R-CNN): with deterministic algorithms on, torchvision replaces its CUDA RoIAlign
+    by a pure-torch one whose intermediate tensor (boxes x channels x bins x samples) did not fit an
+    80-GB GPU at 1,024 px, batch 12, and took 20 s per iteration (bench/gpu.py)."""
+    if value in (True, False):
+        return value
+    if value not in (None, "auto"):
+        raise ValueError(f"train.deterministic {value!r}; expected auto, true or false")
+    return not (roi_align and accel.device.type == "cuda")
 
 
 @dataclass
@@ -84,6 +99,7 @@ class TrainConfig:
     amp: bool = True
     gpus: int = 0
     allow_cpu: bool = False
+    deterministic: bool | str = "auto"
 
     def accel(self) -> Accel:
         return resolve(self.device, self.gpus, self.amp, self.allow_cpu)
@@ -152,8 +168,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     branches on the CPU with it).  With AMP, the gradient scaler's state is checkpointed
     and its scale recorded per epoch (``amp_scale``).
     """
-    seed_everything(cfg.seed)
     accel = accel or cfg.accel()
+    seed_everything(cfg.seed, deterministic_setting(cfg.deterministic, accel))
     device = accel.device
     rank, world = distributed.rank(), distributed.world_size()
     main = rank == 0
@@ -229,7 +245,10 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             loader = DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                 num_workers=workers, pin_memory=accel.pin_memory, worker_init_fn=init)
         model.train()
-        total, n, correct = 0.0, 0, 0
+        # summed on the device and read once per epoch: a read per step would make the host wait
+        # for the GPU at every batch
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        n, correct = 0, torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not (progress and main),
                    mininterval=5.0, leave=False)
         for x, y in bar:
@@ -241,10 +260,10 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            total += float(loss.detach()) * len(y)
-            correct += int(c)
+            total += loss.detach().double() * len(y)
+            correct += c
             n += len(y)
-        total, n, correct = distributed.all_sum(total, n, correct)  # every rank's shard
+        total, n, correct = distributed.all_sum(float(total), n, int(correct))  # every rank's shard
         val_loss, val_acc = evaluate_loss(model, val_loader, val_loss_fn, accel)  # the whole set, on each rank
         row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
                "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
