@@ -159,3 +159,70 @@ def test_keras_zoom_range_zooms_each_axis_independently_within_keras_range():
         assert 41 / 1.3 - 2 <= w <= 41 / 0.7 + 2 and 41 / 1.3 - 2 <= h <= 41 / 0.7 + 2
         ratios.append(w / h)
     assert np.std(ratios) > 0.05  # width and height scale independently (keep_ratio would give 1.0)
+
+
+# ----------------------------------------------------------------------------- fine-tuning depth
+def test_shipped_keras_layer_lists_are_keras_own():
+    """keras_layers.json is what keras.applications builds (include_top=False); 19 / 175 / 311 layers are
+    also TensorFlow 2 Keras' counts, and Keras' own fine-tuning example freezes InceptionV3's first 249
+    layers to train "the top 2 inception blocks": its layer 249 follows mixed8."""
+    from medrepro import keras_layers
+
+    fresh = keras_layers.generate()["backbones"]
+    assert fresh == keras_layers.load()
+    assert {b: len(v) for b, v in fresh.items()} == {"vgg16": 19, "vgg19": 22, "resnet50": 175, "inception_v3": 311}
+    assert fresh["inception_v3"][248][0] == "mixed8"
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "vgg19", "resnet50", "inception_v3"])
+def test_every_keras_layer_with_weights_maps_to_the_torch_module_of_the_same_shape(backbone):
+    from medrepro import keras_layers
+    from medrepro.models import Backbone
+
+    body = Backbone(backbone).body
+    mapped = set()
+    for name, cls, shapes in keras_layers.load()[backbone]:
+        if not shapes:
+            continue
+        mod = body.get_submodule(keras_layers.torch_module(backbone, name))
+        if cls == "Conv2D":  # Keras kernels are (h, w, in, out), torch's (out, in, h, w)
+            kh, kw, cin, cout = shapes[0]
+            assert isinstance(mod, nn.Conv2d) and tuple(mod.weight.shape) == (cout, cin, kh, kw), name
+        else:
+            assert cls == "BatchNormalization" and isinstance(mod, nn.BatchNorm2d), name
+            assert all(s == [mod.num_features] for s in shapes), name
+        mapped.add(mod)
+    # one to one: every torch conv and BatchNorm of the backbone has its Keras layer
+    assert mapped == {m for m in body.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))}
+
+
+def test_fine_tuning_counts_keras_layers_as_the_thesis():
+    """Keras' base_model.layers[:n // 2] frozen: VGG-16's second half starts at block3_conv3, ResNet-50's
+    in the middle of conv4_block1 (its shortcut and last convolution train, its first two do not)."""
+    from medrepro.models import Backbone
+
+    vgg = Backbone("vgg16")
+    n = vgg.unfreeze_last(0.5, "keras")
+    trains = [name for name, p in vgg.body.named_parameters() if p.requires_grad]
+    assert trains[0] == "features.14.weight" and not vgg.body.get_submodule("features.12").weight.requires_grad
+    assert n == sum(p.numel() for p in vgg.parameters() if p.requires_grad)
+    assert n == 3 * 3 * 256 * 256 + 256 + sum(3 * 3 * 512 * c + 512 for c in (256, 512, 512, 512, 512, 512))
+    # the torch count (leaf modules, ReLUs and poolings included) starts elsewhere
+    torch_vgg = Backbone("vgg16")
+    torch_vgg.unfreeze_last(0.5, "torch")
+    assert [n for n, p in torch_vgg.body.named_parameters() if p.requires_grad][0] != "features.14.weight"
+
+    res = Backbone("resnet50")
+    res.unfreeze_last(0.5, "keras")
+    block = res.body.get_submodule("layer3.0")
+    assert block.get_submodule("downsample.0").weight.requires_grad and block.conv3.weight.requires_grad
+    assert not block.conv1.weight.requires_grad and not block.conv2.weight.requires_grad
+    assert all(p.requires_grad for p in res.body.layer4.parameters())
+    assert not any(p.requires_grad for p in res.body.layer2.parameters())
+
+    inc = Backbone("inception_v3")
+    inc.unfreeze_last(0.5, "keras")
+    bns = [m for m in inc.body.modules() if isinstance(m, nn.BatchNorm2d) and m.bias.requires_grad]
+    assert bns and not any(m.weight.requires_grad for m in bns)  # Keras' BatchNorm here has no scale
+    assert all(p.requires_grad for n_, p in inc.body.Mixed_7c.named_parameters() if not n_.endswith("bn.weight"))
+    assert not any(p.requires_grad for p in inc.body.Mixed_5b.parameters())

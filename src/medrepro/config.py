@@ -185,6 +185,14 @@ def _cross_checks(cfg: dict) -> list[str]:
                 out.append(f"studies.{name}.backbones.{b}.head[-1].units: {units}, but output "
                            f"{st['model']['output']!r} with {n_cls} classes needs {want}")
         out += _fraction_problems(f"studies.{name}", st["split"]["fractions"])
+        if st["fine_tune"]["count_layers"] == "keras":
+            from .keras_layers import APPLICATIONS
+
+            for b in st["backbones"]:
+                if b not in APPLICATIONS:
+                    out.append(f"studies.{name}.fine_tune.count_layers: 'keras', but there is no Keras layer list "
+                               f"for backbone {b!r} (have {sorted(APPLICATIONS)}); set 'torch' to count its "
+                               "torch modules")
         if st["train"]["validate_on"] not in _made_splits(st["split"]):
             out.append(f"studies.{name}.train.validate_on: {st['train']['validate_on']!r} is not a split "
                        "this study makes")

@@ -152,6 +152,7 @@ class Backbone(nn.Module):
         if name not in BACKBONES:
             raise ModelSpecError(f"model.backbone {name!r}; expected one of {sorted(BACKBONES)}")
         node, self.dim, kw = BACKBONES[name]
+        self.name = name
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             net = getattr(torchvision.models, name)(weights=None, **kw)
@@ -189,14 +190,31 @@ class Backbone(nn.Module):
         """The backbone's leaf modules in order (Keras' ``base_model.layers``, without the input layer)."""
         return [m for m in self.body.modules() if len(list(m.children())) == 0]
 
-    def unfreeze_last(self, fraction: float = 0.5) -> int:
-        """Let the last ``fraction`` of :meth:`layers` train (BatchNorm stays in inference mode, as in
-        Keras fine-tuning of a base model called with ``training=False``); returns their parameter count."""
-        layers = self.layers()
-        start = len(layers) - int(round(len(layers) * fraction))
+    def unfreeze_last(self, fraction: float = 0.5, count: str = "keras") -> int:
+        """Let the last ``fraction`` of the backbone's layers train; returns their parameter count.
+
+        ``count: keras`` counts Keras' ``base_model.layers`` (every layer, activations, paddings,
+        poolings and merges included, in Keras' order: :mod:`medrepro.keras_layers`) and unfreezes the
+        torchvision modules of the Keras layers with weights in that part; Inception-V3's BatchNorm
+        has no scale in Keras, so its gamma (1 in the ported weights) stays fixed.  ``count: torch``
+        counts :meth:`layers`, torch's leaf modules.  BatchNorm stays in inference mode either way,
+        as in Keras fine-tuning of a base model called with ``training=False``."""
+        if count == "keras":
+            from . import keras_layers
+
+            modules = [self.body.get_submodule(keras_layers.torch_module(self.name, layer[0]))
+                       for layer in keras_layers.trainable_layers(self.name, fraction)]
+        elif count == "torch":
+            layers = self.layers()
+            modules = layers[len(layers) - int(round(len(layers) * fraction)):]
+        else:
+            raise ModelSpecError(f"fine_tune.count_layers {count!r}; expected 'keras' or 'torch'")
+        no_scale = count == "keras" and self.name in KERAS_BN_WITHOUT_SCALE
         n = 0
-        for m in layers[start:]:
-            for p in m.parameters():
+        for m in modules:
+            for pname, p in m.named_parameters():
+                if no_scale and isinstance(m, nn.BatchNorm2d) and pname == "weight":
+                    continue
                 p.requires_grad_(True)
                 n += p.numel()
         return n

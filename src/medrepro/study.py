@@ -242,7 +242,8 @@ def _write_single(out_dir, stage, spec, pred, hist, names, **extra) -> pd.DataFr
 
 def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backbone_seed: int = 0):
     """The stage-2 model on its backbone with the last ``unfreeze_fraction`` of the backbone's layers
-    trainable; returns (model, spec, parameter counts)."""
+    trainable (counted as ``fine_tune.count_layers`` says: Keras' layers or torch's leaf modules);
+    returns (model, spec, parameter counts)."""
     import torch
 
     from .models import TransferNet, build_backbone, build_head
@@ -254,10 +255,18 @@ def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backb
     head.load_state_dict(ck["state_dict"])
     model = TransferNet(backbone, head)
     before = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    unfrozen = backbone.unfreeze_last(study["fine_tune"]["unfreeze_fraction"])
+    ft = study["fine_tune"]
+    count = ft.get("count_layers", "keras")
+    unfrozen = backbone.unfreeze_last(ft["unfreeze_fraction"], count)
+    if count == "keras":
+        from .keras_layers import load
+
+        layers = len(load()[backbone.name])
+    else:
+        layers = len(backbone.layers())
     params = {"total": sum(p.numel() for p in model.parameters()), "trainable_frozen": before,
               "trainable_fine_tuning": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "backbone_unfrozen": unfrozen, "backbone_layers": len(backbone.layers())}
+              "backbone_unfrozen": unfrozen, "backbone_layers": layers, "layers_counted_as": count}
     return model, spec, params
 
 
