@@ -10,11 +10,15 @@ from pycocotools.coco import COCO
 
 from medrepro.annotation import box_to_mask, boxes_from_coco, coco_from_table, via_v1_from_table
 from medrepro.detection_metrics import (
+    SCORE_GRID,
     coco_ap,
+    mask_iou_matrix,
+    max_f1_threshold,
     paper_image_metrics,
     paper_metrics,
     rsna_image_score,
     rsna_score,
+    score_threshold_sweep,
 )
 from medrepro.preprocessing import equalize
 
@@ -150,3 +154,38 @@ def test_augmentation_keeps_image_masks_and_boxes_aligned():
     union = np.maximum(out["masks"][0], out["masks"][1]).astype(bool)
     bright = out["image"] > 100
     assert (bright & union).sum() / (bright | union).sum() > 0.95
+
+
+def test_score_threshold_sweep_equals_the_metrics_of_the_kept_detections():
+    """The sweep (IoUs computed once) against the paper's metrics recomputed from the masks of the
+    detections kept at each threshold; max_f1_threshold takes the best F1, ties to the higher score."""
+    rng = np.random.default_rng(3)
+    images = []
+    for _ in range(12):
+        true, pred, scores = [], [], []
+        for _ in range(int(rng.integers(0, 3))):
+            m = np.zeros((40, 40), np.uint8)
+            y, x = rng.integers(0, 30, 2)
+            m[y:y + 10, x:x + 10] = 1
+            true.append(m)
+            shifted = np.roll(m, int(rng.integers(-4, 5)), axis=int(rng.integers(0, 2)))  # a detection of it
+            pred.append(shifted)
+            scores.append(float(rng.uniform(0.2, 0.9)))
+        for _ in range(int(rng.integers(0, 3))):  # detections anywhere
+            m = np.zeros((40, 40), np.uint8)
+            y, x = rng.integers(0, 34, 2)
+            m[y:y + 6, x:x + 6] = 1
+            pred.append(m)
+            scores.append(float(rng.uniform(0.0, 0.6)))
+        images.append((true, pred, np.array(scores)))
+    sweep = score_threshold_sweep([(mask_iou_matrix(t, p), s) for t, p, s in images], 0.45, "no_overlap")
+    assert [r["score_threshold"] for r in sweep] == SCORE_GRID.tolist()
+    for r in sweep:
+        t = r["score_threshold"]
+        direct = paper_metrics([paper_image_metrics(tr, [m for m, sc in zip(pr, s) if sc >= t], 0.45)
+                                for tr, pr, s in images])["opacity"]
+        assert {k: r[k] for k in direct} == pytest.approx(direct), t
+    best = max(r["f1"] for r in sweep)
+    assert max_f1_threshold(sweep) == max(r["score_threshold"] for r in sweep if r["f1"] == best)
+    assert max_f1_threshold([{"score_threshold": 0.1, "f1": 0.5}, {"score_threshold": 0.3, "f1": 0.5},
+                             {"score_threshold": 0.5, "f1": 0.2}]) == 0.3

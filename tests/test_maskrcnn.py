@@ -87,16 +87,19 @@ def test_predictions_and_evaluation(rsna, tmp_path):
     layers = summary[~summary["layer"].str.startswith("runtime: ")]
     assert layers["initialisation"].str.contains("random").all()
     assert set(summary["layer"]) >= {"runtime: device", "runtime: torch"}  # what trained it
-    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json")
+    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json", out / "pred_val.json")
     res = json.loads((out / "pred.json").read_text())
+    assert {r["image_id"] for r in json.loads((out / "pred_val.json").read_text())} <= {
+        im["id"] for im in _coco(rsna, "val")["images"]}
     test = _coco(rsna, "test")
     sizes = {im["id"]: (im["height"], im["width"]) for im in test["images"]}
     for r in res:  # masks at the PNG's size, boxes in its pixels
         assert decode(r["segmentation"]).shape == sizes[r["image_id"]]
         assert 0 <= r["bbox"][0] <= sizes[r["image_id"]][1] and r["score"] >= e["model"]["detector"]["min_score"]
     m = detect_pipeline.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
-                                 out / "per_image.csv")
+                                 out / "per_image.csv", out / "pred_val.json")
     assert m["test_images"]["total"] == len(test["images"])
+    assert m["score_threshold"] == m["score_threshold_choice"]["max_f1_val"]  # the demo's rule
     assert m["run"]["train_images"] == len(_coco(rsna, "train")["images"])
 
 
@@ -107,13 +110,66 @@ def test_ground_truth_as_predictions_scores_perfectly(rsna, tmp_path):
             "score": 0.99} for a in gt["annotations"]]
     (tmp_path / "r.json").write_text(json.dumps(res))
     pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
+    (tmp_path / "v.json").write_text(json.dumps(_as_results(_coco(rsna, "val"), 0.99)))
     m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "r.json", tmp_path / "h.csv", _experiment(),
-                                 tmp_path / "m.json", tmp_path / "p.csv")
+                                 tmp_path / "m.json", tmp_path / "p.csv", tmp_path / "v.json")
     assert m["opacity"]["recall"] == 1 and m["opacity"]["precision"] == 1 and m["iou_mean"] == pytest.approx(1)
     assert m["image"]["accuracy"] == 1 and m["rsna"]["score"] == pytest.approx(1)
     assert m["coco"]["segm"]["AP"] == pytest.approx(1) and m["coco"]["bbox"]["AP"] == pytest.approx(1)
     per = pd.read_csv(tmp_path / "p.csv")
     assert set(per.loc[per["n_true"] == 0, "image_class"]) <= {"TN"}
+
+
+def _as_results(coco, score, decoys=0.0):
+    """The annotations of ``coco`` as detections of ``score``; with ``decoys``, a 4x4 detection in
+    each image's corner (touching no opacity) of that score."""
+    from medrepro.annotation import encode
+
+    res = [{"image_id": a["image_id"], "category_id": 1, "segmentation": a["segmentation"], "bbox": a["bbox"],
+            "score": score} for a in coco["annotations"]]
+    for im in coco["images"] if decoys else []:
+        m = np.zeros((im["height"], im["width"]), np.uint8)
+        m[:4, :4] = 1
+        res.append({"image_id": im["id"], "category_id": 1, "segmentation": encode(m), "bbox": [0, 0, 4, 4],
+                    "score": decoys})
+    return res
+
+
+def test_max_f1_val_threshold_is_chosen_on_validation_and_applied_to_test(rsna, tmp_path):
+    """Validation: every opacity found at score 0.2, a corner decoy in every image at 0.1, so F1 is 1
+    from 0.15 to 0.2 and the higher, 0.2, is chosen; the test detections (0.2) all count, where a
+    fixed 0.5 counts none."""
+    (tmp_path / "val.json").write_text(json.dumps(_as_results(_coco(rsna, "val"), 0.2, decoys=0.1)))
+    (tmp_path / "test.json").write_text(json.dumps(_as_results(_coco(rsna, "test"), 0.2)))
+    pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
+    e = _experiment()
+    e["detect"]["score_threshold"] = "max_f1_val"
+    m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
+                                 tmp_path / "p.csv", tmp_path / "val.json")
+    choice = m["score_threshold_choice"]
+    assert m["score_threshold"] == 0.2 and choice["rule"] == "max_f1_val" and choice["max_f1_val"] == 0.2
+    sweep = {r["score_threshold"]: r for r in choice["val_sweep"]}
+    assert sweep[0.1]["precision"] < 1 and sweep[0.15]["f1"] == 1 and sweep[0.25]["recall"] == 0
+    assert m["opacity"]["recall"] == 1 and m["rsna"]["score_threshold"] == 0.2
+    e["detect"]["score_threshold"] = 0.5  # fixed: nothing counts, and the record says what validation picks
+    m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
+                                 tmp_path / "p.csv", tmp_path / "val.json")
+    assert m["opacity"]["recall"] == 0 and m["score_threshold_choice"] == {**choice, "rule": "fixed", "value": 0.5}
+
+
+def test_max_f1_val_without_validation_opacities_is_an_error(rsna, tmp_path):
+    empty = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "opacity"}]}
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    for s in ("test", "val"):
+        (ann / f"{s}.json").write_text(json.dumps(empty if s == "val" else _coco(rsna, "test")))
+    (tmp_path / "r.json").write_text("[]")
+    pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
+    e = _experiment()
+    e["detect"]["score_threshold"] = "max_f1_val"
+    with pytest.raises(ValueError, match="validation split has no opacity"):
+        detect_pipeline.evaluate(ann, tmp_path / "r.json", tmp_path / "h.csv", e, tmp_path / "m.json",
+                                 tmp_path / "p.csv", tmp_path / "r.json")
 
 
 def test_saved_model_reloads(rsna, tmp_path):
@@ -135,13 +191,13 @@ def test_detectron2_backend_writes_the_same_formats(rsna, tmp_path):
     detect_pipeline.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv")
     hist = pd.read_csv(out / "history.csv")
     assert len(hist) == 2 and {"loss_classifier", "loss_mask", "loss_objectness"} <= set(hist.columns)
-    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json")
+    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json", out / "pred_val.json")
     res = json.loads((out / "pred.json").read_text())
     sizes = {im["id"]: (im["height"], im["width"]) for im in _coco(rsna, "test")["images"]}
     for r in res:
         assert decode(r["segmentation"]).shape == sizes[r["image_id"]] and len(r["bbox"]) == 4
     m = detect_pipeline.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
-                                 out / "p.csv")
+                                 out / "p.csv", out / "pred_val.json")
     assert m["run"]["backend"] == "detectron2"
 
 
@@ -179,7 +235,10 @@ def test_detectron2_backend_clips_the_whole_models_gradient_norm_as_the_torchvis
         return a, b
 
     a, b = grads()
-    clip_whole_model(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=1.0), 6.5).step()
+    opt = clip_whole_model(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=1.0), 6.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)  # as detectron2's hook builds (a plain
+    opt.step()  # function as `step` broke the scheduler's patching of it)
+    sched.step()
     ref_a, ref_b = grads()
     torch.nn.utils.clip_grad_norm_([ref_a, ref_b], 6.5)  # the torchvision backend's call
     assert torch.allclose(a, -ref_a.grad) and torch.allclose(b, -ref_b.grad)

@@ -65,26 +65,77 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
         Path(checkpoint).unlink(missing_ok=True)
 
 
-def predict(annotations_dir, model_path, experiment: dict, out) -> None:
-    """COCO results of the test split."""
-    coco = _load(Path(annotations_dir) / "test.json")
-    if experiment["model"]["detector"]["backend"] == "detectron2":
-        from . import detectron2_backend as be
+def predict(annotations_dir, model_path, experiment: dict, out, out_val=None) -> None:
+    """COCO results of the test split (``out``) and of the validation split (``out_val``: what a
+    score threshold is chosen on)."""
+    for split, path in (("test", out), ("val", out_val)):
+        if path is None:
+            continue
+        coco = _load(Path(annotations_dir) / f"{split}.json")
+        if experiment["model"]["detector"]["backend"] == "detectron2":
+            from . import detectron2_backend as be
 
-        results = be.predict(model_path, coco, experiment)
+            results = be.predict(model_path, coco, experiment)
+        else:
+            from .detection import load_detector, predict_coco
+
+            results = predict_coco(load_detector(model_path), coco, experiment)
+        write_json(path, results)
+
+
+def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image of ``gt``: the IoU matrix of its true masks and all its predicted masks, and their scores."""
+    from .detection_metrics import mask_iou_matrix
+
+    pred: dict[int, list] = {}
+    for r in results:
+        pred.setdefault(r["image_id"], []).append(r)
+    true: dict[int, list] = {}
+    for a in gt["annotations"]:
+        true.setdefault(a["image_id"], []).append(a)
+    out = []
+    for im in gt["images"]:
+        p = pred.get(im["id"], [])
+        iou = mask_iou_matrix([decode(a["segmentation"]) for a in true.get(im["id"], [])],
+                              [decode(r["segmentation"]) for r in p])
+        out.append((iou, np.array([r["score"] for r in p], dtype=float)))
+    return out
+
+
+def choose_score_threshold(annotations_dir, results_val, detect: dict) -> tuple[float, dict]:
+    """The score threshold ``detect.score_threshold`` names (a number, or ``max_f1_val``: the score on
+    :data:`~medrepro.detection_metrics.SCORE_GRID` maximising the paper's opacity F1 on the
+    validation split, ties to the higher score) and the record of the choice: the rule, the
+    validation sweep and what ``max_f1_val`` picks whatever the rule."""
+    from .detection_metrics import max_f1_threshold, score_threshold_sweep
+
+    rule = detect["score_threshold"]
+    sweep = []
+    if results_val is not None:
+        gt = _load(Path(annotations_dir) / "val.json")
+        sweep = score_threshold_sweep(_iou_and_scores(gt, _load(results_val)), detect["iou_threshold"],
+                                      detect["false_positive"])
+    best = max_f1_threshold(sweep) if sweep and any(r["tp"] + r["fn"] for r in sweep) else None
+    if rule == "max_f1_val":
+        if best is None:
+            raise ValueError("detect.score_threshold is 'max_f1_val', but the validation split has no opacity "
+                             "to choose it on")
+        chosen = best
     else:
-        from .detection import load_detector, predict_coco
+        chosen = float(rule)
+    return chosen, {"rule": rule if isinstance(rule, str) else "fixed", "value": chosen, "max_f1_val": best,
+                    "val_sweep": sweep}
 
-        results = predict_coco(load_detector(model_path), coco, experiment)
-    write_json(out, results)
 
-
-def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metrics_out, per_image_out) -> dict:
-    """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP."""
+def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metrics_out, per_image_out,
+             results_val=None) -> dict:
+    """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
+    the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's)."""
     gt = _load(Path(annotations_dir) / "test.json")
     results = _load(results_json)
     d = experiment["detect"]
-    kept = [r for r in results if r["score"] >= d["score_threshold"]]
+    threshold, choice = choose_score_threshold(annotations_dir, results_val, d)
+    kept = [r for r in results if r["score"] >= threshold]
     true: dict[int, list] = {}
     for a in gt["annotations"]:
         true.setdefault(a["image_id"], []).append(a)
@@ -106,7 +157,7 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     metrics = paper_metrics(per)
     s = table["rsna_score"].dropna()
     metrics["rsna"] = {"score": float(s.mean()) if len(s) else None, "images_scored": int(len(s)),
-                       "score_threshold": d["score_threshold"]}
+                       "score_threshold": threshold}
     metrics["coco"] = {"segm": coco_ap(gt, results, "segm"), "bbox": coco_ap(gt, results, "bbox")}
     hist = pd.read_csv(history_csv)
     metrics["train"] = {"epochs_run": int(len(hist)), "iterations": int(hist["iterations"].iloc[-1]),
@@ -123,11 +174,14 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
         "training_time_h": metrics["train"]["seconds"] / 3600, "mask_shape": d["mask_shape"],
         "equalization": d["equalization"]}
     metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
-    metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], d["score_threshold"]
+    metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], threshold
+    metrics["score_threshold_choice"] = choice
     metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
     write_csv(per_image_out, table)
     write_json(metrics_out, metrics)
     ious = table["image_iou"].dropna()
+    print(f"score threshold {threshold} ({choice['rule']}; max F1 on validation at {choice['max_f1_val']})",
+          file=sys.stderr)
     print(f"test: {len(table)} images; IoU {np.mean(ious) if len(ious) else float('nan'):.3f}; opacity recall "
           f"{metrics['opacity']['recall']:.3f} precision {metrics['opacity']['precision']:.3f}; image accuracy "
           f"{metrics['image']['accuracy']:.3f}; RSNA {metrics['rsna']['score']}; "

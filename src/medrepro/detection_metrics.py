@@ -55,9 +55,14 @@ def greedy_match(iou: np.ndarray) -> list[tuple[int, int, float]]:
 def paper_image_metrics(true: list[np.ndarray], pred: list[np.ndarray], threshold: float = 0.45,
                         false_positive: str = "no_overlap") -> dict:
     """Per-image quantities of the paper's metrics (see the module docstring)."""
+    return image_metrics_from_iou(mask_iou_matrix(true, pred), threshold, false_positive)
+
+
+def image_metrics_from_iou(iou: np.ndarray, threshold: float = 0.45, false_positive: str = "no_overlap") -> dict:
+    """:func:`paper_image_metrics` from the (true, predicted) mask IoU matrix of one image."""
     if false_positive not in ("no_overlap", "unmatched"):
         raise ValueError(f"false_positive must be 'no_overlap' or 'unmatched', got {false_positive!r}")
-    iou = mask_iou_matrix(true, pred)
+    true, pred = range(iou.shape[0]), range(iou.shape[1])
     pairs = greedy_match(iou)
     per_true = np.zeros(len(true))
     for t, _, v in pairs:
@@ -69,13 +74,36 @@ def paper_image_metrics(true: list[np.ndarray], pred: list[np.ndarray], threshol
         fp = int((iou.max(0) <= 0).sum()) if len(true) else len(pred)
     out = {"n_true": len(true), "n_pred": len(pred), "tp": tp, "fn": len(true) - tp,
            "fp": fp, "opacity_iou": per_true.tolist()}
-    if true:
+    if len(true):
         out["image_iou"] = float(per_true.mean())
         out["image_class"] = "TP" if out["image_iou"] > threshold else "FN"
     else:
         out["image_iou"] = None
-        out["image_class"] = "FP" if pred else "TN"
+        out["image_class"] = "FP" if len(pred) else "TN"
     return out
+
+
+SCORE_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def score_threshold_sweep(images: list[tuple[np.ndarray, np.ndarray]], iou_threshold: float = 0.45,
+                          false_positive: str = "no_overlap", grid=SCORE_GRID) -> list[dict]:
+    """The paper's opacity-level precision, recall and F1 at each detection score threshold of
+    ``grid``, over ``images``: (IoU matrix of the true masks and all predicted masks, the
+    predictions' scores) per image, so the masks are compared once."""
+    rows = []
+    for t in grid:
+        per = [image_metrics_from_iou(iou[:, np.asarray(scores) >= t], iou_threshold, false_positive)
+               for iou, scores in images]
+        m = paper_metrics(per)["opacity"]
+        rows.append({"score_threshold": float(t), **{k: m[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}})
+    return rows
+
+
+def max_f1_threshold(sweep: list[dict]) -> float:
+    """The threshold of a :func:`score_threshold_sweep` with the highest F1 (ties: the higher threshold)."""
+    best = max(sweep, key=lambda r: (r["f1"], r["score_threshold"]))
+    return best["score_threshold"]
 
 
 def paper_metrics(images: list[dict]) -> dict:

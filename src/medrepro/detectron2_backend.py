@@ -95,15 +95,18 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
 def clip_whole_model(opt: torch.optim.Optimizer, max_norm: float) -> torch.optim.Optimizer:
     """Make ``opt.step`` first clip the norm of all its parameters' gradients together, as
     ``torch.nn.utils.clip_grad_norm_`` over the whole model (detectron2's projects do the same
-    for their ``full_model`` clip type).  Under AMP the scaler unscales before ``step``."""
-    params = [p for g in opt.param_groups for p in g["params"]]
-    step = opt.step
+    for their ``full_model`` clip type: a subclass of the optimizer's class whose ``step`` clips,
+    so ``step`` stays a method, as torch's learning-rate schedulers require).  Under AMP the scaler
+    unscales before ``step``."""
+    base = type(opt)
 
-    def clipped_step(*args, **kwargs):
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return step(*args, **kwargs)
+    class FullModelClipping(base):
+        def step(self, *args, **kwargs):
+            torch.nn.utils.clip_grad_norm_([p for g in self.param_groups for p in g["params"]], max_norm)
+            return super().step(*args, **kwargs)
 
-    opt.step = clipped_step
+    FullModelClipping.__name__ = f"FullModelClipping{base.__name__}"
+    opt.__class__ = FullModelClipping
     return opt
 
 

@@ -55,7 +55,8 @@ rule predict_detector:
         unpack(detector_inputs),
         model=f"{RESULTS}/experiments/{{experiment}}/model.pt",
     output:
-        f"{RESULTS}/experiments/{{experiment}}/predictions.json",
+        test=f"{RESULTS}/experiments/{{experiment}}/predictions.json",
+        val=f"{RESULTS}/experiments/{{experiment}}/predictions_val.json",
     params:
         experiment=lambda wc: config["experiments"][wc.experiment],
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
@@ -78,6 +79,7 @@ rule evaluate_detector:
     input:
         unpack(detector_inputs),
         results=f"{RESULTS}/experiments/{{experiment}}/predictions.json",
+        results_val=f"{RESULTS}/experiments/{{experiment}}/predictions_val.json",
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
     output:
         metrics=f"{RESULTS}/experiments/{{experiment}}/metrics.json",

@@ -6,4 +6,4 @@ from medrepro import detect_pipeline, pipeline
 with pipeline.logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     detect_pipeline.predict(snakemake.params.annotations, snakemake.input.model, snakemake.params.experiment,
-                            snakemake.output[0])
+                            snakemake.output.test, snakemake.output.val)
