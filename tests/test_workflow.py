@@ -117,6 +117,15 @@ def test_tiny_config_end_to_end(tmp_path):
     assert "demo scale" in (paper / "tables" / "classification_report.md").read_text()
     report = (results / "report.md").read_text()
     assert "published vs reproduced" in report
+    # provenance: the commit that ran, the experiment's config digest, the training step's device
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    m = json.loads((results / "experiments" / "cnn_kermany" / "metrics.json").read_text())
+    assert m["provenance"]["commit"] == head and m["provenance"]["trained_on"]["device"] == "cpu"
+    assert json.loads((paper / "provenance.json").read_text())["experiments"]["cnn_kermany"] == m["provenance"]
+    assert f"medrepro commit {head[:12]}" in (paper / "tables" / "classification_report.md").read_text()
+    assert "## Provenance" in report and head[:12] in report
+    for f in (results / "experiments" / "mr_exp2" / "metrics.json", results / "studies" / "tm_TC" / "metrics.json"):
+        assert json.loads(f.read_text())["provenance"]["commit"] == head
     assert report.count("### Departures from the paper") == 5 and "ellipses inscribed in the RSNA boxes" in report
 
     # manifests for all five datasets; the split audit found no leak after dropping (transfer_kermany);

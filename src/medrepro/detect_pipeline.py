@@ -128,7 +128,7 @@ def choose_score_threshold(annotations_dir, results_val, detect: dict) -> tuple[
 
 
 def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metrics_out, per_image_out,
-             results_val=None) -> dict:
+             results_val=None, summary_csv=None) -> dict:
     """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
     the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's)."""
     gt = _load(Path(annotations_dir) / "test.json")
@@ -176,6 +176,9 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
     metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], threshold
     metrics["score_threshold_choice"] = choice
+    from .provenance import record, runtime_from_summary
+
+    metrics["provenance"] = record(experiment, runtime_from_summary(summary_csv))
     metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
     write_csv(per_image_out, table)
     write_json(metrics_out, metrics)

@@ -30,8 +30,9 @@ def apply_style(style: dict | None = None) -> dict:
     return s
 
 
-def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "") -> list[Path]:
-    """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer."""
+def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "", provenance: str = "") -> list[Path]:
+    """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer,
+    ``provenance`` in the file's metadata (PNG ``Software``, PDF and SVG ``Creator``)."""
     s = apply_style(style)
     if note:  # below everything already drawn (rotated tick labels included)
         fig.canvas.draw()
@@ -41,7 +42,8 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
     for fmt in s["formats"]:
         p = Path(stem).with_suffix(f".{fmt}")
         with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=s["dpi"])
+            key = "Software" if fmt == "png" else "Creator" if fmt in ("pdf", "svg") else None
+            fig.savefig(tmp, format=fmt, dpi=s["dpi"], metadata={key: provenance} if key and provenance else None)
         paths.append(p)
     plt.close(fig)
     return paths

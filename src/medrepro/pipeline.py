@@ -353,8 +353,11 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
     return pred
 
 
-def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out) -> dict:
+def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out, summary_csv=None) -> dict:
+    """Metrics per split, the training curve's landmarks and the provenance (the training step's
+    runtime read from ``summary_csv``, the model summary)."""
     from .evaluation import classification_metrics
+    from .provenance import record, runtime_from_summary
 
     pred = pd.read_csv(predictions_csv, dtype={"image_id": str})
     names = [c["name"] for c in experiment["classes"]]
@@ -371,5 +374,6 @@ def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out) -> dic
                     "max_val_accuracy_epoch": int(hist.loc[best_acc, "epoch"]),
                     "min_val_loss": float(hist.loc[best_loss, "val_loss"]),
                     "min_val_loss_epoch": int(hist.loc[best_loss, "epoch"])}
+    out["provenance"] = record(experiment, runtime_from_summary(summary_csv))
     write_json(metrics_out, out)
     return out

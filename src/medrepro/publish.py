@@ -45,7 +45,7 @@ from PIL import Image
 
 from .evaluation import report_table
 from .figures import confusion_matrix_figure, learning_curves_figure, save_figure
-from .io import atomic_dir, read_csv, write_text
+from .io import atomic_dir, read_csv, write_json, write_text
 from .tables import write_table
 
 
@@ -97,9 +97,11 @@ def departures_table(departures: list[dict]) -> pd.DataFrame:
 class Context:
     """What an output may read: one experiment's files, loaded on first use."""
 
-    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, all_files=None):
+    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, all_files=None,
+                 provenance: str = ""):
         self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
         self.all_files = all_files or {}
+        self.provenance = provenance
 
     def metrics(self) -> dict:
         return json.loads(Path(self.files["metrics"]).read_text())
@@ -114,10 +116,11 @@ class Context:
         return self.labels.get(name, name)
 
     def table(self, df: pd.DataFrame, name: str, caption: str) -> list[Path]:
-        return write_table(df, self.out / "tables" / name, caption=f"{self.paper}: {caption}", note=self.note)
+        return write_table(df, self.out / "tables" / name, caption=f"{self.paper}: {caption}", note=self.note,
+                           provenance=self.provenance)
 
     def figure(self, fig, name: str) -> list[Path]:
-        return save_figure(fig, self.out / "figures" / name, self.style, self.note)
+        return save_figure(fig, self.out / "figures" / name, self.style, self.note, self.provenance)
 
 
 def _classification_report(ctx: Context, o: dict):
@@ -375,7 +378,11 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
     """
     out_dir = Path(out_dir)
+    from .provenance import record, short
+
     note = scale_note(scale)
+    prov = record(paper_cfg)
+    line = short(prov)
     published = yaml.safe_load(Path(paper_cfg["published"]).read_text())
     labels = paper_cfg.get("class_labels", {})
     default_exp = paper_cfg["experiments"][0]
@@ -390,17 +397,20 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             if exp not in inputs:
                 raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
                                  f"paper's experiments {list(inputs)}")
-            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs)
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line)
             written += OUTPUTS[o["kind"]](ctx, o)
-        comps = []
+        comps, results = [], {}
         for exp in paper_cfg["experiments"]:
             metrics = json.loads(Path(inputs[exp]["metrics"]).read_text())
+            results[exp] = metrics.get("provenance")
             comp = comparison_table(metrics, published, [c for c in paper_cfg.get("compare", [])
                                                          if c.get("experiment", default_exp) == exp])
             comp.insert(0, "experiment", exp)
             comps.append(comp)
-        ctx = Context(paper, {}, labels, style, note, tmp)
+        ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
+        write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
+        written.append(tmp / "provenance.json")
         if paper_cfg.get("departures"):
             written += ctx.table(departures_table(paper_cfg["departures"]), "departures",
                                  "where this reproduction departs from the paper")
@@ -431,4 +441,39 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
             lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
         files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
         lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
+    lines += provenance_section(paper_dirs)
     write_text(out_md, "\n".join(lines))
+
+
+def provenance_section(paper_dirs: dict) -> list[str]:
+    """The report's last section: which commit, config, versions and machine made each result
+    (from each paper's ``provenance.json``); results of more than one commit are said first."""
+    from .provenance import record
+
+    rows = []
+    for name, d in paper_dirs.items():
+        f = Path(d) / "provenance.json"
+        if not f.is_file():
+            continue
+        prov = json.loads(f.read_text())
+        for exp, p in [("(tables)", prov["publish"])] + list(prov["experiments"].items()):
+            p = p or {}
+            trained = p.get("trained_on") or {}
+            rows.append({"paper": name, "result": exp, "commit": (p.get("commit") or "-")[:12],
+                         "uncommitted changes": {True: "yes", False: "no"}.get(p.get("dirty"), "-"),
+                         "config": p.get("config_sha256") or "-", "torch": (p.get("versions") or {}).get("torch", "-"),
+                         "trained on": " ".join(x for x in (trained.get("device"), trained.get("gpu")) if x
+                                                and x != "None") or "-",
+                         "threads": trained.get("threads") or p.get("threads") or "-"})
+    now = record()
+    head = ["## Provenance", "", f"Report written at commit {(now['commit'] or 'none (no git checkout)')[:12]}"
+            + (" with uncommitted changes" if now["dirty"] else "") + "; python " + now["versions"]["python"]
+            + ", " + ", ".join(f"{k} {v}" for k, v in now["versions"].items() if k != "python") + ".", ""]
+    if not rows:
+        return head
+    table = pd.DataFrame(rows)
+    commits = sorted(set(table["commit"]) - {"-"})
+    if len(commits) > 1:
+        head += [f"**The results come from {len(commits)} commits ({', '.join(commits)}): rerun to make them "
+                 "consistent.**", ""]
+    return head + [table.to_markdown(index=False), ""]

@@ -366,6 +366,9 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             "stage1": out_d["stage1"]["selected"].get("if_selected_on_" + other),
             "stage2": out_d["stage2"]["selected"].get("if_selected_on_" + other),
             "stage": k, "accuracy": out_d[f"stage{k}"]["test"]["accuracy"]}
+    from .provenance import record
+
+    out_d["provenance"] = record(study)
     write_json(out, out_d)
     return out_d
 

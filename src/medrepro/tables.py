@@ -11,11 +11,14 @@ TABLE_FORMATS = ("csv", "md", "tex")
 
 
 def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_digits: int = 3,
-                note: str = "") -> list[Path]:
+                note: str = "", provenance: str = "") -> list[Path]:
     """Write ``df`` to ``stem.csv``, ``stem.md`` and ``stem.tex``; return the paths.
 
     ``note`` (e.g. "synthetic demo data, 10 epochs") is printed under the
-    Markdown table and in the LaTeX caption, so no table leaves without it.
+    Markdown table and in the LaTeX caption, so no table leaves without it;
+    ``provenance`` (commit, config digest, versions: :func:`medrepro.provenance.short`) goes
+    under the Markdown table and in a comment line of the LaTeX file (the CSV's is the
+    ``provenance.json`` beside it).
     """
     stem = Path(stem)
     paths = [stem.with_suffix(f".{ext}") for ext in TABLE_FORMATS]
@@ -32,8 +35,10 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
         index=False, disable_numparse=True, colalign=align) + "\n"
     if note:
         md += f"\n_{note}_\n"
+    if provenance:
+        md += f"\n<sub>{provenance}</sub>\n"
     write_text(paths[1], md)
     full_caption = caption + (f" ({note})" if note else "")
     tex = shown.to_latex(index=False, caption=full_caption or None, label=f"tab:{stem.name}", escape=True)
-    write_text(paths[2], tex)
+    write_text(paths[2], (f"% {provenance}\n" if provenance else "") + tex)
     return paths

@@ -54,6 +54,7 @@ rule evaluate:
     input:
         predictions=f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
+        summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
     output:
         f"{RESULTS}/experiments/{{experiment}}/metrics.json",
     params:

@@ -81,6 +81,7 @@ rule evaluate_detector:
         results=f"{RESULTS}/experiments/{{experiment}}/predictions.json",
         results_val=f"{RESULTS}/experiments/{{experiment}}/predictions_val.json",
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
+        summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
     output:
         metrics=f"{RESULTS}/experiments/{{experiment}}/metrics.json",
         per_image=f"{RESULTS}/experiments/{{experiment}}/per_image.csv",
