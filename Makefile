@@ -42,7 +42,7 @@ test-slurm: $(BIN)/.medrepro-installed
 	$(BIN)/python -m pytest -m slurm -p no:cacheprovider
 
 bench: $(BIN)/.medrepro-installed
-	$(BIN)/python bench/dicom_to_png.py
+	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/maskrcnn.py
 	$(BIN)/python bench/dag.py

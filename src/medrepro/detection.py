@@ -221,6 +221,23 @@ def _to(accel: Accel, imgs, tgts=None):
     return imgs, [{k: v.to(accel.device, non_blocking=accel.non_blocking) for k, v in t.items()} for t in tgts]
 
 
+def train_step(model, opt, scaler, accel: Accel, imgs, tgts, clip: float | None = None, params=None) -> dict:
+    """One training iteration: forward under autocast, scaled backward, whole-model gradient-norm
+    clipping (unscaled first), optimizer and scaler steps; returns the loss terms (on the device)."""
+    with accel.autocast():
+        losses = model(*_to(accel, imgs, tgts))
+    loss = sum(losses.values())
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    if clip:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params if params is not None else
+                                       [p for g in opt.param_groups for p in g["params"]], clip)
+    scaler.step(opt)
+    scaler.update()
+    return losses
+
+
 def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, history_out, checkpoint=None,
                    weights: str | None = None, stop_after: int | None = None, accel: Accel | None = None,
                    data_digest: str = "") -> tuple[nn.Module, pd.DataFrame, str]:
@@ -278,16 +295,8 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
             for g in opt.param_groups:
                 g["lr"] = t["lr"] * min(1.0, (it + 1) / warmup) if warmup else t["lr"]
             imgs, tgts = collate([train_ds[i] for i in idx])
-            with accel.autocast():
-                losses = model(*_to(accel, imgs, tgts))
+            losses = train_step(model, opt, scaler, accel, imgs, tgts, t["clip_grad_norm"], params)
             loss = sum(losses.values())
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            if t["clip_grad_norm"]:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, t["clip_grad_norm"])
-            scaler.step(opt)
-            scaler.update()
             for key in LOSS_KEYS:  # summed on the device: no host-GPU wait per iteration
                 sums[key] = sums[key] + losses[key].detach().double()
             if k % 20 == 0:

@@ -197,13 +197,22 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
                                           "params": params, "trainable": trainable, "initialisation": note}]))
 
 
-def predict(model_path, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+def load(model_path):
+    """A trained detectron2 model (inference mode) from the file :func:`train` wrote."""
     from detectron2.modeling import build_model
 
     ck = torch.load(model_path, map_location="cpu", weights_only=False)
-    cfg = config(ck["experiment"])
-    model = build_model(cfg)
+    model = build_model(config(ck["experiment"]))
     model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+def predict(model_path, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+    return predict_with(load(model_path), coco, experiment, batch)
+
+
+def predict_with(model, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+    """COCO results of ``model`` (a detectron2 GeneralizedRCNN in inference mode) on ``coco``'s images."""
     model.eval()
     size = int(experiment["model"]["input_size"][0])
     ds = DetectionSet(coco, size, experiment["detect"]["equalization"])
