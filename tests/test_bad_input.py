@@ -166,6 +166,13 @@ def test_shipped_configs_are_valid():
     assert full["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
     full_model, demo_model = full["experiments"]["cnn_kermany"]["model"], demo["experiments"]["cnn_kermany"]["model"]
     assert full_model["layers"] == demo_model["layers"]
+    # the demo's heads normalise their random-init features; the papers' heads (full.yaml) do not
+    heads = {**{n: e["model"].get("head") or [] for n, e in full["experiments"].items()},
+             **{f"{n}.{b}": v["head"] for n, st in full["studies"].items() for b, v in st["backbones"].items()}}
+    assert not [n for n, h in heads.items() if any(layer["type"] == "normalization" for layer in h)]
+    demo_head = demo["experiments"]["tk_resnet50"]["model"]["head"]
+    assert demo_head[0] == {"type": "normalization"}
+    assert full["experiments"]["tk_resnet50"]["model"]["head"] == demo_head[1:]
 
 
 def test_smoke_config_changes_only_counts_epochs_and_iterations():

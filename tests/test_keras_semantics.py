@@ -61,6 +61,12 @@ def test_val_loss_is_unweighted_data_loss_plus_l2_penalty_whatever_the_batch_siz
     table = prediction_table(range(len(va)), va.tensors[1].numpy(), proba, ["a", "b"], "val",
                              l2_penalty=l2_penalty(model))
     m = classification_metrics(table, ["a", "b"])
+    # the chance level the report sets beside accuracy: scikit-learn's most-frequent-class predictor
+    from sklearn.dummy import DummyClassifier
+
+    y = va.tensors[1].numpy()
+    assert m["majority_rate"] == pytest.approx(DummyClassifier(strategy="most_frequent").fit(y[:, None], y).score(
+        y[:, None], y)) and 0.5 < m["majority_rate"] < 1
     assert m["loss"] == pytest.approx(hist["val_loss"].iloc[-1], rel=1e-5)
     assert m["loss"] - m["data_loss"] == pytest.approx(m["l2_penalty"]) and m["l2_penalty"] > 0.01
 
@@ -226,3 +232,41 @@ def test_fine_tuning_counts_keras_layers_as_the_thesis():
     assert bns and not any(m.weight.requires_grad for m in bns)  # Keras' BatchNorm here has no scale
     assert all(p.requires_grad for n_, p in inc.body.Mixed_7c.named_parameters() if not n_.endswith("bn.weight"))
     assert not any(p.requires_grad for p in inc.body.Mixed_5b.parameters())
+
+
+def test_normalization_layer_adapts_to_the_training_features_as_keras_adapt_does(tmp_path):
+    """A ``normalization`` head layer is Keras' Normalization: ``fit`` adapts it to the training
+    inputs it receives (not the validation ones), its output matches keras' after ``adapt`` on the
+    same rows, and a resumed or reloaded model keeps the statistics instead of re-adapting."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(90, 6, generator=g) * torch.tensor([0.01, 1, 5, 100, 1e4, 3]) + torch.tensor([0, 2, -7, 50, 1e5, 0])
+    y = (x[:, 1] > 2).long()
+    train, val = TensorDataset(x[:60], y[:60]), TensorDataset(x[60:] + 1000, y[60:])
+    torch.manual_seed(0)
+    model = build_sequential([{"type": "normalization"}, {"type": "dense", "units": 2}], (6,))
+    norm = model[0]
+    assert not bool(norm.adapted)
+    model, _ = fit(model, train, val, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=1), progress=False,
+                   checkpoint=tmp_path / "ck.pt", fingerprint="f")
+    assert bool(norm.adapted)
+    ref = keras.layers.Normalization()
+    ref.adapt(x[:60].double().numpy())
+    np.testing.assert_allclose(norm.mean.numpy(), np.asarray(ref.mean).ravel(), rtol=1e-5)
+    np.testing.assert_allclose(norm.variance.numpy(), np.asarray(ref.variance).ravel(), rtol=1e-4)
+    probe = x[60:70].numpy()
+    with torch.no_grad():
+        ours = norm(torch.from_numpy(probe)).numpy()
+    np.testing.assert_allclose(ours, np.asarray(ref(probe.astype("float64"))), rtol=1e-4, atol=1e-4)
+    # a later fit (resume, or stage 4 continuing a trained head) keeps the adapted statistics
+    before = norm.mean.clone()
+    shifted = TensorDataset(x[:60] * 3 + 7, y[:60])
+    fit(model, shifted, val, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=1), progress=False)
+    assert torch.equal(norm.mean, before)
+    fresh = build_sequential([{"type": "normalization"}, {"type": "dense", "units": 2}], (6,))
+    fresh.load_state_dict(model.state_dict())
+    assert bool(fresh[0].adapted) and torch.equal(fresh[0].variance, norm.variance)

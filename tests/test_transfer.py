@@ -23,6 +23,8 @@ def _experiment(backbone="resnet50", size=32, l2=None):
     cfg = validate_config(cfg, REPO / "config" / "schema.yaml")
     e = copy.deepcopy(cfg["experiments"]["tk_resnet50"])
     e["model"].update(backbone=backbone, input_size=[size, size])
+    # the paper's head (as in full.yaml): without the demo's normalization layer
+    e["model"]["head"] = [layer for layer in e["model"]["head"] if layer["type"] != "normalization"]
     if l2:
         e["model"]["head"][0]["l2"] = l2
     e["train"].update(epochs=3, early_stopping=None)

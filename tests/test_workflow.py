@@ -127,6 +127,14 @@ def test_tiny_config_end_to_end(tmp_path):
     for f in (results / "experiments" / "mr_exp2" / "metrics.json", results / "studies" / "tm_TC" / "metrics.json"):
         assert json.loads(f.read_text())["provenance"]["commit"] == head
     assert report.count("### Departures from the paper") == 5 and "ellipses inscribed in the RSNA boxes" in report
+    # the learning check: each paper's headline metrics beside the majority rate of the same test set
+    assert report.count("### Learning check: headline metrics against chance") == 5
+    head_ck = pd.read_csv(paper / "tables" / "headline.csv").iloc[0]
+    assert head_ck["reproduced"] == pytest.approx((test["target"] == test["pred"]).mean())
+    assert head_ck["chance"] == pytest.approx(test["target"].value_counts().max() / len(test))
+    assert head_ck["above chance"] == ("yes" if head_ck["reproduced"] > head_ck["chance"] else "no")
+    tk_head = pd.read_csv(results / "papers" / "transfer_kermany" / "tables" / "headline.csv")
+    assert len(tk_head) == 6 and (tk_head["margin"] == tk_head["reproduced"] - tk_head["chance"]).all()
 
     # manifests for all five datasets; the split audit found no leak after dropping (transfer_kermany);
     # cnn_kermany keeps the official folders as the paper did and reports their shared patients

@@ -124,7 +124,9 @@ def paper_metrics(images: list[dict]) -> dict:
         "iou_std": float(ious.std(ddof=0)) if ious.size else None,  # eq. 5: population standard deviation
         "opacity": {"tp": tp, "fp": fp, "fn": fn, "precision": op, "recall": orr, "f1": of1},
         "image": {**{k.lower(): v for k, v in c.items()}, "precision": ip, "recall": ir, "f1": if1,
-                  "accuracy": (c["TP"] + c["TN"]) / len(cls) if cls else 0.0},
+                  "accuracy": (c["TP"] + c["TN"]) / len(cls) if cls else 0.0,
+                  # the accuracy of calling every image by the more frequent truth (opacity or none)
+                  "majority_rate": max(c["TP"] + c["FN"], c["FP"] + c["TN"]) / len(cls) if cls else 0.0},
     }
 
 

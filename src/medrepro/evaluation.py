@@ -29,7 +29,8 @@ def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], sp
 
 def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
     """Per-class precision/recall/F1/support, accuracy, confusion matrix, and (binary) AUC,
-    sensitivity and specificity, all computed with scikit-learn."""
+    sensitivity and specificity, all computed with scikit-learn; ``majority_rate`` is the accuracy
+    of always predicting this set's most frequent class (the chance level accuracy must beat)."""
     y, yhat = pred["target"].to_numpy(), pred["pred"].to_numpy()
     labels = list(range(len(class_names)))
     rep = classification_report(y, yhat, labels=labels, target_names=class_names, output_dict=True, zero_division=0)
@@ -37,6 +38,8 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
     out = {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, yhat)),
+        "majority_rate": float(np.bincount(y.astype(int), minlength=len(labels)).max() / len(y)) if len(y)
+        else float("nan"),
         "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")}
                       for c in class_names},
         "macro_avg": {k: float(rep["macro avg"][k]) for k in ("precision", "recall", "f1-score")},

@@ -42,7 +42,34 @@ from .backbones import (
 ACTIVATIONS = {"none": None, "linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
                "softmax": lambda: nn.Softmax(dim=1)}
 KERAS_BN_MOMENTUM, KERAS_BN_EPS = 0.99, 1e-3  # keras.layers.BatchNormalization's defaults
-LAYER_TYPES = ("conv", "maxpool", "avgpool", "global_avg_pool", "flatten", "dense", "dropout", "batchnorm")
+LAYER_TYPES = ("conv", "maxpool", "avgpool", "global_avg_pool", "flatten", "dense", "dropout", "batchnorm",
+               "normalization")
+
+
+class Normalization(nn.Module):
+    """Keras' ``layers.Normalization`` on feature vectors: ``(x - mean) / max(sqrt(var), 1e-7)``, per
+    feature, with the mean and (population) variance taken from data by :meth:`adapt` (Keras'
+    ``adapt``), then fixed: no weights, nothing learnt by gradient.  :func:`medrepro.training.fit`
+    adapts every not-yet-adapted layer to its training inputs before the first epoch; the
+    statistics travel in the state dict, so a resumed or reloaded model keeps them."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features))
+        self.register_buffer("variance", torch.ones(features))
+        self.register_buffer("adapted", torch.zeros((), dtype=torch.bool))
+
+    def adapt(self, total: torch.Tensor, total_sq: torch.Tensor, count: int) -> None:
+        """Set the statistics from per-feature sums of x and x**2 (float64) over ``count`` rows."""
+        if count < 1:
+            raise ValueError("normalization layer: no training rows to adapt to")
+        mean = total / count
+        self.mean.copy_(mean.to(self.mean.dtype))
+        self.variance.copy_((total_sq / count - mean**2).clamp_min(0).to(self.variance.dtype))
+        self.adapted.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.variance.sqrt().clamp_min(1e-7)
 
 
 
@@ -97,6 +124,10 @@ def build_sequential(layers: list[dict], input_shape: tuple[int, ...], init: str
             bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
             mods.append(bn(shape[0], eps=float(spec.get("epsilon", KERAS_BN_EPS)),
                            momentum=1.0 - float(spec.get("momentum", KERAS_BN_MOMENTUM))))
+        elif kind == "normalization":
+            if len(shape) != 1:
+                raise ModelSpecError(f"{where}: normalization needs a flat input (feature vectors)")
+            mods.append(Normalization(shape[0]))
         try:
             with torch.no_grad():
                 probe = nn.Sequential(*mods)
@@ -286,6 +317,8 @@ def keras_parameter_count(model: nn.Module, backbone: str | None = None) -> int:
             n += 2 * m.num_features  # moving mean and variance
             if backbone in KERAS_BN_WITHOUT_SCALE and m.weight is not None:
                 n -= m.num_features
+        elif isinstance(m, Normalization):
+            n += 2 * m.mean.numel() + 1  # Keras' mean, variance and count weights
         elif isinstance(m, nn.Conv2d) and m.bias is None and backbone in KERAS_CONV_BIAS:
             n += m.out_channels
     return n

@@ -80,6 +80,23 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict]) -> pd.
     return pd.DataFrame(rows, columns=["metric", "published", "reproduced", "difference"])
 
 
+def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
+    """One row per headline metric: its value, the chance level it must beat (both read from the
+    experiment's metrics.json), the margin, and whether it is above chance."""
+    rows = []
+    for h in headline:
+        m = metrics_by_exp[h["experiment"]]
+        rep, chance = lookup(m, h["reproduced"]), lookup(m, h["chance"])
+        for key, v in (("reproduced", rep), ("chance", chance)):
+            if not isinstance(v, (int, float)):
+                raise ValueError(f"headline {h['metric']!r} of {h['experiment']}: {h[key]!r} is not a number in "
+                                 f"its metrics.json (got {v!r})")
+        rows.append({"experiment": h["experiment"], "metric": h["metric"], "reproduced": float(rep),
+                     "chance": float(chance), "margin": float(rep) - float(chance),
+                     "above chance": "yes" if rep > chance else "no"})
+    return pd.DataFrame(rows, columns=["experiment", "metric", "reproduced", "chance", "margin", "above chance"])
+
+
 def departures_table(departures: list[dict]) -> pd.DataFrame:
     """One row per departure: what the paper did, what this run does (with the deciding setting
     and its value), why, and which numbers it touches."""
@@ -409,6 +426,15 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
+        if paper_cfg.get("headline"):
+            for h in paper_cfg["headline"]:
+                if h["experiment"] not in inputs:
+                    raise ValueError(f"papers.{paper}.headline {h['metric']!r}: experiment {h['experiment']!r} is not "
+                                     f"one of the paper's experiments {list(inputs)}")
+            metrics_by_exp = {e: json.loads(Path(inputs[e]["metrics"]).read_text())
+                              for e in {h["experiment"] for h in paper_cfg["headline"]}}
+            written += ctx.table(headline_table(metrics_by_exp, paper_cfg["headline"]), "headline",
+                                 "headline metrics against chance (the most frequent class of the same test set)")
         write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
         written.append(tmp / "provenance.json")
         if paper_cfg.get("departures"):
@@ -431,6 +457,14 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
         comp = d / "tables" / "comparison.md"
         if comp.is_file():
             lines += [comp.read_text(), ""]
+        head = d / "tables" / "headline.csv"
+        if head.is_file():
+            h = pd.read_csv(head)
+            below = h[h["above chance"] != "yes"]
+            lines += ["### Learning check: headline metrics against chance", "",
+                      (f"**{len(below)} of {len(h)} at or below chance: " + ", ".join(
+                          f"{r.experiment} ({r.metric})" for r in below.itertuples()) + ".**" if len(below)
+                       else f"All {len(h)} above chance."), "", (d / "tables" / "headline.md").read_text(), ""]
         dep = d / "tables" / "departures.md"
         if dep.is_file():
             lines += ["### Departures from the paper", "", dep.read_text(), ""]

@@ -57,7 +57,7 @@ def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
     correct = int((pred["target"] == pred["pred"]).sum())
     return {"accuracy": m["accuracy"], "precision": m["macro_avg"]["precision"], "recall": m["macro_avg"]["recall"],
             "f1": m["macro_avg"]["f1-score"], "loss": m["loss"], "correct": correct,
-            "incorrect": int(len(pred) - correct), "total": int(len(pred)),
+            "incorrect": int(len(pred) - correct), "total": int(len(pred)), "majority_rate": m["majority_rate"],
             "per_class": {c: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"]}
                           for c, v in m["per_class"].items()},
             "confusion_matrix": m["confusion_matrix"]}

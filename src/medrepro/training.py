@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import distributed
 from .accel import Accel, log_line, resolve
 from .io import atomic_path
-from .models import l2_penalty, regularization_loss
+from .models import Normalization, l2_penalty, regularization_loss
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,10 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         if ck.get("stopped"):
             start, stop = cfg.epochs, True
 
+    if hasattr(train_ds, "set_epoch_seed"):  # augmented inputs: drawn from a seed of their own
+        train_ds.set_epoch_seed(cfg.seed * 100003 - 1)
+    adapt_normalization(model, train_ds, cfg.batch_size, accel, workers)
+
     for epoch in range(start, cfg.epochs):
         epoch_seed = cfg.seed * 100003 + epoch
         torch.manual_seed(epoch_seed)
@@ -295,6 +299,38 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     if stop and stopper.restore_best_weights and best_state is not None:  # Keras 2 restores them only
         model.load_state_dict(best_state)  # when it stops early; a run to the last epoch keeps its weights
     return model, pd.DataFrame(history)
+
+
+def adapt_normalization(model: nn.Module, dataset, batch_size: int, accel: Accel, workers: int = 0) -> int:
+    """Adapt ``model``'s not-yet-adapted :class:`~medrepro.models.Normalization` layers to the inputs
+    they receive from ``dataset`` (in order, the model in inference mode), as Keras' ``adapt`` does
+    before training.  Every rank sees the whole dataset, so the statistics agree. Returns how many
+    layers were adapted (0 when none or all already were, e.g. after a resume)."""
+    layers = [m for m in model.modules() if isinstance(m, Normalization) and not bool(m.adapted)]
+    if not layers:
+        return 0
+    sums = {id(m): [0.0, 0.0, 0] for m in layers}
+
+    def hook(mod, args):
+        x = args[0].detach().double().flatten(1)
+        s = sums[id(mod)]
+        s[0], s[1], s[2] = s[0] + x.sum(0), s[1] + (x * x).sum(0), s[2] + x.shape[0]
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers):
+                model(accel.batch(x))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    for m in layers:
+        m.adapt(*sums[id(m)])
+    log.info("adapted %d normalization layer(s) to %d training rows", len(layers), sums[id(layers[0])][2])
+    return len(layers)
 
 
 def resample_indices(targets, mode: str, seed: int) -> list[int]:

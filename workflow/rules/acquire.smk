@@ -11,6 +11,7 @@ rule synthesize:
         synthetic=lambda wc: config["datasets"][wc.dataset]["synthetic"],
         seed=config["seed"],
     threads: config["threads"]
+    priority: detector_chain
     log:
         f"{RESULTS}/logs/synthesize/{{dataset}}.log",
     benchmark:
@@ -32,6 +33,7 @@ rule download:
     params:
         spec=lambda wc: config["datasets"][wc.dataset]["download"],
     localrule: True
+    priority: detector_chain
     log:
         f"{RESULTS}/logs/download/{{dataset}}.log",
     benchmark:

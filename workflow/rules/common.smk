@@ -139,6 +139,15 @@ def features_inputs(wildcards):
 
 DETECT = [n for n, e in config["experiments"].items() if e["task"] == "detect"]
 CLASSIFY = [n for n, e in config["experiments"].items() if e["task"] == "classify"]
+DETECT_DATASETS = {config["experiments"][n]["dataset"] for n in DETECT}
+
+
+def detector_chain(wildcards):
+    """Priority 10 for the jobs that lead to a Mask R-CNN training (its dataset's acquisition,
+    manifest and conversion, its split and annotations), 0 otherwise: the detectors are the
+    longest chain, so the scheduler starts their data first instead of after everything else."""
+    w = dict(wildcards.items())
+    return 10 if w.get("experiment") in DETECT or w.get("dataset") in DETECT_DATASETS else 0
 STAGE_FILES = ["stage1/runs.csv", "stage1/history.csv", "stage2/runs.csv", "stage2/history.csv",
                "stage2/predictions.csv", "stage3/runs.csv", "stage3/history.csv", "stage3/predictions.csv",
                "stage4/runs.csv", "stage4/history.csv", "stage4/predictions.csv", "stage4/parameters.json"]

@@ -11,6 +11,7 @@ rule convert:
     params:
         convert=lambda wc: config["datasets"][wc.dataset]["convert"],
     threads: config["threads"]
+    priority: detector_chain
     log:
         f"{RESULTS}/logs/convert/{{dataset}}.log",
     benchmark:

@@ -13,6 +13,7 @@ rule annotate:
         out_dir=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     wildcard_constraints:
         experiment=one_of(DETECT),
+    priority: detector_chain
     log:
         f"{RESULTS}/logs/annotate/{{experiment}}.log",
     benchmark:

@@ -8,6 +8,7 @@ rule ingest:
         manifest=f"{RESULTS}/manifests/{{dataset}}.csv",
         rejected=f"{RESULTS}/manifests/{{dataset}}.rejected.csv",
     threads: config["threads"]
+    priority: detector_chain
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
     benchmark:

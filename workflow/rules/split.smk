@@ -9,6 +9,7 @@ rule split:
         audit=f"{RESULTS}/experiments/{{experiment}}/split_audit.json",
     params:
         experiment=lambda wc: split_params(config["experiments"][wc.experiment]),
+    priority: detector_chain
     log:
         f"{RESULTS}/logs/split/{{experiment}}.log",
     benchmark:
