@@ -45,6 +45,9 @@ def test_tables_three_formats(tmp_path):
     assert "| a_b     |       0.500 |" in md and "_demo scale_" in md
     tex = paths[2].read_text()
     assert "\\begin{tabular}" in tex and "a\\_b" in tex and "Caption (demo scale)" in tex
+    # captions name papers and experiments (transfer_kermany, tk_resnet50_l2): escaped for LaTeX too
+    tex = write_table(df, tmp_path / "u", caption="transfer_kermany: 5% & more")[2].read_text()
+    assert "\\caption{transfer\\_kermany: 5\\% \\& more}" in tex
 
 
 def test_download_checks_md5_and_unpacks(http_root, tmp_path):

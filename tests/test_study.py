@@ -136,6 +136,8 @@ def test_four_stages_select_and_summarize(tc):
     test = pred2[pred2["split"] == "test"]
     assert m["stage2"]["test"]["accuracy"] == pytest.approx((test["target"] == test["pred"]).mean())
     assert m["best"]["stage"] in (2, 3, 4)
+    # the chance level the report's learning check sets beside it: the test set's most frequent class
+    assert m["best"]["majority_rate"] == pytest.approx(test["target"].value_counts().max() / len(test))
     alt = m["best"]["if_selected_on_test"]
     k = max((2, 3, 4), key=lambda k: (m[f"stage{k}"]["test"]["accuracy"], -k))
     assert alt["stage"] == k and alt["accuracy"] == m[f"stage{k}"]["test"]["accuracy"]

@@ -356,7 +356,8 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
     sel2 = out_d["stage2"]["selected"]
     out_d["best"] = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
                      "augmentation": best_k == 3, "fine_tuning": best_k == 4, "stage": best_k,
-                     "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}"}
+                     "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}",
+                     "majority_rate": out_d[f"stage{best_k}"]["test"]["majority_rate"]}
     other = "test" if s == "val" else "val"
     if all(other in out_d[f"stage{k}"] for k in (2, 3, 4) if f"stage{k}" in out_d):
         # the other split's choices: stage 1 and 2 among the runs made (later stages were only run on the

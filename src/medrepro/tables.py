@@ -10,6 +10,15 @@ from .io import write_csv, write_text
 TABLE_FORMATS = ("csv", "md", "tex")
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (pandas escapes the cells, not the caption)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
 def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_digits: int = 3,
                 note: str = "", provenance: str = "") -> list[Path]:
     """Write ``df`` to ``stem.csv``, ``stem.md`` and ``stem.tex``; return the paths.
@@ -38,7 +47,7 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
     if provenance:
         md += f"\n<sub>{provenance}</sub>\n"
     write_text(paths[1], md)
-    full_caption = caption + (f" ({note})" if note else "")
+    full_caption = latex_escape(caption + (f" ({note})" if note else ""))
     tex = shown.to_latex(index=False, caption=full_caption or None, label=f"tab:{stem.name}", escape=True)
     write_text(paths[2], (f"% {provenance}\n" if provenance else "") + tex)
     return paths
