@@ -239,3 +239,30 @@ def test_every_numbered_table_and_figure_is_produced_or_said_not_to_be():
         for k in keys:
             stem = k.split("_to_")[0]  # fig5_1_to_5_3: fig5_1, fig5_2, fig5_3
             assert k in covered or k in skipped or any(n.startswith(stem) for n in names), (paper, k)
+
+
+def test_a_comparison_or_headline_path_that_names_nothing_is_an_error_not_a_blank_cell():
+    from medrepro.publish import MissingPath, comparison_table, headline_table
+
+    metrics = {"test": {"accuracy": 0.8, "auc": None, "majority_rate": 0.6}}
+    published = {"reported": {"test_accuracy": 0.9, "auc": 0.95}}
+    ok = comparison_table(metrics, published, [
+        {"metric": "acc", "reproduced": "test.accuracy", "published": "reported.test_accuracy"},
+        {"metric": "auc", "reproduced": "test.auc", "published": "reported.auc"}])  # present but empty: blank
+    assert ok["reproduced"].tolist()[0] == 0.8 and pd.isna(ok["reproduced"].tolist()[1])
+    with pytest.raises(MissingPath) as e:
+        comparison_table(metrics, published, [{"metric": "test accuracy", "reproduced": "test.acuracy",
+                                               "published": "reported.test_accuracy", "experiment": "cnn_kermany"}],
+                         where="papers.cnn_kermany.compare")
+    assert "papers.cnn_kermany.compare 'test accuracy': reproduced (metrics.json of cnn_kermany)" in str(e.value)
+    assert "'test.acuracy' does not exist (no 'acuracy' after test; there: ['accuracy', 'auc', 'majority_rate'])" \
+        in str(e.value)
+    with pytest.raises(MissingPath, match="published \\(the paper's YAML\\): 'reported.test_acc' does not exist"):
+        comparison_table(metrics, published, [{"metric": "m", "reproduced": "test.accuracy",
+                                               "published": "reported.test_acc"}])
+    with pytest.raises(MissingPath, match="headline 'acc' of e1: 'test.chance' does not exist"):
+        headline_table({"e1": metrics}, [{"experiment": "e1", "metric": "acc", "reproduced": "test.accuracy",
+                                          "chance": "test.chance"}])
+    h = headline_table({"e1": metrics}, [{"experiment": "e1", "metric": "acc", "reproduced": "test.accuracy",
+                                          "chance": "test.majority_rate"}])
+    assert h.iloc[0]["margin"] == pytest.approx(0.2) and h.iloc[0]["above chance"] == "yes"

@@ -57,8 +57,8 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
         out.update(tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp))
         out["sensitivity"] = float(tp / (tp + fn)) if tp + fn else float("nan")
         out["specificity"] = float(tn / (tn + fp)) if tn + fp else float("nan")
-        if len(np.unique(y)) == 2:
-            out["auc"] = float(roc_auc_score(y, pred[f"prob_{class_names[1]}"]))
+        # undefined with one class in the set: present but empty, so a comparison row naming it stays valid
+        out["auc"] = float(roc_auc_score(y, pred[f"prob_{class_names[1]}"])) if len(np.unique(y)) == 2 else None
     return out
 
 

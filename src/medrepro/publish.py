@@ -69,10 +69,36 @@ def lookup(tree, dotted: str):
     return cur
 
 
-def comparison_table(metrics: dict, published: dict, compare: list[dict]) -> pd.DataFrame:
+class MissingPath(ValueError):
+    """A dotted path of the config that names nothing in the file it points into."""
+
+
+def lookup_strict(tree, dotted: str, where: str):
+    """:func:`lookup`, but a path that does not exist (a typo, a metric never computed) is an error
+    naming ``where``, the path, the first missing part and the keys that were there."""
+    cur = tree
+    for i, part in enumerate(dotted.split(".")):
+        if isinstance(cur, dict) and (part in cur or (part.isdigit() and int(part) in cur)):
+            cur = cur[part] if part in cur else cur[int(part)]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            have = sorted(map(str, cur)) if isinstance(cur, dict) else type(cur).__name__
+            raise MissingPath(f"{where}: {dotted!r} does not exist (no {part!r} after "
+                              f"{'.'.join(dotted.split('.')[:i]) or 'the top level'}; there: {have})")
+    return cur
+
+
+def comparison_table(metrics: dict, published: dict, compare: list[dict], where: str = "compare") -> pd.DataFrame:
+    """Published beside reproduced, a row per ``compare`` entry.  A path that names nothing (in the
+    metrics or in the published YAML) is a :class:`MissingPath` error, never a blank cell; a value
+    that exists but is empty (no detections, say) stays blank."""
     rows = []
     for c in compare:
-        rep, pub = lookup(metrics, c["reproduced"]), lookup(published, c["published"])
+        label = f"{where} {c['metric']!r}"
+        rep = lookup_strict(metrics, c["reproduced"],
+                            f"{label}: reproduced (metrics.json of {c.get('experiment', 'its experiment')})")
+        pub = lookup_strict(published, c["published"], f"{label}: published (the paper's YAML)")
         rep = float(rep) if isinstance(rep, (int, float)) else None
         pub = float(pub) if isinstance(pub, (int, float)) else None
         rows.append({"metric": c["metric"], "published": pub, "reproduced": rep,
@@ -86,7 +112,8 @@ def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
     rows = []
     for h in headline:
         m = metrics_by_exp[h["experiment"]]
-        rep, chance = lookup(m, h["reproduced"]), lookup(m, h["chance"])
+        where = f"headline {h['metric']!r} of {h['experiment']}"
+        rep, chance = lookup_strict(m, h["reproduced"], where), lookup_strict(m, h["chance"], where)
         for key, v in (("reproduced", rep), ("chance", chance)):
             if not isinstance(v, (int, float)):
                 raise ValueError(f"headline {h['metric']!r} of {h['experiment']}: {h[key]!r} is not a number in "
@@ -420,8 +447,9 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
         for exp in paper_cfg["experiments"]:
             metrics = json.loads(Path(inputs[exp]["metrics"]).read_text())
             results[exp] = metrics.get("provenance")
-            comp = comparison_table(metrics, published, [c for c in paper_cfg.get("compare", [])
-                                                         if c.get("experiment", default_exp) == exp])
+            comp = comparison_table(metrics, published, [{**c, "experiment": exp} for c in paper_cfg.get("compare", [])
+                                                         if c.get("experiment", default_exp) == exp],
+                                    where=f"papers.{paper}.compare")
             comp.insert(0, "experiment", exp)
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
