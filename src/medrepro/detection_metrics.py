@@ -15,7 +15,8 @@ Paper (``maskrcnn_opacity``, section "Métricas de desempeño"):
 - **Image level** (Table 3): a pneumonia image is a TP when its per-image IoU > 0.45, else an
   FN; a healthy image with any detection is an FP, with none a TN.
 
-RSNA challenge (``specs/datasets.md``): for t in 0.40:0.05:0.75, predictions sorted by
+RSNA challenge (https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/overview/evaluation):
+for t in 0.40:0.05:0.75, predictions sorted by
 confidence are matched greedily to boxes with IoU > t; precision(t) = TP / (TP + FP + FN);
 an image scores the mean over t; an image without boxes scores 0 with any prediction and
 is left out without any (as public replicas do; ``empty="one"`` scores it 1 instead).

@@ -174,7 +174,7 @@ def rsna_dataset(
 ) -> FileDataset:
     """Build a DICOM like the RSNA Pneumonia Challenge files, JPEG Baseline encoded.
 
-    Tags follow ``specs/datasets.md``: Secondary Capture, 8-bit MONOCHROME2,
+    Tags as in the challenge's files: Secondary Capture, 8-bit MONOCHROME2,
     Modality CR, ConversionType WSD, PatientName = PatientID = ``patient_id``,
     PatientAge without a unit, ViewPosition and SeriesDescription ``view: XX``.
     """

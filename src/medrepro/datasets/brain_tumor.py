@@ -1,6 +1,6 @@
 """Figshare brain tumour dataset (Cheng et al., figshare 1512427 v5).
 
-Layout (``specs/datasets.md`` section 4): four zips
+Layout (doi:10.6084/m9.figshare.1512427.v5): four zips
 ``brainTumorDataPublic_<a>-<b>.zip`` whose members are ``N.mat`` at the zip
 root, plus ``README.txt`` and ``cvind.mat`` (fold numbers, not an image).
 Each ``N.mat`` is MATLAB v7.3 (HDF5) with the group ``cjdata``:

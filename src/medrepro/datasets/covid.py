@@ -1,6 +1,6 @@
 """COVID-19 Radiography Database (Kaggle ``tawsifurrahman/covid19-radiography-database``).
 
-Layout (``specs/datasets.md`` section 3)::
+Layout, as downloaded from https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database ::
 
     COVID-19_Radiography_Dataset/
         <Class>/images/<Class>-<n>.png      299 x 299

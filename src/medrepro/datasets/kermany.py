@@ -1,6 +1,6 @@
 """Kermany pediatric chest X-ray (Kaggle ``paultimothymooney/chest-xray-pneumonia``).
 
-Layout (``specs/datasets.md`` section 2)::
+Layout of the Kaggle mirror of Kermany et al. (2018), doi:10.17632/rscbjbr9sj.2 ::
 
     chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
     chest_xray/chest_xray/...        a full duplicate copy: ignored

@@ -1,6 +1,6 @@
 """RFMiD, the Retinal Fundus Multi-disease Image Dataset (Pachade et al. 2021).
 
-Layout of the Kaggle mirror (``specs/datasets.md`` section 5)::
+Layout of the Kaggle mirror ``andrewmvd/retinal-disease-classification`` (dataset: doi:10.3390/data6020014)::
 
     Training_Set/Training_Set/{Training/<ID>.png, RFMiD_Training_Labels.csv}
     Evaluation_Set/Evaluation_Set/{Validation/<ID>.png, RFMiD_Validation_Labels.csv}

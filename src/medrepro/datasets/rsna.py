@@ -1,6 +1,6 @@
 """RSNA Pneumonia Detection Challenge (Kaggle 2018, stage 2).
 
-Layout (``specs/datasets.md`` section 1)::
+Layout, as downloaded from https://www.kaggle.com/c/rsna-pneumonia-detection-challenge ::
 
     stage_2_train_labels.csv          patientId,x,y,width,height,Target (one row per box)
     stage_2_detailed_class_info.csv   patientId,class (duplicated per box; joined on patientId)
