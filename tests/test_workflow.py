@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,28 @@ def test_tiny_config_end_to_end(tmp_path):
     # nothing left to do on a second run
     dry = run(["-n", "--configfile", str(cfg), "--nolock"])
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # each step's params hold only what it depends on: an evaluation setting re-evaluates, a
+    # prediction setting re-predicts, neither retrains; a training setting retrains
+    def planned(change: dict) -> dict:
+        over = tmp_path / "change.yaml"
+        over.write_text(yaml.safe_dump(change))
+        out = run(["-n", "--configfile", str(cfg), str(over), "--nolock"])
+        text = out.stdout + out.stderr
+        assert out.returncode == 0, text[-3000:]
+        if "Nothing to be done" in text:
+            return {}
+        table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+        return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+    assert planned({"experiments": {"mr_exp2": {"detect": {"score_threshold": 0.5, "iou_threshold": 0.5}}}}) == \
+        {"evaluate_detector": 1, "publish_paper": 1, "report": 1}
+    assert planned({"experiments": {"cnn_kermany": {"threshold": 0.4}}}) == \
+        {"predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1}
+    assert planned({"experiments": {"mr_exp2": {"train": {"lr": 0.02}}}}) == \
+        {"train_detector": 1, "predict_detector": 1, "evaluate_detector": 1, "publish_paper": 1, "report": 1}
+    assert planned({"experiments": {"cnn_kermany": {"model": {"input_size": [40, 40]}}}}) == \
+        {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1}
 
 
 def test_bad_config_value_stops_with_the_key(tmp_path):

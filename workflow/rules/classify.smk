@@ -9,7 +9,7 @@ rule train:
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
         summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: step_params(wc.experiment, "train"),
         checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
         weights=backbone_weights,
         backbone_seed=config["backbone_seed"],
@@ -34,7 +34,7 @@ rule predict:
     output:
         f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: step_params(wc.experiment, "predict"),
     wildcard_constraints:
         experiment=one_of(CLASSIFY),
     threads: 1
@@ -58,7 +58,7 @@ rule evaluate:
     output:
         f"{RESULTS}/experiments/{{experiment}}/metrics.json",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: step_params(wc.experiment, "evaluate"),
     wildcard_constraints:
         experiment=one_of(CLASSIFY),
     log:

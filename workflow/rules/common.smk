@@ -1,5 +1,7 @@
 """Paths and input functions shared by the rules (no logic beyond naming files)."""
 
+import copy
+
 RESULTS = config["results"]
 ENV = "../../envs/medrepro.yaml"
 FIGURE_FORMATS = config["figures"]["formats"]
@@ -25,6 +27,36 @@ def ingest_inputs(wildcards):
     if config["datasets"][wildcards.dataset]["source"] == "download":
         d["checksums"] = f"{RESULTS}/raw/{wildcards.dataset}.sha256"
     return d
+
+
+# Keys that only later steps read, by the first step that reads them. Snakemake reruns a job whose
+# params change, so a step gets the experiment without the keys of the steps after it: changing
+# the detection score threshold re-evaluates, it does not retrain a day-long Mask R-CNN.
+LATER_KEYS = {
+    "predict": ("threshold",),  # the classification threshold makes the predicted labels
+    "evaluate": ("detect.score_threshold", "detect.iou_threshold", "detect.false_positive"),
+}
+STEPS = ("train", "predict", "evaluate")
+
+
+def step_params(name, step):
+    """Experiment ``name``'s config as step ``step`` (train, predict, evaluate) depends on: without
+    the keys :data:`LATER_KEYS` assigns to later steps, nor the paper it is reported in."""
+    exp = copy.deepcopy(config["experiments"][name])
+    exp.pop("paper", None)
+    for later in STEPS[STEPS.index(step) + 1:]:
+        for key in LATER_KEYS.get(later, ()):
+            *parents, leaf = key.split(".")
+            d = exp
+            for p in parents:
+                d = d.get(p) or {}
+            d.pop(leaf, None)
+    return exp
+
+
+def annotate_params(name):
+    """What the annotations depend on: the mask shape."""
+    return {"detect": {"mask_shape": config["experiments"][name]["detect"]["mask_shape"]}}
 
 
 def split_params(exp):

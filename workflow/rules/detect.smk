@@ -9,7 +9,7 @@ rule annotate:
         expand(f"{RESULTS}/experiments/{{{{experiment}}}}/annotations/{{kind}}.json",
                kind=["train", "val", "test", "via_train", "via_val", "via_test"]),
     params:
-        experiment=lambda wc: {"detect": config["experiments"][wc.experiment]["detect"]},
+        experiment=lambda wc: annotate_params(wc.experiment),
         out_dir=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     wildcard_constraints:
         experiment=one_of(DETECT),
@@ -32,7 +32,7 @@ rule train_detector:
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
         summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: step_params(wc.experiment, "train"),
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
         checkpoint=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/checkpoint.pt",
     wildcard_constraints:
@@ -59,7 +59,7 @@ rule predict_detector:
         test=f"{RESULTS}/experiments/{{experiment}}/predictions.json",
         val=f"{RESULTS}/experiments/{{experiment}}/predictions_val.json",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: step_params(wc.experiment, "predict"),
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     wildcard_constraints:
         experiment=one_of(DETECT),
@@ -87,7 +87,7 @@ rule evaluate_detector:
         metrics=f"{RESULTS}/experiments/{{experiment}}/metrics.json",
         per_image=f"{RESULTS}/experiments/{{experiment}}/per_image.csv",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
+        experiment=lambda wc: step_params(wc.experiment, "evaluate"),
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     wildcard_constraints:
         experiment=one_of(DETECT),
