@@ -21,6 +21,7 @@ def tiny_config(results: Path) -> dict:
     return {
         "results": str(results),
         "figures": {"dpi": 60},
+        "bootstrap": {"n_resamples": 50},
         "datasets": {
             "rsna": {"synthetic": {"n_train": 24, "n_test": 1, "image_size": 128, "positive_fraction": 0.5}},
             "kermany": {"synthetic": {"counts": {"train": {"NORMAL": 14, "PNEUMONIA": 20},
@@ -128,6 +129,16 @@ def test_tiny_config_end_to_end(tmp_path):
     for f in (results / "experiments" / "mr_exp2" / "metrics.json", results / "studies" / "tm_TC" / "metrics.json"):
         assert json.loads(f.read_text())["provenance"]["commit"] == head
     assert report.count("### Departures from the paper") == 5 and "ellipses inscribed in the RSNA boxes" in report
+    # uncertainty: a bootstrap interval around every test metric (by patient), DeLong's for the AUC,
+    # and the comparison rows carry both the interval and a verdict in words
+    lo, hi = m["ci"]["intervals"]["test.accuracy"]
+    assert lo <= m["test"]["accuracy"] <= hi and m["ci"]["unit"] == "patient_id"
+    assert m["ci_delong"]["test.auc"]["low"] <= m["test"]["auc"] <= m["ci_delong"]["test.auc"]["high"]
+    assert comp["verdict"].eq("not comparable: synthetic demo data").all()
+    assert comp[["ci_low", "ci_high"]].notna().any(axis=1).any()
+    for f, path in ((results / "experiments" / "mr_exp2" / "metrics.json", "opacity.recall"),
+                    (results / "studies" / "tm_TC" / "metrics.json", "best.accuracy")):
+        assert path in json.loads(f.read_text())["ci"]["intervals"], (f, path)
     # the learning check: each paper's headline metrics beside the majority rate of the same test set
     assert report.count("### Learning check: headline metrics against chance") == 5
     head_ck = pd.read_csv(paper / "tables" / "headline.csv").iloc[0]

@@ -128,9 +128,11 @@ def choose_score_threshold(annotations_dir, results_val, detect: dict) -> tuple[
 
 
 def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metrics_out, per_image_out,
-             results_val=None, summary_csv=None) -> dict:
+             results_val=None, summary_csv=None, split_csv=None, bootstrap: dict | None = None) -> dict:
     """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
-    the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's)."""
+    the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's).
+    With ``bootstrap``, ``ci`` holds percentile intervals of the paper's metrics, the test images
+    resampled by patient (ids from ``split_csv``)."""
     gt = _load(Path(annotations_dir) / "test.json")
     results = _load(results_json)
     d = experiment["detect"]
@@ -180,6 +182,18 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
 
     metrics["provenance"] = record(experiment, runtime_from_summary(summary_csv))
     metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
+    if bootstrap and bootstrap.get("n_resamples") and len(table):
+        from .io import read_csv
+        from .uncertainty import bootstrap_metrics
+
+        rows = table
+        if split_csv:
+            ids = read_csv(split_csv)[["image_id", "patient_id"]]
+            rows = table.merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
+        rows = rows.assign(image_iou=rows["image_iou"].astype(object).where(rows["image_iou"].notna(), None))
+        metrics["ci"] = bootstrap_metrics(rows, lambda r: paper_metrics(r.to_dict("records")), "patient_id",
+                                          bootstrap["n_resamples"], bootstrap.get("seed", 0),
+                                          bootstrap.get("confidence", 0.95))
     write_csv(per_image_out, table)
     write_json(metrics_out, metrics)
     ious = table["image_iou"].dropna()

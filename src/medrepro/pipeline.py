@@ -353,9 +353,31 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
     return pred
 
 
-def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out, summary_csv=None) -> dict:
+def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: dict) -> tuple[dict, dict]:
+    """Bootstrap intervals of the test metrics (paths ``test.*``) and DeLong's for a binary AUC."""
+    from .evaluation import classification_metrics
+    from .uncertainty import bootstrap_metrics, delong_ci
+
+    if split_csv and "patient_id" not in test:
+        ids = read_csv(split_csv)[["image_id", "patient_id"]]
+        test = test.merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
+    ci = bootstrap_metrics(test, lambda rows: {"test": classification_metrics(rows, names)}, "patient_id",
+                           bootstrap["n_resamples"], bootstrap.get("seed", 0), bootstrap.get("confidence", 0.95))
+    delong = {}
+    if len(names) == 2:
+        d = delong_ci(test["target"].astype(int), test[f"prob_{names[1]}"], bootstrap.get("confidence", 0.95))
+        if d["auc"] is not None:
+            delong["test.auc"] = {k: float(v) for k, v in d.items()}
+    return ci, delong
+
+
+def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out, summary_csv=None, split_csv=None,
+             bootstrap: dict | None = None) -> dict:
     """Metrics per split, the training curve's landmarks and the provenance (the training step's
-    runtime read from ``summary_csv``, the model summary)."""
+    runtime read from ``summary_csv``, the model summary).  With ``bootstrap`` (the config's
+    ``n_resamples``, ``confidence``, ``seed``), ``ci`` holds a percentile interval of every test
+    metric, the test images resampled by patient (ids from ``split_csv``), and ``ci_delong`` the
+    AUC's DeLong interval (binary tasks)."""
     from .evaluation import classification_metrics
     from .provenance import record, runtime_from_summary
 
@@ -366,6 +388,9 @@ def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out, summar
         part = pred[pred["split"] == s]
         if len(part):
             out[s] = classification_metrics(part, names)
+    test = pred[pred["split"] == "test"]
+    if bootstrap and bootstrap.get("n_resamples") and len(test):
+        out["ci"], out["ci_delong"] = test_intervals(test, names, split_csv, bootstrap)
     hist = pd.read_csv(history_csv)
     best_acc, best_loss = hist["val_accuracy"].idxmax(), hist["val_loss"].idxmin()
     out["train"] = {**out.get("train", {}), "last": hist.iloc[-1].to_dict(), "best": hist.loc[best_loss].to_dict(),

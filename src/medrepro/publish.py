@@ -89,10 +89,24 @@ def lookup_strict(tree, dotted: str, where: str):
     return cur
 
 
-def comparison_table(metrics: dict, published: dict, compare: list[dict], where: str = "compare") -> pd.DataFrame:
-    """Published beside reproduced, a row per ``compare`` entry.  A path that names nothing (in the
-    metrics or in the published YAML) is a :class:`MissingPath` error, never a blank cell; a value
-    that exists but is empty (no detections, say) stays blank."""
+COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "difference", "verdict"]
+
+
+def interval(metrics: dict, path: str) -> tuple[float | None, float | None]:
+    """The bootstrap interval of ``path`` that the evaluation step recorded (None, None without one)."""
+    ci = ((metrics.get("ci") or {}).get("intervals") or {}).get(path)
+    return (float(ci[0]), float(ci[1])) if ci else (None, None)
+
+
+def comparison_table(metrics: dict, published: dict, compare: list[dict], where: str = "compare",
+                     scale: str = "full") -> pd.DataFrame:
+    """Published beside reproduced, a row per ``compare`` entry, with the reproduced value's 95 %
+    bootstrap interval (``ci_low``, ``ci_high``: test images resampled by patient) and a verdict in
+    words (:func:`medrepro.uncertainty.verdict`).  A path that names nothing (in the metrics or in
+    the published YAML) is a :class:`MissingPath` error, never a blank cell; a value that exists but
+    is empty (no detections, say) stays blank."""
+    from .uncertainty import verdict
+
     rows = []
     for c in compare:
         label = f"{where} {c['metric']!r}"
@@ -101,9 +115,11 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict], where:
         pub = lookup_strict(published, c["published"], f"{label}: published (the paper's YAML)")
         rep = float(rep) if isinstance(rep, (int, float)) else None
         pub = float(pub) if isinstance(pub, (int, float)) else None
-        rows.append({"metric": c["metric"], "published": pub, "reproduced": rep,
-                     "difference": (rep - pub) if rep is not None and pub is not None else None})
-    return pd.DataFrame(rows, columns=["metric", "published", "reproduced", "difference"])
+        low, high = interval(metrics, c["reproduced"])
+        rows.append({"metric": c["metric"], "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
+                     "difference": (rep - pub) if rep is not None and pub is not None else None,
+                     "verdict": verdict(pub, low, high, scale)})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
@@ -118,10 +134,13 @@ def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
             if not isinstance(v, (int, float)):
                 raise ValueError(f"headline {h['metric']!r} of {h['experiment']}: {h[key]!r} is not a number in "
                                  f"its metrics.json (got {v!r})")
+        low, high = interval(m, h["reproduced"])
         rows.append({"experiment": h["experiment"], "metric": h["metric"], "reproduced": float(rep),
-                     "chance": float(chance), "margin": float(rep) - float(chance),
-                     "above chance": "yes" if rep > chance else "no"})
-    return pd.DataFrame(rows, columns=["experiment", "metric", "reproduced", "chance", "margin", "above chance"])
+                     "ci_low": low, "ci_high": high, "chance": float(chance), "margin": float(rep) - float(chance),
+                     "above chance": "yes" if rep > chance else "no",
+                     "CI above chance": "-" if low is None else ("yes" if low > chance else "no")})
+    return pd.DataFrame(rows, columns=["experiment", "metric", "reproduced", "ci_low", "ci_high", "chance", "margin",
+                                       "above chance", "CI above chance"])
 
 
 def departures_table(departures: list[dict]) -> pd.DataFrame:
@@ -449,7 +468,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             results[exp] = metrics.get("provenance")
             comp = comparison_table(metrics, published, [{**c, "experiment": exp} for c in paper_cfg.get("compare", [])
                                                          if c.get("experiment", default_exp) == exp],
-                                    where=f"papers.{paper}.compare")
+                                    where=f"papers.{paper}.compare", scale=scale)
             comp.insert(0, "experiment", exp)
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
@@ -478,7 +497,12 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
     """The reproduction report: every paper's comparison table and where its outputs are."""
-    lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", ""]
+    lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
+             "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
+             "bootstrap over the test images, resampled by patient where patient ids exist; `bootstrap` in the "
+             "config) and a verdict: the published value inside or outside that interval, or why the two are not "
+             "comparable. Values read off a training curve or a selection have no interval. Binary AUCs also carry "
+             "DeLong's interval in their `metrics.json` (`ci_delong`).", ""]
     for name, cfg in papers.items():
         d = Path(paper_dirs[name])
         lines += [f"## {name}: {cfg.get('title', '')}", ""]

@@ -310,8 +310,12 @@ def parameter_counts(study: dict) -> dict:
     return out
 
 
-def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str], out) -> dict:
-    """One metrics.json of a study: every run's metrics by stage, the selections, the best configuration."""
+def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str], out,
+              bootstrap: dict | None = None) -> dict:
+    """One metrics.json of a study: every run's metrics by stage, the selections, the best configuration.
+    With ``bootstrap``, ``ci`` holds percentile intervals of the test metrics of stages 2-4 (the
+    stages whose predictions are kept) and of the best configuration, test images resampled by
+    patient."""
     names = [c["name"] for c in study["classes"]]
     table = read_csv(split_csv)
     out_d: dict = {"label": study.get("label", study_name), "dataset": study["dataset"], "classes": names,
@@ -367,11 +371,37 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             "stage1": out_d["stage1"]["selected"].get("if_selected_on_" + other),
             "stage2": out_d["stage2"]["selected"].get("if_selected_on_" + other),
             "stage": k, "accuracy": out_d[f"stage{k}"]["test"]["accuracy"]}
+    if bootstrap and bootstrap.get("n_resamples"):
+        out_d["ci"] = _stage_intervals(out_d, stage_dirs, table, names, bootstrap)
     from .provenance import record
 
     out_d["provenance"] = record(study)
     write_json(out, out_d)
     return out_d
+
+
+def _stage_intervals(out_d: dict, stage_dirs: dict, table: pd.DataFrame, names: list[str], bootstrap: dict) -> dict:
+    from .uncertainty import bootstrap_metrics
+
+    ids = table[["image_id", "patient_id"]]
+    merged: dict = {}
+    for stage, d in stage_dirs.items():
+        pred = Path(d) / "predictions.csv"
+        if not pred.is_file():
+            continue
+        p = pd.read_csv(pred, dtype={"image_id": str})
+        test = p[p["split"] == "test"].merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
+        ci = bootstrap_metrics(test, lambda rows, k=stage: {f"stage{k}": {"test": run_metrics(rows, names)}},
+                               "patient_id", bootstrap["n_resamples"], bootstrap.get("seed", 0),
+                               bootstrap.get("confidence", 0.95))
+        if not merged:
+            merged = {k: v for k, v in ci.items() if k != "intervals"} | {"intervals": {}}
+        merged["intervals"].update(ci["intervals"])
+    best = out_d["best"]["stage"]
+    for key in ("accuracy", "majority_rate"):
+        if f"stage{best}.test.{key}" in merged.get("intervals", {}):
+            merged["intervals"][f"best.{key}"] = merged["intervals"][f"stage{best}.test.{key}"]
+    return merged
 
 
 def _py(v):

@@ -55,10 +55,12 @@ rule evaluate:
         predictions=f"{RESULTS}/experiments/{{experiment}}/predictions.csv",
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
         summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
+        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
     output:
         f"{RESULTS}/experiments/{{experiment}}/metrics.json",
     params:
         experiment=lambda wc: step_params(wc.experiment, "evaluate"),
+        bootstrap=config["bootstrap"],
     wildcard_constraints:
         experiment=one_of(CLASSIFY),
     log:

@@ -83,11 +83,13 @@ rule evaluate_detector:
         results_val=f"{RESULTS}/experiments/{{experiment}}/predictions_val.json",
         history=f"{RESULTS}/experiments/{{experiment}}/history.csv",
         summary=f"{RESULTS}/experiments/{{experiment}}/model_summary.csv",
+        split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
     output:
         metrics=f"{RESULTS}/experiments/{{experiment}}/metrics.json",
         per_image=f"{RESULTS}/experiments/{{experiment}}/per_image.csv",
     params:
         experiment=lambda wc: step_params(wc.experiment, "evaluate"),
+        bootstrap=config["bootstrap"],
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     wildcard_constraints:
         experiment=one_of(DETECT),

@@ -126,6 +126,7 @@ rule study_summary:
         f"{RESULTS}/studies/{{study}}/metrics.json",
     params:
         study=lambda wc: STUDIES[wc.study],
+        bootstrap=config["bootstrap"],
     log:
         f"{RESULTS}/logs/study/{{study}}/summary.log",
     benchmark:

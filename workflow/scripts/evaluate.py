@@ -3,4 +3,5 @@ from medrepro import pipeline
 
 with pipeline.logging_to(snakemake.log[0]):
     pipeline.evaluate(snakemake.input.predictions, snakemake.input.history, snakemake.params.experiment,
-                      snakemake.output[0], snakemake.input.summary)
+                      snakemake.output[0], snakemake.input.summary, snakemake.input.split,
+                      snakemake.params.bootstrap)

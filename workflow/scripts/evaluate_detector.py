@@ -4,4 +4,5 @@ from medrepro import detect_pipeline, pipeline
 with pipeline.logging_to(snakemake.log[0]):
     detect_pipeline.evaluate(snakemake.params.annotations, snakemake.input.results, snakemake.input.history,
                              snakemake.params.experiment, snakemake.output.metrics, snakemake.output.per_image,
-                             snakemake.input.results_val, snakemake.input.summary)
+                             snakemake.input.results_val, snakemake.input.summary, snakemake.input.split,
+                             snakemake.params.bootstrap)

@@ -6,4 +6,4 @@ from medrepro import pipeline, study
 with pipeline.logging_to(snakemake.log[0]):
     dirs = {k + 1: str(Path(r).parent) for k, r in enumerate(snakemake.input.runs)}
     study.summarize(snakemake.wildcards.study, snakemake.params.study, snakemake.input.split, dirs,
-                    snakemake.output[0])
+                    snakemake.output[0], snakemake.params.bootstrap)

@@ -1,0 +1,77 @@
+"""Intervals on reproduced numbers: the bootstrap against normal theory and grouped resampling,
+DeLong's AUC interval against a brute-force computation of its placement values."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from medrepro.evaluation import classification_metrics
+from medrepro.uncertainty import bootstrap_metrics, delong_ci, flatten, verdict
+
+
+def test_bootstrap_interval_of_a_mean_matches_normal_theory():
+    x = np.random.default_rng(1).normal(3.0, 2.0, 400)
+    rows = pd.DataFrame({"x": x})
+    ci = bootstrap_metrics(rows, lambda r: {"m": {"mean": r["x"].mean()}}, n_resamples=2000, seed=3)
+    low, high = ci["intervals"]["m.mean"]
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert low == pytest.approx(x.mean() - half, abs=0.04) and high == pytest.approx(x.mean() + half, abs=0.04)
+    assert ci["unit"] == "row" and ci["units"] == 400 and ci["n_resamples"] == 2000
+    again = bootstrap_metrics(rows, lambda r: {"m": {"mean": r["x"].mean()}}, n_resamples=2000, seed=3)
+    assert again["intervals"] == ci["intervals"]  # seeded
+
+
+def test_bootstrap_resamples_whole_patients():
+    # two images per patient: drawing patients keeps both images of each draw together (every
+    # patient's row count stays even); drawing rows splits them
+    rows = pd.DataFrame({"patient_id": np.repeat([f"p{i}" for i in range(30)], 2), "v": np.arange(60)})
+
+    def paired(r):
+        return {"patients_with_both_images": float((r.groupby("patient_id").size() % 2 == 0).mean())}
+
+    grouped = bootstrap_metrics(rows, paired, "patient_id", n_resamples=200)
+    assert grouped["unit"] == "patient_id" and grouped["units"] == 30
+    assert grouped["intervals"]["patients_with_both_images"] == [1.0, 1.0]
+    by_row = bootstrap_metrics(rows, paired, None, n_resamples=200)
+    assert by_row["unit"] == "row" and by_row["intervals"]["patients_with_both_images"][1] < 1.0
+
+
+def test_bootstrap_covers_every_classification_metric_and_says_when_a_resample_lacks_a_class():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40, int), np.ones(4, int)]  # a rare class: some resamples miss it
+    p = np.clip(0.6 * y + 0.5 * rng.random(len(y)), 0, 1)
+    rows = pd.DataFrame({"target": y, "pred": (p > 0.5).astype(int), "prob_a": 1 - p, "prob_b": p})
+    point = {"test": classification_metrics(rows, ["a", "b"])}
+    ci = bootstrap_metrics(rows, lambda r: {"test": classification_metrics(r, ["a", "b"])}, n_resamples=300)
+    assert set(ci["intervals"]) == set(flatten(point))  # every number, per-class ones and the matrix included
+    low, high = ci["intervals"]["test.accuracy"]
+    assert low <= point["test"]["accuracy"] <= high
+    assert ci["undefined"]["test.auc"] > 0  # resamples without a positive have no AUC
+
+
+def test_delong_matches_roc_auc_and_brute_force_placement_values():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 70)
+    s = np.round(y * 0.8 + rng.normal(0, 0.7, 70), 1)  # rounded: ties count one half
+    d = delong_ci(y, s)
+    assert d["auc"] == pytest.approx(roc_auc_score(y, s))
+    pos, neg = s[y == 1], s[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # Mann-Whitney kernel
+    v10, v01 = psi.mean(1), psi.mean(0)  # DeLong's placement values, by their definition
+    se = np.sqrt(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg))
+    assert d["se"] == pytest.approx(se, rel=1e-10)
+    z = stats.norm.ppf(0.975)
+    assert d["low"] == pytest.approx(max(0, d["auc"] - z * se))
+    assert d["high"] == pytest.approx(min(1, d["auc"] + z * se))
+    assert delong_ci(np.zeros(5), np.arange(5))["auc"] is None
+
+
+def test_verdicts_in_words():
+    assert verdict(0.86, 0.78, 0.9, "full") == "published value inside the 95 % CI"
+    assert verdict(0.95, 0.78, 0.9, "full") == "published value outside the 95 % CI"
+    assert verdict(0.86, 0.78, 0.9, "demo") == "not comparable: synthetic demo data"
+    assert verdict(0.86, None, None, "full").startswith("no interval")
+    assert verdict(None, 0.1, 0.2, "full") == "no published value"
