@@ -174,9 +174,9 @@ cp {payload} "$out/chest-xray-pneumonia.zip"
     kaggle.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     log = tmp_path / "log.txt"
-    from medrepro import pipeline
+    from medrepro.io import logging_to
 
-    with pipeline.logging_to(log):
+    with logging_to(log):
         fetch_dataset({"kind": "kaggle_dataset", "slug": "paultimothymooney/chest-xray-pneumonia", "version": 2},
                       tmp_path / "raw")
     assert (tmp_path / "args").read_text().split()[:4] == ["datasets", "download", "-d",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -255,6 +256,19 @@ def test_tiny_config_end_to_end(tmp_path):
         {"train_detector": 1, "predict_detector": 1, "evaluate_detector": 1, "publish_paper": 1, "report": 1}
     assert planned({"experiments": {"cnn_kermany": {"model": {"input_size": [40, 40]}}}}) == \
         {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1}
+
+    # every LaTeX table compiles in a minimal document (with Debian's texlive where it is installed)
+    if shutil.which("pdflatex"):
+        tex = sorted((results / "papers").glob("*/tables/*.tex"))
+        assert len(tex) > 30
+        doc = tmp_path / "latex" / "tables.tex"
+        doc.parent.mkdir()
+        doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                       + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tex) + "\\end{document}\n")
+        out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=doc.parent,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:]
+        assert (doc.parent / "tables.pdf").stat().st_size > 10_000
 
 
 def test_bad_config_value_stops_with_the_key(tmp_path):

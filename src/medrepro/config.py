@@ -260,6 +260,12 @@ def merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+def scale_note(scale: str) -> str:
+    """The line every table and figure carries about the config's ``scale``."""
+    return ("demo scale: synthetic stand-in data, reduced sizes and epochs; not the paper's data"
+            if scale == "demo" else "full scale: the paper's settings")
+
+
 def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
     """Load one config file, or several laid over each other in order, and validate the result."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)

@@ -97,7 +97,7 @@ def _entry(rank_: int, world: int, backend: str, port: int, log: str | None, thr
     dist.init_process_group(backend, rank=rank_, world_size=world)
     try:
         if rank_ == 0 and log:
-            from .pipeline import logging_to
+            from .io import logging_to
 
             with logging_to(log, mode="a"):
                 print(f"data-parallel training: {world} processes, backend {backend}", file=sys.stderr)

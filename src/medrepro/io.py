@@ -1,4 +1,4 @@
-"""Atomic file output and small I/O helpers.
+"""Atomic file output, a step's log, and small I/O helpers.
 
 Every file the workflow writes goes through :func:`atomic_path`: the content is
 written to a temporary sibling and renamed into place, so an interrupted job
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -108,3 +110,31 @@ def read_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     kwargs.setdefault("dtype", str)
     kwargs.setdefault("keep_default_na", False)
     return pd.read_csv(path, **kwargs)
+
+
+@contextlib.contextmanager
+def logging_to(path: str | os.PathLike | None, mode: str = "w"):
+    """Send stderr (progress bars, messages) and logging to ``path`` for the step's duration
+    (``mode`` 'a' appends, as the processes of a data-parallel step do)."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, buffering=1) as fh:
+        old = sys.stderr
+        sys.stderr = fh
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        except BaseException:
+            import traceback
+
+            traceback.print_exc(file=fh)
+            raise
+        finally:
+            root.removeHandler(handler)
+            sys.stderr = old

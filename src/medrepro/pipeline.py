@@ -5,11 +5,9 @@ gives them; tests call them directly.  Each step writes its outputs atomically.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,34 +22,6 @@ if TYPE_CHECKING:  # torch and the model code load only in the steps that train 
     from torch.utils.data import TensorDataset
 
 log = logging.getLogger("medrepro")
-
-
-@contextlib.contextmanager
-def logging_to(path: str | os.PathLike | None, mode: str = "w"):
-    """Send stderr (progress bars, messages) and logging to ``path`` for the step's duration
-    (``mode`` 'a' appends, as the processes of a data-parallel step do)."""
-    if not path:
-        yield
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, mode, buffering=1) as fh:
-        old = sys.stderr
-        sys.stderr = fh
-        handler = logging.StreamHandler(fh)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        try:
-            yield
-        except BaseException:
-            import traceback
-
-            traceback.print_exc(file=fh)
-            raise
-        finally:
-            root.removeHandler(handler)
-            sys.stderr = old
 
 
 # ----------------------------------------------------------------------------- acquire
@@ -98,8 +68,8 @@ def convert(manifest_in, images_dir, manifest_out, rejected_out, channels: int =
 
 def contact_sheet(converted_manifest, dataset: str, out_stem, per_class: int = 6, style: dict | None = None,
                   scale: str = "demo", seed: int = 0) -> None:
+    from .config import scale_note
     from .figures import contact_sheet_figure, save_figure
-    from .publish import scale_note
     df = read_csv(converted_manifest)
     fig = contact_sheet_figure(df, f"{dataset}: {len(df)} images", per_class=per_class, seed=seed)
     save_figure(fig, out_stem, style, note=scale_note(scale))

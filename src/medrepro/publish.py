@@ -43,15 +43,11 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from .config import scale_note
 from .evaluation import report_table
 from .figures import confusion_matrix_figure, learning_curves_figure, save_figure
 from .io import atomic_dir, read_csv, write_json, write_text
 from .tables import write_table
-
-
-def scale_note(scale: str) -> str:
-    return ("demo scale: synthetic stand-in data, reduced sizes and epochs; not the paper's data"
-            if scale == "demo" else "full scale: the paper's settings")
 
 
 def lookup(tree, dotted: str):

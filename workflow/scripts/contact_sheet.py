@@ -2,8 +2,9 @@
 from pathlib import Path
 
 from medrepro import pipeline
+from medrepro.io import logging_to
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     stem = Path(snakemake.output[0]).with_suffix("")
     pipeline.contact_sheet(snakemake.input.manifest, snakemake.wildcards.dataset, stem, snakemake.params.per_class,
                            snakemake.params.style, snakemake.params.scale, snakemake.params.seed)

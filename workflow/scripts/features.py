@@ -2,8 +2,9 @@
 import torch
 
 from medrepro import pipeline
+from medrepro.io import logging_to
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     pipeline.extract_features(snakemake.input.manifest, snakemake.params.model, snakemake.input.get("weights"),
                               snakemake.params.seed, snakemake.output[0],

@@ -2,8 +2,9 @@
 import torch
 
 from medrepro import pipeline
+from medrepro.io import logging_to
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     pipeline.predict(snakemake.input.split, snakemake.input.model, snakemake.params.experiment, snakemake.output[0],
                      features=snakemake.input.get("features"))

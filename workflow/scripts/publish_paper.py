@@ -1,8 +1,8 @@
 """Adapter: rule publish_paper -> medrepro.publish.publish_paper."""
-from medrepro import pipeline
+from medrepro.io import logging_to
 from medrepro.publish import publish_paper
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     inputs = {}
     for key, path in snakemake.input.items():
         exp, kind = key.split("__")

@@ -1,7 +1,7 @@
 """Adapter: rule report -> medrepro.publish.report."""
-from medrepro import pipeline
+from medrepro.io import logging_to
 from medrepro.publish import report
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     report(snakemake.params.papers, dict(zip(snakemake.params.papers, snakemake.input)), snakemake.output[0],
            snakemake.params.scale)

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import torch
 
-from medrepro import pipeline, study
+from medrepro import study
+from medrepro.io import logging_to
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     i, p, out = snakemake.input, snakemake.params, Path(snakemake.output.runs).parent
     stage = snakemake.rule[-1]

@@ -2,8 +2,9 @@
 import torch
 
 from medrepro import distributed, pipeline
+from medrepro.io import logging_to
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     distributed.launch(snakemake.params.experiment["train"]["gpus"], pipeline.train, snakemake.input.split,
                        snakemake.params.experiment, snakemake.output.model, snakemake.output.history,

@@ -1,9 +1,10 @@
 """Adapter: rule train_detector -> medrepro.detect_pipeline.train."""
 import torch
 
-from medrepro import detect_pipeline, pipeline
+from medrepro import detect_pipeline
+from medrepro.io import logging_to
 
-with pipeline.logging_to(snakemake.log[0]):
+with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     detect_pipeline.train(snakemake.params.annotations, snakemake.params.experiment, snakemake.output.model,
                           snakemake.output.history, snakemake.output.summary, snakemake.params.checkpoint,
