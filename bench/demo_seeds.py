@@ -8,7 +8,10 @@ study's training seed, and to every subset and split seed; its results go to
 Reads each paper's ``tables/headline.csv`` (the report's learning check: the metric beside the
 majority rate of the same test set) and prints one table: a row per headline, a column per seed.
 
-    python bench/demo_seeds.py [--seeds 0 1 2] [--cores 2] [--out bench/out/demo-seeds]
+    python bench/demo_seeds.py [--seeds 0 1 2] [--cores 2] [--out bench/out/demo-seeds] [--existing 0=results]
+
+``--existing K=DIR`` reads seed shift K from a finished run's results folder instead of running it
+(say, the shipped demo's ``results/`` for K = 0).
 """
 from __future__ import annotations
 
@@ -46,32 +49,42 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "demo-seeds")
     ap.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")))
+    ap.add_argument("--existing", nargs="*", default=[], metavar="K=DIR",
+                    help="seed shift K already run, its results in DIR")
     a = ap.parse_args()
+    existing = {int(k): Path(d) for k, d in (e.split("=", 1) for e in a.existing)}
     cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
     frames, times = [], {}
-    for k in a.seeds:
-        results = (a.out / f"seed-{k}").resolve()
-        results.mkdir(parents=True, exist_ok=True)
-        over = results / "overlay.yaml"
-        over.write_text(yaml.safe_dump(overlay(copy.deepcopy(cfg), k, results)))
-        t0 = time.perf_counter()
-        proc = subprocess.run([a.snakemake, "--cores", str(a.cores), "--configfile", "config/config.yaml",
-                               str(over), "-q"], cwd=REPO, capture_output=True, text=True)
-        times[k] = time.perf_counter() - t0
-        if proc.returncode:
-            raise SystemExit(f"seed shift {k} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    for k in sorted(set(a.seeds) | set(existing)):
+        if k in existing:
+            results = existing[k]
+        else:
+            results = (a.out / f"seed-{k}").resolve()
+            results.mkdir(parents=True, exist_ok=True)
+            over = results / "overlay.yaml"
+            over.write_text(yaml.safe_dump(overlay(copy.deepcopy(cfg), k, results)))
+            t0 = time.perf_counter()
+            proc = subprocess.run([a.snakemake, "--cores", str(a.cores), "--configfile", "config/config.yaml",
+                                   str(over), "-q"], cwd=REPO, capture_output=True, text=True)
+            times[k] = time.perf_counter() - t0
+            if proc.returncode:
+                raise SystemExit(f"seed shift {k} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
         for paper in cfg["papers"]:
             h = pd.read_csv(results / "papers" / paper / "tables" / "headline.csv")
             h.insert(0, "paper", paper)
             h["seed"] = k
             frames.append(h)
-        print(f"seed shift {k}: {times[k]:.0f} s", file=sys.stderr, flush=True)
+        if k in times:
+            print(f"seed shift {k}: {times[k]:.0f} s", file=sys.stderr, flush=True)
     allh = pd.concat(frames, ignore_index=True)
-    allh["cell"] = allh.apply(lambda r: f"{r['reproduced']:.3f} / {r['chance']:.3f}"
-                              + ("" if r["above chance"] == "yes" else " (not above)"), axis=1)
+    def cell(r) -> str:
+        ci = f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if pd.notna(r.get("ci_low")) else ""
+        return f"{r['reproduced']:.3f}{ci} / {r['chance']:.3f}" + ("" if r["above chance"] == "yes" else " (not above)")
+
+    allh["cell"] = allh.apply(cell, axis=1)
     wide = allh.pivot_table(index=["paper", "experiment", "metric"], columns="seed", values="cell",
                             aggfunc="first", sort=False)
-    wide.columns = [f"seed +{k}: value / chance" for k in wide.columns]
+    wide.columns = [f"seed +{k}: value [95 % CI] / chance" for k in wide.columns]
     above = allh.groupby(["paper", "experiment", "metric"], sort=False)["above chance"].apply(
         lambda s: f"{(s == 'yes').sum()}/{len(s)}")
     wide["above chance"] = above

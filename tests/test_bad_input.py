@@ -171,7 +171,7 @@ def test_shipped_configs_are_valid():
              **{f"{n}.{b}": v["head"] for n, st in full["studies"].items() for b, v in st["backbones"].items()}}
     assert not [n for n, h in heads.items() if any(layer["type"] == "normalization" for layer in h)]
     demo_head = demo["experiments"]["tk_resnet50"]["model"]["head"]
-    assert demo_head[0] == {"type": "normalization"}
+    assert demo_head[0] == {"type": "normalization", "epsilon": 0}
     assert full["experiments"]["tk_resnet50"]["model"]["head"] == demo_head[1:]
 
 

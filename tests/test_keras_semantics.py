@@ -270,3 +270,23 @@ def test_normalization_layer_adapts_to_the_training_features_as_keras_adapt_does
     fresh = build_sequential([{"type": "normalization"}, {"type": "dense", "units": 2}], (6,))
     fresh.load_state_dict(model.state_dict())
     assert bool(fresh[0].adapted) and torch.equal(fresh[0].variance, norm.variance)
+
+
+def test_normalization_epsilon_zero_keeps_features_far_below_keras_epsilon():
+    """Random-init EfficientNet-B4 features are about 1e-15: Keras' epsilon (1e-7) divides them by
+    1e-7 and flattens them to ~0; epsilon 0 standardises them like any others."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(40, 5, generator=g) * 3e-15 + 1e-14).float()
+    keras_like = build_sequential([{"type": "normalization"}], (5,))[0]
+    any_scale = build_sequential([{"type": "normalization", "epsilon": 0}], (5,))[0]
+    x64 = x.double()
+    for layer in (keras_like, any_scale):
+        layer.adapt(x64.sum(0), (x64 * x64).sum(0), len(x))
+    with torch.no_grad():
+        assert keras_like(x).abs().max() < 1e-6
+        out = any_scale(x)
+    np.testing.assert_allclose(out.double().std(0, unbiased=False).numpy(), 1.0, rtol=1e-3)
+    const = build_sequential([{"type": "normalization", "epsilon": 0}], (2,))[0]
+    const.adapt(torch.tensor([4.0, 2.0], dtype=torch.float64), torch.tensor([8.0, 2.0], dtype=torch.float64), 2)
+    with torch.no_grad():  # a constant feature (variance 0) maps to 0, not to inf
+        assert torch.equal(const(torch.tensor([[2.0, 1.0]])), torch.tensor([[0.0, 0.0]]))

@@ -47,14 +47,17 @@ LAYER_TYPES = ("conv", "maxpool", "avgpool", "global_avg_pool", "flatten", "dens
 
 
 class Normalization(nn.Module):
-    """Keras' ``layers.Normalization`` on feature vectors: ``(x - mean) / max(sqrt(var), 1e-7)``, per
+    """Keras' ``layers.Normalization`` on feature vectors: ``(x - mean) / max(sqrt(var), epsilon)``, per
     feature, with the mean and (population) variance taken from data by :meth:`adapt` (Keras'
-    ``adapt``), then fixed: no weights, nothing learnt by gradient.  :func:`medrepro.training.fit`
+    ``adapt``), then fixed: no weights, nothing learnt by gradient.  ``epsilon`` is Keras' 1e-7 by
+    default; 0 divides by the standard deviation whatever its scale (a constant feature stays 0),
+    for features far below 1e-7 such as a random-init EfficientNet-B4's (about 1e-15).  :func:`medrepro.training.fit`
     adapts every not-yet-adapted layer to its training inputs before the first epoch; the
     statistics travel in the state dict, so a resumed or reloaded model keeps them."""
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, epsilon: float = 1e-7):
         super().__init__()
+        self.epsilon = float(epsilon)
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("variance", torch.ones(features))
         self.register_buffer("adapted", torch.zeros((), dtype=torch.bool))
@@ -69,7 +72,10 @@ class Normalization(nn.Module):
         self.adapted.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.variance.sqrt().clamp_min(1e-7)
+        sd = self.variance.sqrt()
+        if self.epsilon > 0:
+            return (x - self.mean) / sd.clamp_min(self.epsilon)
+        return (x - self.mean) / torch.where(sd > 0, sd, torch.ones_like(sd))  # constant features stay 0
 
 
 
@@ -121,13 +127,15 @@ def build_sequential(layers: list[dict], input_shape: tuple[int, ...], init: str
             mods.append(nn.Dropout(float(spec["rate"])))
         elif kind == "batchnorm":
             # Keras' BatchNormalization: momentum 0.99 (torch counts the other way: 0.01), epsilon 1e-3
+            if float(spec.get("epsilon", KERAS_BN_EPS)) <= 0:
+                raise ModelSpecError(f"{where}: batchnorm epsilon must be above 0, got {spec['epsilon']}")
             bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
             mods.append(bn(shape[0], eps=float(spec.get("epsilon", KERAS_BN_EPS)),
                            momentum=1.0 - float(spec.get("momentum", KERAS_BN_MOMENTUM))))
         elif kind == "normalization":
             if len(shape) != 1:
                 raise ModelSpecError(f"{where}: normalization needs a flat input (feature vectors)")
-            mods.append(Normalization(shape[0]))
+            mods.append(Normalization(shape[0], float(spec.get("epsilon", 1e-7))))
         try:
             with torch.no_grad():
                 probe = nn.Sequential(*mods)
