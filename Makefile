@@ -31,6 +31,7 @@ demo: $(BIN)/.medrepro-installed
 
 lint: $(BIN)/.medrepro-installed
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/ruff check src tests bench workflow/scripts
 
 test: $(BIN)/.medrepro-installed lint

@@ -6,6 +6,7 @@
 
 The stages are in workflow/rules/, one file each; the logic is in src/medrepro/.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -19,15 +20,23 @@ min_version("9.0")
 # so rules also work in conda envs and on cluster nodes without installing the package
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from medrepro.config import (ConfigError, feature_key, resolved_departures, study_features, uses_feature_cache,
-                             validate_config)
+from medrepro.config import (
+    ConfigError,
+    feature_key,
+    resolved_departures,
+    study_features,
+    uses_feature_cache,
+    validate_config,
+)
 
 
 configfile: "config/config.yaml"
 
 
 try:
-    _validated = validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    _validated = validate_config(
+        config, Path(workflow.basedir) / "config" / "schema.yaml"
+    )
 except ConfigError as exc:
     sys.exit(str(exc))
 config.clear()

@@ -8,7 +8,11 @@ FIGURE_FORMATS = config["figures"]["formats"]
 
 
 def datasets_with(source):
-    return [n for n, d in config["datasets"].items() if d.get("source", "synthetic") == source]
+    return [
+        n
+        for n, d in config["datasets"].items()
+        if d.get("source", "synthetic") == source
+    ]
 
 
 def one_of(names):
@@ -33,18 +37,25 @@ def ingest_inputs(wildcards):
 # params change, so a step gets the experiment without the keys of the steps after it: changing
 # the detection score threshold re-evaluates, it does not retrain a day-long Mask R-CNN.
 LATER_KEYS = {
-    "predict": ("threshold",),  # the classification threshold makes the predicted labels
-    "evaluate": ("detect.score_threshold", "detect.iou_threshold", "detect.false_positive"),
+    "predict": (
+        "threshold",
+    ),  # the classification threshold makes the predicted labels
+    "evaluate": (
+        "detect.score_threshold",
+        "detect.iou_threshold",
+        "detect.false_positive",
+    ),
 }
 STEPS = ("train", "predict", "evaluate")
 
 
 def step_params(name, step):
     """Experiment ``name``'s config as step ``step`` (train, predict, evaluate) depends on: without
-    the keys :data:`LATER_KEYS` assigns to later steps, nor the paper it is reported in."""
+    the keys :data:`LATER_KEYS` assigns to later steps, nor the paper it is reported in.
+    """
     exp = copy.deepcopy(config["experiments"][name])
     exp.pop("paper", None)
-    for later in STEPS[STEPS.index(step) + 1:]:
+    for later in STEPS[STEPS.index(step) + 1 :]:
         for key in LATER_KEYS.get(later, ()):
             *parents, leaf = key.split(".")
             d = exp
@@ -56,7 +67,9 @@ def step_params(name, step):
 
 def annotate_params(name):
     """What the annotations depend on: the mask shape."""
-    return {"detect": {"mask_shape": config["experiments"][name]["detect"]["mask_shape"]}}
+    return {
+        "detect": {"mask_shape": config["experiments"][name]["detect"]["mask_shape"]}
+    }
 
 
 def split_params(exp):
@@ -76,7 +89,9 @@ def features_file(experiment):
 
 # (dataset, key) -> the model config whose backbone makes those features
 FEATURE_SPECS = {
-    (e["dataset"], feature_key(e)): e["model"] for e in config["experiments"].values() if uses_feature_cache(e)
+    (e["dataset"], feature_key(e)): e["model"]
+    for e in config["experiments"].values()
+    if uses_feature_cache(e)
 }
 STUDIES = config["studies"]
 for _name, _study in STUDIES.items():
@@ -88,7 +103,9 @@ def dataset_gpus(dataset):
     """GPUs of the features rule: one when any experiment or study of the dataset trains on a GPU
     (a forward pass over the dataset needs no data parallelism)."""
     runs = list(config["experiments"].values()) + list(STUDIES.values())
-    return min(1, max([r["train"]["gpus"] for r in runs if r["dataset"] == dataset], default=0))
+    return min(
+        1, max([r["train"]["gpus"] for r in runs if r["dataset"] == dataset], default=0)
+    )
 
 
 def study_dir(study):
@@ -97,7 +114,10 @@ def study_dir(study):
 
 def study_feature_files(wildcards):
     s = STUDIES[wildcards.study]
-    return {b: f"{RESULTS}/features/{s['dataset']}/{key}.pt" for b, (key, _) in study_features(s).items()}
+    return {
+        b: f"{RESULTS}/features/{s['dataset']}/{key}.pt"
+        for b, (key, _) in study_features(s).items()
+    }
 
 
 def stage1_choice(study):
@@ -110,9 +130,11 @@ def stage1_choice(study):
 def study_stage2_inputs(wildcards):
     s = STUDIES[wildcards.study]
     key, _ = study_features(s)[stage1_choice(wildcards.study)]
-    return {"split": f"{study_dir(wildcards.study)}/split.csv",
-            "selection": f"{study_dir(wildcards.study)}/stage1/selection.json",
-            "features": f"{RESULTS}/features/{s['dataset']}/{key}.pt"}
+    return {
+        "split": f"{study_dir(wildcards.study)}/split.csv",
+        "selection": f"{study_dir(wildcards.study)}/stage1/selection.json",
+        "features": f"{RESULTS}/features/{s['dataset']}/{key}.pt",
+    }
 
 
 def study_stage_inputs(extra):
@@ -135,11 +157,18 @@ def experiment_inputs(extra):
 
     def inputs(wildcards):
         d = {"split": f"{RESULTS}/experiments/{wildcards.experiment}/split.csv"}
-        d.update({k: v.format(results=RESULTS, experiment=wildcards.experiment) for k, v in extra.items()})
+        d.update(
+            {
+                k: v.format(results=RESULTS, experiment=wildcards.experiment)
+                for k, v in extra.items()
+            }
+        )
         exp = config["experiments"][wildcards.experiment]
         if uses_feature_cache(exp):
             d["features"] = features_file(wildcards.experiment)
-        elif exp["model"].get("arch") == "transfer" and weights_file(exp["model"]["backbone"]):
+        elif exp["model"].get("arch") == "transfer" and weights_file(
+            exp["model"]["backbone"]
+        ):
             d["weights"] = weights_file(exp["model"]["backbone"])
         return d
 
@@ -177,23 +206,57 @@ DETECT_DATASETS = {config["experiments"][n]["dataset"] for n in DETECT}
 def detector_chain(wildcards):
     """Priority 10 for the jobs that lead to a Mask R-CNN training (its dataset's acquisition,
     manifest and conversion, its split and annotations), 0 otherwise: the detectors are the
-    longest chain, so the scheduler starts their data first instead of after everything else."""
+    longest chain, so the scheduler starts their data first instead of after everything else.
+    """
     w = dict(wildcards.items())
-    return 10 if w.get("experiment") in DETECT or w.get("dataset") in DETECT_DATASETS else 0
-STAGE_FILES = ["stage1/runs.csv", "stage1/history.csv", "stage2/runs.csv", "stage2/history.csv",
-               "stage2/predictions.csv", "stage3/runs.csv", "stage3/history.csv", "stage3/predictions.csv",
-               "stage4/runs.csv", "stage4/history.csv", "stage4/predictions.csv", "stage4/parameters.json"]
+    return (
+        10
+        if w.get("experiment") in DETECT or w.get("dataset") in DETECT_DATASETS
+        else 0
+    )
+
+
+STAGE_FILES = [
+    "stage1/runs.csv",
+    "stage1/history.csv",
+    "stage2/runs.csv",
+    "stage2/history.csv",
+    "stage2/predictions.csv",
+    "stage3/runs.csv",
+    "stage3/history.csv",
+    "stage3/predictions.csv",
+    "stage4/runs.csv",
+    "stage4/history.csv",
+    "stage4/predictions.csv",
+    "stage4/parameters.json",
+]
 EXPERIMENT_FILES = {
     "study": ("metrics.json", "split.csv", *STAGE_FILES),
-    "classify": ("metrics.json", "history.csv", "model_summary.csv", "split.csv", "predictions.csv"),
-    "detect": ("metrics.json", "history.csv", "model_summary.csv", "split.csv", "predictions.json",
-               "per_image.csv", "annotations/test.json"),
+    "classify": (
+        "metrics.json",
+        "history.csv",
+        "model_summary.csv",
+        "split.csv",
+        "predictions.csv",
+    ),
+    "detect": (
+        "metrics.json",
+        "history.csv",
+        "model_summary.csv",
+        "split.csv",
+        "predictions.json",
+        "per_image.csv",
+        "annotations/test.json",
+    ),
 }
 
 
 def detector_inputs(wildcards):
     """The experiment's COCO annotations and, when configured, its pretrained weights."""
-    d = {k: f"{RESULTS}/experiments/{wildcards.experiment}/annotations/{k}.json" for k in ("train", "val", "test")}
+    d = {
+        k: f"{RESULTS}/experiments/{wildcards.experiment}/annotations/{k}.json"
+        for k in ("train", "val", "test")
+    }
     pre = config["experiments"][wildcards.experiment]["model"]["detector"]["pretrained"]
     if pre and weights_file(pre):
         d["weights"] = weights_file(pre)
@@ -201,7 +264,9 @@ def detector_inputs(wildcards):
 
 
 def detector_env(wildcards):
-    backend = config["experiments"][wildcards.experiment]["model"]["detector"]["backend"]
+    backend = config["experiments"][wildcards.experiment]["model"]["detector"][
+        "backend"
+    ]
     return "../../envs/detectron2.yaml" if backend == "detectron2" else ENV
 
 
@@ -223,8 +288,11 @@ def paper_inputs(wildcards):
 
 
 def contact_sheets():
-    return expand(f"{RESULTS}/figures/contact_sheets/{{dataset}}.{{fmt}}", dataset=list(config["datasets"]),
-                  fmt=FIGURE_FORMATS)
+    return expand(
+        f"{RESULTS}/figures/contact_sheets/{{dataset}}.{{fmt}}",
+        dataset=list(config["datasets"]),
+        fmt=FIGURE_FORMATS,
+    )
 
 
 def all_targets():

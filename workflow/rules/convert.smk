@@ -8,16 +8,16 @@ rule convert:
         images=directory(f"{RESULTS}/converted/{{dataset}}/images"),
         manifest=f"{RESULTS}/converted/{{dataset}}/manifest.csv",
         rejected=f"{RESULTS}/converted/{{dataset}}/rejected.csv",
-    params:
-        convert=lambda wc: config["datasets"][wc.dataset]["convert"],
-    threads: config["threads"]
-    priority: detector_chain
     log:
         f"{RESULTS}/logs/convert/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/convert/{{dataset}}.tsv"
+    priority: detector_chain
     conda:
         ENV
+    threads: config["threads"]
+    params:
+        convert=lambda wc: config["datasets"][wc.dataset]["convert"],
     script:
         "../scripts/convert.py"
 
@@ -26,17 +26,20 @@ rule contact_sheet:
     input:
         manifest=f"{RESULTS}/converted/{{dataset}}/manifest.csv",
     output:
-        expand(f"{RESULTS}/figures/contact_sheets/{{{{dataset}}}}.{{fmt}}", fmt=FIGURE_FORMATS),
-    params:
-        per_class=config["contact_sheet"]["per_class"],
-        style=config["figures"],
-        scale=config["scale"],
-        seed=config["seed"],
+        expand(
+            f"{RESULTS}/figures/contact_sheets/{{{{dataset}}}}.{{fmt}}",
+            fmt=FIGURE_FORMATS,
+        ),
     log:
         f"{RESULTS}/logs/contact_sheet/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/contact_sheet/{{dataset}}.tsv"
     conda:
         ENV
+    params:
+        per_class=config["contact_sheet"]["per_class"],
+        style=config["figures"],
+        scale=config["scale"],
+        seed=config["seed"],
     script:
         "../scripts/contact_sheet.py"

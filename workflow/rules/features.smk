@@ -7,19 +7,22 @@ rule features:
         unpack(features_inputs),
     output:
         f"{RESULTS}/features/{{dataset}}/{{key}}.pt",
-    params:
-        model=lambda wc: FEATURE_SPECS[(wc.dataset, wc.key)],
-        seed=config["backbone_seed"],
-        train=lambda wc: {"gpus": dataset_gpus(wc.dataset), "allow_cpu": config["allow_cpu"]},
-    threads: 1
-    resources:
-        gpu=lambda wc: dataset_gpus(wc.dataset),
     log:
         f"{RESULTS}/logs/features/{{dataset}}/{{key}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/features/{{dataset}}/{{key}}.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: dataset_gpus(wc.dataset),
+    params:
+        model=lambda wc: FEATURE_SPECS[(wc.dataset, wc.key)],
+        seed=config["backbone_seed"],
+        train=lambda wc: {
+            "gpus": dataset_gpus(wc.dataset),
+            "allow_cpu": config["allow_cpu"],
+        },
     script:
         "../scripts/features.py"
 
@@ -28,11 +31,11 @@ rule download_weights:
     """torchvision's ImageNet weights of a backbone set to 'imagenet' under `weights:` (needs internet)."""
     output:
         f"{RESULTS}/weights/{{backbone}}.pth",
+    log:
+        f"{RESULTS}/logs/download_weights/{{backbone}}.log",
     wildcard_constraints:
         backbone=one_of(DOWNLOADED_WEIGHTS),
     localrule: True
-    log:
-        f"{RESULTS}/logs/download_weights/{{backbone}}.log",
     conda:
         ENV
     script:

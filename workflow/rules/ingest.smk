@@ -7,13 +7,13 @@ rule ingest:
     output:
         manifest=f"{RESULTS}/manifests/{{dataset}}.csv",
         rejected=f"{RESULTS}/manifests/{{dataset}}.rejected.csv",
-    threads: config["threads"]
-    priority: detector_chain
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{dataset}}.tsv"
+    priority: detector_chain
     conda:
         ENV
+    threads: config["threads"]
     script:
         "../scripts/ingest.py"

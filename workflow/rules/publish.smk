@@ -10,16 +10,19 @@ rule publish_paper:
         unpack(paper_inputs),
     output:
         directory(f"{RESULTS}/papers/{{paper}}"),
-    params:
-        paper=lambda wc: {**config["papers"][wc.paper], "departures": resolved_departures(config, wc.paper)},
-        style=config["figures"],
-        scale=config["scale"],
     log:
         f"{RESULTS}/logs/publish/{{paper}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/publish/{{paper}}.tsv"
     conda:
         ENV
+    params:
+        paper=lambda wc: {
+            **config["papers"][wc.paper],
+            "departures": resolved_departures(config, wc.paper),
+        },
+        style=config["figures"],
+        scale=config["scale"],
     script:
         "../scripts/publish_paper.py"
 
@@ -29,15 +32,15 @@ rule report:
         expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
     output:
         f"{RESULTS}/report.md",
-    params:
-        papers=config["papers"],
-        scale=config["scale"],
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
     conda:
         ENV
+    params:
+        papers=config["papers"],
+        scale=config["scale"],
     script:
         "../scripts/report.py"
 
@@ -47,8 +50,9 @@ rule report:
 for _paper in config["papers"]:
 
     rule:
-        name: _paper
+        name:
+            _paper
+        default_target: False
         input:
             f"{RESULTS}/papers/{_paper}",
         localrule: True
-        default_target: False

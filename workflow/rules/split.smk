@@ -7,14 +7,14 @@ rule split:
     output:
         split=f"{RESULTS}/experiments/{{experiment}}/split.csv",
         audit=f"{RESULTS}/experiments/{{experiment}}/split_audit.json",
-    params:
-        experiment=lambda wc: split_params(config["experiments"][wc.experiment]),
-    priority: detector_chain
     log:
         f"{RESULTS}/logs/split/{{experiment}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/split/{{experiment}}.tsv"
+    priority: detector_chain
     conda:
         ENV
+    params:
+        experiment=lambda wc: split_params(config["experiments"][wc.experiment]),
     script:
         "../scripts/split.py"

@@ -1,6 +1,7 @@
 """Staged studies (studies: in config; transfer_multidataset): split -> stage 1 (every backbone x
 batch size on cached features; a checkpoint, its selection plans stage 2) -> stage 2 (learning
-rates) -> stage 3 (augmentation) and stage 4 (fine-tuning) -> one metrics.json per study."""
+rates) -> stage 3 (augmentation) and stage 4 (fine-tuning) -> one metrics.json per study.
+"""
 
 
 rule study_split:
@@ -9,14 +10,14 @@ rule study_split:
     output:
         split=f"{RESULTS}/studies/{{study}}/split.csv",
         audit=f"{RESULTS}/studies/{{study}}/split_audit.json",
-    params:
-        experiment=lambda wc: split_params(STUDIES[wc.study]),
     log:
         f"{RESULTS}/logs/study_split/{{study}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/study_split/{{study}}.tsv"
     conda:
         ENV
+    params:
+        experiment=lambda wc: split_params(STUDIES[wc.study]),
     script:
         "../scripts/split.py"
 
@@ -29,19 +30,19 @@ checkpoint study_stage1:
         runs=f"{RESULTS}/studies/{{study}}/stage1/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage1/history.csv",
         selection=f"{RESULTS}/studies/{{study}}/stage1/selection.json",
-    params:
-        study=lambda wc: STUDIES[wc.study],
-        backbones=lambda wc: list(STUDIES[wc.study]["backbones"]),
-    threads: 1
-    priority: 5  # stages 2-4 wait on it
-    resources:
-        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:
         f"{RESULTS}/logs/study/{{study}}/stage1.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage1.tsv"
+    priority: 5  # stages 2-4 wait on it
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
+    params:
+        study=lambda wc: STUDIES[wc.study],
+        backbones=lambda wc: list(STUDIES[wc.study]["backbones"]),
     script:
         "../scripts/study_stage.py"
 
@@ -55,17 +56,17 @@ rule study_stage2:
         selection=f"{RESULTS}/studies/{{study}}/stage2/selection.json",
         predictions=f"{RESULTS}/studies/{{study}}/stage2/predictions.csv",
         model=f"{RESULTS}/studies/{{study}}/stage2/model.pt",
-    params:
-        study=lambda wc: STUDIES[wc.study],
-    threads: 1
-    resources:
-        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:
         f"{RESULTS}/logs/study/{{study}}/stage2.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage2.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
+    params:
+        study=lambda wc: STUDIES[wc.study],
     script:
         "../scripts/study_stage.py"
 
@@ -77,18 +78,18 @@ rule study_stage3:
         runs=f"{RESULTS}/studies/{{study}}/stage3/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage3/history.csv",
         predictions=f"{RESULTS}/studies/{{study}}/stage3/predictions.csv",
-    params:
-        study=lambda wc: STUDIES[wc.study],
-        backbone_seed=config["backbone_seed"],
-    threads: 1
-    resources:
-        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:
         f"{RESULTS}/logs/study/{{study}}/stage3.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage3.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
+    params:
+        study=lambda wc: STUDIES[wc.study],
+        backbone_seed=config["backbone_seed"],
     script:
         "../scripts/study_stage.py"
 
@@ -101,18 +102,18 @@ rule study_stage4:
         history=f"{RESULTS}/studies/{{study}}/stage4/history.csv",
         predictions=f"{RESULTS}/studies/{{study}}/stage4/predictions.csv",
         parameters=f"{RESULTS}/studies/{{study}}/stage4/parameters.json",
-    params:
-        study=lambda wc: STUDIES[wc.study],
-        backbone_seed=config["backbone_seed"],
-    threads: 1
-    resources:
-        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     log:
         f"{RESULTS}/logs/study/{{study}}/stage4.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage4.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
+    params:
+        study=lambda wc: STUDIES[wc.study],
+        backbone_seed=config["backbone_seed"],
     script:
         "../scripts/study_stage.py"
 
@@ -120,18 +121,22 @@ rule study_stage4:
 rule study_summary:
     input:
         split=f"{RESULTS}/studies/{{study}}/split.csv",
-        runs=expand(f"{RESULTS}/studies/{{{{study}}}}/stage{{k}}/runs.csv", k=[1, 2, 3, 4]),
-        predictions=expand(f"{RESULTS}/studies/{{{{study}}}}/stage{{k}}/predictions.csv", k=[2, 3, 4]),
+        runs=expand(
+            f"{RESULTS}/studies/{{{{study}}}}/stage{{k}}/runs.csv", k=[1, 2, 3, 4]
+        ),
+        predictions=expand(
+            f"{RESULTS}/studies/{{{{study}}}}/stage{{k}}/predictions.csv", k=[2, 3, 4]
+        ),
     output:
         f"{RESULTS}/studies/{{study}}/metrics.json",
-    params:
-        study=lambda wc: STUDIES[wc.study],
-        bootstrap=config["bootstrap"],
     log:
         f"{RESULTS}/logs/study/{{study}}/summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/summary.tsv"
     conda:
         ENV
+    params:
+        study=lambda wc: STUDIES[wc.study],
+        bootstrap=config["bootstrap"],
     script:
         "../scripts/study_summary.py"
