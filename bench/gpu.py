@@ -38,7 +38,7 @@ from PIL import Image
 from medrepro import accel as accel_mod
 from medrepro.annotation import encode
 from medrepro.config import load_config
-from medrepro.detection import DetectionSet, build_maskrcnn, collate, predict_coco, train_detector
+from medrepro.detection import DetectionSet, build_maskrcnn, collate, predict_coco, train_detector, train_step
 from medrepro.models import build_model
 from medrepro.training import TrainConfig, fit
 
@@ -61,6 +61,18 @@ def make_accel(device: torch.device, amp: bool, channels_last: bool) -> accel_mo
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def steps_per_second(step, warmup: int, iters: int, device) -> float:
+    """``step()`` run ``warmup`` times untimed, then ``iters`` times timed (the device synchronised)."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(device)
+    return iters / (time.perf_counter() - t0)
 
 
 def peak_reset(device):
@@ -111,14 +123,7 @@ def classifier_step_run(spec: dict, n_classes: int, batch: int, iters: int, acc)
         scaler.step(opt)
         scaler.update()
 
-    for _ in range(3):
-        step()
-    sync(acc.device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync(acc.device)
-    return iters * batch / (time.perf_counter() - t0)
+    return batch * steps_per_second(step, 3, iters, acc.device)
 
 
 # ----------------------------------------------------------------------------- Mask R-CNN
@@ -164,25 +169,11 @@ def detector_step_run(exp: dict, coco: dict, iters: int, acc) -> float:
     imgs, tgts = collate([ds[k % len(ds)] for k in range(bs)])
     imgs = [i.to(acc.device) for i in imgs]
     tgts = [{k: v.to(acc.device) for k, v in t.items()} for t in tgts]
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
     scaler = acc.scaler()
-
-    def step():
-        with acc.autocast():
-            loss = sum(model(imgs, tgts).values())
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    for _ in range(2):
-        step()
-    sync(acc.device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync(acc.device)
-    return iters * bs / (time.perf_counter() - t0)
+    return bs * steps_per_second(lambda: train_step(model, opt, scaler, acc, imgs, tgts, None, params), 2, iters,
+                                 acc.device)
 
 
 def detector_predict_run(exp: dict, coco: dict, acc) -> float:
