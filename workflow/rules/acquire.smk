@@ -16,7 +16,7 @@ rule synthesize:
         ENV
     threads: config["threads"]
     params:
-        synthetic=lambda wc: config["datasets"][wc.dataset]["synthetic"],
+        synthetic=lambda wc: canonical(config["datasets"][wc.dataset]["synthetic"]),
         seed=config["seed"],
     script:
         "../scripts/synthesize.py"
@@ -40,6 +40,6 @@ rule download:
     conda:
         ENV
     params:
-        spec=lambda wc: config["datasets"][wc.dataset]["download"],
+        spec=lambda wc: canonical(config["datasets"][wc.dataset]["download"]),
     script:
         "../scripts/download.py"

@@ -70,6 +70,6 @@ rule evaluate:
         ENV
     params:
         experiment=lambda wc: step_params(wc.experiment, "evaluate"),
-        bootstrap=config["bootstrap"],
+        bootstrap=canonical(config["bootstrap"]),
     script:
         "../scripts/evaluate.py"

@@ -49,6 +49,13 @@ LATER_KEYS = {
 STEPS = ("train", "predict", "evaluate")
 
 
+def canonical(obj):
+    """``obj`` with every mapping's keys sorted (lists keep their order): Snakemake reruns a job when
+    its params differ from the last run's, and a config overlay can reorder keys without changing
+    a value."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
 def step_params(name, step):
     """Experiment ``name``'s config as step ``step`` (train, predict, evaluate) depends on: without
     the keys :data:`LATER_KEYS` assigns to later steps, nor the paper it is reported in.
@@ -62,19 +69,19 @@ def step_params(name, step):
             for p in parents:
                 d = d.get(p) or {}
             d.pop(leaf, None)
-    return exp
+    return canonical(exp)
 
 
 def annotate_params(name):
     """What the annotations depend on: the mask shape."""
-    return {
-        "detect": {"mask_shape": config["experiments"][name]["detect"]["mask_shape"]}
-    }
+    return canonical(
+        {"detect": {"mask_shape": config["experiments"][name]["detect"]["mask_shape"]}}
+    )
 
 
 def split_params(exp):
     """What a split depends on (so that changing, say, the epochs does not redo the split)."""
-    return {k: exp.get(k) for k in ("classes", "subset", "split")}
+    return canonical({k: exp.get(k) for k in ("classes", "subset", "split")})
 
 
 def experiment_dataset(wildcards):

@@ -17,7 +17,7 @@ rule convert:
         ENV
     threads: config["threads"]
     params:
-        convert=lambda wc: config["datasets"][wc.dataset]["convert"],
+        convert=lambda wc: canonical(config["datasets"][wc.dataset]["convert"]),
     script:
         "../scripts/convert.py"
 
@@ -38,7 +38,7 @@ rule contact_sheet:
         ENV
     params:
         per_class=config["contact_sheet"]["per_class"],
-        style=config["figures"],
+        style=canonical(config["figures"]),
         scale=config["scale"],
         seed=config["seed"],
     script:

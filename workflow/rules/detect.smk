@@ -100,7 +100,7 @@ rule evaluate_detector:
         ENV
     params:
         experiment=lambda wc: step_params(wc.experiment, "evaluate"),
-        bootstrap=config["bootstrap"],
+        bootstrap=canonical(config["bootstrap"]),
         annotations=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     script:
         "../scripts/evaluate_detector.py"

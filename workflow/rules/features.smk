@@ -17,7 +17,7 @@ rule features:
     resources:
         gpu=lambda wc: dataset_gpus(wc.dataset),
     params:
-        model=lambda wc: FEATURE_SPECS[(wc.dataset, wc.key)],
+        model=lambda wc: canonical(FEATURE_SPECS[(wc.dataset, wc.key)]),
         seed=config["backbone_seed"],
         train=lambda wc: {
             "gpus": dataset_gpus(wc.dataset),

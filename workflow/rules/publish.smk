@@ -17,11 +17,13 @@ rule publish_paper:
     conda:
         ENV
     params:
-        paper=lambda wc: {
-            **config["papers"][wc.paper],
-            "departures": resolved_departures(config, wc.paper),
-        },
-        style=config["figures"],
+        paper=lambda wc: canonical(
+            {
+                **config["papers"][wc.paper],
+                "departures": resolved_departures(config, wc.paper),
+            }
+        ),
+        style=canonical(config["figures"]),
         scale=config["scale"],
     script:
         "../scripts/publish_paper.py"

@@ -41,7 +41,7 @@ checkpoint study_stage1:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: STUDIES[wc.study],
+        study=lambda wc: canonical(STUDIES[wc.study]),
         backbones=lambda wc: list(STUDIES[wc.study]["backbones"]),
     script:
         "../scripts/study_stage.py"
@@ -66,7 +66,7 @@ rule study_stage2:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: STUDIES[wc.study],
+        study=lambda wc: canonical(STUDIES[wc.study]),
     script:
         "../scripts/study_stage.py"
 
@@ -88,7 +88,7 @@ rule study_stage3:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: STUDIES[wc.study],
+        study=lambda wc: canonical(STUDIES[wc.study]),
         backbone_seed=config["backbone_seed"],
     script:
         "../scripts/study_stage.py"
@@ -112,7 +112,7 @@ rule study_stage4:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: STUDIES[wc.study],
+        study=lambda wc: canonical(STUDIES[wc.study]),
         backbone_seed=config["backbone_seed"],
     script:
         "../scripts/study_stage.py"
@@ -136,7 +136,7 @@ rule study_summary:
     conda:
         ENV
     params:
-        study=lambda wc: STUDIES[wc.study],
-        bootstrap=config["bootstrap"],
+        study=lambda wc: canonical(STUDIES[wc.study]),
+        bootstrap=canonical(config["bootstrap"]),
     script:
         "../scripts/study_summary.py"
