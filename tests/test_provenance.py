@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 
 import matplotlib
 
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from medrepro import provenance  # noqa: E402
@@ -75,3 +77,16 @@ def test_tables_and_figures_carry_the_provenance_line(tmp_path):
     save_figure(fig, tmp_path / "f", {"formats": ["png", "pdf"]}, "demo", line)
     assert Image.open(tmp_path / "f.png").text["Software"] == line
     assert b"/Creator (medrepro commit " in (tmp_path / "f.pdf").read_bytes()
+
+
+def test_a_step_without_torch_records_its_build_versions_without_importing_it():
+    """Evaluation and publishing never touch torch: their provenance names torch's build (as the
+    training step's does) without paying for the import, and says no torch thread pool ran."""
+    code = ("import json, sys; from medrepro import provenance; r = provenance.record({'a': 1}); "
+            "print(json.dumps({'torch_loaded': 'torch' in sys.modules, 'record': r}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                     .stdout.strip().splitlines()[-1])
+    assert out["torch_loaded"] is False
+    rec = out["record"]
+    assert rec["versions"]["torch"] == torch.__version__ and rec["versions"]["torchvision"] == torchvision.__version__
+    assert rec["device"] == "cpu" and rec["gpu"] is None and rec["threads"] is None

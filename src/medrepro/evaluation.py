@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss, roc_auc_score
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score
 
 
 def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], split: str = "test",
@@ -33,21 +33,29 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
     of always predicting this set's most frequent class (the chance level accuracy must beat)."""
     y, yhat = pred["target"].to_numpy(), pred["pred"].to_numpy()
     labels = list(range(len(class_names)))
-    rep = classification_report(y, yhat, labels=labels, target_names=class_names, output_dict=True, zero_division=0)
+    # one pass of scikit-learn's per-class scores; the averages are classification_report's (macro:
+    # the plain mean over classes, weighted: by support), computed here from them rather than by three
+    # more passes (the bootstrap calls this hundreds of times)
+    prec, rec, f1, support = precision_recall_fscore_support(y, yhat, labels=labels, zero_division=0)
     cm = confusion_matrix(y, yhat, labels=labels)
+    per = np.stack([prec, rec, f1])
+    weighted = per @ support / support.sum() if support.sum() else np.zeros(3)
     out = {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, yhat)),
         "majority_rate": float(np.bincount(y.astype(int), minlength=len(labels)).max() / len(y)) if len(y)
         else float("nan"),
-        "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")}
-                      for c in class_names},
-        "macro_avg": {k: float(rep["macro avg"][k]) for k in ("precision", "recall", "f1-score")},
-        "weighted_avg": {k: float(rep["weighted avg"][k]) for k in ("precision", "recall", "f1-score")},
+        "per_class": {c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1-score": float(f1[i]),
+                          "support": float(support[i])} for i, c in enumerate(class_names)},
+        "macro_avg": dict(zip(("precision", "recall", "f1-score"), map(float, per.mean(axis=1)))),
+        "weighted_avg": dict(zip(("precision", "recall", "f1-score"), map(float, weighted))),
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
-    proba = pred[[f"prob_{c}" for c in class_names]].to_numpy()
+    proba = pred[[f"prob_{c}" for c in class_names]].to_numpy(dtype=float)
+    # rows written as float32 sum to 1 within 1e-7, not exactly: renormalised, as Keras' loss clips
+    # and renormalises, so scikit-learn does not warn on every call
+    proba = proba / proba.sum(axis=1, keepdims=True)
     # Keras' loss: the cross-entropy of the predicted probabilities plus the model's L2 penalty
     out["data_loss"] = float(log_loss(y, proba, labels=labels))
     out["l2_penalty"] = float(pred["l2_penalty"].iloc[0]) if "l2_penalty" in pred else 0.0

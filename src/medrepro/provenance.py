@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from functools import cache
@@ -58,19 +59,36 @@ def config_sha256(section) -> str:
     return hashlib.sha256(json.dumps(section, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _build_version(package: str) -> str | None:
+    """``package.__version__`` with its build tag (torch's 2.14.1+cu130; the wheel's metadata says
+    2.14.1), read from the package's ``version.py`` without importing the package (importing torch
+    costs seconds in steps that never use it)."""
+    if package in sys.modules:
+        return getattr(sys.modules[package], "__version__", None)
+    from importlib.util import find_spec
+
+    spec = find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        f = Path(folder) / "version.py"
+        if f.is_file():
+            m = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", f.read_text(), re.M)
+            if m:
+                return m.group(1)
+    return None
+
+
 @cache
 def versions() -> dict:
-    import torch
-    import torchvision
-
     out = {"python": sys.version.split()[0]}
     for p in PACKAGES:
         try:
             out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             continue
-    # torch's own version string names its build (2.14.1+cu130); the package metadata may not
-    out.update(torch=torch.__version__, torchvision=torchvision.__version__)
+    for p in ("torch", "torchvision"):  # their own version strings name the build (2.14.1+cu130)
+        v = _build_version(p)
+        if v:
+            out[p] = v
     return out
 
 
@@ -89,13 +107,15 @@ def runtime_from_summary(summary_csv) -> dict | None:
 
 
 def record(section=None, trained_on: dict | None = None) -> dict:
-    """The provenance of a result written now by this process (see the module docstring)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
+    """The provenance of a result written now by this process (see the module docstring).  A step
+    that never imported torch ran on the CPU only; its ``threads`` is then null (no torch thread
+    pool), and torch is not imported just to say so."""
+    torch = sys.modules.get("torch")
+    cuda = bool(torch and torch.cuda.is_available())
     out = {**git_state(), "config_sha256": config_sha256(section) if section is not None else None,
            "versions": versions(), "device": "cuda" if cuda else "cpu",
-           "gpu": torch.cuda.get_device_name(0) if cuda else None, "threads": torch.get_num_threads(),
+           "gpu": torch.cuda.get_device_name(0) if cuda else None,
+           "threads": torch.get_num_threads() if torch else None,
            "host": platform.node(), "slurm_job": os.environ.get("SLURM_JOB_ID")}
     if trained_on:
         out["trained_on"] = trained_on
@@ -108,4 +128,5 @@ def short(p: dict | None) -> str:
         return "provenance: not recorded"
     commit = (p.get("commit") or "no git checkout")[:12] + (" (uncommitted changes)" if p.get("dirty") else "")
     return (f"medrepro commit {commit}; config {p.get('config_sha256')}; torch {p['versions'].get('torch')}; "
-            f"{p.get('device')}{' ' + p['gpu'] if p.get('gpu') else ''}, {p.get('threads')} threads")
+            f"{p.get('device')}{' ' + p['gpu'] if p.get('gpu') else ''}"
+            f"{', %s threads' % p['threads'] if p.get('threads') is not None else ''}")
