@@ -225,6 +225,32 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
                        theirs["backbone.body.layer4.2.conv3.weight"])
 
 
+
+def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
+    """``fpn_channels`` sets every pyramid level's width; the RPN head, the box head's input
+    (channels x 7 x 7) and the mask head's first convolution follow, and the model trains."""
+    from medrepro.config import load_config
+    from medrepro.detection import build_maskrcnn
+
+    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    m = copy.deepcopy(cfg["experiments"]["mr_exp1"]["model"])
+    m["input_size"] = [64, 64]
+    m["detector"].update(fpn_channels=32, box_head_size=64)
+    model = build_maskrcnn(m)
+    feats = model.backbone(torch.zeros(1, 3, 64, 64))
+    assert {v.shape[1] for v in feats.values()} == {32} and len(feats) == 5
+    assert model.rpn.head.conv[0][0].in_channels == 32
+    assert model.roi_heads.box_head.fc6.in_features == 32 * 7 * 7
+    assert model.roi_heads.mask_head[0][0].in_channels == 32
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:30, 12:40] = 1
+    losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]),
+                                                     "labels": torch.tensor([1]), "masks": masks}])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    wide = build_maskrcnn(m | {"detector": {**m["detector"], "fpn_channels": 256}})
+    assert wide.backbone.out_channels == 256 and type(wide.backbone.fpn) is type(model.backbone.fpn)
+
 def test_detectron2_backend_clips_the_whole_models_gradient_norm_as_the_torchvision_backend():
     """detectron2's CLIP_TYPE 'norm' clips each tensor on its own; the backend clips them together."""
     from medrepro.detectron2_backend import clip_whole_model

@@ -114,9 +114,10 @@ def collate(batch):
 def build_maskrcnn(cfg: dict) -> nn.Module:
     """torchvision Mask R-CNN from ``model.detector`` settings (2 classes: background, opacity).
 
-    ``backbone: resnet50`` with ``norm: frozen`` and the default heads (a 1,024-wide box head,
-    four 256-channel mask convolutions) is exactly ``maskrcnn_resnet50_fpn``; lighter ResNets,
-    narrower heads and trainable BatchNorm serve randomly initialised demo runs.
+    ``backbone: resnet50`` with ``norm: frozen`` and the default widths (a 256-channel pyramid, a
+    1,024-wide box head, four 256-channel mask convolutions) is exactly ``maskrcnn_resnet50_fpn``;
+    lighter ResNets, a narrower pyramid and heads and trainable BatchNorm serve randomly
+    initialised demo runs.
     """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -131,6 +132,12 @@ def build_maskrcnn(cfg: dict) -> nn.Module:
     norm = nn.BatchNorm2d if d["norm"] == "batchnorm" else FrozenBatchNorm2d
     backbone = resnet_fpn_backbone(backbone_name=d["backbone"], weights=None, norm_layer=norm,
                                    trainable_layers=d["trainable_layers"])
+    if d["fpn_channels"] != backbone.out_channels:  # a narrower pyramid (and with it RPN, RoIAlign, box head input)
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+        backbone.fpn = FeaturePyramidNetwork([blk[0].in_channels for blk in backbone.fpn.inner_blocks],
+                                             d["fpn_channels"], extra_blocks=LastLevelMaxPool())
+        backbone.out_channels = d["fpn_channels"]
     size = int(cfg["input_size"][0])
     anchors = AnchorGenerator(tuple((int(a),) for a in d["anchor_sizes"]), ((0.5, 1.0, 2.0),) * len(d["anchor_sizes"]))
     ch = backbone.out_channels

@@ -60,6 +60,7 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = d["rpn_batch_size_per_image"]
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = d["roi_batch_size_per_image"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
+    cfg.MODEL.FPN.OUT_CHANNELS = d["fpn_channels"]
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = d["box_head_size"]
     cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = len(d["mask_head_layers"])  # detectron2's convs share one width
     cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = max(d["mask_head_layers"])
