@@ -173,6 +173,12 @@ def test_shipped_configs_are_valid():
     demo_head = demo["experiments"]["tk_resnet50"]["model"]["head"]
     assert demo_head[0] == {"type": "normalization", "epsilon": 0}
     assert full["experiments"]["tk_resnet50"]["model"]["head"] == demo_head[1:]
+    # the demo's shorter stages 3-4 and narrower detector pyramid stay out of the papers' settings
+    for name, st in full["studies"].items():
+        assert st["augment_epochs"] is None and st["fine_tune"]["epochs"] == 5, name  # the thesis' 5 epochs
+        assert demo["studies"][name]["augment_epochs"] < demo["studies"][name]["train"]["epochs"]
+    assert {e["model"]["detector"]["fpn_channels"] for e in full["experiments"].values() if e["task"] == "detect"} \
+        == {256}
 
 
 def test_smoke_config_changes_only_counts_epochs_and_iterations():

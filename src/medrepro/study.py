@@ -200,7 +200,8 @@ def _image_ds(spec: dict, part: pd.DataFrame, augment: bool = False):
 
 def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = None, backbone_seed: int = 0
            ) -> pd.DataFrame:
-    """The stage-2 choice trained with augmentation on the training split (full forward passes)."""
+    """The stage-2 choice trained with augmentation on the training split (full forward passes),
+    for ``augment_epochs`` (default ``train.epochs``)."""
     from .models import TransferNet, build_backbone, build_head
     from .training import fit
 
@@ -208,6 +209,8 @@ def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = No
     sel = json.loads(Path(selection2).read_text())
     spec = run_spec(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
     t = spec["train"]
+    if study.get("augment_epochs"):
+        t["epochs"] = int(study["augment_epochs"])
     tr, va = _split_parts(table, t)
     backbone = build_backbone(spec["model"], weights, backbone_seed)
     model = TransferNet(backbone, build_head(spec["model"], backbone.dim, t["seed"]))
