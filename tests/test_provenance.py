@@ -90,3 +90,22 @@ def test_a_step_without_torch_records_its_build_versions_without_importing_it():
     rec = out["record"]
     assert rec["versions"]["torch"] == torch.__version__ and rec["versions"]["torchvision"] == torchvision.__version__
     assert rec["device"] == "cpu" and rec["gpu"] is None and rec["threads"] is None
+
+
+def test_a_papers_style_is_set_before_its_first_figure_is_drawn(tmp_path):
+    """Publishing sets the configured style when it starts, so the first figure is drawn with it
+    (it used to be applied on saving, after the first figure had taken the defaults); lines cycle
+    through the Okabe-Ito colours, which no colour-vision deficiency merges."""
+    from medrepro.figures import OKABE_ITO
+    from medrepro.publish import Context
+
+    plt.rcdefaults()
+    Context("p", {}, {}, {"font_size": 13, "dpi": 50, "formats": ["png"]}, "", tmp_path)
+    fig, ax = plt.subplots()
+    title, label = ax.set_title("t"), ax.set_xlabel("x")
+    (line,) = ax.plot([0, 1])
+    assert title.get_fontsize() == 14 and label.get_fontsize() == 13
+    assert ax.xaxis.get_ticklabels()[0].get_fontsize() == 13
+    assert line.get_color().lower() == OKABE_ITO[0].lower()
+    assert plt.rcParams["pdf.fonttype"] == 42  # TrueType embedded, text stays text in the PDF
+    plt.close(fig)

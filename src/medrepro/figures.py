@@ -22,11 +22,24 @@ from .io import atomic_path  # noqa: E402
 
 DEFAULT_STYLE = {"dpi": 200, "formats": ["png", "pdf"], "font_size": 9}
 
+# Okabe & Ito (2008), "Color Universal Design": eight colours told apart under the common
+# colour-vision deficiencies (https://jfly.uni-koeln.de/color/); matplotlib's default cycle has
+# red and green side by side
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+RIGHT, WRONG = OKABE_ITO[0], OKABE_ITO[3]  # blue and vermilion: correct / incorrect
+
 
 def apply_style(style: dict | None = None) -> dict:
+    """Set matplotlib's style for every figure drawn after it (font size, the colour-blind-safe
+    cycle, viridis for images without a meaning of their own, TrueType fonts embedded in PDF and
+    PostScript).  Call it before drawing: a figure takes most settings when it is created."""
+    from cycler import cycler
+
     s = {**DEFAULT_STYLE, **(style or {})}
     plt.rcParams.update({"font.size": s["font_size"], "axes.titlesize": s["font_size"] + 1,
-                         "figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42})
+                         "figure.titlesize": s["font_size"] + 1, "axes.labelsize": s["font_size"],
+                         "axes.prop_cycle": cycler(color=OKABE_ITO), "image.cmap": "viridis",
+                         "figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42, "ps.fonttype": 42})
     return s
 
 

@@ -45,7 +45,7 @@ from PIL import Image
 
 from .config import scale_note
 from .evaluation import report_table
-from .figures import confusion_matrix_figure, learning_curves_figure, save_figure
+from .figures import WRONG, apply_style, confusion_matrix_figure, learning_curves_figure, save_figure
 from .io import atomic_dir, read_csv, write_json, write_text
 from .tables import write_table
 
@@ -161,6 +161,7 @@ class Context:
         self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
         self.all_files = all_files or {}
         self.provenance = provenance
+        apply_style(style)  # before the first figure is drawn, not when it is saved
 
     def metrics(self) -> dict:
         return json.loads(Path(self.files["metrics"]).read_text())
@@ -322,7 +323,7 @@ def _equalization(ctx: Context, o: dict):
         ax.hist(im.ravel(), bins=64, range=(0, 255), color="0.4")
         ax2 = ax.twinx()
         hist = np.bincount(im.ravel(), minlength=256)
-        ax2.plot(np.cumsum(hist) / hist.sum(), color="tab:red", lw=1)
+        ax2.plot(np.cumsum(hist) / hist.sum(), color=WRONG, lw=1)
         ax2.set_ylim(0, 1.02)
         ax.set_xlabel("intensity")
         ax.set_yticks([])

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .figures import RIGHT, WRONG
+
 COLUMNS = ["recall", "precision", "f1", "accuracy", "correct", "incorrect", "total"]
 NAMES = {"vgg16": "VGG-16", "vgg19": "VGG-19", "resnet50": "ResNet-50", "inception_v3": "Inception-V3",
          "efficientnet_b4": "EfficientNet-B4"}
@@ -260,7 +262,7 @@ def _prediction_examples(ctx, o):
         p = getattr(r, f"prob_{names[r.pred]}")
         ok = r.target == r.pred
         ax.set_title(f"true {ctx.label(names[r.target])}\npred {ctx.label(names[r.pred])} ({p:.2f})",
-                     fontsize="x-small", color="green" if ok else "red")
+                     fontsize="x-small", color=RIGHT if ok else WRONG)
     fig.suptitle(f"{m['label']}: test predictions (stage {m['best']['stage']})", fontsize="small")
     fig.tight_layout()
     return ctx.figure(fig, o["name"])
