@@ -109,3 +109,27 @@ def test_a_papers_style_is_set_before_its_first_figure_is_drawn(tmp_path):
     assert line.get_color().lower() == OKABE_ITO[0].lower()
     assert plt.rcParams["pdf.fonttype"] == 42  # TrueType embedded, text stays text in the PDF
     plt.close(fig)
+
+
+def test_learning_curve_titles_name_the_experiment(tmp_path):
+    """A paper with several models (transfer_kermany) gets one learning-curve figure per model, each
+    titled with its experiment (they shared one title naming none)."""
+    from medrepro.publish import Context, _learning_curves
+
+    hist = tmp_path / "history.csv"
+    pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.0, 0.6]}).to_csv(hist, index=False)
+    titles = []
+
+    class Drawn(Context):
+        def figure(self, fig, name):
+            titles.append(fig.get_suptitle())
+            plt.close(fig)
+            return []
+
+    for e in ("tk_resnet50", "tk_vgg19"):
+        _learning_curves(Drawn("transfer_kermany", {"history": hist}, {}, None, "", tmp_path, experiment=e),
+                         {"name": "x", "metrics": ["loss"]})
+    _learning_curves(Drawn("cnn_kermany", {"history": hist}, {}, None, "", tmp_path, experiment="cnn_kermany"),
+                     {"name": "x", "metrics": ["loss"]})
+    assert titles == ["transfer_kermany, tk_resnet50: learning curves", "transfer_kermany, tk_vgg19: learning curves",
+                      "cnn_kermany: learning curves"]

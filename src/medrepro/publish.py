@@ -157,8 +157,9 @@ class Context:
     """What an output may read: one experiment's files, loaded on first use."""
 
     def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, all_files=None,
-                 provenance: str = ""):
+                 provenance: str = "", experiment: str | None = None):
         self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
+        self.experiment = experiment
         self.all_files = all_files or {}
         self.provenance = provenance
         apply_style(style)  # before the first figure is drawn, not when it is saved
@@ -198,7 +199,9 @@ def _confusion_matrix(ctx: Context, o: dict):
 
 def _learning_curves(ctx: Context, o: dict):
     metrics = o.get("metrics", ["accuracy", "loss"])
-    return ctx.figure(learning_curves_figure(ctx.history(), f"{ctx.paper}: learning curves", metrics), o["name"])
+    # named after the experiment where a paper has several (transfer_kermany's three figures shared one title)
+    who = ctx.paper if ctx.experiment in (None, ctx.paper) else f"{ctx.paper}, {ctx.experiment}"
+    return ctx.figure(learning_curves_figure(ctx.history(), f"{who}: learning curves", metrics), o["name"])
 
 
 def _history(ctx: Context, o: dict):
@@ -457,7 +460,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             if exp not in inputs:
                 raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
                                  f"paper's experiments {list(inputs)}")
-            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line)
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp)
             written += OUTPUTS[o["kind"]](ctx, o)
         comps, results = [], {}
         for exp in paper_cfg["experiments"]:
