@@ -13,10 +13,15 @@ help:
 	@echo "make bench  - the benchmarks in bench/"
 	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
 
-# constraints.txt pins every package, direct and indirect (pip freeze of a working install)
+# constraints.txt pins every package, direct and indirect (pip freeze of a working install);
+# the demo needs the package alone, the tests and benchmarks add the [test] extra
 $(BIN)/.medrepro-installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(BIN)/.medrepro-test-installed: $(BIN)/.medrepro-installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
@@ -29,20 +34,20 @@ demo: $(BIN)/.medrepro-installed
 	@echo "  results/figures/contact_sheets/     a look at each dataset"
 	@echo "  results/manifests/, results/converted/   manifests and what was rejected"
 
-lint: $(BIN)/.medrepro-installed
+lint: $(BIN)/.medrepro-test-installed
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/ruff check src tests bench workflow/scripts
 
-test: $(BIN)/.medrepro-installed lint
+test: $(BIN)/.medrepro-test-installed lint
 	$(BIN)/python -m pytest
 
 # config/full.yaml + config/smoke.yaml through profiles/slurm on a single-node SLURM started by
 # the test (about 25 minutes on 2 cores: the papers' real models and heads, every job once)
-test-slurm: $(BIN)/.medrepro-installed
+test-slurm: $(BIN)/.medrepro-test-installed
 	$(BIN)/python -m pytest -m slurm -p no:cacheprovider
 
-bench: $(BIN)/.medrepro-installed
+bench: $(BIN)/.medrepro-test-installed
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/maskrcnn.py

@@ -59,7 +59,7 @@ def tiny_study(n_outputs: int) -> dict:
                           "resnet50": {"input_size": [32, 32], "head": head(8)},
                           "inception_v3": {"input_size": [75, 75], "head": head(8)}},
             "batch_sizes": [4, 8], "learning_rates": [0.01, 0.001], "train": {"epochs": 2},
-            "fine_tune": {"epochs": 1}}
+            "augment_epochs": 2, "fine_tune": {"epochs": 1}}
 
 
 def run(args, cwd=REPO):

@@ -11,7 +11,7 @@ rule synthesize:
         f"{RESULTS}/benchmarks/synthesize/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=one_of(datasets_with("synthetic")),
-    priority: detector_chain
+    priority: chain_priority
     conda:
         ENV
     threads: config["threads"]
@@ -35,7 +35,7 @@ rule download:
         f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=one_of(datasets_with("download")),
-    priority: detector_chain
+    priority: chain_priority
     localrule: True
     conda:
         ENV

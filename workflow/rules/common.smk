@@ -210,17 +210,22 @@ CLASSIFY = [n for n, e in config["experiments"].items() if e["task"] == "classif
 DETECT_DATASETS = {config["experiments"][n]["dataset"] for n in DETECT}
 
 
-def detector_chain(wildcards):
-    """Priority 10 for the jobs that lead to a Mask R-CNN training (its dataset's acquisition,
-    manifest and conversion, its split and annotations), 0 otherwise: the detectors are the
-    longest chain, so the scheduler starts their data first instead of after everything else.
+STUDY_DATASETS = {s["dataset"] for s in STUDIES.values()}
+
+
+def chain_priority(wildcards):
+    """The scheduler's order for the two long chains of the demo, on 2 cores: 10 for the jobs
+    leading to a Mask R-CNN training (its dataset's acquisition, manifest and conversion, its split
+    and annotations; the trainings themselves are 10 too), 5 for the staged studies and their
+    data and features (four stages in a row), 0 for the rest: the short independent jobs then fill
+    the cores at the end instead of a study's last stages running alone.
     """
     w = dict(wildcards.items())
-    return (
-        10
-        if w.get("experiment") in DETECT or w.get("dataset") in DETECT_DATASETS
-        else 0
-    )
+    if w.get("experiment") in DETECT or w.get("dataset") in DETECT_DATASETS:
+        return 10
+    if w.get("study") in STUDIES or w.get("dataset") in STUDY_DATASETS:
+        return 5
+    return 0
 
 
 STAGE_FILES = [

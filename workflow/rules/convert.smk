@@ -12,7 +12,7 @@ rule convert:
         f"{RESULTS}/logs/convert/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/convert/{{dataset}}.tsv"
-    priority: detector_chain
+    priority: chain_priority
     conda:
         ENV
     threads: config["threads"]

@@ -17,7 +17,7 @@ rule annotate:
         f"{RESULTS}/benchmarks/annotate/{{experiment}}.tsv"
     wildcard_constraints:
         experiment=one_of(DETECT),
-    priority: detector_chain
+    priority: chain_priority
     conda:
         ENV
     params:

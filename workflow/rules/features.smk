@@ -11,6 +11,7 @@ rule features:
         f"{RESULTS}/logs/features/{{dataset}}/{{key}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/features/{{dataset}}/{{key}}.tsv"
+    priority: chain_priority
     conda:
         ENV
     threads: 1

@@ -11,7 +11,7 @@ rule ingest:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{dataset}}.tsv"
-    priority: detector_chain
+    priority: chain_priority
     conda:
         ENV
     threads: config["threads"]

@@ -11,7 +11,7 @@ rule split:
         f"{RESULTS}/logs/split/{{experiment}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/split/{{experiment}}.tsv"
-    priority: detector_chain
+    priority: chain_priority
     conda:
         ENV
     params:

@@ -14,6 +14,7 @@ rule study_split:
         f"{RESULTS}/logs/study_split/{{study}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/study_split/{{study}}.tsv"
+    priority: chain_priority
     conda:
         ENV
     params:
@@ -34,7 +35,7 @@ checkpoint study_stage1:
         f"{RESULTS}/logs/study/{{study}}/stage1.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage1.tsv"
-    priority: 5  # stages 2-4 wait on it
+    priority: chain_priority
     conda:
         ENV
     threads: 1
@@ -60,6 +61,7 @@ rule study_stage2:
         f"{RESULTS}/logs/study/{{study}}/stage2.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage2.tsv"
+    priority: chain_priority
     conda:
         ENV
     threads: 1
@@ -82,6 +84,7 @@ rule study_stage3:
         f"{RESULTS}/logs/study/{{study}}/stage3.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage3.tsv"
+    priority: chain_priority
     conda:
         ENV
     threads: 1
@@ -106,6 +109,7 @@ rule study_stage4:
         f"{RESULTS}/logs/study/{{study}}/stage4.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/stage4.tsv"
+    priority: chain_priority
     conda:
         ENV
     threads: 1
@@ -133,6 +137,7 @@ rule study_summary:
         f"{RESULTS}/logs/study/{{study}}/summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/summary.tsv"
+    priority: chain_priority
     conda:
         ENV
     params:
