@@ -4,8 +4,9 @@ Synthesizes a small RSNA stand-in, converts and annotates it as the workflow doe
 backend available here (torchvision always; detectron2 where it is installed), in a fresh process
 per backend and repeat (so the peak memory is that backend's):
 
-* builds the demo's ``mr_exp2`` model (config/config.yaml: ResNet-18-FPN, 128 px, batch 4, its
-  SGD, whole-model gradient clipping), its optimizer and its data, **outside** the timed region;
+* builds the demo's ``mr_exp2`` model (config/config.yaml: ResNet-18-FPN with a 64-channel
+  pyramid, 96 px, batch 4, its SGD, whole-model gradient clipping), its optimizer and its data,
+  **outside** the timed region;
 * runs ``--warmup`` untimed training iterations, then times ``--iters`` (the backend's own step:
   :func:`medrepro.detection.train_step` for torchvision, detectron2's ``SimpleTrainer.run_step``);
 * predicts the test images once untimed, then times a second pass (:func:`medrepro.detection.predict_coco`,
@@ -14,7 +15,7 @@ per backend and repeat (so the peak memory is that backend's):
 
 Backends alternate ``--repeats`` times; the table gives medians.
 
-    python bench/maskrcnn.py [--iters 20] [--warmup 3] [--repeats 2] [--size 128] [--backbone resnet18]
+    python bench/maskrcnn.py [--iters 20] [--warmup 3] [--repeats 2] [--size N] [--backbone resnet18]
 """
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, default=None, help="input size (default: the demo's)")
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", choices=["torchvision", "detectron2"], help=argparse.SUPPRESS)
@@ -132,7 +133,9 @@ def main():
     torch.set_num_threads(a.threads)
     cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
     exp = copy.deepcopy(cfg["experiments"]["mr_exp2"])
-    exp["model"]["input_size"] = [a.size, a.size]
+    if a.size:
+        exp["model"]["input_size"] = [a.size, a.size]
+    a.size = int(exp["model"]["input_size"][0])
     exp["model"]["detector"]["backbone"] = a.backbone
     exp["subset"] = {"per_class": {"healthy": 20, "pneumonia": 20}, "seed": 0}
     exp["train"]["allow_cpu"] = True
