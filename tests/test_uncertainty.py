@@ -102,3 +102,21 @@ def test_classification_metrics_match_scikit_learns_report_and_log_loss():
     exact = p.astype(float) / p.astype(float).sum(1, keepdims=True)
     assert m["data_loss"] == pytest.approx(-np.log(exact[np.arange(60), y]).mean(), rel=1e-9)
     assert m["data_loss"] == pytest.approx(log_loss(y, exact, labels=[0, 1, 2]), rel=1e-9)
+
+
+def test_bootstrap_by_patient_takes_patients_from_the_split_file(tmp_path):
+    """Test rows keyed by image id get their patient from the split CSV (the file the workflow
+    wrote); without one every row is its own unit."""
+    from medrepro.uncertainty import bootstrap_by_patient
+
+    split = pd.DataFrame({"image_id": [f"im{i}" for i in range(40)], "patient_id": [f"p{i // 2}" for i in range(40)],
+                          "split": "test"})
+    split.to_csv(tmp_path / "split.csv", index=False)
+    rows = pd.DataFrame({"image_id": split["image_id"], "v": np.arange(40.0)})
+    settings = {"n_resamples": 50, "seed": 1, "confidence": 0.9}
+    by_file = bootstrap_by_patient(rows, lambda r: {"m": r["v"].mean()}, settings, tmp_path / "split.csv")
+    by_table = bootstrap_by_patient(rows, lambda r: {"m": r["v"].mean()}, settings, split)
+    assert by_file["unit"] == "patient_id" and by_file["units"] == 20 and by_file == by_table
+    assert by_file["confidence"] == 0.9 and by_file["n_resamples"] == 50
+    alone = bootstrap_by_patient(rows, lambda r: {"m": r["v"].mean()}, settings)
+    assert alone["unit"] == "row" and alone["units"] == 40

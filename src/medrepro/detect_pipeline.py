@@ -183,17 +183,11 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     metrics["provenance"] = record(experiment, runtime_from_summary(summary_csv))
     metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
     if bootstrap and bootstrap.get("n_resamples") and len(table):
-        from .io import read_csv
-        from .uncertainty import bootstrap_metrics
+        from .uncertainty import bootstrap_by_patient
 
-        rows = table
-        if split_csv:
-            ids = read_csv(split_csv)[["image_id", "patient_id"]]
-            rows = table.merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
-        rows = rows.assign(image_iou=rows["image_iou"].astype(object).where(rows["image_iou"].notna(), None))
-        metrics["ci"] = bootstrap_metrics(rows, lambda r: paper_metrics(r.to_dict("records")), "patient_id",
-                                          bootstrap["n_resamples"], bootstrap.get("seed", 0),
-                                          bootstrap.get("confidence", 0.95))
+        rows = table.assign(image_iou=table["image_iou"].astype(object).where(table["image_iou"].notna(), None))
+        metrics["ci"] = bootstrap_by_patient(rows, lambda r: paper_metrics(r.to_dict("records")), bootstrap,
+                                             split_csv or None)
     write_csv(per_image_out, table)
     write_json(metrics_out, metrics)
     ious = table["image_iou"].dropna()

@@ -327,13 +327,10 @@ def predict(split_csv, model_path, experiment: dict, predictions_out, features=N
 def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: dict) -> tuple[dict, dict]:
     """Bootstrap intervals of the test metrics (paths ``test.*``) and DeLong's for a binary AUC."""
     from .evaluation import classification_metrics
-    from .uncertainty import bootstrap_metrics, delong_ci
+    from .uncertainty import bootstrap_by_patient, delong_ci
 
-    if split_csv and "patient_id" not in test:
-        ids = read_csv(split_csv)[["image_id", "patient_id"]]
-        test = test.merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
-    ci = bootstrap_metrics(test, lambda rows: {"test": classification_metrics(rows, names)}, "patient_id",
-                           bootstrap["n_resamples"], bootstrap.get("seed", 0), bootstrap.get("confidence", 0.95))
+    ci = bootstrap_by_patient(test, lambda rows: {"test": classification_metrics(rows, names)}, bootstrap,
+                              split_csv or None)
     delong = {}
     if len(names) == 2:
         d = delong_ci(test["target"].astype(int), test[f"prob_{names[1]}"], bootstrap.get("confidence", 0.95))

@@ -384,19 +384,17 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
 
 
 def _stage_intervals(out_d: dict, stage_dirs: dict, table: pd.DataFrame, names: list[str], bootstrap: dict) -> dict:
-    from .uncertainty import bootstrap_metrics
+    from .uncertainty import bootstrap_by_patient
 
-    ids = table[["image_id", "patient_id"]]
     merged: dict = {}
     for stage, d in stage_dirs.items():
         pred = Path(d) / "predictions.csv"
         if not pred.is_file():
             continue
         p = pd.read_csv(pred, dtype={"image_id": str})
-        test = p[p["split"] == "test"].merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
-        ci = bootstrap_metrics(test, lambda rows, k=stage: {f"stage{k}": {"test": run_metrics(rows, names)}},
-                               "patient_id", bootstrap["n_resamples"], bootstrap.get("seed", 0),
-                               bootstrap.get("confidence", 0.95))
+        ci = bootstrap_by_patient(p[p["split"] == "test"],
+                                  lambda rows, k=stage: {f"stage{k}": {"test": run_metrics(rows, names)}},
+                                  bootstrap, table)
         if not merged:
             merged = {k: v for k, v in ci.items() if k != "intervals"} | {"intervals": {}}
         merged["intervals"].update(ci["intervals"])

@@ -95,6 +95,20 @@ def bootstrap_metrics(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], di
     return out
 
 
+def bootstrap_by_patient(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], dict], bootstrap: dict,
+                         split=None) -> dict:
+    """:func:`bootstrap_metrics` of test rows keyed by ``image_id``, resampled by patient: the
+    ``patient_id`` of each image comes from ``split`` (the split table or its CSV) unless the rows
+    carry it; ``bootstrap`` is the config's ``{n_resamples, seed, confidence}``."""
+    if split is not None and "patient_id" not in rows:
+        from .io import read_csv
+
+        ids = (split if isinstance(split, pd.DataFrame) else read_csv(split))[["image_id", "patient_id"]]
+        rows = rows.merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
+    return bootstrap_metrics(rows, metric_fn, "patient_id", bootstrap["n_resamples"], bootstrap.get("seed", 0),
+                             bootstrap.get("confidence", CONFIDENCE))
+
+
 def _midrank(x: np.ndarray) -> np.ndarray:
     return stats.rankdata(x, method="average")
 
