@@ -189,5 +189,5 @@ cp {payload} "$out/chest-xray-pneumonia.zip"
 
 def test_missing_kaggle_command_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(DownloadError, match=r'pip install -e "\.\[kaggle\]"'):
+    with pytest.raises(DownloadError, match=r'pip install -e "\.\[download\]"'):
         fetch_dataset({"kind": "kaggle_competition", "slug": "rsna-pneumonia-detection-challenge"}, tmp_path / "raw")

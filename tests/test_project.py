@@ -18,22 +18,30 @@ from medrepro.tables import write_table
 from .conftest import REPO
 
 
-def test_conda_env_pins_match_pyproject():
+def test_pyproject_ranges_admit_the_exact_pins_of_constraints_and_the_conda_env():
+    """pyproject.toml gives compatible ranges (a library user is not forced onto one patch
+    release); constraints.txt pins exactly what `make` installs and envs/medrepro.yaml lists the
+    same pins; every pin lies in its range."""
+    from packaging.requirements import Requirement
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    pins = dict(d.split("==") for d in project["dependencies"] + extras["kaggle"])  # rule download runs kaggle
+    assert set(extras) == {"slurm", "download", "test"}
+    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
+    constraints = {norm(k): v for k, v in (line.strip().split("==") for line in
+                                           (REPO / "constraints.txt").read_text().splitlines() if "==" in line)}
+    reqs = [Requirement(r) for r in project["dependencies"] + extras["download"] + extras["test"] + extras["slurm"]]
+    for r in reqs:
+        assert not any(sp.operator == "==" for sp in r.specifier), f"{r}: a range, the pin is in constraints.txt"
+        assert norm(r.name) in constraints, f"{r.name} is not pinned in constraints.txt"
+        assert r.specifier.contains(constraints[norm(r.name)]), f"{r.name}=={constraints[norm(r.name)]} not in {r}"
     env = yaml.safe_load((REPO / "envs" / "medrepro.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    env_pins = dict(p.split("==") for p in pip)
-    pins.pop("snakemake")  # the env runs rules; snakemake itself runs outside it
-    assert env_pins == pins
-    constraints = dict(line.strip().split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
-                       if "==" in line)
-    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
-    constraints = {norm(k): v for k, v in constraints.items()}
-    installed = dict(d.split("==") for d in project["dependencies"] + extras["test"])  # what make installs
-    for name, version in installed.items():
-        assert constraints[norm(name)] == version, name
+    env_pins = {norm(n): v for n, v in (p.split("==") for p in pip)}
+    # the env runs the rules (snakemake itself runs outside it) and the download rule (kaggle)
+    wanted = {norm(r.name) for r in reqs if r in [Requirement(x) for x in project["dependencies"] + extras["download"]]}
+    assert set(env_pins) == wanted - {"snakemake"}
+    assert all(constraints[n] == v for n, v in env_pins.items())
 
 
 def test_tables_three_formats(tmp_path):

@@ -10,7 +10,7 @@ Two kinds, set under ``datasets.<name>.download`` in config:
     file does not cost the others.  Zips are unpacked when ``unpack`` is true (the brain
     tumour zips stay zipped: the reader reads them as they are).
 ``kaggle_dataset`` / ``kaggle_competition``
-    the official ``kaggle`` command (``pip install -e ".[kaggle]"`` and an API token in
+    the official ``kaggle`` command (``pip install -e ".[download]"`` and an API token in
     ``~/.kaggle/kaggle.json``; competitions need their rules accepted first); datasets are
     pinned to ``version``; the command's progress goes to the rule's log as it comes.
 
@@ -130,7 +130,7 @@ def safe_extract(archive: str | Path, into: str | Path) -> list[Path]:
 def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> None:
     exe = shutil.which("kaggle")
     if exe is None:
-        raise DownloadError("the 'kaggle' command is not installed: pip install -e \".[kaggle]\" (or use "
+        raise DownloadError("the 'kaggle' command is not installed: pip install -e \".[download]\" (or use "
                             "envs/medrepro.yaml), and put your API token in ~/.kaggle/kaggle.json "
                             "(https://www.kaggle.com/docs/api)")
     if kind == "kaggle_dataset":
