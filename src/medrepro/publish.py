@@ -45,7 +45,7 @@ from PIL import Image
 
 from .config import scale_note
 from .evaluation import report_table
-from .figures import WRONG, apply_style, confusion_matrix_figure, learning_curves_figure, save_figure
+from .figures import OKABE_ITO, apply_style, confusion_matrix_figure, learning_curves_figure, save_figure
 from .io import atomic_dir, read_csv, write_json, write_text
 from .tables import write_table
 
@@ -326,7 +326,7 @@ def _equalization(ctx: Context, o: dict):
         ax.hist(im.ravel(), bins=64, range=(0, 255), color="0.4")
         ax2 = ax.twinx()
         hist = np.bincount(im.ravel(), minlength=256)
-        ax2.plot(np.cumsum(hist) / hist.sum(), color=WRONG, lw=1)
+        ax2.plot(np.cumsum(hist) / hist.sum(), color=OKABE_ITO[3], lw=1)  # the cumulative histogram
         ax2.set_ylim(0, 1.02)
         ax.set_xlabel("intensity")
         ax.set_yticks([])
