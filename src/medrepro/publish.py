@@ -495,14 +495,28 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     return written
 
 
-def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
-    """The reproduction report: every paper's comparison table and where its outputs are."""
+def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None) -> None:
+    """The reproduction report: every paper's comparison table, the audit of its published tables
+    (``audit_dirs``: :func:`medrepro.audit.write_audit`'s folders) and where its outputs are."""
+    audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
              "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
              "bootstrap over the test images, resampled by patient where patient ids exist; `bootstrap` in the "
              "config) and a verdict: the published value inside or outside that interval, or why the two are not "
              "comparable. Values read off a training curve or a selection have no interval. Binary AUCs also carry "
              "DeLong's interval in their `metrics.json` (`ci_delong`).", ""]
+    if audits:
+        lines += ["## Audit of the published tables", "",
+                  "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
+                  "(`medrepro.audit`; what relates to what is declared under `audit` in each paper's YAML): F1 "
+                  "against precision and recall, accuracy against the correct and total counts, correct + incorrect "
+                  "= total, parts against totals, macro averages against the per-class rows, split fractions "
+                  "against the counts, the same quantity printed twice, and binary scores against one confusion "
+                  "matrix of the stated size (mlscorecheck). A value passes when it lies within half a unit of its "
+                  "last printed digit. Each paper's section lists what does not hold; every check is in "
+                  "`audit/<paper>/checks.csv`.", "",
+                  pd.DataFrame([{"paper": n, "checks": a["checks"], "inconsistent": a["inconsistent"]}
+                                for n, a in audits.items()]).to_markdown(index=False), ""]
     for name, cfg in papers.items():
         d = Path(paper_dirs[name])
         lines += [f"## {name}: {cfg.get('title', '')}", ""]
@@ -525,6 +539,12 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo") -> None:
         inc = d / "inconsistencies.md"
         if inc.is_file():
             lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
+        if name in audits:
+            a = audits[name]
+            lines += [f"### Audit of the published tables: {a['inconsistent']} of {a['checks']} checks do not hold",
+                      ""]
+            if a["inconsistent"]:
+                lines += [(Path(audit_dirs[name]) / "findings.md").read_text(), ""]
         files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
         lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
     lines += provenance_section(paper_dirs)

@@ -1,4 +1,5 @@
-"""Each paper's tables (CSV/MD/TeX) and figures (PNG/PDF), and the reproduction report.
+"""Each paper's tables (CSV/MD/TeX) and figures (PNG/PDF), the audit of its published tables'
+arithmetic, and the reproduction report.
 
 Regenerate figures for publication (new style in config) without retraining:
     snakemake --cores all --forcerun publish_paper
@@ -29,9 +30,24 @@ rule publish_paper:
         "../scripts/publish_paper.py"
 
 
+rule audit_paper:
+    input:
+        published=lambda wc: config["papers"][wc.paper]["published"],
+    output:
+        directory(f"{RESULTS}/audit/{{paper}}"),
+    log:
+        f"{RESULTS}/logs/audit/{{paper}}.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/audit_paper.py"
+
+
 rule report:
     input:
-        expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
+        papers=expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
+        audits=expand(f"{RESULTS}/audit/{{paper}}", paper=list(config["papers"])),
     output:
         f"{RESULTS}/report.md",
     log:

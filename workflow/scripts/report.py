@@ -3,5 +3,5 @@ from medrepro.io import logging_to
 from medrepro.publish import report
 
 with logging_to(snakemake.log[0]):
-    report(snakemake.params.papers, dict(zip(snakemake.params.papers, snakemake.input)), snakemake.output[0],
-           snakemake.params.scale)
+    report(snakemake.params.papers, dict(zip(snakemake.params.papers, snakemake.input.papers)), snakemake.output[0],
+           snakemake.params.scale, audit_dirs=dict(zip(snakemake.params.papers, snakemake.input.audits)))
