@@ -47,7 +47,7 @@ LISTED = {
         ("parts add up", "datasets/ER/table4_1/train/-1"),                # 401 + 1,519 printed as 3,200
         ("same quantity", "datasets/ER/reported_total_4_2_1"),            # 4,480 vs 3,200
         ("same quantity", "table5_5_augmentation/C19/a vs reported/tableB4_learning_rate/C19_VGG-16_bs64/0.001 (f1)"),
-        ("same quantity", "table5_7_summary/ER/b vs reported/table5_6_fine_tuning/ER/b"),  # Table 5.7 vs 5.6
+        ("same quantity", "table5_7_before_after/ER/b vs reported/table5_6_fine_tuning/ER/b"),  # Table 5.7 vs 5.6
         ("accuracy = correct / total", "table5_6_fine_tuning/ER/b"),      # 0.925 printed; 581/640 = 0.908 (text)
     ],
 }
