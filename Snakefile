@@ -52,6 +52,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/leakage.smk"
 include: "workflow/rules/publish.smk"
 
 

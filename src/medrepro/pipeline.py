@@ -29,8 +29,9 @@ def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threa
     """Write the synthetic stand-in of ``dataset`` into ``out_dir`` (built aside, then moved in)."""
     from . import datasets
     with atomic_dir(out_dir) as tmp:
-        datasets.get(dataset).synthesize(tmp, seed, threads=threads, **params)
+        made = datasets.get(dataset).synthesize(tmp, seed, threads=threads, **params)
         write_json(tmp / "SYNTHETIC.json", {"dataset": dataset, "seed": seed, "params": params,
+                                            "planted_duplicates": (made or {}).get("planted_duplicates", []),
                                             "note": "synthetic stand-in written by medrepro in the real layout"})
 
 

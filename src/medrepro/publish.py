@@ -495,9 +495,11 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     return written
 
 
-def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None) -> None:
+def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
+           leakage_dir=None) -> None:
     """The reproduction report: every paper's comparison table, the audit of its published tables
-    (``audit_dirs``: :func:`medrepro.audit.write_audit`'s folders) and where its outputs are."""
+    (``audit_dirs``: :func:`medrepro.audit.write_audit`'s folders), the leakage audit
+    (``leakage_dir``: :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
              "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
@@ -517,6 +519,17 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
                   "`audit/<paper>/checks.csv`.", "",
                   pd.DataFrame([{"paper": n, "checks": a["checks"], "inconsistent": a["inconsistent"]}
                                 for n, a in audits.items()]).to_markdown(index=False), ""]
+    if leakage_dir is not None:
+        ld = Path(leakage_dir)
+        lines += ["## Leakage audit", "",
+                  "For every experiment's and study's split: patients in more than one split (the split's own "
+                  "audit), and pictures on both sides of a split, byte-identical or near-duplicates (perceptual "
+                  "hash, `medrepro.leakage`); datasets known to reuse one another are compared with each other. "
+                  "Nothing is removed: the pairs are in `leakage/audit/pairs.csv`.", "",
+                  (ld / "leakage.md").read_text(), ""]
+        if (ld / "planted.md").is_file():
+            lines += ["The demo's synthetic stand-ins plant copies for the audit to find:", "",
+                      (ld / "planted.md").read_text(), ""]
     for name, cfg in papers.items():
         d = Path(paper_dirs[name])
         lines += [f"## {name}: {cfg.get('title', '')}", ""]

@@ -322,3 +322,25 @@ wildcard_constraints:
     study=one_of(list(STUDIES)),
     paper=one_of(list(config["papers"])),
     key="[A-Za-z0-9_]+",
+
+
+def split_files():
+    """Every experiment's and study's split and split audit, by name."""
+    out = {}
+    for e in config["experiments"]:
+        out[e] = f"{RESULTS}/experiments/{e}"
+    for s in STUDIES:
+        out[s] = f"{RESULTS}/studies/{s}"
+    return out
+
+
+def leakage_datasets():
+    used = {config["experiments"][e]["dataset"] for e in config["experiments"]}
+    used |= {STUDIES[s]["dataset"] for s in STUDIES}
+    return sorted(
+        used
+        | {d for pair in LEAKAGE["across"] for d in pair if d in config["datasets"]}
+    )
+
+
+LEAKAGE = config["leakage"]

@@ -48,6 +48,7 @@ rule report:
     input:
         papers=expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
         audits=expand(f"{RESULTS}/audit/{{paper}}", paper=list(config["papers"])),
+        leakage=f"{RESULTS}/leakage/audit",
     output:
         f"{RESULTS}/report.md",
     log:

@@ -102,3 +102,40 @@ def labels_csv_rows(path: str | Path) -> list[list[str]]:
                                       f"({delim!r}); expected commas (the distributed file). It looks re-saved by a "
                                       "spreadsheet: restore the original file, or save it again as comma-separated")
         return list(csv.reader(fh))
+
+
+def plant_duplicates(root: str | Path, groups: dict, rng, exact: int = 0, near: int = 0) -> list[dict]:
+    """Overwrite a few synthetic images with copies of others, for the leakage audit to find.
+
+    ``groups`` maps a key (a class) to its image files; each planted copy takes a source and a
+    destination from one group (so the copy keeps its label), cycling through the groups.
+    ``exact`` copies are byte-identical; ``near`` copies are the source decoded, brightened by
+    6 grey levels and encoded again in the destination's format (a re-saved picture).
+    Returns ``{kind, src, dst}`` per copy, paths relative to ``root``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    keys = [k for k in groups if len(groups[k]) >= 2]
+    planted: list[dict] = []
+    used: set = set()
+    for n, kind in enumerate(["identical"] * exact + ["near-duplicate"] * near):
+        if not keys:
+            break
+        files = [f for f in groups[keys[n % len(keys)]] if f not in used]
+        if len(files) < 2:
+            continue
+        i, j = rng.choice(len(files), size=2, replace=False)
+        src, dst = Path(files[i]), Path(files[j])
+        used |= {files[i], files[j]}
+        if kind == "identical":
+            dst.write_bytes(src.read_bytes())
+        else:
+            with Image.open(src) as im:
+                arr = np.asarray(im).astype(np.int16)
+                fmt = im.format
+            out = Image.fromarray(np.clip(arr + 6, 0, 255).astype(np.uint8))
+            out.save(dst, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        planted.append({"kind": kind, "src": src.relative_to(root).as_posix(), "dst": dst.relative_to(root).as_posix()})
+    return planted

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..parallel import pmap, seeded
 from ..synth.phantoms import chest_radiograph
-from .base import DatasetLayoutError, IngestResult, is_system_file
+from .base import DatasetLayoutError, IngestResult, is_system_file, plant_duplicates
 
 NAME = "covid"
 TOP = "COVID-19_Radiography_Dataset"
@@ -49,7 +49,7 @@ def _synth_one(args):
 
 
 def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299, mask_size: int = 256,
-               difficulty: float = 0.5, threads: int = 1) -> dict:
+               difficulty: float = 0.5, duplicates: dict | None = None, threads: int = 1) -> dict:
     """Write a synthetic COVID-19 Radiography Database; ``counts`` maps class -> n."""
     top = Path(root) / TOP
     jobs = []
@@ -58,6 +58,8 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
         (top / cls / "masks").mkdir(parents=True, exist_ok=True)
         jobs += [(seed, cls, n, top, image_size, mask_size, difficulty) for n in range(1, int(counts.get(cls, 0)) + 1)]
     pmap(_synth_one, jobs, threads, desc="covid: synthesize PNGs")
+    by_class = {c: [top / c / "images" / f"{c}-{n}.png" for n in range(1, int(counts.get(c, 0)) + 1)] for c in CLASSES}
+    planted = plant_duplicates(root, by_class, seeded(seed, "covid-duplicates"), **(duplicates or {}))
     for cls in CLASSES:
         n = int(counts.get(cls, 0))
         stem = "NORMAL" if cls == "Normal" else cls  # the real Normal sheet is upper-case
@@ -69,7 +71,7 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
         })
         df.to_excel(top / f"{cls}.metadata.xlsx", index=False)
     (top / "README.md.txt").write_text("Synthetic stand-in for the COVID-19 Radiography Database.\n")
-    return {"counts": {c: int(counts.get(c, 0)) for c in CLASSES}}
+    return {"counts": {c: int(counts.get(c, 0)) for c in CLASSES}, "planted_duplicates": planted}
 
 
 def ingest(root: str | Path, threads: int = 1) -> IngestResult:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..parallel import pmap, seeded
 from ..synth.phantoms import chest_radiograph
-from .base import DatasetLayoutError, IngestResult, is_system_file
+from .base import DatasetLayoutError, IngestResult, is_system_file, plant_duplicates
 
 NAME = "kermany"
 SPLITS = ("train", "val", "test")
@@ -90,14 +90,16 @@ def _synth_one(args):
 
 def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.25, difficulty: float = 0.5,
                rgb_fraction: float = 0.073, shared_patient_fraction: float = 0.05,
-               nested_duplicate: bool = True, threads: int = 1) -> dict:
+               nested_duplicate: bool = True, duplicates: dict | None = None, threads: int = 1) -> dict:
     """Write a synthetic Kaggle Kermany tree under ``root``.
 
     ``counts`` maps split -> class -> number of images, e.g.
     ``{"train": {"NORMAL": 134, "PNEUMONIA": 388}, ...}``.  Patients have 1-3
     images; ``shared_patient_fraction`` of test patients also appear in train
     (the real set has such cross-split patients).  RGB files appear only in
-    train/PNEUMONIA, as in the real set.  Returns the plan as a list of dicts.
+    train/PNEUMONIA, as in the real set.  ``duplicates`` ({exact, near}) overwrites that many
+    images with copies of others of the same class (:func:`~.base.plant_duplicates`), for the
+    leakage audit.  Returns the plan as a list of dicts and the planted copies.
     """
     root = Path(root)
     rng = seeded(seed, "kermany-plan")
@@ -142,6 +144,10 @@ def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.
         path = root / "chest_xray" / split / cls / f"{stem}.jpeg"
         jobs.append((seed, stem, path, cls, sub, size_scale, rgb, difficulty))
     pmap(_synth_one, jobs, threads, desc="kermany: synthesize JPEGs")
+    by_class: dict = {}
+    for job in jobs:
+        by_class.setdefault(job[3], []).append(job[2])
+    planted = plant_duplicates(root, by_class, seeded(seed, "kermany-duplicates"), **(duplicates or {}))
     if nested_duplicate:
         for split, cls, stem, *_ in plan:
             src = root / "chest_xray" / split / cls / f"{stem}.jpeg"
@@ -149,7 +155,8 @@ def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     (root / "chest_xray" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-    return {"plan": [dict(zip(("split", "label", "stem", "patient_id", "subtype"), p)) for p in plan]}
+    return {"plan": [dict(zip(("split", "label", "stem", "patient_id", "subtype"), p)) for p in plan],
+            "planted_duplicates": planted}
 
 
 # ----------------------------------------------------------------------------- ingest

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..parallel import pmap, seeded
 from ..synth.phantoms import fundus
-from .base import CsvDialectError, DatasetLayoutError, IngestResult, labels_csv_rows
+from .base import CsvDialectError, DatasetLayoutError, IngestResult, labels_csv_rows, plant_duplicates
 
 NAME = "rfmid"
 COLUMNS = ("ID,Disease_Risk,DR,ARMD,MH,DN,MYA,BRVO,TSLN,ERM,LS,MS,CSR,ODC,CRVO,TV,AH,ODP,ODE,ST,AION,PT,RT,RS,"
@@ -50,7 +50,7 @@ def _synth_one(args):
 
 
 def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.1, healthy_fraction: float = 0.21,
-               difficulty: float = 0.5, threads: int = 1) -> dict:
+               difficulty: float = 0.5, duplicates: dict | None = None, threads: int = 1) -> dict:
     """Write a synthetic RFMiD in the Kaggle-mirror layout; ``counts`` maps split -> n."""
     root = Path(root)
     rng = seeded(seed, "rfmid-plan")
@@ -73,12 +73,16 @@ def synthesize(root: str | Path, seed: int, counts: dict, size_scale: float = 0.
             rows.append([i, int(bool(labels))] + [int(c in labels) for c in DISEASES])
         tables[d / csv_name] = rows
     pmap(_synth_one, jobs, threads, desc="rfmid: synthesize PNGs")
+    groups: dict = {}
+    for j in jobs:   # healthy and diseased images, so that a copy keeps its label's kind
+        groups.setdefault(bool(j[3]), []).append(j[7])
+    planted = plant_duplicates(root, groups, seeded(seed, "rfmid-duplicates"), **(duplicates or {}))
     for path, rows in tables.items():
         with open(path, "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(COLUMNS)
             w.writerows(rows)
-    return {"labels": {(j[1], j[2]): j[3] for j in jobs}}
+    return {"labels": {(j[1], j[2]): j[3] for j in jobs}, "planted_duplicates": planted}
 
 
 def _locate(root: Path, split: str) -> tuple[Path, Path] | None:

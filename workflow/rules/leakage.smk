@@ -1,0 +1,54 @@
+"""The leakage audit: patients and pictures shared between splits, and between datasets."""
+
+
+rule image_hashes:
+    """SHA-256 and perceptual hash of every converted image of a dataset."""
+    input:
+        f"{RESULTS}/converted/{{dataset}}/manifest.csv",
+    output:
+        f"{RESULTS}/leakage/hashes/{{dataset}}.csv",
+    log:
+        f"{RESULTS}/logs/image_hashes/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/image_hashes/{{dataset}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/image_hashes.py"
+
+
+rule leakage:
+    input:
+        splits=[f"{d}/split.csv" for d in split_files().values()],
+        audits=[f"{d}/split_audit.json" for d in split_files().values()],
+        hashes=expand(
+            f"{RESULTS}/leakage/hashes/{{dataset}}.csv", dataset=leakage_datasets()
+        ),
+        manifests=expand(
+            f"{RESULTS}/manifests/{{dataset}}.csv", dataset=leakage_datasets()
+        ),
+    output:
+        directory(f"{RESULTS}/leakage/audit"),
+    log:
+        f"{RESULTS}/logs/leakage.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/leakage.tsv"
+    conda:
+        ENV
+    params:
+        names=list(split_files()),
+        datasets={
+            **{e: x["dataset"] for e, x in config["experiments"].items()},
+            **{s: x["dataset"] for s, x in STUDIES.items()},
+        },
+        dataset_names=leakage_datasets(),
+        # synthetic stand-ins list the duplicates they planted in SYNTHETIC.json
+        synthetic={
+            d: f"{RESULTS}/raw/{d}/SYNTHETIC.json"
+            for d in leakage_datasets()
+            if config["datasets"][d].get("source", "synthetic") == "synthetic"
+        },
+        leakage=LEAKAGE,
+        scale=config["scale"],
+    script:
+        "../scripts/leakage.py"
