@@ -28,9 +28,13 @@ from medrepro.config import (
     uses_feature_cache,
     validate_config,
 )
+from medrepro.html_report import captions as output_captions
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 try:

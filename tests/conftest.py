@@ -1,10 +1,15 @@
 """Shared fixtures: small synthetic datasets written once per test session."""
 from __future__ import annotations
 
+import html
 import http.server
+import json
+import re
+import subprocess
 import threading
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -46,3 +51,23 @@ def http_root(tmp_path):
     t.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def browser_check(page: Path) -> tuple[list, list]:
+    """Open ``page`` in headless Chromium; return (each image's src and whether it loaded, each
+    link's resolved href), read from the DOM after the load event."""
+    probe = page.with_name(f"_probe_{page.name}")
+    script = ("<script>window.addEventListener('load', () => { document.body.setAttribute('data-images', "
+              "JSON.stringify([...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0]))); "
+              "document.body.setAttribute('data-links', JSON.stringify([...document.links].map(a => a.href))); "
+              "});</script></body>")
+    probe.write_text(page.read_text().replace("</body>", script))
+    try:
+        out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                              "--dump-dom", probe.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    finally:
+        probe.unlink()
+    attrs = dict(re.findall(r'data-(images|links)="([^"]*)"', out.stdout))
+    assert set(attrs) == {"images", "links"}, out.stdout[-2000:] + out.stderr[-2000:]
+    links = [unquote(h) for h in json.loads(html.unescape(attrs["links"]))]
+    return json.loads(html.unescape(attrs["images"])), links

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO
+from .conftest import REPO, browser_check
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -251,13 +251,47 @@ def test_tiny_config_end_to_end(tmp_path):
         return jobs
 
     assert planned({"experiments": {"mr_exp2": {"detect": {"score_threshold": 0.5, "iou_threshold": 0.5}}}}) == \
-        {"evaluate_detector": 1, "publish_paper": 1, "report": 1}
+        {"evaluate_detector": 1, "publish_paper": 1, "report": 1, "html_report": 1}
     assert planned({"experiments": {"cnn_kermany": {"threshold": 0.4}}}) == \
-        {"predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1}
+        {"predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1, "html_report": 1}
     assert planned({"experiments": {"mr_exp2": {"train": {"lr": 0.02}}}}) == \
-        {"train_detector": 1, "predict_detector": 1, "evaluate_detector": 1, "publish_paper": 1, "report": 1}
+        {"train_detector": 1, "predict_detector": 1, "evaluate_detector": 1, "publish_paper": 1, "report": 1,
+         "html_report": 1}
     assert planned({"experiments": {"cnn_kermany": {"model": {"input_size": [40, 40]}}}}) == \
-        {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1}
+        {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1, "html_report": 1}
+
+    # the audit of the published tables and the leakage audit, in the report; every planted copy found
+    assert "## Audit of the published tables" in report and "## Leakage audit" in report
+    assert report.count("### Audit of the published tables:") == 5
+    planted = pd.read_csv(results / "leakage" / "audit" / "planted.csv")
+    assert len(planted) == 12 and (planted["found"] == "yes").all(), planted
+    leaks = pd.read_csv(results / "leakage" / "audit" / "leakage.csv").set_index("split of")
+    assert leaks.loc["cnn_kermany", "patients in two splits"] == audit["overlap_groups_found"]
+    assert set(leaks.index) >= {"cnn_kermany", "mr_exp1", "tm_TC", "covid vs kermany", "covid vs rsna"}
+
+    # the HTML report opens in a real browser: every image loads, every link resolves
+    html_dir = results / "html"
+    pages = sorted(html_dir.glob("*.html"))
+    assert {p.stem for p in pages} == {"index", "cnn_kermany", "cnn_pediatric", "transfer_kermany",
+                                       "maskrcnn_opacity", "transfer_multidataset"}
+    if shutil.which("chromium"):
+        for page in pages:
+            images, links = browser_check(page)
+            assert images or page.stem == "index", page
+            assert [src for src, ok in images if not ok] == [], page
+            broken = [h for h in links if h.startswith("file://") and not Path(h[7:].split("#")[0]).exists()]
+            assert links and broken == [], (page, broken)
+            assert not [h for h in links if not h.startswith("file://")], page
+    tm_page = (html_dir / "transfer_multidataset.html").read_text()
+    assert "Reproduces the paper&#x27;s fig5_5" in tm_page or "Reproduces the paper's fig5_5" in tm_page
+
+    # snakemake --report: every paper's figures and tables, captioned, in a self-contained zip
+    rep = run(["--configfile", str(cfg), "--nolock", "--report", str(tmp_path / "report.zip")])
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    import zipfile
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    assert any(n.endswith("fig5_5_confusion_before_after.png") for n in names), names[:20]
+    assert any(n.endswith("findings.csv") for n in names) and any(n.endswith("leakage.csv") for n in names)
 
     # every LaTeX table compiles in a minimal document (with Debian's texlive where it is installed)
     if shutil.which("pdflatex"):

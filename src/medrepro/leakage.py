@@ -177,8 +177,8 @@ def write_leakage(splits: dict, datasets: dict, hash_files: dict, out_dir, max_d
     hashes = {d: pd.read_csv(f, dtype={"phash": str}) for d, f in hash_files.items()}
     table, pairs = audit_splits(splits, datasets, hashes, max_distance, across)
     planted_rows = []
-    for d, items in (planted or {}).items():
-        got = pairs[(pairs["dataset_a"] == d) & (pairs["dataset_b"] == d)]
+    for d, items in planted.items():   # searched among all of the dataset's images, in a split or not
+        got = duplicate_pairs(hashes[d], max_distance=max_distance)
         seen = set(zip(got["image_id_a"], got["image_id_b"])) | set(zip(got["image_id_b"], got["image_id_a"]))
         for it in items:
             planted_rows.append({"dataset": d, "kind": it["kind"], "image": it["dst"], "copy of": it["src"],

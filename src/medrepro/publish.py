@@ -435,8 +435,11 @@ _register_study_outputs()
 
 
 def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,
-                  scale: str = "demo") -> list[Path]:
+                  scale: str = "demo", captions: dict | None = None) -> list[Path]:
     """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
+
+    ``captions`` (:func:`medrepro.html_report.captions`; computed from the config when not given)
+    go to ``captions.json``, which the HTML report reads.
 
     ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
     """
@@ -484,6 +487,11 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
                                  "headline metrics against chance (the most frequent class of the same test set)")
         write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
         written.append(tmp / "provenance.json")
+        if captions is None:
+            from .html_report import captions as make_captions
+            captions = make_captions(paper_cfg, published)
+        write_json(tmp / "captions.json", captions)
+        written.append(tmp / "captions.json")
         if paper_cfg.get("departures"):
             written += ctx.table(departures_table(paper_cfg["departures"]), "departures",
                                  "where this reproduction departs from the paper")

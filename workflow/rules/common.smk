@@ -2,6 +2,8 @@
 
 import copy
 
+import yaml
+
 RESULTS = config["results"]
 ENV = "../../envs/medrepro.yaml"
 FIGURE_FORMATS = config["figures"]["formats"]
@@ -312,7 +314,7 @@ def all_targets():
         expand(f"{RESULTS}/manifests/{{dataset}}.csv", dataset=list(config["datasets"]))
         + contact_sheets()
         + expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"]))
-        + [f"{RESULTS}/report.md"]
+        + [f"{RESULTS}/report.md", f"{RESULTS}/html"]
     )
 
 
@@ -344,3 +346,10 @@ def leakage_datasets():
 
 
 LEAKAGE = config["leakage"]
+
+
+def paper_captions(paper):
+    """Each output's caption (medrepro.html_report.captions), for publish_paper and --report."""
+    cfg = config["papers"][paper]
+    with open(cfg["published"]) as f:
+        return output_captions(cfg, yaml.safe_load(f))

@@ -28,7 +28,13 @@ rule leakage:
             f"{RESULTS}/manifests/{{dataset}}.csv", dataset=leakage_datasets()
         ),
     output:
-        directory(f"{RESULTS}/leakage/audit"),
+        report(
+            directory(f"{RESULTS}/leakage/audit"),
+            patterns=["{name}.csv"],
+            caption="../report/leakage.rst",
+            category="audits",
+            subcategory="leakage",
+        ),
     log:
         f"{RESULTS}/logs/leakage.log",
     benchmark:

@@ -10,7 +10,13 @@ rule publish_paper:
     input:
         unpack(paper_inputs),
     output:
-        directory(f"{RESULTS}/papers/{{paper}}"),
+        report(
+            directory(f"{RESULTS}/papers/{{paper}}"),
+            patterns=["{section}/{name}.png", "{section}/{name}.csv"],
+            caption="../report/output.rst",
+            category="{paper}",
+            subcategory="{section}",
+        ),
     log:
         f"{RESULTS}/logs/publish/{{paper}}.log",
     benchmark:
@@ -26,6 +32,7 @@ rule publish_paper:
         ),
         style=canonical(config["figures"]),
         scale=config["scale"],
+        captions=lambda wc: paper_captions(wc.paper),
     script:
         "../scripts/publish_paper.py"
 
@@ -34,7 +41,13 @@ rule audit_paper:
     input:
         published=lambda wc: config["papers"][wc.paper]["published"],
     output:
-        directory(f"{RESULTS}/audit/{{paper}}"),
+        report(
+            directory(f"{RESULTS}/audit/{{paper}}"),
+            patterns=["{name}.csv"],
+            caption="../report/audit.rst",
+            category="audits",
+            subcategory="published tables",
+        ),
     log:
         f"{RESULTS}/logs/audit/{{paper}}.log",
     localrule: True
@@ -75,3 +88,21 @@ for _paper in config["papers"]:
         input:
             f"{RESULTS}/papers/{_paper}",
         localrule: True
+
+
+rule html_report:
+    """report.md and every paper's tables and figures as linked HTML pages (html/index.html)."""
+    input:
+        report=f"{RESULTS}/report.md",
+        papers=expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
+    output:
+        directory(f"{RESULTS}/html"),
+    log:
+        f"{RESULTS}/logs/html_report.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        papers=list(config["papers"]),
+    script:
+        "../scripts/html_report.py"
