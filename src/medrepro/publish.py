@@ -50,18 +50,28 @@ from .io import atomic_dir, read_csv, write_json, write_text
 from .tables import write_table
 
 
+def _step(cur, parts: list[str], i: int):
+    """(the value under the longest key spelled by ``parts[i:j]``, j), or None: keys may hold dots
+    (``vgg16.bs32``, ``lr_0.001``, a float key ``0.001``) and digits index lists."""
+    if isinstance(cur, dict):
+        keys = {str(k): k for k in cur}
+        for j in range(len(parts), i, -1):
+            name = ".".join(parts[i:j])
+            if name in keys:
+                return cur[keys[name]], j
+    elif isinstance(cur, list) and parts[i].isdigit() and int(parts[i]) < len(cur):
+        return cur[int(parts[i])], i + 1
+    return None
+
+
 def lookup(tree, dotted: str):
-    """``lookup(d, 'a.b.c')`` -> d['a']['b']['c'] (None when absent).  Keys may contain '-'."""
-    cur = tree
-    for part in dotted.split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, dict) and part.isdigit() and int(part) in cur:
-            cur = cur[int(part)]
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
+    """``lookup(d, 'a.b.c')`` -> d['a']['b']['c'] (None when absent).  Keys may contain '-' and '.'."""
+    cur, parts, i = tree, dotted.split("."), 0
+    while i < len(parts):
+        nxt = _step(cur, parts, i)
+        if nxt is None:
             return None
+        cur, i = nxt
     return cur
 
 
@@ -72,17 +82,60 @@ class MissingPath(ValueError):
 def lookup_strict(tree, dotted: str, where: str):
     """:func:`lookup`, but a path that does not exist (a typo, a metric never computed) is an error
     naming ``where``, the path, the first missing part and the keys that were there."""
-    cur = tree
-    for i, part in enumerate(dotted.split(".")):
-        if isinstance(cur, dict) and (part in cur or (part.isdigit() and int(part) in cur)):
-            cur = cur[part] if part in cur else cur[int(part)]
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
+    cur, parts, i = tree, dotted.split("."), 0
+    while i < len(parts):
+        nxt = _step(cur, parts, i)
+        if nxt is None:
             have = sorted(map(str, cur)) if isinstance(cur, dict) else type(cur).__name__
-            raise MissingPath(f"{where}: {dotted!r} does not exist (no {part!r} after "
-                              f"{'.'.join(dotted.split('.')[:i]) or 'the top level'}; there: {have})")
+            raise MissingPath(f"{where}: {dotted!r} does not exist (no {parts[i]!r} after "
+                              f"{'.'.join(parts[:i]) or 'the top level'}; there: {have})")
+        cur, i = nxt
     return cur
+
+
+def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_exp: dict,
+                             where: str = "compare_tables") -> tuple[list[dict], list[tuple[str, str]]]:
+    """Comparison rows for whole published tables, from patterns (``papers.<name>.compare_tables``).
+
+    Each entry: ``published`` (a ``/``-separated pattern into the paper's YAML with ``{name}``
+    segments, as :func:`medrepro.audit.find`), ``experiment``, ``reproduced`` (a dotted path into
+    that experiment's metrics.json) and ``metric`` (the row's label), all formatted with the
+    bindings; ``derive`` ({new: {from: name or "{a}{b}", map: list | mapping | published path}}) names more
+    values (a column index -> a metric name, a model's printed name -> a backbone); ``only``
+    ({name: [values]}) keeps those bindings.  Returns the rows (``compare`` entries) and, for
+    published values whose reproduced path does not exist (a batch size the configuration does
+    not run), ``(published path, reason)``.
+    """
+    from .audit import find
+
+    rows, skipped = [], []
+    for k, e in enumerate(entries):
+        matches = [m for m in find(published, e["published"]) if isinstance(m[1], (int, float))
+                   and not isinstance(m[1], bool)]
+        if not matches:
+            raise MissingPath(f"{where}[{k}]: published {e['published']!r} matches no number in the paper's YAML")
+        for path, _, b in matches:
+            b = dict(b)
+            for new, d in (e.get("derive") or {}).items():
+                table = d["map"]
+                if isinstance(table, str):
+                    table = find(published, table.format(**b))[0][1]
+                src = d["from"].format(**b) if "{" in d["from"] else b[d["from"]]
+                if isinstance(table, list):
+                    b[new] = table[int(src)] if int(src) < len(table) else None
+                else:
+                    keyed = {str(x): v for x, v in table.items()}
+                    b[new] = keyed.get(str(src))
+            if any(b.get(n) not in vals for n, vals in (e.get("only") or {}).items()) or None in b.values():
+                continue
+            dotted = path.replace("/", ".")
+            exp = e["experiment"].format(**b)
+            rep = e["reproduced"].format(**b)
+            if exp not in metrics_by_exp or lookup(metrics_by_exp[exp], rep) is None:
+                skipped.append((dotted, f"no reproduced value ({exp}: {rep}): not run in this configuration"))
+                continue
+            rows.append({"experiment": exp, "metric": e["metric"].format(**b), "reproduced": rep, "published": dotted})
+    return rows, skipped
 
 
 COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "difference", "verdict"]
@@ -116,6 +169,38 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict], where:
                      "difference": (rep - pub) if rep is not None and pub is not None else None,
                      "verdict": verdict(pub, low, high, scale)})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def published_values(tree, prefix: str = "reported"):
+    """Every number of a published YAML block as (dotted path, value); list items by index
+    (``reported.table5_5_augmentation.TC.b.3``, the paths ``compare`` rows use)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from published_values(v, f"{prefix}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from published_values(v, f"{prefix}.{i}")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield prefix, tree
+
+
+def coverage_table(published: dict, compare: list[dict], not_compared: list[dict]) -> pd.DataFrame:
+    """Every transcribed number of the paper (``reported``), and whether a comparison row sets it
+    beside a reproduced one; if not, the reason (``not_compared``: the longest matching path
+    prefix's; 'no comparison row configured' when none matches)."""
+    compared: dict = {}
+    for c in compare:
+        compared.setdefault(c["published"], []).append(f"{c.get('experiment', '')}: {c['metric']}".lstrip(": "))
+    rules = sorted(not_compared, key=lambda r: -len(r["published"]))
+    rows = []
+    for path, value in published_values(published.get("reported") or {}):
+        if path in compared:
+            status, detail = "compared", "; ".join(compared[path])
+        else:
+            rule = next((r for r in rules if path == r["published"] or path.startswith(r["published"] + ".")), None)
+            status, detail = "not compared", rule["reason"] if rule else "no comparison row configured"
+        rows.append({"published path": path, "published": value, "status": status, "row or reason": detail})
+    return pd.DataFrame(rows, columns=["published path", "published", "status", "row or reason"])
 
 
 def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
@@ -466,16 +551,29 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp)
             written += OUTPUTS[o["kind"]](ctx, o)
         comps, results = [], {}
+        metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in paper_cfg["experiments"]}
+        compare = [{**c, "experiment": c.get("experiment", default_exp)} for c in paper_cfg.get("compare", [])]
+        extra, skipped = expand_table_comparisons(paper_cfg.get("compare_tables", []), published, metrics_all,
+                                                  where=f"papers.{paper}.compare_tables")
+        seen = {c["published"] for c in compare}
+        for r in extra:   # a value an explicit row already compares is not compared twice
+            if r["published"] not in seen:
+                seen.add(r["published"])
+                compare.append(r)
         for exp in paper_cfg["experiments"]:
-            metrics = json.loads(Path(inputs[exp]["metrics"]).read_text())
+            metrics = metrics_all[exp]
             results[exp] = metrics.get("provenance")
-            comp = comparison_table(metrics, published, [{**c, "experiment": exp} for c in paper_cfg.get("compare", [])
-                                                         if c.get("experiment", default_exp) == exp],
+            comp = comparison_table(metrics, published, [c for c in compare if c["experiment"] == exp],
                                     where=f"papers.{paper}.compare", scale=scale)
             comp.insert(0, "experiment", exp)
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
+        cov = coverage_table(published, compare, paper_cfg.get("not_compared", [])
+                             + [{"published": p, "reason": r} for p, r in skipped])
+        n_done = int((cov["status"] == "compared").sum())
+        written += ctx.table(cov, "published_values",
+                             f"every transcribed number: {n_done} of {len(cov)} set beside a reproduced value")
         if paper_cfg.get("headline"):
             for h in paper_cfg["headline"]:
                 if h["experiment"] not in inputs:
@@ -544,6 +642,14 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         comp = d / "tables" / "comparison.md"
         if comp.is_file():
             lines += [comp.read_text(), ""]
+        cov_csv = d / "tables" / "published_values.csv"
+        if cov_csv.is_file():
+            cov = pd.read_csv(cov_csv)
+            done = cov[cov["status"] == "compared"]
+            rest = cov[cov["status"] != "compared"].groupby("row or reason", sort=False).size()
+            lines += [f"**Published values: {len(done)} of {len(cov)} transcribed numbers are compared above.** "
+                      + ("The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + "."
+                         if len(rest) else "") + " Every value and its status: `tables/published_values.csv`.", ""]
         head = d / "tables" / "headline.csv"
         if head.is_file():
             h = pd.read_csv(head)

@@ -33,6 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from .figures import RIGHT, WRONG
+from .tables import full_number
 
 COLUMNS = ["recall", "precision", "f1", "accuracy", "correct", "incorrect", "total"]
 NAMES = {"vgg16": "VGG-16", "vgg19": "VGG-19", "resnet50": "ResNet-50", "inception_v3": "Inception-V3",
@@ -68,7 +69,7 @@ def _runs(ctx, o):
         df.columns = [c.replace(f"{split}_", "") for c in df.columns]
         df.insert(0, "dataset", _metrics(ctx, st)["label"])
         df["backbone"] = df["backbone"].map(lambda b: NAMES.get(b, b))
-        df["lr"] = df["lr"].map(lambda v: f"{v:g}")  # 1e-05, not 0.000 at three decimals
+        df["lr"] = df["lr"].map(full_number)  # 0.00001, not 0.000 at three decimals
         frames.append(df)
     what = {1: "batch size (stage 1)", 2: "learning rate (stage 2)"}.get(stage, f"stage {stage}")
     return ctx.table(pd.concat(frames, ignore_index=True), o["name"], f"{what}, {split} split")
@@ -129,7 +130,8 @@ def _best(ctx, o):
         m = _metrics(ctx, st)
         b = m["best"]
         rows.append({"dataset": m["label"], "model": NAMES.get(b["model"], b["model"]), "batch_size": b["batch_size"],
-                     "learning_rate": f"{b['learning_rate']:g}", "augmentation": "yes" if b["augmentation"] else "no",
+                     "learning_rate": full_number(b["learning_rate"]),
+                     "augmentation": "yes" if b["augmentation"] else "no",
                      "fine_tuning": "yes" if b["fine_tuning"] else "no", "accuracy": b["accuracy"],
                      "chosen_by": b["chosen_by"]})
         for key, alt in b.items():  # what selecting on the other split would have chosen (both reported)
@@ -138,7 +140,8 @@ def _best(ctx, o):
                 same = (s1["backbone"], s1["batch_size"]) == (b["model"], b["batch_size"])
                 rows.append({"dataset": m["label"], "model": NAMES.get(s1["backbone"], s1["backbone"]),
                              "batch_size": s1["batch_size"],
-                             "learning_rate": f"{s2['lr']:g}" if s2["backbone"] == s1["backbone"] else "(not run)",
+                             "learning_rate": (full_number(s2["lr"]) if s2["backbone"] == s1["backbone"]
+                                               else "(not run)"),
                              "augmentation": "yes" if alt["stage"] == 3 else "no",
                              "fine_tuning": "yes" if alt["stage"] == 4 else "no",
                              "accuracy": alt["accuracy"] if same else None,
