@@ -7,6 +7,7 @@ figures can be regenerated for publication without retraining:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,8 @@ from PIL import Image  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
-DEFAULT_STYLE = {"dpi": 200, "formats": ["png", "pdf"], "font_size": 9}
+DEFAULT_STYLE = {"dpi": 200, "formats": ["png", "pdf"], "font_size": 9, "layout": "natural",
+                 "widths": {"single": 3.5, "double": 7.16}}
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours told apart under the common
 # colour-vision deficiencies (https://jfly.uni-koeln.de/color/); matplotlib's default cycle has
@@ -43,14 +45,76 @@ def apply_style(style: dict | None = None) -> dict:
     return s
 
 
-def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "", provenance: str = "") -> list[Path]:
+def _texts(fig, renderer):
+    """(owner axes or None, what, window bbox) of every visible, non-empty text of ``fig``."""
+    out = [(None, f"figure text {t.get_text()[:30]!r}", t.get_window_extent(renderer))
+           for t in fig.texts if t.get_visible() and t.get_text().strip()]
+    for k, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        named = [("title", ax.title), ("left title", ax._left_title), ("right title", ax._right_title),
+                 ("x label", ax.xaxis.label), ("y label", ax.yaxis.label)]
+        if ax.axison:
+            named += [("x tick", t) for t in ax.get_xticklabels()] + [("y tick", t) for t in ax.get_yticklabels()]
+        for what, t in named:
+            if t.get_visible() and t.get_text().strip():
+                out.append((ax, f"axes {k} {what} {t.get_text()[:30]!r}", t.get_window_extent(renderer)))
+    return out
+
+
+def text_overlaps(fig, pad: float = 1.0) -> list[str]:
+    """Texts of ``fig`` that overlap one another or another axes' plotting area (a title running
+    into the row above, an axis label over its tick labels), as readable pairs; ``pad`` pixels of
+    contact are allowed."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    items = _texts(fig, renderer)
+
+    def hit(a, b):
+        return (min(a.x1, b.x1) - max(a.x0, b.x0) > pad) and (min(a.y1, b.y1) - max(a.y0, b.y0) > pad)
+
+    problems = []
+    for i, (ax_i, what_i, box_i) in enumerate(items):
+        for ax_j, what_j, box_j in items[i + 1:]:
+            if hit(box_i, box_j):
+                problems.append(f"{what_i} overlaps {what_j}")
+        for k, other in enumerate(fig.axes):
+            if other is not ax_i and other.get_visible() and (other.axison or other.images) \
+                    and hit(box_i, other.get_window_extent(renderer)):
+                problems.append(f"{what_i} overlaps the plotting area of axes {k}")
+    return problems
+
+
+def target_width(natural: float, style: dict, layout: str | None = None) -> float | None:
+    """The width (inches) a figure drawn ``natural`` inches wide is saved at: None keeps it."""
+    layout = layout or style.get("layout", "natural")
+    widths = {**DEFAULT_STYLE["widths"], **(style.get("widths") or {})}
+    if layout == "columns":
+        layout = "single" if natural <= 1.5 * widths["single"] else "double"
+    return widths.get(layout)
+
+
+def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "", provenance: str = "",
+                layout: str | None = None) -> list[Path]:
     """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer,
-    ``provenance`` in the file's metadata (PNG ``Software``, PDF and SVG ``Creator``)."""
+    ``provenance`` in the file's metadata (PNG ``Software``, PDF and SVG ``Creator``).
+
+    ``layout`` (or the style's): ``single``/``double`` saves it at that column width, its height
+    scaled alike and its layout recomputed.  Texts that overlap each other or another plot are
+    reported on stderr, naming the figure (:func:`text_overlaps`).
+    """
     s = apply_style(style)
+    width = target_width(fig.get_size_inches()[0], s, layout)
+    if width:
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(width, h * width / w)
+        fig.tight_layout()
     if note:  # below everything already drawn (rotated tick labels included)
         fig.canvas.draw()
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
         fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
+    for problem in text_overlaps(fig):
+        print(f"figure {Path(stem).name}: {problem}", file=sys.stderr)
     paths = []
     for fmt in s["formats"]:
         p = Path(stem).with_suffix(f".{fmt}")

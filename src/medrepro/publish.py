@@ -242,11 +242,12 @@ class Context:
     """What an output may read: one experiment's files, loaded on first use."""
 
     def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, all_files=None,
-                 provenance: str = "", experiment: str | None = None):
+                 provenance: str = "", experiment: str | None = None, layouts: dict | None = None):
         self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
         self.experiment = experiment
         self.all_files = all_files or {}
         self.provenance = provenance
+        self.layouts = layouts or {}   # output name -> natural / single / double
         apply_style(style)  # before the first figure is drawn, not when it is saved
 
     def metrics(self) -> dict:
@@ -266,7 +267,8 @@ class Context:
                            provenance=self.provenance)
 
     def figure(self, fig, name: str) -> list[Path]:
-        return save_figure(fig, self.out / "figures" / name, self.style, self.note, self.provenance)
+        return save_figure(fig, self.out / "figures" / name, self.style, self.note, self.provenance,
+                           layout=self.layouts.get(name))
 
 
 def _classification_report(ctx: Context, o: dict):
@@ -548,7 +550,8 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             if exp not in inputs:
                 raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
                                  f"paper's experiments {list(inputs)}")
-            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp)
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp,
+                          layouts={x["name"]: x["layout"] for x in paper_cfg.get("outputs", []) if x.get("layout")})
             written += OUTPUTS[o["kind"]](ctx, o)
         comps, results = [], {}
         metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in paper_cfg["experiments"]}

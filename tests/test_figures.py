@@ -1,0 +1,58 @@
+"""Figure layout: overlapping texts are found, column widths are applied."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from medrepro.figures import save_figure, target_width, text_overlaps  # noqa: E402
+
+
+def test_a_title_running_into_the_row_above_is_found():
+    fig, axes = plt.subplots(2, 1, figsize=(3, 3))
+    for ax in axes:
+        ax.imshow(np.zeros((8, 8)))
+        ax.axis("off")
+    axes[1].set_title("a title\non three\nlines", fontsize=14)
+    fig.subplots_adjust(hspace=0.05)
+    problems = text_overlaps(fig)
+    assert any("axes 1 title" in p and "plotting area of axes 0" in p for p in problems), problems
+    fig.tight_layout()
+    assert text_overlaps(fig) == []
+    plt.close(fig)
+
+
+def test_an_axis_label_over_its_tick_labels_is_found():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [1000000, 2000000])
+    ax.set_yticks([1500000], ["a long tick label at the middle"])
+    ax.set_ylabel("label")
+    ax.yaxis.set_label_coords(-0.1, 0.5)   # pulled in over the tick labels
+    assert any("y label" in p and "y tick" in p for p in text_overlaps(fig))
+    plt.close(fig)
+
+
+def test_figures_are_saved_at_the_configured_column_width(tmp_path, capsys):
+    style = {"dpi": 100, "formats": ["png"], "font_size": 8, "widths": {"single": 3.5, "double": 7.0}}
+    assert target_width(5.0, {**style, "layout": "natural"}) is None
+    assert target_width(5.0, {**style, "layout": "columns"}) == 3.5      # up to 1.5 single columns
+    assert target_width(6.0, {**style, "layout": "columns"}) == 7.0
+    assert target_width(6.0, style, "single") == 3.5
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("t")
+    (path,) = save_figure(fig, tmp_path / "f", style, layout="single")
+    with Image.open(path) as im:
+        w, h = im.size
+    assert abs(w - 350) <= 40 and abs(h - 175) <= 40        # bbox 'tight' trims a little
+    assert capsys.readouterr().err == ""
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("x")
+    ax.set_title("a title far too long for so narrow a figure " * 2)
+    fig.text(0.5, 0.95, "a text over the title", ha="center", fontsize=14)
+    save_figure(fig, tmp_path / "g", style)
+    assert "figure g: " in capsys.readouterr().err
