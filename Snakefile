@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from medrepro.config import (
     ConfigError,
     feature_key,
+    repeats_of,
     resolved_departures,
     study_features,
     uses_feature_cache,

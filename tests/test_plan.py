@@ -71,3 +71,16 @@ def test_slurm_profile_is_not_overridden_by_the_workflow_profile():
     assert not set(default) & {"set-threads", "set-resources", "default-resources", "retries", "jobs", "keep-going",
                                "executor", "cores", "resources"}
     assert slurm["retries"] >= 1 and "attempt" in str(slurm["set-resources"]["train_detector"]["runtime"])
+
+
+def test_seed_repeats_plan_one_training_per_seed_on_the_same_split(tmp_path):
+    over = tmp_path / "repeats.yaml"
+    over.write_text(yaml.safe_dump({"repeats": {"seeds": 2, "experiments": ["cnn_kermany", "mr_exp1"]}}))
+    n = job_counts(dry_run("--configfile", "config/full.yaml", str(over)))
+    assert n["train"] == 8 + 2 and n["train_detector"] == 3 + 2 and n["seed_repeats"] == 1
+    from medrepro.config import load_config
+
+    cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml", over],
+                      REPO / "config" / "schema.yaml")
+    e, r = cfg["experiments"]["cnn_kermany"], cfg["experiments"]["cnn_kermany__seed2"]
+    assert r["train"]["seed"] == e["train"]["seed"] + 2 and r["split"] == e["split"]

@@ -53,3 +53,22 @@ def test_table_patterns_compare_every_published_number_or_say_why_not():
     cov = coverage_table(published, rows, [{"published": p, "reason": r} for p, r in skipped])
     assert len(cov) == 3 + 3 + 4 + 1 and (cov["status"] == "compared").sum() == 7
     assert cov.set_index("published path").loc["reported.note_value", "row or reason"] == "no comparison row configured"
+
+
+def test_repeats_table_gives_mean_and_sd_over_the_runs(tmp_path):
+    import json
+
+    import numpy as np
+
+    from medrepro.publish import repeats_table
+
+    files = []
+    for k, acc in enumerate([0.8, 0.9, 0.7]):
+        f = tmp_path / f"m{k}.json"
+        f.write_text(json.dumps({"test": {"accuracy": acc}}))
+        files.append(str(f))
+    t = repeats_table([{"experiment": "e", "metric": "acc", "reproduced": "test.accuracy"},
+                       {"experiment": "other", "metric": "x", "reproduced": "test.accuracy"}], {"e": files})
+    row = t.iloc[0]
+    assert len(t) == 1 and row["runs"] == 3 and row["values"] == "0.800, 0.900, 0.700"
+    assert row["mean"] == np.mean([0.8, 0.9, 0.7]) and abs(row["sd"] - 0.1) < 1e-12

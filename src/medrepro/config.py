@@ -94,7 +94,29 @@ def validate_config(config: dict, schema_path: str | Path, source: str = "config
         raise ConfigError(f"config error: {len(problems)} problem(s) in {source}\n  - " + "\n  - ".join(problems))
     for run in [*cfg.get("experiments", {}).values(), *cfg.get("studies", {}).values()]:
         run["train"]["allow_cpu"] = run["train"]["allow_cpu"] or cfg["allow_cpu"]  # read where the device is chosen
+    cfg["experiments"] = with_repeats(cfg["experiments"], cfg["repeats"])
     return cfg
+
+
+REPEAT = "__seed"
+
+
+def with_repeats(experiments: dict, repeats: dict) -> dict:
+    """``experiments`` plus, for each of ``repeats['experiments']``, ``repeats['seeds']`` copies
+    named ``<name>__seed<k>`` whose training seed is the original's + k (same split, same test
+    images: only initialisation and batch order change)."""
+    out = dict(experiments)
+    for name in repeats.get("experiments", []):
+        for k in range(1, repeats.get("seeds", 0) + 1):
+            e = copy.deepcopy(experiments[name])
+            e["train"]["seed"] = e["train"]["seed"] + k
+            out[f"{name}{REPEAT}{k}"] = e
+    return out
+
+
+def repeats_of(experiments: dict, name: str) -> list[str]:
+    """The seed repeats of experiment ``name`` (:func:`with_repeats`), in order."""
+    return sorted((e for e in experiments if e.startswith(name + REPEAT)), key=lambda e: int(e.rsplit(REPEAT, 1)[1]))
 
 
 def _cross_checks(cfg: dict) -> list[str]:
@@ -106,6 +128,10 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"datasets.{name}.path: required when source is 'local' (the folder holding the raw data)")
         if d.get("source") == "download" and not d.get("download"):
             out.append(f"datasets.{name}.download: required when source is 'download'")
+    for name in cfg.get("repeats", {}).get("experiments", []):
+        if name not in cfg.get("experiments", {}):
+            out.append(f"repeats.experiments: {name!r} is not an experiment of this config (staged studies are not "
+                       f"repeated); expected one of {sorted(cfg.get('experiments', {}))}")
     for name, e in cfg.get("experiments", {}).items():
         if e["dataset"] not in datasets:
             out.append(f"experiments.{name}.dataset: {e['dataset']!r} is not a dataset of this config; "

@@ -203,6 +203,33 @@ def coverage_table(published: dict, compare: list[dict], not_compared: list[dict
     return pd.DataFrame(rows, columns=["published path", "published", "status", "row or reason"])
 
 
+def repeats_table(headlines: list[dict], runs: dict[str, list[str]]) -> pd.DataFrame:
+    """Each headline metric of a repeated experiment over its runs (``runs``: experiment -> the
+    metrics.json of the original and of each seed repeat): mean, sample sd, min, max and values."""
+    rows = []
+    for h in headlines:
+        files = runs.get(h["experiment"])
+        if not files:
+            continue
+        vals = [float(lookup_strict(json.loads(Path(f).read_text()), h["reproduced"],
+                                    f"headline {h['metric']!r} of {f}")) for f in files]
+        rows.append({"experiment": h["experiment"], "metric": h["metric"], "runs": len(vals),
+                     "mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                     "min": min(vals), "max": max(vals), "values": ", ".join(f"{v:.3f}" for v in vals)})
+    return pd.DataFrame(rows, columns=["experiment", "metric", "runs", "mean", "sd", "min", "max", "values"])
+
+
+def write_repeats(headlines: list[dict], runs: dict[str, list[str]], out_dir, scale: str = "demo") -> pd.DataFrame:
+    """:func:`repeats_table` as ``repeats`` (CSV, Markdown, LaTeX) in ``out_dir``."""
+    from .provenance import record, short
+
+    table = repeats_table(headlines, runs)
+    with atomic_dir(out_dir) as tmp:
+        write_table(table, tmp / "repeats", caption="headline metrics over seed repeats (mean and sample sd)",
+                    note=scale_note(scale), provenance=short(record({"runs": runs})))
+    return table
+
+
 def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
     """One row per headline metric: its value, the chance level it must beat (both read from the
     experiment's metrics.json), the margin, and whether it is above chance."""
@@ -605,7 +632,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
-           leakage_dir=None) -> None:
+           leakage_dir=None, repeats_dir=None) -> None:
     """The reproduction report: every paper's comparison table, the audit of its published tables
     (``audit_dirs``: :func:`medrepro.audit.write_audit`'s folders), the leakage audit
     (``leakage_dir``: :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
@@ -628,6 +655,11 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
                   "`audit/<paper>/checks.csv`.", "",
                   pd.DataFrame([{"paper": n, "checks": a["checks"], "inconsistent": a["inconsistent"]}
                                 for n, a in audits.items()]).to_markdown(index=False), ""]
+    if repeats_dir is not None and (Path(repeats_dir) / "repeats.md").is_file():
+        lines += ["## Seed variation", "",
+                  "Headline metrics of experiments rerun with other training seeds (`repeats` in the config): the "
+                  "spread says how much of a difference from the published value one run can show by chance.", "",
+                  (Path(repeats_dir) / "repeats.md").read_text(), ""]
     if leakage_dir is not None:
         ld = Path(leakage_dir)
         lines += ["## Leakage audit", "",

@@ -353,3 +353,24 @@ def paper_captions(paper):
     cfg = config["papers"][paper]
     with open(cfg["published"]) as f:
         return output_captions(cfg, yaml.safe_load(f))
+
+
+def repeat_runs():
+    """Experiment -> the metrics.json of it and of each seed repeat (config `repeats`)."""
+    return {
+        e: [
+            f"{RESULTS}/experiments/{x}/metrics.json"
+            for x in [e] + repeats_of(config["experiments"], e)
+        ]
+        for e in config["repeats"]["experiments"]
+    }
+
+
+def repeat_headlines():
+    """The papers' headline rows for the repeated experiments."""
+    return [
+        h
+        for p in config["papers"].values()
+        for h in p.get("headline", [])
+        if h["experiment"] in config["repeats"]["experiments"]
+    ]

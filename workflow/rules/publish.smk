@@ -62,6 +62,7 @@ rule report:
         papers=expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
         audits=expand(f"{RESULTS}/audit/{{paper}}", paper=list(config["papers"])),
         leakage=f"{RESULTS}/leakage/audit",
+        repeats=[f"{RESULTS}/repeats"] if config["repeats"]["seeds"] else [],
     output:
         f"{RESULTS}/report.md",
     log:
@@ -106,3 +107,28 @@ rule html_report:
         papers=list(config["papers"]),
     script:
         "../scripts/html_report.py"
+
+
+rule seed_repeats:
+    """Headline metrics of the experiments in `repeats`, over their seed repeats."""
+    input:
+        [f for files in repeat_runs().values() for f in files],
+    output:
+        report(
+            directory(f"{RESULTS}/repeats"),
+            patterns=["{name}.csv"],
+            caption="../report/repeats.rst",
+            category="audits",
+            subcategory="seed variation",
+        ),
+    log:
+        f"{RESULTS}/logs/repeats.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        runs=repeat_runs(),
+        headlines=repeat_headlines(),
+        scale=config["scale"],
+    script:
+        "../scripts/seed_repeats.py"
