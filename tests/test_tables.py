@@ -48,11 +48,14 @@ def test_table_patterns_compare_every_published_number_or_say_why_not():
     got = {r["published"]: (r["reproduced"], r["metric"]) for r in rows}
     assert got["reported.tableB1_TC.VGG-16.32.2"] == ("stage1.runs.vgg16.bs32.test.f1", "B1 VGG-16 32 f1")
     assert got["reported.per_class.TC.b.per_class.1.0"] == ("stage4.test.per_class.b.precision", "b precision")
-    assert [p for p, _ in skipped] == [f"reported.tableB1_TC.VGG-16.256.{i}" for i in range(3)]
+    assert [p for p, _, _ in skipped] == [f"reported.tableB1_TC.VGG-16.256.{i}" for i in range(3)]
     assert "not run in this configuration" in skipped[0][1]
-    cov = coverage_table(published, rows, [{"published": p, "reason": r} for p, r in skipped])
+    assert skipped[0][2] == "tm_TC: stage1.runs.vgg16.bs256.test.recall"
+    cov = coverage_table(published, rows, [{"published": p, "reason": r, "detail": d} for p, r, d in skipped])
     assert len(cov) == 3 + 3 + 4 + 1 and (cov["status"] == "compared").sum() == 7
-    assert cov.set_index("published path").loc["reported.note_value", "row or reason"] == "no comparison row configured"
+    cov = cov.set_index("published path")
+    assert cov.loc["reported.note_value", "reason"] == "no comparison row configured"
+    assert cov.loc["reported.tableB1_TC.VGG-16.256.0", "row or detail"] == "tm_TC: stage1.runs.vgg16.bs256.test.recall"
 
 
 def test_repeats_table_gives_mean_and_sd_over_the_runs(tmp_path):

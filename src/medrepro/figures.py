@@ -54,8 +54,13 @@ def _texts(fig, renderer):
             continue
         named = [("title", ax.title), ("left title", ax._left_title), ("right title", ax._right_title),
                  ("x label", ax.xaxis.label), ("y label", ax.yaxis.label)]
-        if ax.axison:
-            named += [("x tick", t) for t in ax.get_xticklabels()] + [("y tick", t) for t in ax.get_yticklabels()]
+        if ax.axison:   # tick labels drawn: those of a visible axis, at a position inside the view limits
+            for what, axis, lim, i in (("x tick", ax.xaxis, ax.get_xlim(), 0), ("y tick", ax.yaxis, ax.get_ylim(), 1)):
+                if not axis.get_visible():
+                    continue
+                lo, hi = sorted(lim)
+                tol = 1e-9 * max(1.0, abs(hi - lo))
+                named += [(what, t) for t in axis.get_ticklabels() if lo - tol <= t.get_position()[i] <= hi + tol]
         for what, t in named:
             if t.get_visible() and t.get_text().strip():
                 out.append((ax, f"axes {k} {what} {t.get_text()[:30]!r}", t.get_window_extent(renderer)))

@@ -104,7 +104,7 @@ def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_ex
     values (a column index -> a metric name, a model's printed name -> a backbone); ``only``
     ({name: [values]}) keeps those bindings.  Returns the rows (``compare`` entries) and, for
     published values whose reproduced path does not exist (a batch size the configuration does
-    not run), ``(published path, reason)``.
+    not run), ``(published path, reason, the missing experiment and path)``.
     """
     from .audit import find
 
@@ -132,7 +132,8 @@ def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_ex
             exp = e["experiment"].format(**b)
             rep = e["reproduced"].format(**b)
             if exp not in metrics_by_exp or lookup(metrics_by_exp[exp], rep) is None:
-                skipped.append((dotted, f"no reproduced value ({exp}: {rep}): not run in this configuration"))
+                skipped.append((dotted, "not run in this configuration (no reproduced value at the table "
+                                        "pattern's path)", f"{exp}: {rep}"))
                 continue
             rows.append({"experiment": exp, "metric": e["metric"].format(**b), "reproduced": rep, "published": dotted})
     return rows, skipped
@@ -195,12 +196,15 @@ def coverage_table(published: dict, compare: list[dict], not_compared: list[dict
     rows = []
     for path, value in published_values(published.get("reported") or {}):
         if path in compared:
-            status, detail = "compared", "; ".join(compared[path])
+            status, reason, detail = "compared", "", "; ".join(compared[path])
         else:
             rule = next((r for r in rules if path == r["published"] or path.startswith(r["published"] + ".")), None)
-            status, detail = "not compared", rule["reason"] if rule else "no comparison row configured"
-        rows.append({"published path": path, "published": value, "status": status, "row or reason": detail})
-    return pd.DataFrame(rows, columns=["published path", "published", "status", "row or reason"])
+            status = "not compared"
+            reason = rule["reason"] if rule else "no comparison row configured"
+            detail = (rule or {}).get("detail", "")
+        rows.append({"published path": path, "published": value, "status": status, "reason": reason,
+                     "row or detail": detail})
+    return pd.DataFrame(rows, columns=["published path", "published", "status", "reason", "row or detail"])
 
 
 def repeats_table(headlines: list[dict], runs: dict[str, list[str]]) -> pd.DataFrame:
@@ -600,7 +604,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
         cov = coverage_table(published, compare, paper_cfg.get("not_compared", [])
-                             + [{"published": p, "reason": r} for p, r in skipped])
+                             + [{"published": p, "reason": r, "detail": d} for p, r, d in skipped])
         n_done = int((cov["status"] == "compared").sum())
         written += ctx.table(cov, "published_values",
                              f"every transcribed number: {n_done} of {len(cov)} set beside a reproduced value")
@@ -681,7 +685,7 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         if cov_csv.is_file():
             cov = pd.read_csv(cov_csv)
             done = cov[cov["status"] == "compared"]
-            rest = cov[cov["status"] != "compared"].groupby("row or reason", sort=False).size()
+            rest = cov[cov["status"] != "compared"].groupby("reason", sort=False).size()
             lines += [f"**Published values: {len(done)} of {len(cov)} transcribed numbers are compared above.** "
                       + ("The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + "."
                          if len(rest) else "") + " Every value and its status: `tables/published_values.csv`.", ""]

@@ -212,14 +212,18 @@ def _stage_confusion(ctx, o):
     from sklearn.metrics import ConfusionMatrixDisplay
 
     stage, studies = o.get("stage", 4), _studies(ctx, o)
-    fig, axes = plt.subplots(len(studies), 2, figsize=(6.4, 3.0 * len(studies)), squeeze=False)
+    fig, axes = plt.subplots(len(studies), 2, figsize=(7.2, 3.3 * len(studies)), squeeze=False)
     for row, st in zip(axes, studies):
         m = _metrics(ctx, st)
         for ax, k, tag in ((row[0], 2, "before"), (row[1], stage, "after")):
             cm = np.array(m[f"stage{k}"]["test"]["confusion_matrix"])
             ConfusionMatrixDisplay(cm, display_labels=[ctx.label(c) for c in m["classes"]]).plot(
-                ax=ax, colorbar=False, cmap="Blues", xticks_rotation=30)
+                ax=ax, colorbar=False, cmap="Blues")
+            # class names slanted from their tick, so that long ones neither meet nor cross the axis label
+            plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor", fontsize="small")
+            plt.setp(ax.get_yticklabels(), fontsize="small")
             ax.set_title(f"{m['label']}: {tag} (stage {k})", fontsize="small")
+        row[1].set_ylabel("")   # the left matrix names the rows
     fig.tight_layout()
     return ctx.figure(fig, o["name"])
 

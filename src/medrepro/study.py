@@ -51,6 +51,12 @@ def _train_config(t: dict, targets, n_classes: int, **over):
     return TrainConfig(**kw)
 
 
+def _class_counts(cm, i: int) -> dict:
+    """A class's test images (its confusion-matrix row), those called right and those called wrong."""
+    total = int(sum(cm[i]))
+    return {"correct": int(cm[i][i]), "incorrect": total - int(cm[i][i]), "total": total}
+
+
 def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
     """The paper's columns (macro averages) and the per-class report of one split's predictions."""
     m = classification_metrics(pred, names)
@@ -58,8 +64,9 @@ def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:
     return {"accuracy": m["accuracy"], "precision": m["macro_avg"]["precision"], "recall": m["macro_avg"]["recall"],
             "f1": m["macro_avg"]["f1-score"], "loss": m["loss"], "correct": correct,
             "incorrect": int(len(pred) - correct), "total": int(len(pred)), "majority_rate": m["majority_rate"],
-            "per_class": {c: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"]}
-                          for c, v in m["per_class"].items()},
+            "per_class": {c: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"],
+                              **_class_counts(m["confusion_matrix"], i)}
+                          for i, (c, v) in enumerate(m["per_class"].items())},
             "confusion_matrix": m["confusion_matrix"]}
 
 
