@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from medrepro.figures import save_figure, target_width, text_overlaps  # noqa: E402
+from medrepro.figures import save_figure, target_width, text_overlaps, unlabelled_axes  # noqa: E402
 
 
 def test_a_title_running_into_the_row_above_is_found():
@@ -43,7 +43,7 @@ def test_figures_are_saved_at_the_configured_column_width(tmp_path, capsys):
     assert target_width(6.0, style, "single") == 3.5
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot([0, 1], [0, 1])
-    ax.set_title("t")
+    ax.set(title="t", xlabel="x", ylabel="y")
     (path,) = save_figure(fig, tmp_path / "f", style, layout="single")
     with Image.open(path) as im:
         w, h = im.size
@@ -56,3 +56,16 @@ def test_figures_are_saved_at_the_configured_column_width(tmp_path, capsys):
     fig.text(0.5, 0.95, "a text over the title", ha="center", fontsize=14)
     save_figure(fig, tmp_path / "g", style)
     assert "figure g: " in capsys.readouterr().err
+
+
+def test_an_axis_without_a_label_is_named():
+    fig, (a, b) = plt.subplots(1, 2, figsize=(5, 2))
+    a.plot([0, 1], [0, 1])
+    a.set_xlabel("epoch")
+    a.set_title("loss")
+    b.imshow(np.zeros((4, 4)))
+    b.axis("off")
+    assert unlabelled_axes(fig) == ["axes 0 ('loss') has no y label"]
+    a.set_ylabel("loss")
+    assert unlabelled_axes(fig) == []
+    plt.close(fig)

@@ -99,6 +99,20 @@ def target_width(natural: float, style: dict, layout: str | None = None) -> floa
     return widths.get(layout)
 
 
+def unlabelled_axes(fig) -> list[str]:
+    """Plots (axes drawn with their axis lines, colour bars aside) whose x or y axis shows tick
+    labels but has no label saying what it measures."""
+    out = []
+    for k, ax in enumerate(fig.axes):
+        if not ax.get_visible() or not ax.axison or ax.get_label() == "<colorbar>":
+            continue
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            shown = axis.get_visible() and any(t.get_visible() and t.get_text() for t in axis.get_ticklabels())
+            if shown and not axis.get_label_text().strip():
+                out.append(f"axes {k} ({ax.get_title()[:30]!r}) has no {name} label")
+    return out
+
+
 def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "", provenance: str = "",
                 layout: str | None = None) -> list[Path]:
     """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer,
@@ -118,7 +132,7 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
         fig.canvas.draw()
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
         fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
-    for problem in text_overlaps(fig):
+    for problem in text_overlaps(fig) + unlabelled_axes(fig):
         print(f"figure {Path(stem).name}: {problem}", file=sys.stderr)
     paths = []
     for fmt in s["formats"]:

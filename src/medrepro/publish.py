@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+from matplotlib.colors import to_rgb
 from PIL import Image
 
 from .config import scale_note
@@ -476,8 +477,11 @@ def _mask_overlay(ctx: Context, o: dict):
     p = np.any(pred, axis=0) if pred else np.zeros(img.shape, bool)
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
     overlay = np.stack([img] * 3, -1).astype(float) / 255 * 0.6
-    overlay[t | p] = overlay[t | p] * 0.4 + np.array([0, 0.6, 0])
-    overlay[t & p] = overlay[t & p] * 0.4 + np.array([0.6, 0, 0])
+    # the paper's green union and red intersection, in Okabe & Ito's bluish green and vermilion,
+    # which readers with a red-green colour-vision deficiency still tell apart
+    green, red = (np.array(to_rgb(c)) for c in (OKABE_ITO[2], OKABE_ITO[3]))
+    overlay[t | p] = overlay[t | p] * 0.4 + green * 0.6
+    overlay[t & p] = overlay[t & p] * 0.4 + red * 0.6
     for ax, (im, title) in zip(axes, [(t, "a) annotated mask"), (p, "b) predicted mask"),
                                       (overlay, "c) union (green), intersection (red)")]):
         ax.imshow(im if im.ndim == 3 else im, cmap=None if im.ndim == 3 else "gray")
