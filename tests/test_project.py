@@ -116,3 +116,44 @@ def test_every_output_kind_in_the_schema_is_implemented():
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
     outputs = schema["properties"]["papers"]["additionalProperties"]["properties"]["outputs"]
     assert set(outputs["items"]["properties"]["kind"]["enum"]) == set(OUTPUTS)
+
+
+def test_every_third_party_import_of_the_package_and_rules_is_declared():
+    """A module the package or a rule script imports must come from a declared dependency
+    (or an extra): a fresh `make demo` installs only those (markdown-it-py once came only with
+    the test extra's rich, and the HTML report failed on a fresh clone)."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
+    extras = project["optional-dependencies"]
+    core = {norm(Requirement(r).name) for r in project["dependencies"]}
+    extra = {norm(Requirement(r).name) for e, rs in extras.items() if e != "test" for r in rs}
+    dev = {norm(Requirement(r).name) for r in extras["test"]}   # e.g. keras, to regenerate keras_layers.json
+    dists = packages_distributions()
+    optional = {"detectron2"}   # not on PyPI: documented beside the extras, imported only when chosen
+
+    def imports(tree, in_function=False):
+        for node in ast.iter_child_nodes(tree):
+            inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(node, ast.Import):
+                yield from ((a.name, in_function) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                yield node.module, in_function
+            yield from imports(node, inner)
+
+    missing = []
+    files = list((REPO / "src" / "medrepro").rglob("*.py")) + list((REPO / "workflow" / "scripts").glob("*.py"))
+    for py in files:
+        for name, deferred in imports(ast.parse(py.read_text())):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top in ("medrepro", "snakemake") or top in optional:
+                continue
+            owners = {norm(d) for d in dists.get(top, [])}
+            if not owners & (core | extra | (dev if deferred else set())):
+                missing.append(f"{py.relative_to(REPO)}: {top} (from {sorted(owners) or 'nothing installed'})")
+    assert missing == [], missing
