@@ -269,6 +269,11 @@ def test_tiny_config_end_to_end(tmp_path):
     assert leaks.loc["cnn_kermany", "patients in two splits"] == audit["overlap_groups_found"]
     assert set(leaks.index) >= {"cnn_kermany", "mr_exp1", "tm_TC", "covid vs kermany", "covid vs rsna"}
 
+    # every figure was checked for overlapping texts and unlabelled axes when saved: none
+    problems = [line for log in sorted((results / "logs" / "publish").glob("*.log"))
+                for line in log.read_text().splitlines() if line.startswith("figure ")]
+    assert problems == [], problems[:20]
+
     # the HTML report opens in a real browser: every image loads, every link resolves
     html_dir = results / "html"
     pages = sorted(html_dir.glob("*.html"))

@@ -127,7 +127,8 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
     if width:
         w, h = fig.get_size_inches()
         fig.set_size_inches(width, h * width / w)
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:   # a constrained layout redoes itself when drawn
+            fig.tight_layout()
     if note:  # below everything already drawn (rotated tick labels included)
         fig.canvas.draw()
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]

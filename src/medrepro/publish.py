@@ -340,7 +340,7 @@ def _class_counts(ctx: Context, o: dict):
     fig, ax = plt.subplots(figsize=(4.5, 3))
     counts.T.rename(index=ctx.label).plot.bar(ax=ax, rot=0)
     ax.set_ylabel("images")
-    ax.set_xlabel("")
+    ax.set_xlabel("class")
     ax.set_title(f"{ctx.paper}: images per class")
     for cont in ax.containers:
         ax.bar_label(cont, fontsize=7)
@@ -447,6 +447,7 @@ def _equalization(ctx: Context, o: dict):
         hist = np.bincount(im.ravel(), minlength=256)
         ax2.plot(np.cumsum(hist) / hist.sum(), color=OKABE_ITO[3], lw=1)  # the cumulative histogram
         ax2.set_ylim(0, 1.02)
+        ax2.set_ylabel("cumulative fraction", color=OKABE_ITO[3])
         ax.set_xlabel("intensity")
         ax.set_yticks([])
     fig.tight_layout()
@@ -508,6 +509,7 @@ def _iou_distribution(ctx: Context, o: dict):
     a.legend(fontsize="x-small")
     b.boxplot(data, tick_labels=names)
     b.set_ylabel("per-image IoU")
+    b.set_xlabel("experiment")
     b.set_title("b) box plot")
     fig.tight_layout()
     return ctx.figure(fig, o["name"])

@@ -183,7 +183,9 @@ def _bars(ctx, o):
             ax.bar(np.arange(len(backbones)) + j * width - 0.4 + width / 2, vals, width, label=f"batch {bs}")
         ax.set_xticks(range(len(backbones)), [NAMES.get(b, b) for b in backbones], fontsize="x-small")
         ax.set_title(met)
+        ax.set_xlabel("model")
         ax.set_ylim(0, 1.05)
+    axes[0].set_ylabel("test score")
     axes[0].legend(fontsize="xx-small")
     fig.suptitle(f"{label}: test metrics per model and batch size (stage 1)", fontsize="small")
     fig.tight_layout()
@@ -199,6 +201,7 @@ def _lr_curve(ctx, o):
             ax.plot(runs["lr"], runs[f"test_{met}"], marker="o", label=met)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
+        ax.set_ylabel("test score")
         ax.set_ylim(0, 1.05)
         sel = _metrics(ctx, st)["stage2"]["selected"]
         ax.set_title(f"{_metrics(ctx, st)['label']}: {NAMES.get(sel['backbone'], sel['backbone'])}, "
@@ -223,7 +226,8 @@ def _stage_confusion(ctx, o):
             plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor", fontsize="small")
             plt.setp(ax.get_yticklabels(), fontsize="small")
             ax.set_title(f"{m['label']}: {tag} (stage {k})", fontsize="small")
-        row[1].set_ylabel("")   # the left matrix names the rows
+        row[1].set_ylabel("")   # the left matrix names the rows (same classes, same order)
+        row[1].set_yticklabels([])
     fig.tight_layout()
     return ctx.figure(fig, o["name"])
 
@@ -242,6 +246,7 @@ def _study_curves(ctx, o):
             ax.plot(h["epoch"], h[met], label=f"train {met}")
             ax.plot(h["epoch"], h[f"val_{met}"], label=f"validation {met}")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(" / ".join(metrics))
         ax.set_title(f"{m['label']}: {NAMES.get(sel['backbone'], sel['backbone'])}, lr {sel['lr']:g}",
                      fontsize="small")
         ax.legend(fontsize="x-small")
@@ -260,7 +265,9 @@ def _prediction_examples(ctx, o):
     pick = pd.concat([right.head(n - min(len(wrong), n // 2)), wrong.head(n // 2)])
     cols = min(4, max(len(pick), 1))
     rows = (len(pick) + cols - 1) // cols or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    # constrained layout leaves room for each image's two-line title above it (tight_layout let
+    # the titles of the second row run into the images of the first)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.7 * rows), squeeze=False, layout="constrained")
     names = m["classes"]
     for ax in axes.ravel():
         ax.axis("off")
@@ -271,7 +278,6 @@ def _prediction_examples(ctx, o):
         ax.set_title(f"true {ctx.label(names[r.target])}\npred {ctx.label(names[r.pred])} ({p:.2f})",
                      fontsize="x-small", color=RIGHT if ok else WRONG)
     fig.suptitle(f"{m['label']}: test predictions (stage {m['best']['stage']})", fontsize="small")
-    fig.tight_layout()
     return ctx.figure(fig, o["name"])
 
 
