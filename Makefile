@@ -29,9 +29,11 @@ demo: $(BIN)/.medrepro-installed
 	$(BIN)/snakemake --cores $(CORES)
 	@echo
 	@echo "Done. Results are in results/:"
+	@echo "  results/html/index.html             the report in a browser: every table and figure, captioned"
 	@echo "  results/report.md                   published vs reproduced, every paper"
 	@echo "  results/papers/<paper>/             tables (CSV, Markdown, LaTeX) and figures (PNG, PDF)"
 	@echo "  results/figures/contact_sheets/     a look at each dataset"
+	@echo "  results/audit/, results/leakage/    the published tables' arithmetic; shared patients and images"
 	@echo "  results/manifests/, results/converted/   manifests and what was rejected"
 
 lint: $(BIN)/.medrepro-test-installed

@@ -692,9 +692,10 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
             cov = pd.read_csv(cov_csv)
             done = cov[cov["status"] == "compared"]
             rest = cov[cov["status"] != "compared"].groupby("reason", sort=False).size()
+            others = ("The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + ". "
+                      if len(rest) else "")
             lines += [f"**Published values: {len(done)} of {len(cov)} transcribed numbers are compared above.** "
-                      + ("The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + "."
-                         if len(rest) else "") + " Every value and its status: `tables/published_values.csv`.", ""]
+                      + others + "Every value and its status: `tables/published_values.csv`.", ""]
         head = d / "tables" / "headline.csv"
         if head.is_file():
             h = pd.read_csv(head)
