@@ -8,14 +8,14 @@ from medrepro.tables import full_number, write_table
 
 def test_counts_rates_and_published_values_print_as_a_reader_expects(tmp_path):
     df = pd.DataFrame({"metric": ["a", "b", "c"], "published": [0.8622, 0.97, 426],
-                       "reproduced": [0.81234, 1.0, 0.5], "correct": [426.0, 33.0, None],
+                       "reproduced": [0.81234, 1.0, 27.0], "correct": [426.0, 33.0, None],
                        "recall": [1.0, 0.0, 1.0], "lr": [full_number(x) for x in (1e-05, 0.001, 0.1)]})
     paths = write_table(df, tmp_path / "t", caption="c")
     md = paths[1].read_text()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()[4:7]]
     assert rows[0] == ["a", "0.8622", "0.812", "426", "1.000", "0.00001"]
     assert rows[1] == ["b", "0.97", "1.000", "33", "0.000", "0.001"]
-    assert rows[2] == ["c", "426", "0.500", "", "1.000", "0.1"]
+    assert rows[2] == ["c", "426", "27", "", "1.000", "0.1"]
     back = pd.read_csv(paths[0])   # the CSV keeps the numbers
     assert back["published"].tolist() == [0.8622, 0.97, 426] and back["correct"].iloc[0] == 426
     tex = paths[2].read_text()

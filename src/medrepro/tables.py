@@ -31,15 +31,18 @@ def full_number(v) -> str:
 
 def _shown(col: pd.Series, float_digits: int, exact: bool) -> pd.Series:
     """How a column is printed: as transcribed (``exact``), whole numbers without decimals (a float
-    column whose values are all whole and not all within 0..1: counts, not rates), other floats
-    to ``float_digits``."""
+    column whose values are all whole and not all within 0..1: counts, not rates; in a mixed
+    column, each whole value above 1), other floats to ``float_digits``."""
     if exact:
         return col.map(full_number)
     if pd.api.types.is_float_dtype(col):
         vals = col.dropna()
         if len(vals) and (vals == vals.round()).all() and vals.abs().max() > 1:
             return col.map(lambda v: "" if pd.isna(v) else f"{int(v)}")
-        return col.map(lambda v: "" if pd.isna(v) else f"{v:.{float_digits}f}")
+        # a column mixing rates and counts (a comparison's reproduced values): a whole number above
+        # 1 is a count, never a rate
+        return col.map(lambda v: "" if pd.isna(v) else f"{int(v)}" if v == round(v) and abs(v) > 1
+                       else f"{v:.{float_digits}f}")
     return col.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
 
 
