@@ -69,3 +69,14 @@ def test_an_axis_without_a_label_is_named():
     a.set_ylabel("loss")
     assert unlabelled_axes(fig) == []
     plt.close(fig)
+
+
+def test_the_scale_note_stays_below_a_constrained_layout(tmp_path, capsys):
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2.2), layout="constrained")
+    for ax in axes:
+        ax.imshow(np.zeros((8, 8)))
+        ax.set_title("true a\npred b (0.90)", fontsize="x-small")
+        ax.axis("off")
+    fig.suptitle("one row of predictions", fontsize="small")
+    save_figure(fig, tmp_path / "f", {"dpi": 60, "formats": ["png"]}, note="demo scale: synthetic stand-in data")
+    assert capsys.readouterr().err == ""

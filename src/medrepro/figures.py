@@ -131,6 +131,8 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
             fig.tight_layout()
     if note:  # below everything already drawn (rotated tick labels included)
         fig.canvas.draw()
+        if fig.get_layout_engine() is not None:   # freeze the layout: saving must not move the plots
+            fig.set_layout_engine("none")           # onto the note placed below them
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
         fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
     for problem in text_overlaps(fig) + unlabelled_axes(fig):
