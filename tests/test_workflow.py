@@ -217,6 +217,13 @@ def test_tiny_config_end_to_end(tmp_path):
     assert pt["accuracy_b"] == pytest.approx(pt["correct_b"] / pt["total"])
     t57 = pd.read_csv(tm / "tables" / "table5_7_before_after.csv")
     assert len(t57) == 6 and set(t57["dataset"]) == {"TC", "C19", "ER"}
+    # the thesis' tables compared row by row, every test score with its interval (stage 1's runs too)
+    tmc = pd.read_csv(tm / "tables" / "comparison.csv")
+    runs_rows = tmc[tmc["metric"].str.contains("best batch size: ")]
+    assert len(runs_rows) == 3 * 3 * 7 and runs_rows[["ci_low", "ci_high"]].notna().all().all()
+    cov = pd.read_csv(tm / "tables" / "published_values.csv")
+    assert len(cov) == 896 and set(cov["status"]) == {"compared", "not compared"}
+    assert (cov.loc[cov["status"] == "not compared", "reason"] != "no comparison row configured").all()
     params = pd.read_csv(tm / "tables" / "model_parameters.csv")
     assert len(params) == 9 and (params["selected"] == "yes").sum() == 3
 

@@ -145,7 +145,7 @@ def _frozen_run(table, features: dict, spec: dict, names) -> tuple:
 def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.DataFrame:
     """Every backbone x batch size on cached features; writes runs, history and the selection."""
     table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
-    rows, hists = [], []
+    rows, hists, preds = [], [], []
     for b, path in features.items():
         feats = load_features(path)
         for bs in study["batch_sizes"]:
@@ -153,12 +153,14 @@ def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.Data
             _, hist, pred = _frozen_run(table, feats, spec, names)
             rows.append(_row(1, spec, pred, hist, names, pretrained=bool(feats.get("pretrained"))))
             hists.append(hist.assign(run=f"{b}.bs{bs}"))
+            preds.append(pred[pred["split"] == "test"].assign(run=f"{b}.bs{bs}"))
             print(f"stage 1 {b} batch {bs}: {study['select_on']} accuracy "
                   f"{rows[-1][study['select_on'] + '_accuracy']:.3f} ({len(hist)} epochs)", file=sys.stderr)
     runs = pd.DataFrame(rows)
     out = Path(out_dir)
     write_csv(out / "runs.csv", runs)
     write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
+    write_csv(out / "run_predictions.csv", pd.concat(preds, ignore_index=True))   # every run's, for intervals
     write_json(out / "selection.json", _selection(runs, study, ["backbone", "batch_size"]))
     return runs
 
@@ -175,13 +177,14 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
     sel = json.loads(Path(selection1).read_text())
     feats = load_features(features_path)
-    rows, hists, preds, models = [], [], [], []
+    rows, hists, preds, models, run_preds = [], [], [], [], []
     for lr in study["learning_rates"]:
         spec = run_spec(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
         model, hist, pred = _frozen_run(table, feats, spec, names)
         rows.append(_row(2, spec, pred, hist, names))
         hists.append(hist.assign(run=lr_key(lr)))
         preds.append(pred)
+        run_preds.append(pred[pred["split"] == "test"].assign(run=lr_key(lr)))
         models.append((model, spec))
         print(f"stage 2 lr {lr:g}: {study['select_on']} accuracy {rows[-1][study['select_on'] + '_accuracy']:.3f}",
               file=sys.stderr)
@@ -192,6 +195,7 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     write_csv(out / "runs.csv", runs)
     write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
     write_csv(out / "predictions.csv", preds[k])
+    write_csv(out / "run_predictions.csv", pd.concat(run_preds, ignore_index=True))
     _save_head(out / "model.pt", models[k][0], models[k][1], int(feats["features"].shape[1]), names)
     write_json(out / "selection.json", _selection(runs, study, ["backbone", "batch_size", "lr"]))
     return runs
@@ -324,7 +328,8 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
               bootstrap: dict | None = None) -> dict:
     """One metrics.json of a study: every run's metrics by stage, the selections, the best configuration.
     With ``bootstrap``, ``ci`` holds percentile intervals of the test metrics of stages 2-4 (the
-    stages whose predictions are kept) and of the best configuration, test images resampled by
+    stages whose predictions are kept), of the best configuration and of every stage-1 and stage-2
+    run (the paper's columns, from each run's test predictions), test images resampled by
     patient."""
     names = [c["name"] for c in study["classes"]]
     table = read_csv(split_csv)
@@ -383,11 +388,51 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             "stage": k, "accuracy": out_d[f"stage{k}"]["test"]["accuracy"]}
     if bootstrap and bootstrap.get("n_resamples"):
         out_d["ci"] = _stage_intervals(out_d, stage_dirs, table, names, bootstrap)
+        out_d["ci"].setdefault("intervals", {}).update(_run_intervals(out_d, stage_dirs, table, names, bootstrap))
     from .provenance import record
 
     out_d["provenance"] = record(study)
     write_json(out, out_d)
     return out_d
+
+
+def paper_scores(rows: pd.DataFrame, k: int) -> dict:
+    """The thesis' columns of one run from its test rows (``target``, ``pred``): accuracy, macro
+    precision, recall and F1 over all ``k`` classes (0 where a class is never predicted or never
+    present, as scikit-learn's ``zero_division=0``), correct, incorrect and total: the same numbers
+    as :func:`run_metrics`, from one confusion matrix, cheap enough for every bootstrap resample."""
+    t, p = rows["target"].to_numpy(int), rows["pred"].to_numpy(int)
+    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(float)
+    tp, pred_n, true_n = np.diag(cm), cm.sum(0), cm.sum(1)
+    prec = np.divide(tp, pred_n, out=np.zeros(k), where=pred_n > 0)
+    rec = np.divide(tp, true_n, out=np.zeros(k), where=true_n > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(k), where=(prec + rec) > 0)
+    correct, n = int(tp.sum()), len(t)
+    return {"accuracy": correct / n if n else 0.0, "precision": float(prec.mean()), "recall": float(rec.mean()),
+            "f1": float(f1.mean()), "correct": correct, "incorrect": n - correct, "total": n}
+
+
+def _run_intervals(out_d: dict, stage_dirs: dict, table: pd.DataFrame, names: list[str], bootstrap: dict) -> dict:
+    """Intervals of every stage-1 and stage-2 run's test scores (``stage1.runs.<run>.test.<metric>``;
+    stage 1's best run per backbone under ``stage1.best_per_backbone.<backbone>`` too)."""
+    from .uncertainty import bootstrap_by_patient
+
+    out: dict = {}
+    for stage in (1, 2):
+        f = Path(stage_dirs.get(stage, "")) / "run_predictions.csv"
+        if stage not in stage_dirs or not f.is_file():
+            continue
+        preds = pd.read_csv(f, dtype={"image_id": str})
+        for run, rows in preds.groupby("run", sort=False):
+            ci = bootstrap_by_patient(rows.drop(columns="run"), lambda r, run=run, s=stage: {
+                f"stage{s}": {"runs": {run: {"test": paper_scores(r, len(names))}}}}, bootstrap, table)
+            out.update(ci["intervals"])
+    for b, run in (out_d.get("stage1", {}).get("best_per_backbone") or {}).items():
+        key = f"{b}.bs{int(run['batch_size'])}"
+        for path, v in list(out.items()):
+            if path.startswith(f"stage1.runs.{key}.test."):
+                out[path.replace(f"stage1.runs.{key}.", f"stage1.best_per_backbone.{b}.", 1)] = v
+    return out
 
 
 def _stage_intervals(out_d: dict, stage_dirs: dict, table: pd.DataFrame, names: list[str], bootstrap: dict) -> dict:

@@ -30,6 +30,7 @@ checkpoint study_stage1:
     output:
         runs=f"{RESULTS}/studies/{{study}}/stage1/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage1/history.csv",
+        run_predictions=f"{RESULTS}/studies/{{study}}/stage1/run_predictions.csv",
         selection=f"{RESULTS}/studies/{{study}}/stage1/selection.json",
     log:
         f"{RESULTS}/logs/study/{{study}}/stage1.log",
@@ -54,6 +55,7 @@ rule study_stage2:
     output:
         runs=f"{RESULTS}/studies/{{study}}/stage2/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage2/history.csv",
+        run_predictions=f"{RESULTS}/studies/{{study}}/stage2/run_predictions.csv",
         selection=f"{RESULTS}/studies/{{study}}/stage2/selection.json",
         predictions=f"{RESULTS}/studies/{{study}}/stage2/predictions.csv",
         model=f"{RESULTS}/studies/{{study}}/stage2/model.pt",
@@ -130,6 +132,9 @@ rule study_summary:
         ),
         predictions=expand(
             f"{RESULTS}/studies/{{{{study}}}}/stage{{k}}/predictions.csv", k=[2, 3, 4]
+        ),
+        run_predictions=expand(
+            f"{RESULTS}/studies/{{{{study}}}}/stage{{k}}/run_predictions.csv", k=[1, 2]
         ),
     output:
         f"{RESULTS}/studies/{{study}}/metrics.json",
