@@ -294,12 +294,19 @@ class _Audit:
                  f"{context}: {pairs} (tp, tn) pair{'s' * (pairs != 1)} reproduce{'s' * (pairs == 1)} "
                  f"every score to {decimals} decimals", not res["inconsistency"])
 
+    def entries(self, section: str, key: str, numbers: bool = False):
+        """(entry name, entry, matches of its ``key`` pattern) for each entry of ``audit.<section>``;
+        a pattern that matches nothing (no number, with ``numbers``) is an error naming the entry."""
+        for k, e in enumerate(self.spec.get(section, [])):
+            name = f"audit.{section}[{k}]"
+            matches = [m for m in self.find(e[key]) if not numbers or _num(m[1])]
+            if not matches:
+                raise AuditSpecError(f"{self.where}: {name} {key} {e[key]!r} matches "
+                                     f"{'no number' if numbers else 'nothing'}")
+            yield name, e, matches
+
     def same(self):
-        for k, e in enumerate(self.spec.get("same", [])):
-            name = f"audit.same[{k}]"
-            a_matches = self.find(e["a"])
-            if not a_matches:
-                raise AuditSpecError(f"{self.where}: {name} a {e['a']!r} matches nothing")
+        for name, e, a_matches in self.entries("same", "a"):
             for pa, _, b in a_matches:
                 _, va = self.value(pa, {}, name)
                 fields = va if isinstance(va, dict) else {}
@@ -326,11 +333,7 @@ class _Audit:
                              + ("" if ok else f": they differ by {_fmt(abs(x - y), max(dx, dy))}"), ok)
 
     def sums(self):
-        for k, e in enumerate(self.spec.get("sums", [])):
-            name = f"audit.sums[{k}]"
-            matches = self.find(e["total"])
-            if not matches:
-                raise AuditSpecError(f"{self.where}: {name} total {e['total']!r} matches nothing")
+        for name, e, matches in self.entries("sums", "total"):
             for path, total, b in matches:
                 pats = [e["parts"]] if isinstance(e["parts"], str) else e["parts"]
                 parts = [m for p in pats for m in self.find(p, b)]
@@ -344,11 +347,7 @@ class _Audit:
                          " + ".join(_fmt(v) for v in vals) + f" = {_fmt(s)}", s == total)
 
     def splits(self):
-        for k, e in enumerate(self.spec.get("splits", [])):
-            name = f"audit.splits[{k}]"
-            matches = [m for m in self.find(e["fraction"]) if _num(m[1])]
-            if not matches:
-                raise AuditSpecError(f"{self.where}: {name} fraction {e['fraction']!r} matches no number")
+        for name, e, matches in self.entries("splits", "fraction", numbers=True):
             for path, frac, b in matches:
                 lc, count = self.total(e["count"], b, name)
                 lt, total = self.total(e["total"], b, name)
@@ -362,11 +361,7 @@ class _Audit:
                          abs(count - expect) <= tol)
 
     def macro(self):
-        for k, e in enumerate(self.spec.get("macro", [])):
-            name = f"audit.macro[{k}]"
-            means = self.find(e["mean"])
-            if not means:
-                raise AuditSpecError(f"{self.where}: {name} mean {e['mean']!r} matches nothing")
+        for name, e, means in self.entries("macro", "mean"):
             for mpath, _, b in means:
                 _, mean = self.value(mpath, {}, name)
                 classes = [(p, v) for p, v, _ in self.find(e["classes"], b)]
