@@ -29,7 +29,7 @@ from medrepro.config import (
     uses_feature_cache,
     validate_config,
 )
-from medrepro.html_report import captions as output_captions
+from medrepro.publish.html import captions as output_captions
 
 
 configfile: "config/config.yaml"

@@ -3,14 +3,14 @@
 Measures, on the first CUDA device (the CPU where there is none, as a smoke run):
 
 * **classifier training images/s** of ``config/full.yaml``'s ``tk_resnet50`` model (ResNet-50,
-  224 px, its head), every weight trainable, through :func:`medrepro.training.fit` on in-memory
+  224 px, its head), every weight trainable, through :func:`medrepro.classify.training.fit` on in-memory
   random images, with and without AMP and channels-last (the four :class:`medrepro.accel.Accel`
   combinations, alternating, median of ``--repeats``);
 * **Mask R-CNN R50-FPN training images/s** of ``mr_exp2`` (1,024 px, its batch size) through
-  :func:`medrepro.detection.train_detector` on synthetic PNGs + COCO masks, AMP off/on, the second
+  :func:`medrepro.detect.torchvision_backend.train_detector` on synthetic PNGs + COCO masks, AMP off/on, the second
   epoch's time (the first warms cuDNN up); beside it the same model's bare training step on batches
   already on the device (``model step``: the ceiling without the project's in-process data path);
-* **Mask R-CNN inference images/s** through :func:`medrepro.detection.predict_coco` (PNG masks
+* **Mask R-CNN inference images/s** through :func:`medrepro.detect.torchvision_backend.predict_coco` (PNG masks
   back to the original size, RLE-encoded, as the workflow writes them);
 * peak GPU memory of each row, and the device, torch, CUDA and cuDNN versions.
 
@@ -37,10 +37,11 @@ from PIL import Image
 
 from medrepro import accel as accel_mod
 from medrepro.annotation import encode
+from medrepro.classify.models import build_model
+from medrepro.classify.training import TrainConfig, fit
 from medrepro.config import load_config
-from medrepro.detection import DetectionSet, build_maskrcnn, collate, predict_coco, train_detector, train_step
-from medrepro.models import build_model
-from medrepro.training import TrainConfig, fit
+from medrepro.detect.dataset import DetectionSet, collate
+from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_detector, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 # (amp, channels_last, deterministic): the four GPU switches at the project's default (deterministic

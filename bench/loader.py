@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from medrepro import pipeline
+from medrepro import prepare
+from medrepro.classify.models import build_model
+from medrepro.classify.training import TrainConfig, fit
 from medrepro.config import load_config
 from medrepro.data import ImageTable, build_augmentation
 from medrepro.io import read_csv
-from medrepro.models import build_model
-from medrepro.training import TrainConfig, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,9 +43,9 @@ def main() -> None:
     counts = {"train": {"NORMAL": n // 3, "PNEUMONIA": n - n // 3}, "test": {"NORMAL": 4, "PNEUMONIA": 4}}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        pipeline.synthesize("kermany", d / "raw", {"counts": counts, "size_scale": 0.12}, 0, threads=2)
-        pipeline.ingest("kermany", d / "raw", d / "m.csv", d / "r.csv", 2)
-        pipeline.convert(d / "m.csv", d / "png", d / "c.csv", d / "cr.csv", 1, 256, 2)
+        prepare.synthesize("kermany", d / "raw", {"counts": counts, "size_scale": 0.12}, 0, threads=2)
+        prepare.ingest("kermany", d / "raw", d / "m.csv", d / "r.csv", 2)
+        prepare.convert(d / "m.csv", d / "png", d / "c.csv", d / "cr.csv", 1, 256, 2)
         table = read_csv(d / "c.csv").assign(target=lambda t: (t["label"] == "PNEUMONIA").astype(int))
         table = table[table["source_split"] == "train"]
         size, ch = tuple(exp["model"]["input_size"]), 1

@@ -8,9 +8,10 @@ per backend and repeat (so the peak memory is that backend's):
   pyramid, 96 px, batch 4, its SGD, whole-model gradient clipping), its optimizer and its data,
   **outside** the timed region;
 * runs ``--warmup`` untimed training iterations, then times ``--iters`` (the backend's own step:
-  :func:`medrepro.detection.train_step` for torchvision, detectron2's ``SimpleTrainer.run_step``);
-* predicts the test images once untimed, then times a second pass (:func:`medrepro.detection.predict_coco`,
-  :func:`medrepro.detectron2_backend.predict_with`: masks back to the PNG's size, RLE-encoded);
+  :func:`medrepro.detect.torchvision_backend.train_step` for torchvision, detectron2's ``SimpleTrainer.run_step``);
+* predicts the test images once untimed, then times a second pass
+  (:func:`medrepro.detect.torchvision_backend.predict_coco`,
+  :func:`medrepro.detect.detectron2_backend.predict_with`: masks back to the PNG's size, RLE-encoded);
 * reports the process's peak resident memory.
 
 Backends alternate ``--repeats`` times; the table gives medians.
@@ -33,9 +34,11 @@ from pathlib import Path
 
 import torch
 
-from medrepro import datasets, detect_pipeline, detectron2_backend, pipeline
+from medrepro import datasets, prepare
 from medrepro.config import load_config
 from medrepro.convert import convert_manifest
+from medrepro.detect import detectron2_backend
+from medrepro.detect import steps as detect_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +49,8 @@ def _coco(ann: Path, split: str) -> dict:
 
 def torchvision_run(exp, ann, iters, warmup) -> dict:
     from medrepro.accel import from_train
-    from medrepro.detection import DetectionSet, build_maskrcnn, collate, predict_coco, train_step
+    from medrepro.detect.dataset import DetectionSet, collate
+    from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_step
 
     t = exp["train"]
     torch.manual_seed(0)
@@ -77,7 +81,7 @@ def detectron2_run(exp, ann, iters, warmup) -> dict:
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
-    from medrepro.detection import DetectionSet
+    from medrepro.detect.dataset import DetectionSet
 
     t = exp["train"]
     torch.manual_seed(0)
@@ -147,8 +151,8 @@ def main():
                                  difficulty=0.0, threads=a.threads)
         conv, _ = convert_manifest(datasets.rsna.ingest(tmp / "raw").manifest, tmp / "png", 1, 512, a.threads)
         conv.to_csv(tmp / "conv.csv", index=False)
-        pipeline.split(tmp / "conv.csv", exp, tmp / "split.csv", tmp / "audit.json")
-        detect_pipeline.annotate(tmp / "split.csv", exp, tmp / "ann")
+        prepare.split(tmp / "conv.csv", exp, tmp / "split.csv", tmp / "audit.json")
+        detect_steps.annotate(tmp / "split.csv", exp, tmp / "ann")
         (tmp / "exp.json").write_text(json.dumps(exp))
         for _ in range(a.repeats):
             for k in backends:

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from medrepro import distributed, pipeline
+from medrepro import distributed
+from medrepro.classify import steps
 from medrepro.config import validate_config
 
 from .conftest import REPO
@@ -40,7 +41,7 @@ def head_on_features(tmp_path_factory):
 
 
 def _train(d, e, out, world):
-    distributed.launch(world, pipeline.train, d / "split.csv", e, out / "model.pt", out / "history.csv",
+    distributed.launch(world, steps.train, d / "split.csv", e, out / "model.pt", out / "history.csv",
                        features=str(d / "features.pt"), backend="gloo")
     return pd.read_csv(out / "history.csv")
 

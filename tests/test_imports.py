@@ -1,4 +1,6 @@
-"""The package's structure: no import circle among its modules, deferred imports included."""
+"""The package's structure: no import circle among its modules (deferred imports included), each task
+wing importing only the base modules and the wings below it, and no private name imported from
+another module."""
 from __future__ import annotations
 
 import ast
@@ -13,6 +15,21 @@ PACKAGE = Path(medrepro.__file__).parent
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def private_imports(path: Path) -> list[str]:
+    """``from <medrepro module> import _name`` anywhere in ``path`` (the name of another module)."""
+    here = module_name(path)
+    package = here.split(".") if path.name == "__init__.py" else here.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target.split(".")[0] == "medrepro":
+                found += [f"{target}.{a.name}" for a in node.names if a.name.startswith("_")
+                          and a.name != "__version__"]
+    return found
 
 
 def imports(path: Path) -> set[str]:
@@ -36,9 +53,39 @@ def test_no_import_circle():
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {m: {t for t in imports(p) if t in modules and t != m and not m.startswith(t + ".")}
              for m, p in modules.items()}
-    assert len(graph) > 20 and "medrepro.pipeline" in graph["medrepro.study"]  # the walk sees the imports
+    assert len(graph) > 20 and "medrepro.classify.run" in graph["medrepro.study.stages"]  # the walk sees imports
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
         raise AssertionError(f"import circle: {' -> '.join(exc.args[1])}") from exc
-    assert order.index("medrepro.io") < order.index("medrepro.publish")
+    assert order.index("medrepro.io") < order.index("medrepro.publish.paper")
+
+
+# the task wings, lowest first: a wing may import the base modules (the package's top level and
+# datasets/, synth/) and the wings before it in this list, never one after it
+WINGS = ["classify", "study", "detect", "publish"]
+
+
+def wing(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in WINGS else None
+
+
+def test_wings_import_only_base_modules_and_lower_wings():
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    assert {wing(m) for m in modules} >= set(WINGS)
+    wrong = []
+    for m, p in modules.items():
+        rank = WINGS.index(wing(m)) if wing(m) else -1
+        for t in imports(p):
+            if t not in modules or t == m:
+                continue
+            if wing(t) is None or rank >= WINGS.index(wing(t)):
+                continue  # a base module, a lower wing or its own
+            wrong.append(f"{m} imports {t}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_imports_another_modules_private_name():
+    found = [f"{module_name(p)}: {name}" for p in PACKAGE.rglob("*.py") for name in private_imports(p)]
+    assert not found, "\n".join(found)

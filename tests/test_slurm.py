@@ -238,7 +238,7 @@ def _check_resumed(env, done: dict, results: Path, configfiles: list[Path], tmp_
     import pandas as pd
     import torch
 
-    from medrepro import pipeline
+    from medrepro.classify import steps
     from medrepro.config import load_config
 
     assert done.get("cancelled"), "the training job finished before it could be cancelled"
@@ -249,7 +249,7 @@ def _check_resumed(env, done: dict, results: Path, configfiles: list[Path], tmp_
     cfg = load_config([REPO / "config" / "config.yaml", *configfiles], REPO / "config" / "schema.yaml")
     torch.set_num_threads(int(re.search(r"threads=(\d+)", log)[1]))  # as the job ran
     ref = tmp_path / "ref"
-    pipeline.train(results / "experiments" / "cnn_kermany" / "split.csv", cfg["experiments"]["cnn_kermany"],
+    steps.train(results / "experiments" / "cnn_kermany" / "split.csv", cfg["experiments"]["cnn_kermany"],
                    ref / "model.pt", ref / "history.csv")
     got, want = pd.read_csv(results / "experiments" / "cnn_kermany" / "history.csv"), pd.read_csv(ref / "history.csv")
     assert len(got) == len(want) == cfg["experiments"]["cnn_kermany"]["train"]["epochs"]

@@ -80,7 +80,7 @@ def test_too_few_groups():
 
 
 def test_subset_draws_per_class_seeded():
-    from medrepro.pipeline import draw_subset
+    from medrepro.prepare import draw_subset
 
     df = _table(120).assign(**{"class": lambda d: d["label"]})
     sub = draw_subset(df, {"a": 30, "b": 10}, seed=1)
@@ -96,7 +96,7 @@ def test_cnn_kermany_split_is_the_papers_train_plus_val_folders_validated_on_tes
     test folder; ``merge: {val: train}`` and ``keep_source: [train, test]`` say exactly that."""
     import yaml
 
-    from medrepro import pipeline
+    from medrepro import prepare
     from medrepro.config import validate_config
 
     from .conftest import REPO
@@ -110,7 +110,7 @@ def test_cnn_kermany_split_is_the_papers_train_plus_val_folders_validated_on_tes
             for lab in (["NORMAL", "PNEUMONIA"][i % 2],)]
     rows.append({**rows[0], "image_id": "leak", "png": "leak.png", "source_split": "test"})  # train patient in test
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
-    out = pipeline.split(tmp_path / "m.csv", e, tmp_path / "split.csv", tmp_path / "audit.json")
+    out = prepare.split(tmp_path / "m.csv", e, tmp_path / "split.csv", tmp_path / "audit.json")
     assert out["split"].value_counts().to_dict() == {"train": 24, "test": 11}
     assert set(out.loc[out["image_id"].str.startswith("val"), "split"]) == {"train"}
     audit = json.loads((tmp_path / "audit.json").read_text())

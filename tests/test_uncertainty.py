@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from medrepro.evaluation import classification_metrics
+from medrepro.metrics import classification_metrics
 from medrepro.uncertainty import bootstrap_metrics, delong_ci, flatten, verdict
 
 
@@ -94,11 +94,11 @@ def test_classification_metrics_match_scikit_learns_report_and_log_loss():
     rep = classification_report(y, yhat, labels=[0, 1, 2], target_names=list("abc"), output_dict=True,
                                 zero_division=0)
     for c in "abc":
-        for k in ("precision", "recall", "f1-score", "support"):
-            assert m["per_class"][c][k] == pytest.approx(rep[c][k])
+        for k in ("precision", "recall", "f1", "support"):
+            assert m["per_class"][c][k] == pytest.approx(rep[c][k.replace("f1", "f1-score")])
     for ours, theirs in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
-        for k in ("precision", "recall", "f1-score"):
-            assert m[ours][k] == pytest.approx(rep[theirs][k])
+        for k in ("precision", "recall", "f1"):
+            assert m[ours][k] == pytest.approx(rep[theirs][k.replace("f1", "f1-score")])
     exact = p.astype(float) / p.astype(float).sum(1, keepdims=True)
     assert m["data_loss"] == pytest.approx(-np.log(exact[np.arange(60), y]).mean(), rel=1e-9)
     assert m["data_loss"] == pytest.approx(log_loss(y, exact, labels=[0, 1, 2]), rel=1e-9)

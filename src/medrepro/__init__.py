@@ -1,24 +1,35 @@
 """medrepro: reproduce medical-imaging deep-learning papers end to end.
 
-The package holds all logic; the Snakemake workflow in ``workflow/`` only wires
-files to the functions here.  Modules, by stage:
+The package holds all logic; the Snakemake workflow in ``workflow/`` only wires files to the
+functions here.  Base modules sit at the top level; each task has a wing (a subpackage) that
+matches its rule file and imports only base modules and the wings listed before it.
+
+Base modules:
 
 - :mod:`medrepro.config` - load and validate the workflow configuration.
-- :mod:`medrepro.synth` - synthetic stand-ins written in the real on-disk formats.
-- :mod:`medrepro.datasets` - readers ("ingest") for the five datasets.
-- :mod:`medrepro.dicom` - DICOM decoding to one image contract.
-- :mod:`medrepro.convert` - parallel conversion to normalised PNG.
-- :mod:`medrepro.splits` - seeded, stratified, patient-grouped splits and audit.
-- :mod:`medrepro.models`, :mod:`medrepro.data`, :mod:`medrepro.training` - classifiers
-  (sequential CNNs, frozen torchvision backbones with heads), their data and training.
-- :mod:`medrepro.evaluation`, :mod:`medrepro.tables`, :mod:`medrepro.figures` - results.
-- :mod:`medrepro.publish` - each paper's tables and figures, from the outputs listed in config.
-- :mod:`medrepro.annotation`, :mod:`medrepro.detection_metrics`, :mod:`medrepro.preprocessing` -
-  boxes to masks to COCO/VIA, the Mask R-CNN paper's metrics, equalisation and augmentation.
-- :mod:`medrepro.download` - real datasets (pooch, Kaggle, SHA-256 manifests) and ImageNet weights.
-- :mod:`medrepro.accel` - the device of a step, AMP and the GPU-only settings, the GPU check;
-  :mod:`medrepro.distributed` - data-parallel training on several GPUs.
-- :mod:`medrepro.pipeline` - one function per workflow rule.
+- :mod:`medrepro.synth`, :mod:`medrepro.datasets` - synthetic stand-ins in the real on-disk
+  formats, and the readers ("ingest") of the five datasets; :mod:`medrepro.dicom` - DICOM
+  decoding to one image contract; :mod:`medrepro.convert` - parallel conversion to PNG;
+  :mod:`medrepro.download` - real datasets (pooch, Kaggle, SHA-256 manifests) and weights.
+- :mod:`medrepro.splits` - seeded, stratified, patient-grouped splits and their audit.
+- :mod:`medrepro.prepare` - the shared data steps (synthesize, ingest, convert, contact sheet, split).
+- :mod:`medrepro.data`, :mod:`medrepro.preprocessing`, :mod:`medrepro.annotation` - image tables
+  and augmentation, equalisation, boxes to masks to COCO/VIA.
+- :mod:`medrepro.metrics` (classification), :mod:`medrepro.uncertainty` (bootstrap, DeLong),
+  :mod:`medrepro.tables`, :mod:`medrepro.figures`, :mod:`medrepro.provenance`, :mod:`medrepro.io`.
+- :mod:`medrepro.leakage` - patients and pictures shared between splits and datasets.
+- :mod:`medrepro.accel` - the device of a step, AMP, seeding; :mod:`medrepro.distributed` -
+  data-parallel training on several GPUs.
+
+Wings, lowest first:
+
+- :mod:`medrepro.classify` - models, the training engine, the feature cache, and the one
+  classifier run (:mod:`medrepro.classify.run`) that experiments and study stages share.
+- :mod:`medrepro.study` - staged studies: grids of classifier runs, selection, summary.
+- :mod:`medrepro.detect` - Mask R-CNN: data, the torchvision and detectron2 backends behind one
+  interface, the paper's metrics, the workflow steps.
+- :mod:`medrepro.publish` - each paper's tables and figures, the audit of the published tables,
+  the report and its HTML pages.
 """
 
 __version__ = "0.1.0"

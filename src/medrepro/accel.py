@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import sys
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 
@@ -113,3 +115,37 @@ def summary_rows(accel: Accel, column: str = "output_shape") -> list[dict]:
     """Rows for a model summary table (``layer``, ``column``, ``params``, ``trainable``) saying what trained it."""
     return [{"layer": f"runtime: {k}", column: str(v), "params": None, "trainable": None}
             for k, v in describe(accel).items() if k in ("device", "gpu", "torch", "cuda", "cudnn", "amp", "threads")]
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; with ``deterministic``, torch's deterministic algorithms
+    (warning where an op has none) and no cuDNN autotuning; without, cuDNN picks its fastest
+    algorithms (on a GPU the switch trades bitwise repeatability for speed)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if "torch._inductor.config" in sys.modules:  # compiled code exists: torch's own switch sets its flag too
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    else:  # the same switch without importing the compiler (seconds per training job; nothing here compiles)
+        torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def deterministic_setting(value, accel: Accel, roi_align: bool = False) -> bool:
+    """``train.deterministic`` resolved for a step: ``auto`` is on, except on a GPU for models with
+    RoIAlign (Mask R-CNN): with deterministic algorithms on, torchvision replaces its CUDA RoIAlign
+    by a pure-torch one whose intermediate tensor (boxes x channels x bins x samples) did not fit an
+    80-GB GPU at 1,024 px, batch 12, and took 20 s per iteration (bench/gpu.py)."""
+    if value in (True, False):
+        return value
+    if value not in (None, "auto"):
+        raise ValueError(f"train.deterministic {value!r}; expected auto, true or false")
+    return not (roi_align and accel.device.type == "cuda")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch of a run seeded with ``seed``, for every model the package trains (torch,
+    the shuffling generator, the augmentation): distinct for every (seed, epoch) pair with
+    epoch < 100,003, so a resumed run re-draws exactly what an uninterrupted one drew."""
+    return int(seed) * 100003 + int(epoch)

@@ -302,12 +302,17 @@ def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
     return validate_config(cfg, schema_path, source=" + ".join(map(str, paths)))
 
 
+def frozen_transfer(model: dict) -> bool:
+    """Whether a ``model`` spec is a transfer model whose backbone does not train (only its head
+    does): the one place that decides it."""
+    return model.get("arch") == "transfer" and bool(model.get("freeze", True))
+
+
 def uses_feature_cache(experiment: dict) -> bool:
     """A frozen backbone seeing unaugmented images gives the same features every epoch:
     compute them once per backbone, dataset and input size (rule ``features``) and train
     the head on them."""
-    m = experiment["model"]
-    return (m.get("arch") == "transfer" and m.get("freeze", True) and not experiment.get("augment")
+    return (frozen_transfer(experiment["model"]) and not experiment.get("augment")
             and experiment["train"].get("feature_cache", "auto") == "auto")
 
 

@@ -91,6 +91,11 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def plain(v):
+    """A NumPy scalar as the Python number it holds (other values unchanged)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> None:
     kwargs.setdefault("index", False)
     with atomic_path(path) as tmp:

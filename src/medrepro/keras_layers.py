@@ -62,7 +62,7 @@ def trainable_layers(backbone: str, fraction: float = 0.5) -> list[list]:
 
 
 def torch_module(backbone: str, keras_name: str) -> str:
-    """The torchvision module (a name inside :class:`medrepro.models.Backbone`'s ``body``) holding
+    """The torchvision module (a name inside :class:`medrepro.classify.models.Backbone`'s ``body``) holding
     the weights of Keras layer ``keras_name``."""
     if backbone in ("vgg16", "vgg19"):
         m = re.fullmatch(r"block(\d)_conv(\d)", keras_name)

@@ -349,7 +349,7 @@ LEAKAGE = config["leakage"]
 
 
 def paper_captions(paper):
-    """Each output's caption (medrepro.html_report.captions), for publish_paper and --report."""
+    """Each output's caption (medrepro.publish.html.captions), for publish_paper and --report."""
     cfg = config["papers"][paper]
     with open(cfg["published"]) as f:
         return output_captions(cfg, yaml.safe_load(f))

@@ -1,6 +1,6 @@
-"""Adapter: rule annotate -> medrepro.detect_pipeline.annotate."""
-from medrepro import detect_pipeline
+"""Adapter: rule annotate -> medrepro.detect.steps.annotate."""
+from medrepro.detect import steps as detect_steps
 from medrepro.io import logging_to
 
 with logging_to(snakemake.log[0]):
-    detect_pipeline.annotate(snakemake.input.split, snakemake.params.experiment, snakemake.params.out_dir)
+    detect_steps.annotate(snakemake.input.split, snakemake.params.experiment, snakemake.params.out_dir)

@@ -1,8 +1,8 @@
-"""Adapter: rule evaluate -> medrepro.pipeline.evaluate."""
-from medrepro import pipeline
+"""Adapter: rule evaluate -> medrepro.classify.steps.evaluate."""
+from medrepro.classify import steps
 from medrepro.io import logging_to
 
 with logging_to(snakemake.log[0]):
-    pipeline.evaluate(snakemake.input.predictions, snakemake.input.history, snakemake.params.experiment,
+    steps.evaluate(snakemake.input.predictions, snakemake.input.history, snakemake.params.experiment,
                       snakemake.output[0], snakemake.input.summary, snakemake.input.split,
                       snakemake.params.bootstrap)

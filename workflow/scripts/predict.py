@@ -1,10 +1,10 @@
-"""Adapter: rule predict -> medrepro.pipeline.predict."""
+"""Adapter: rule predict -> medrepro.classify.steps.predict."""
 import torch
 
-from medrepro import pipeline
+from medrepro.classify import steps
 from medrepro.io import logging_to
 
 with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
-    pipeline.predict(snakemake.input.split, snakemake.input.model, snakemake.params.experiment, snakemake.output[0],
+    steps.predict(snakemake.input.split, snakemake.input.model, snakemake.params.experiment, snakemake.output[0],
                      features=snakemake.input.get("features"))

@@ -1,6 +1,6 @@
-"""Adapter: rule publish_paper -> medrepro.publish.publish_paper."""
+"""Adapter: rule publish_paper -> medrepro.publish.paper.publish_paper."""
 from medrepro.io import logging_to
-from medrepro.publish import publish_paper
+from medrepro.publish.paper import publish_paper
 
 with logging_to(snakemake.log[0]):
     inputs = {}

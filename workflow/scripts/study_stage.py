@@ -1,20 +1,20 @@
-"""Adapter: rules study_stage1..4 -> medrepro.study.stage1..4 (the rule's name says which)."""
+"""Adapter: rules study_stage1..4 -> medrepro.study.stages.stage1..4 (the rule's name says which)."""
 from pathlib import Path
 
 import torch
 
-from medrepro import study
 from medrepro.io import logging_to
+from medrepro.study import stages
 
 with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     i, p, out = snakemake.input, snakemake.params, Path(snakemake.output.runs).parent
     stage = snakemake.rule[-1]
     if stage == "1":
-        study.stage1(i.split, {b: i[b] for b in p.backbones}, p.study, out)
+        stages.stage1(i.split, {b: i[b] for b in p.backbones}, p.study, out)
     elif stage == "2":
-        study.stage2(i.split, i.features, i.selection, p.study, out)
+        stages.stage2(i.split, i.features, i.selection, p.study, out)
     elif stage == "3":
-        study.stage3(i.split, i.selection, p.study, out, i.get("weights"), p.backbone_seed)
+        stages.stage3(i.split, i.selection, p.study, out, i.get("weights"), p.backbone_seed)
     else:
-        study.stage4(i.split, i.model, p.study, out, i.get("weights"), p.backbone_seed)
+        stages.stage4(i.split, i.model, p.study, out, i.get("weights"), p.backbone_seed)

@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from medrepro.annotation import box_to_mask, boxes_from_coco, coco_from_table, via_v1_from_table
-from medrepro.detection_metrics import (
+from medrepro.detect.metrics import (
     SCORE_GRID,
     coco_ap,
     mask_iou_matrix,

@@ -10,9 +10,9 @@ from sklearn.metrics import log_loss
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medrepro.evaluation import classification_metrics, prediction_table
-from medrepro.models import build_sequential, l2_penalty, regularization_loss
-from medrepro.training import TrainConfig, _loss_fn, fit, predict_proba
+from medrepro.classify.models import build_sequential, l2_penalty, regularization_loss
+from medrepro.classify.training import TrainConfig, _loss_fn, fit, predict_proba
+from medrepro.metrics import classification_metrics, prediction_table
 
 
 def _data(n=96, seed=0, d=6):
@@ -112,7 +112,7 @@ def test_inception_features_equal_torchvisions_own_model_built_with_weights(tmp_
     from torchvision.models.feature_extraction import create_feature_extractor
 
     from medrepro.backbones import IMAGENET_MEAN, IMAGENET_STD
-    from medrepro.models import Backbone
+    from medrepro.classify.models import Backbone
 
     torch.manual_seed(0)
     ref = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=True)
@@ -183,7 +183,7 @@ def test_shipped_keras_layer_lists_are_keras_own():
 @pytest.mark.parametrize("backbone", ["vgg16", "vgg19", "resnet50", "inception_v3"])
 def test_every_keras_layer_with_weights_maps_to_the_torch_module_of_the_same_shape(backbone):
     from medrepro import keras_layers
-    from medrepro.models import Backbone
+    from medrepro.classify.models import Backbone
 
     body = Backbone(backbone).body
     mapped = set()
@@ -205,7 +205,7 @@ def test_every_keras_layer_with_weights_maps_to_the_torch_module_of_the_same_sha
 def test_fine_tuning_counts_keras_layers_as_the_thesis():
     """Keras' base_model.layers[:n // 2] frozen: VGG-16's second half starts at block3_conv3, ResNet-50's
     in the middle of conv4_block1 (its shortcut and last convolution train, its first two do not)."""
-    from medrepro.models import Backbone
+    from medrepro.classify.models import Backbone
 
     vgg = Backbone("vgg16")
     n = vgg.unfreeze_last(0.5, "keras")

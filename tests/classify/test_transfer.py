@@ -9,11 +9,13 @@ import pytest
 import torch
 import yaml
 
-from medrepro import datasets, pipeline
+from medrepro import datasets, prepare
+from medrepro.classify import steps
+from medrepro.classify.features import extract_features
+from medrepro.classify.models import build_model, regularization_loss
 from medrepro.convert import convert_manifest
-from medrepro.models import build_model, regularization_loss
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _experiment(backbone="resnet50", size=32, l2=None):
@@ -57,17 +59,17 @@ def kermany_split(raw, tmp_path_factory):
     conv, _ = convert_manifest(m, d / "png", max_side=64)
     conv.to_csv(d / "converted.csv", index=False)
     e = _experiment()
-    pipeline.split(d / "converted.csv", e, d / "split.csv", d / "audit.json")
-    pipeline.extract_features(d / "converted.csv", e["model"], None, 0, d / "features.pt")
+    prepare.split(d / "converted.csv", e, d / "split.csv", d / "audit.json")
+    extract_features(d / "converted.csv", e["model"], None, 0, d / "features.pt")
     return d, e
 
 
 def test_feature_cache_equals_full_forward_passes(kermany_split):
     d, e = kermany_split
-    pipeline.train(d / "split.csv", e, d / "cached.pt", d / "h_cached.csv", features=d / "features.pt")
+    steps.train(d / "split.csv", e, d / "cached.pt", d / "h_cached.csv", features=d / "features.pt")
     e_full = copy.deepcopy(e)
     e_full["train"]["feature_cache"] = "off"
-    pipeline.train(d / "split.csv", e_full, d / "full.pt", d / "h_full.csv")
+    steps.train(d / "split.csv", e_full, d / "full.pt", d / "h_full.csv")
     a, b = pd.read_csv(d / "h_cached.csv"), pd.read_csv(d / "h_full.csv")
     assert np.allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4, atol=1e-5)
     sa = torch.load(d / "cached.pt", weights_only=False)["state_dict"]
@@ -76,8 +78,8 @@ def test_feature_cache_equals_full_forward_passes(kermany_split):
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5), k
     # predictions from the cache and from images through the rebuilt backbone agree
-    p1 = pipeline.predict(d / "split.csv", d / "cached.pt", e, d / "p1.csv", features=d / "features.pt")
-    p2 = pipeline.predict(d / "split.csv", d / "cached.pt", e, d / "p2.csv")
+    p1 = steps.predict(d / "split.csv", d / "cached.pt", e, d / "p1.csv", features=d / "features.pt")
+    p2 = steps.predict(d / "split.csv", d / "cached.pt", e, d / "p2.csv")
     assert np.allclose(p1["prob_pneumonia"], p2["prob_pneumonia"], atol=1e-5)
     assert (p1["pred"] == p2["pred"]).all()
 
@@ -89,15 +91,15 @@ def test_missing_features_are_named(kermany_split, tmp_path):
     ck["features"] = ck["features"][:3]
     torch.save(ck, tmp_path / "short.pt")
     with pytest.raises(ValueError, match="no features for .* image"):
-        pipeline.train(d / "split.csv", e, tmp_path / "m.pt", tmp_path / "h.csv", features=tmp_path / "short.pt")
+        steps.train(d / "split.csv", e, tmp_path / "m.pt", tmp_path / "h.csv", features=tmp_path / "short.pt")
 
 
 def test_imagenet_weights_download_and_load(http_root, tmp_path):
     """A torchvision-named weights file is fetched, its SHA-256 prefix checked, and loaded."""
     import hashlib
 
+    from medrepro.classify.models import Backbone
     from medrepro.download import DownloadError, fetch_torchvision_weights
-    from medrepro.models import Backbone
 
     www, url = http_root
     torch.manual_seed(123)

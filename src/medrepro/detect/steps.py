@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .annotation import coco_from_table, decode, via_v1_from_table
-from .detection_metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
-from .io import read_csv, write_csv, write_json
+from ..annotation import coco_from_table, decode, via_v1_from_table
+from ..io import read_csv, write_csv, write_json
+from . import backends
+from .metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
 
 SPLITS = ("train", "val", "test")
 
@@ -42,50 +43,23 @@ def _load(path) -> dict:
 
 def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
           weights: str | None = None) -> None:
-    backend = experiment["model"]["detector"]["backend"]
-    d = Path(annotations_dir)
-    if backend == "detectron2":
-        from . import detectron2_backend as be
-
-        be.train(d, experiment, model_out, history_out, summary_out, weights)
-        return
-    import hashlib
-
-    from .detection import model_summary, train_detector
-
-    digest = hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
-    model, _, note = train_detector(_load(d / "train.json"), _load(d / "val.json"), experiment, model_out,
-                                    history_out, checkpoint, weights, data_digest=digest)
-    from .accel import from_train, summary_rows
-
-    summ = model_summary(model, experiment["model"], note)
-    write_csv(summary_out, pd.concat([summ, pd.DataFrame(summary_rows(from_train(experiment["train"]), "type"))],
-                                     ignore_index=True))
-    if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
+    """Train the experiment's detector with its backend (:mod:`medrepro.detect.backends`)."""
+    backend = backends.get(experiment["model"]["detector"]["backend"])
+    backend.train(Path(annotations_dir), experiment, model_out, history_out, summary_out, checkpoint, weights)
 
 
 def predict(annotations_dir, model_path, experiment: dict, out, out_val=None) -> None:
     """COCO results of the test split (``out``) and of the validation split (``out_val``: what a
     score threshold is chosen on)."""
+    backend = backends.get(experiment["model"]["detector"]["backend"])
     for split, path in (("test", out), ("val", out_val)):
-        if path is None:
-            continue
-        coco = _load(Path(annotations_dir) / f"{split}.json")
-        if experiment["model"]["detector"]["backend"] == "detectron2":
-            from . import detectron2_backend as be
-
-            results = be.predict(model_path, coco, experiment)
-        else:
-            from .detection import load_detector, predict_coco
-
-            results = predict_coco(load_detector(model_path), coco, experiment)
-        write_json(path, results)
+        if path is not None:
+            write_json(path, backend.predict(model_path, _load(Path(annotations_dir) / f"{split}.json"), experiment))
 
 
 def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image of ``gt``: the IoU matrix of its true masks and all its predicted masks, and their scores."""
-    from .detection_metrics import mask_iou_matrix
+    from .metrics import mask_iou_matrix
 
     pred: dict[int, list] = {}
     for r in results:
@@ -104,10 +78,10 @@ def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.
 
 def choose_score_threshold(annotations_dir, results_val, detect: dict) -> tuple[float, dict]:
     """The score threshold ``detect.score_threshold`` names (a number, or ``max_f1_val``: the score on
-    :data:`~medrepro.detection_metrics.SCORE_GRID` maximising the paper's opacity F1 on the
+    :data:`~medrepro.detect.metrics.SCORE_GRID` maximising the paper's opacity F1 on the
     validation split, ties to the higher score) and the record of the choice: the rule, the
     validation sweep and what ``max_f1_val`` picks whatever the rule."""
-    from .detection_metrics import max_f1_threshold, score_threshold_sweep
+    from .metrics import max_f1_threshold, score_threshold_sweep
 
     rule = detect["score_threshold"]
     sweep = []
@@ -178,12 +152,12 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
     metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], threshold
     metrics["score_threshold_choice"] = choice
-    from .provenance import record, runtime_from_summary
+    from ..provenance import record, runtime_from_summary
 
     metrics["provenance"] = record(experiment, runtime_from_summary(summary_csv))
     metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
     if bootstrap and bootstrap.get("n_resamples") and len(table):
-        from .uncertainty import bootstrap_by_patient
+        from ..uncertainty import bootstrap_by_patient
 
         rows = table.assign(image_iou=table["image_iou"].astype(object).where(table["image_iou"].notna(), None))
         metrics["ci"] = bootstrap_by_patient(rows, lambda r: paper_metrics(r.to_dict("records")), bootstrap,

@@ -7,10 +7,10 @@ import torch
 import yaml
 from torch.utils.data import TensorDataset
 
-from medrepro.models import ModelSpecError, build_model, summary
-from medrepro.training import EarlyStopping, TrainConfig, class_weights, fit
+from medrepro.classify.models import ModelSpecError, build_model, summary
+from medrepro.classify.training import EarlyStopping, TrainConfig, class_weights, fit
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _kermany_model_spec(size=64):
@@ -107,7 +107,7 @@ def test_early_stopping_restores_best_weights():
     from torch.utils.data import DataLoader
 
     from medrepro.accel import Accel
-    from medrepro.training import _loss_fn, evaluate_loss
+    from medrepro.classify.training import _loss_fn, evaluate_loss
 
     loss, _ = evaluate_loss(model, DataLoader(va, batch_size=16), _loss_fn(1, None, "cpu"), Accel(torch.device("cpu")))
     assert loss == pytest.approx(hist["val_loss"].min(), rel=1e-5)
@@ -131,7 +131,7 @@ def test_class_weights_match_the_split():
 def test_shuffled_label_control_stays_at_chance():
     from sklearn.metrics import roc_auc_score
 
-    from medrepro.training import predict_proba
+    from medrepro.classify.training import predict_proba
 
     tr, va = _toy_data(n=256, seed=7)
     cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, seed=2, device="cpu")

@@ -7,9 +7,9 @@ import pytest
 import yaml
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from medrepro.audit import AuditSpecError, audit, checks_table, find, write_audit
+from medrepro.publish.audit import AuditSpecError, audit, checks_table, find, write_audit
 
-from .conftest import REPO
+from ..conftest import REPO
 
 PAPERS = REPO / "config" / "papers"
 

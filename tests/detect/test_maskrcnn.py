@@ -10,13 +10,16 @@ import pytest
 import torch
 import yaml
 
-from medrepro import datasets, detect_pipeline, detectron2_backend, pipeline
+from medrepro import datasets, prepare
 from medrepro.annotation import decode
 from medrepro.config import validate_config
 from medrepro.convert import convert_manifest
-from medrepro.detection import DetectionSet, load_detector, train_detector
+from medrepro.detect import detectron2_backend
+from medrepro.detect import steps as detect_steps
+from medrepro.detect.dataset import DetectionSet
+from medrepro.detect.torchvision_backend import load_detector, train_detector
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _experiment(name="mr_exp2", **train) -> dict:
@@ -38,8 +41,8 @@ def rsna(tmp_path_factory):
     conv, _ = convert_manifest(res.manifest, root / "png", 1, 128)
     conv.to_csv(root / "conv.csv", index=False)
     e = _experiment()
-    pipeline.split(root / "conv.csv", e, root / "split.csv", root / "audit.json")
-    detect_pipeline.annotate(root / "split.csv", e, root / "ann")
+    prepare.split(root / "conv.csv", e, root / "split.csv", root / "audit.json")
+    detect_steps.annotate(root / "split.csv", e, root / "ann")
     return root
 
 
@@ -80,14 +83,14 @@ def test_resumed_training_equals_uninterrupted(rsna, tmp_path):
 def test_predictions_and_evaluation(rsna, tmp_path):
     e = _experiment()
     out = tmp_path / "exp"
-    detect_pipeline.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv",
+    detect_steps.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv",
                           out / "ck.pt")
     assert not (out / "ck.pt").exists()  # removed after a finished run
     summary = pd.read_csv(out / "summary.csv")
     layers = summary[~summary["layer"].str.startswith("runtime: ")]
     assert layers["initialisation"].str.contains("random").all()
     assert set(summary["layer"]) >= {"runtime: device", "runtime: torch"}  # what trained it
-    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json", out / "pred_val.json")
+    detect_steps.predict(rsna / "ann", out / "model.pt", e, out / "pred.json", out / "pred_val.json")
     res = json.loads((out / "pred.json").read_text())
     assert {r["image_id"] for r in json.loads((out / "pred_val.json").read_text())} <= {
         im["id"] for im in _coco(rsna, "val")["images"]}
@@ -96,7 +99,7 @@ def test_predictions_and_evaluation(rsna, tmp_path):
     for r in res:  # masks at the PNG's size, boxes in its pixels
         assert decode(r["segmentation"]).shape == sizes[r["image_id"]]
         assert 0 <= r["bbox"][0] <= sizes[r["image_id"]][1] and r["score"] >= e["model"]["detector"]["min_score"]
-    m = detect_pipeline.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
+    m = detect_steps.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
                                  out / "per_image.csv", out / "pred_val.json")
     assert m["test_images"]["total"] == len(test["images"])
     assert m["score_threshold"] == m["score_threshold_choice"]["max_f1_val"]  # the demo's rule
@@ -111,7 +114,7 @@ def test_ground_truth_as_predictions_scores_perfectly(rsna, tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(res))
     pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
     (tmp_path / "v.json").write_text(json.dumps(_as_results(_coco(rsna, "val"), 0.99)))
-    m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "r.json", tmp_path / "h.csv", _experiment(),
+    m = detect_steps.evaluate(rsna / "ann", tmp_path / "r.json", tmp_path / "h.csv", _experiment(),
                                  tmp_path / "m.json", tmp_path / "p.csv", tmp_path / "v.json")
     assert m["opacity"]["recall"] == 1 and m["opacity"]["precision"] == 1 and m["iou_mean"] == pytest.approx(1)
     assert m["image"]["accuracy"] == 1 and m["rsna"]["score"] == pytest.approx(1)
@@ -144,7 +147,7 @@ def test_max_f1_val_threshold_is_chosen_on_validation_and_applied_to_test(rsna, 
     pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
     e = _experiment()
     e["detect"]["score_threshold"] = "max_f1_val"
-    m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
+    m = detect_steps.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
                                  tmp_path / "p.csv", tmp_path / "val.json")
     choice = m["score_threshold_choice"]
     assert m["score_threshold"] == 0.2 and choice["rule"] == "max_f1_val" and choice["max_f1_val"] == 0.2
@@ -152,7 +155,7 @@ def test_max_f1_val_threshold_is_chosen_on_validation_and_applied_to_test(rsna, 
     assert sweep[0.1]["precision"] < 1 and sweep[0.15]["f1"] == 1 and sweep[0.25]["recall"] == 0
     assert m["opacity"]["recall"] == 1 and m["rsna"]["score_threshold"] == 0.2
     e["detect"]["score_threshold"] = 0.5  # fixed: nothing counts, and the record says what validation picks
-    m = detect_pipeline.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
+    m = detect_steps.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
                                  tmp_path / "p.csv", tmp_path / "val.json")
     assert m["opacity"]["recall"] == 0 and m["score_threshold_choice"] == {**choice, "rule": "fixed", "value": 0.5}
 
@@ -168,7 +171,7 @@ def test_max_f1_val_without_validation_opacities_is_an_error(rsna, tmp_path):
     e = _experiment()
     e["detect"]["score_threshold"] = "max_f1_val"
     with pytest.raises(ValueError, match="validation split has no opacity"):
-        detect_pipeline.evaluate(ann, tmp_path / "r.json", tmp_path / "h.csv", e, tmp_path / "m.json",
+        detect_steps.evaluate(ann, tmp_path / "r.json", tmp_path / "h.csv", e, tmp_path / "m.json",
                                  tmp_path / "p.csv", tmp_path / "r.json")
 
 
@@ -188,15 +191,15 @@ def test_detectron2_backend_writes_the_same_formats(rsna, tmp_path):
     e = _experiment()
     e["model"]["detector"]["backend"] = "detectron2"
     out = tmp_path / "d2"
-    detect_pipeline.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv")
+    detect_steps.train(rsna / "ann", e, out / "model.pt", out / "history.csv", out / "summary.csv")
     hist = pd.read_csv(out / "history.csv")
     assert len(hist) == 2 and {"loss_classifier", "loss_mask", "loss_objectness"} <= set(hist.columns)
-    detect_pipeline.predict(rsna / "ann", out / "model.pt", e, out / "pred.json", out / "pred_val.json")
+    detect_steps.predict(rsna / "ann", out / "model.pt", e, out / "pred.json", out / "pred_val.json")
     res = json.loads((out / "pred.json").read_text())
     sizes = {im["id"]: (im["height"], im["width"]) for im in _coco(rsna, "test")["images"]}
     for r in res:
         assert decode(r["segmentation"]).shape == sizes[r["image_id"]] and len(r["bbox"]) == 4
-    m = detect_pipeline.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
+    m = detect_steps.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
                                  out / "p.csv", out / "pred_val.json")
     assert m["run"]["backend"] == "detectron2"
 
@@ -207,7 +210,7 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     from medrepro.config import load_config
-    from medrepro.detection import build_maskrcnn, load_weights
+    from medrepro.detect.torchvision_backend import build_maskrcnn, load_weights
 
     cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"], REPO / "config" / "schema.yaml")
     ours = build_maskrcnn(cfg["experiments"]["mr_exp1"]["model"]).state_dict()
@@ -230,7 +233,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     """``fpn_channels`` sets every pyramid level's width; the RPN head, the box head's input
     (channels x 7 x 7) and the mask head's first convolution follow, and the model trains."""
     from medrepro.config import load_config
-    from medrepro.detection import build_maskrcnn
+    from medrepro.detect.torchvision_backend import build_maskrcnn
 
     cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
     m = copy.deepcopy(cfg["experiments"]["mr_exp1"]["model"])
@@ -253,7 +256,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
 
 def test_detectron2_backend_clips_the_whole_models_gradient_norm_as_the_torchvision_backend():
     """detectron2's CLIP_TYPE 'norm' clips each tensor on its own; the backend clips them together."""
-    from medrepro.detectron2_backend import clip_whole_model
+    from medrepro.detect.detectron2_backend import clip_whole_model
 
     def grads():
         a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))

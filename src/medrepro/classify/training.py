@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,36 +27,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import distributed
-from .accel import Accel, log_line, resolve
-from .io import atomic_path
+from .. import distributed
+from ..accel import Accel, deterministic_setting, epoch_seed, log_line, resolve, seed_everything
+from ..io import atomic_path
 from .models import Normalization, l2_penalty, regularization_loss
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; with ``deterministic``, torch's deterministic algorithms
-    (warning where an op has none) and no cuDNN autotuning; without, cuDNN picks its fastest
-    algorithms (on a GPU the switch trades bitwise repeatability for speed)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-def deterministic_setting(value, accel: Accel, roi_align: bool = False) -> bool:
-    """``train.deterministic`` resolved for a step: ``auto`` is on, except on a GPU for models with
-    RoIAlign (Mask R-CNN): with deterministic algorithms on, torchvision replaces its CUDA RoIAlign
-    by a pure-torch one whose intermediate tensor (boxes x channels x bins x samples) did not fit an
-    80-GB GPU at 1,024 px, batch 12, and took 20 s per iteration (bench/gpu.py)."""
-    if value in (True, False):
-        return value
-    if value not in (None, "auto"):
-        raise ValueError(f"train.deterministic {value!r}; expected auto, true or false")
-    return not (roi_align and accel.device.type == "cuda")
 
 
 @dataclass
@@ -227,19 +201,19 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             start, stop = cfg.epochs, True
 
     if hasattr(train_ds, "set_epoch_seed"):  # augmented inputs: drawn from a seed of their own
-        train_ds.set_epoch_seed(cfg.seed * 100003 - 1)
+        train_ds.set_epoch_seed(epoch_seed(cfg.seed, -1))
     adapt_normalization(model, train_ds, cfg.batch_size, accel, workers)
 
     for epoch in range(start, cfg.epochs):
-        epoch_seed = cfg.seed * 100003 + epoch
-        torch.manual_seed(epoch_seed)
+        e_seed = epoch_seed(cfg.seed, epoch)
+        torch.manual_seed(e_seed)
         if hasattr(train_ds, "set_epoch_seed"):
-            train_ds.set_epoch_seed(epoch_seed)
-        gen = torch.Generator().manual_seed(epoch_seed)
+            train_ds.set_epoch_seed(e_seed)
+        gen = torch.Generator().manual_seed(e_seed)
         epoch_ds = train_ds
         if cfg.sampling != "none":
-            epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, epoch_seed))
-        init = lambda w: np.random.seed((epoch_seed + w) % 2**32)  # noqa: E731
+            epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, e_seed))
+        init = lambda w: np.random.seed((e_seed + w) % 2**32)  # noqa: E731
         if world > 1:  # the single-process batches, each split across the ranks (the loader draws its
             # workers' base seed from ``gen`` before the sampler's permutation, as in a single process)
             loader = DataLoader(epoch_ds, batch_sampler=distributed.ShardedBatchSampler(
@@ -302,7 +276,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
 
 
 def adapt_normalization(model: nn.Module, dataset, batch_size: int, accel: Accel, workers: int = 0) -> int:
-    """Adapt ``model``'s not-yet-adapted :class:`~medrepro.models.Normalization` layers to the inputs
+    """Adapt ``model``'s not-yet-adapted :class:`~medrepro.classify.models.Normalization` layers to the inputs
     they receive from ``dataset`` (in order, the model in inference mode), as Keras' ``adapt`` does
     before training.  Every rank sees the whole dataset, so the statistics agree. Returns how many
     layers were adapted (0 when none or all already were, e.g. after a resume)."""

@@ -454,9 +454,9 @@ def write_audit(published_yaml, out_dir, paper: str) -> dict:
 
     import yaml
 
-    from .io import atomic_dir, write_csv, write_json
-    from .provenance import record, short
-    from .tables import write_table
+    from ..io import atomic_dir, write_csv, write_json
+    from ..provenance import record, short
+    from ..tables import write_table
 
     published = yaml.safe_load(Path(published_yaml).read_text())
     checks = audit(published, where=str(published_yaml))

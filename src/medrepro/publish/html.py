@@ -2,7 +2,7 @@
 
 :func:`captions` says, for each of a paper's outputs, what it shows and which of the paper's
 numbered tables or figures it reproduces (with the paper's own description of it, from the
-paper's YAML); :func:`medrepro.publish.publish_paper` writes them to ``captions.json`` and
+paper's YAML); :func:`medrepro.publish.paper.publish_paper` writes them to ``captions.json`` and
 Snakemake's ``--report`` shows them (``workflow/report/output.rst``).
 
 :func:`write_site` turns ``report.md`` and each paper's folder into ``html/index.html`` and one
@@ -134,7 +134,7 @@ def _sections(report_md: str) -> tuple[str, dict[str, str], str]:
 def write_site(report_md, paper_dirs: dict, out_dir) -> list[Path]:
     """``out_dir/index.html`` (the report's head, the audit and leakage summaries, provenance, links)
     and ``out_dir/<paper>.html`` per paper; returns the pages written."""
-    from .io import atomic_dir, write_text
+    from ..io import atomic_dir, write_text
 
     out_dir = Path(out_dir)
     head, sections, tail = _sections(Path(report_md).read_text())

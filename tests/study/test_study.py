@@ -9,13 +9,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from medrepro import datasets, pipeline, study
+from medrepro import datasets, prepare
+from medrepro.classify import run
+from medrepro.classify.features import extract_features
+from medrepro.classify.models import build_model
+from medrepro.classify.training import resample_indices
 from medrepro.config import study_features, study_run_spec, validate_config
 from medrepro.convert import convert_manifest
-from medrepro.models import build_model
-from medrepro.training import resample_indices
+from medrepro.metrics import paper_scores, run_metrics
+from medrepro.study import stages
+from medrepro.study.summary import parameter_counts, summarize
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _demo_config() -> dict:
@@ -39,7 +44,7 @@ def test_every_backbones_parameters_are_the_thesis_counts():
                           REPO / "config" / "schema.yaml")
     published = yaml.safe_load((REPO / "config" / "papers" / "transfer_multidataset.yaml").read_text())
     reported = published["model"]["parameters_reported"]
-    got = study.parameter_counts(cfg["studies"]["tm_TC"])
+    got = parameter_counts(cfg["studies"]["tm_TC"])
     for b, name in (("vgg16", "VGG-16"), ("resnet50", "ResNet-50"), ("inception_v3", "Inception-V3")):
         assert got[b]["trainable"] == reported[name]["trainable"], b
         assert got[b]["keras_total"] == reported[name]["total"], b
@@ -91,17 +96,17 @@ def tc(tmp_path_factory):
     st["train"].update(epochs=3)
     st["fine_tune"]["epochs"] = 1
     st["split"].update(fractions={"train": 0.5, "val": 0.25, "test": 0.25})
-    pipeline.split(root / "conv.csv", st, root / "split.csv", root / "audit.json")
+    prepare.split(root / "conv.csv", st, root / "split.csv", root / "audit.json")
     feats = {}
     for b, (key, model) in study_features(st).items():
         feats[b] = root / f"{key}.pt"
-        pipeline.extract_features(root / "conv.csv", model, None, 0, feats[b])
+        extract_features(root / "conv.csv", model, None, 0, feats[b])
     return root, st, feats
 
 
 def test_four_stages_select_and_summarize(tc):
     root, st, feats = tc
-    runs1 = study.stage1(root / "split.csv", {b: str(p) for b, p in feats.items()}, st, root / "s1")
+    runs1 = stages.stage1(root / "split.csv", {b: str(p) for b, p in feats.items()}, st, root / "s1")
     assert len(runs1) == 4 and set(runs1["backbone"]) == {"resnet50", "inception_v3"}
     sel1 = json.loads((root / "s1" / "selection.json").read_text())
     best = runs1.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
@@ -112,23 +117,23 @@ def test_four_stages_select_and_summarize(tc):
     for r in runs1.itertuples():
         assert r.test_correct + r.test_incorrect == r.test_total and r.test_accuracy == r.test_correct / r.test_total
 
-    study.stage2(root / "split.csv", feats[sel1["backbone"]], root / "s1" / "selection.json", st, root / "s2")
+    stages.stage2(root / "split.csv", feats[sel1["backbone"]], root / "s1" / "selection.json", st, root / "s2")
     runs2 = pd.read_csv(root / "s2" / "runs.csv")
     assert runs2["lr"].tolist() == [0.01, 0.001] and (runs2["backbone"] == sel1["backbone"]).all()
     assert (runs2["batch_size"] == sel1["batch_size"]).all()
     sel2 = json.loads((root / "s2" / "selection.json").read_text())
 
-    study.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3")
+    stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3")
     r3 = pd.read_csv(root / "s3" / "runs.csv").iloc[0]
     assert bool(r3["augmentation"]) and r3["lr"] == sel2["lr"] and r3["backbone"] == sel2["backbone"]
 
-    study.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
+    stages.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
     params = json.loads((root / "s4" / "parameters.json").read_text())
     assert params["trainable_fine_tuning"] == params["trainable_frozen"] + params["backbone_unfrozen"]
     h4 = pd.read_csv(root / "s4" / "history.csv")
     assert len(h4) == 1 and h4["lr"].iloc[0] == pytest.approx(1e-5)
 
-    m = study.summarize("tm_TC", st, root / "split.csv", {1: root / "s1", 2: root / "s2", 3: root / "s3",
+    m = summarize("tm_TC", st, root / "split.csv", {1: root / "s1", 2: root / "s2", 3: root / "s3",
                                                           4: root / "s4"}, root / "metrics.json")
     assert m["stage1"]["selected"]["backbone"] == sel1["backbone"]
     # the stage-2 head re-applied to the cached features reproduces its saved test predictions
@@ -150,12 +155,12 @@ def test_fine_tuning_starts_from_the_stage2_model(tc):
     root, st, feats = tc
     if not (root / "s2" / "model.pt").is_file():
         pytest.skip("needs test_four_stages_select_and_summarize")
-    model, spec, _ = study.fine_tune_model(root / "s2" / "model.pt", st)
+    model, spec, _ = stages.fine_tune_model(root / "s2" / "model.pt", st)
     table = pd.read_csv(root / "split.csv", dtype={"image_id": str})
     test = table[table["split"] == "test"]
-    from medrepro.training import predict_proba
+    from medrepro.classify.training import predict_proba
 
-    proba = predict_proba(model, study._image_ds(spec, test))
+    proba = predict_proba(model, run.image_dataset(spec, test))
     pred2 = pd.read_csv(root / "s2" / "predictions.csv", dtype={"image_id": str})
     p2 = pred2[pred2["split"] == "test"].set_index("image_id").loc[test["image_id"]]
     names = [c["name"] for c in st["classes"]]
@@ -178,8 +183,8 @@ def test_study_config_errors_name_the_key():
 
 def test_learning_rate_run_names_are_distinct():
     lrs = [1e-1, 1e-2, 1e-3, 1e-4, 1.2e-4, 1.5e-4, 1e-5]
-    assert len({study.lr_key(x) for x in lrs}) == len(lrs)
-    assert study.lr_key(1e-4) == "lr_0.0001" and study.lr_key(1e-5) == "lr_1e-05"
+    assert len({stages.lr_key(x) for x in lrs}) == len(lrs)
+    assert stages.lr_key(1e-4) == "lr_0.0001" and stages.lr_key(1e-5) == "lr_1e-05"
 
 
 def test_paper_scores_match_run_metrics_on_every_resample_shape():
@@ -191,6 +196,9 @@ def test_paper_scores_match_run_metrics_on_every_resample_shape():
         target = rng.integers(0, 2, n)          # class 'c' never present: macro averages over 3 classes
         df = pd.DataFrame({"image_id": [str(i) for i in range(n)], "target": target, "pred": p.argmax(1),
                            **{f"prob_{c}": p[:, i] for i, c in enumerate(names)}, "split": "test"})
-        full, fast = study.run_metrics(df, names), study.paper_scores(df, len(names))
-        for k in ("accuracy", "precision", "recall", "f1", "correct", "incorrect", "total"):
+        full, fast = run_metrics(df, names), paper_scores(df, names)
+        for k in ("accuracy", "precision", "recall", "f1", "correct", "incorrect", "total", "majority_rate"):
             assert fast[k] == pytest.approx(full[k]), (n, k)
+        for c in names:
+            for k in ("precision", "recall", "f1", "correct", "incorrect", "total"):
+                assert fast["per_class"][c][k] == pytest.approx(full["per_class"][c][k]), (n, c, k)

@@ -2,7 +2,7 @@
 
 Runs where detectron2 is installed (``envs/detectron2.yaml``, conda-forge's build; it is not
 on PyPI).  It shares everything but the model with the torchvision backend: images and masks
-come from the same COCO JSON through :class:`medrepro.detection.DetectionSet` (resize,
+come from the same COCO JSON through :class:`medrepro.detect.dataset.DetectionSet` (resize,
 equalisation, albumentations augmentation), and predictions are written as the same COCO
 results list, so evaluation and the paper's outputs do not know which backend ran.
 
@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .annotation import encode
-from .detection import LOSS_KEYS, DetectionSet
-from .io import atomic_path, write_csv
+from ..annotation import encode
+from ..io import atomic_path, write_csv
+from .dataset import LOSS_KEYS, DetectionSet
 
 DEPTH = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 # detectron2 loss names -> torchvision's, so both backends write the same history columns
@@ -82,7 +82,7 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     # backend (and Matterport's Keras Mask R-CNN, clipnorm) clip the norm of all gradients
     # together: train() wraps the optimizer with clip_whole_model instead
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
-    from .accel import from_train
+    from ..accel import from_train
 
     accel = from_train(t)  # stops when the job asked for GPUs and has none (unless allow_cpu)
     cfg.MODEL.DEVICE = device or str(accel.device)
@@ -124,15 +124,17 @@ def _item(ds: DetectionSet, i: int) -> dict:
             "height": img.shape[1], "width": img.shape[2]}
 
 
-def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, weights: str | None = None) -> None:
+def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
+          weights: str | None = None) -> None:
+    """Train on ``annotations_dir``'s ``train.json``; writes the model, its history and summary.
+    ``checkpoint`` is accepted for the common interface and unused: this backend does not resume."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer, hooks
     from detectron2.modeling import build_model
     from detectron2.solver import build_lr_scheduler, build_optimizer
     from detectron2.utils.events import EventStorage
 
-    from .accel import from_train
-    from .training import deterministic_setting, seed_everything
+    from ..accel import deterministic_setting, epoch_seed, from_train, seed_everything
 
     t, d = experiment["train"], experiment["detect"]
     size = int(experiment["model"]["input_size"][0])
@@ -154,8 +156,8 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
     def loader():
         epoch = 0
         while True:
-            ds.set_epoch_seed(t["seed"] * 1000 + epoch)
-            gen = torch.Generator().manual_seed(t["seed"] * 1000 + epoch)
+            ds.set_epoch_seed(epoch_seed(t["seed"], epoch))
+            gen = torch.Generator().manual_seed(epoch_seed(t["seed"], epoch))
             order: list[int] = []
             while len(order) < steps * batch:
                 order += torch.randperm(len(ds), generator=gen).tolist()

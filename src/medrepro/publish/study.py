@@ -1,4 +1,4 @@
-"""Tables and figures of staged studies (``studies:``), registered in :data:`medrepro.publish.OUTPUTS`.
+"""Tables and figures of staged studies (``studies:``), registered in :data:`medrepro.publish.paper.OUTPUTS`.
 
 =========================== ======= ===================================================================
 kind                        writes  options
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .figures import RIGHT, WRONG
-from .tables import full_number
+from ..figures import RIGHT, WRONG
+from ..tables import full_number
 
 COLUMNS = ["recall", "precision", "f1", "accuracy", "correct", "incorrect", "total"]
 NAMES = {"vgg16": "VGG-16", "vgg19": "VGG-19", "resnet50": "ResNet-50", "inception_v3": "Inception-V3",
@@ -239,7 +239,7 @@ def _study_curves(ctx, o):
         m = _metrics(ctx, st)
         sel = m["stage2"]["selected"]
         hist = pd.read_csv(ctx.all_files[st]["stage2_history"])
-        from .study import lr_key
+        from ..study.stages import lr_key
 
         h = hist[hist["run"] == lr_key(sel["lr"])]
         for met in metrics:
@@ -282,7 +282,7 @@ def _prediction_examples(ctx, o):
 
 
 def _augmentation_examples(ctx, o):
-    from .data import build_augmentation
+    from ..data import build_augmentation
 
     studies, n = _studies(ctx, o), o.get("n", 4)
     fig, axes = plt.subplots(len(studies), n + 1, figsize=(1.8 * (n + 1), 1.9 * len(studies)), squeeze=False)

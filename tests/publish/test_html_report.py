@@ -10,10 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from medrepro.html_report import captions, write_site
+from medrepro.publish.html import captions, write_site
 from medrepro.tables import write_table
 
-from .conftest import REPO, browser_check
+from ..conftest import REPO, browser_check
 
 
 def test_every_output_has_a_caption_naming_what_it_reproduces():

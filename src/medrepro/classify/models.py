@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import (
+from ..backbones import (
     BACKBONES,
     KERAS_BN_WITHOUT_SCALE,
     KERAS_CONV_BIAS,
@@ -51,9 +51,10 @@ class Normalization(nn.Module):
     feature, with the mean and (population) variance taken from data by :meth:`adapt` (Keras'
     ``adapt``), then fixed: no weights, nothing learnt by gradient.  ``epsilon`` is Keras' 1e-7 by
     default; 0 divides by the standard deviation whatever its scale (a constant feature stays 0),
-    for features far below 1e-7 such as a random-init EfficientNet-B4's (about 1e-15).  :func:`medrepro.training.fit`
-    adapts every not-yet-adapted layer to its training inputs before the first epoch; the
-    statistics travel in the state dict, so a resumed or reloaded model keeps them."""
+    for features far below 1e-7 such as a random-init EfficientNet-B4's (about 1e-15).
+    :func:`medrepro.classify.training.fit` adapts every not-yet-adapted layer to its training inputs
+    before the first epoch; the statistics travel in the state dict, so a resumed or reloaded model
+    keeps them."""
 
     def __init__(self, features: int, epsilon: float = 1e-7):
         super().__init__()
@@ -239,7 +240,7 @@ class Backbone(nn.Module):
         counts :meth:`layers`, torch's leaf modules.  BatchNorm stays in inference mode either way,
         as in Keras fine-tuning of a base model called with ``training=False``."""
         if count == "keras":
-            from . import keras_layers
+            from .. import keras_layers
 
             modules = [self.body.get_submodule(keras_layers.torch_module(self.name, layer[0]))
                        for layer in keras_layers.trainable_layers(self.name, fraction)]

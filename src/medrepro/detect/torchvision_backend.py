@@ -24,92 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .accel import Accel, describe, from_train, log_line
-from .annotation import decode, encode
-from .io import atomic_path
-from .preprocessing import detection_augmentation, equalize
-from .training import deterministic_setting, seed_everything
+from ..accel import Accel, describe, deterministic_setting, epoch_seed, from_train, log_line, seed_everything
+from ..annotation import encode
+from ..io import atomic_path
+from .dataset import LOSS_KEYS, DetectionSet, collate
 
 log = logging.getLogger(__name__)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
-
-
-# ----------------------------------------------------------------------------- data
-class DetectionSet(torch.utils.data.Dataset):
-    """Images and instance masks of one COCO JSON, resized and equalised once, kept in memory."""
-
-    def __init__(self, coco: dict, size: int, equalization: str = "global", augment: list | None = None,
-                 seed: int = 0, classes: list[str] | None = None):
-        self.size, self.augment_cfg, self.seed = size, augment or [], seed
-        anns: dict[int, list] = {}
-        for a in coco["annotations"]:
-            anns.setdefault(a["image_id"], []).append(a)
-        self.images, self.masks, self.ids = [], [], []
-        for im in coco["images"]:
-            a = anns.get(im["id"], [])
-            if classes and im.get("medrepro_class") not in classes:
-                continue
-            img = Image.open(im["file_name"]).convert("L")
-            if img.size != (im["width"], im["height"]):
-                raise ValueError(f"{im['file_name']}: size {img.size} differs from the annotation's "
-                                 f"{(im['width'], im['height'])}")
-            img = np.asarray(img.resize((size, size), Image.BILINEAR))
-            self.images.append(equalize(img, equalization))
-            ms = [np.asarray(Image.fromarray(decode(x["segmentation"]) * 255).resize((size, size), Image.NEAREST)) > 127
-                  for x in a]
-            self.masks.append(np.stack(ms).astype(np.uint8) if ms else np.zeros((0, size, size), np.uint8))
-            self.ids.append(im["id"])
-        self.transform = None
-        self.set_epoch_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def set_epoch_seed(self, seed: int) -> None:
-        self.transform = detection_augmentation(self.augment_cfg, seed) if self.augment_cfg else None
-
-    def __getitem__(self, i: int):
-        img, masks = self.images[i], self.masks[i]
-        if self.transform is not None and len(masks):
-            from torchvision.ops import masks_to_boxes
-
-            boxes = masks_to_boxes(torch.from_numpy(masks)).numpy()
-            coco = [[b[0], b[1], b[2] - b[0] + 1, b[3] - b[1] + 1] for b in boxes]
-            out = self.transform(image=img, masks=list(masks), bboxes=coco, labels=list(range(len(masks))))
-            keep = [int(k) for k in out["labels"]]
-            img = out["image"]
-            masks = np.stack([np.asarray(out["masks"][k]) for k in keep]).astype(np.uint8) if keep else masks[:0]
-        elif self.transform is not None:
-            img = self.transform(image=img, masks=[], bboxes=[], labels=[])["image"]
-        return to_tensor(img), target(masks)
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W) grayscale -> float (3, H, W) in [0, 1] (the three-channel input Mask R-CNN takes)."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255)
-    return t.unsqueeze(0).expand(3, -1, -1).contiguous()
-
-
-def target(masks: np.ndarray) -> dict:
-    from torchvision.ops import masks_to_boxes
-
-    m = torch.from_numpy(np.ascontiguousarray(masks)).to(torch.uint8)
-    m = m[m.flatten(1).any(1).bool()] if len(m) else m
-    boxes = masks_to_boxes(m).float() if len(m) else torch.zeros((0, 4))
-    if len(boxes):
-        boxes[:, 2:] += 1  # pixel edges: a mask covering columns x0..x1 spans [x0, x1 + 1)
-    return {"boxes": boxes, "labels": torch.ones(len(m), dtype=torch.int64), "masks": m}
-
-
-def collate(batch):
-    return tuple(zip(*batch))
-
-
 # ----------------------------------------------------------------------------- model
 def build_maskrcnn(cfg: dict) -> nn.Module:
     """torchvision Mask R-CNN from ``model.detector`` settings (2 classes: background, opacity).
@@ -290,9 +214,9 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
     steps, batch = t["steps_per_epoch"], t["batch_size"]
     warmup = t["warmup_iterations"]
     for epoch in range(start, t["epochs"]):
-        torch.manual_seed(t["seed"] * 1000 + epoch)
-        gen = torch.Generator().manual_seed(t["seed"] * 1000 + epoch)
-        train_ds.set_epoch_seed(t["seed"] * 1000 + epoch)
+        torch.manual_seed(epoch_seed(t["seed"], epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(t["seed"], epoch))
+        train_ds.set_epoch_seed(epoch_seed(t["seed"], epoch))
         model.train()
         t0, sums = time.time(), dict.fromkeys(LOSS_KEYS, 0.0)
         bar = tqdm(_batches(len(train_ds), steps, batch, gen), desc=f"epoch {epoch + 1}/{t['epochs']}",
@@ -331,7 +255,7 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
             torch.save({"model": model.state_dict(), "config": cfg["model"], "weights": note,
                         "runtime": describe(accel)}, tmp)
     if history_out:
-        from .io import write_csv
+        from ..io import write_csv
 
         write_csv(history_out, hist)
     return model, hist, note
@@ -379,3 +303,31 @@ def predict_coco(model: nn.Module, coco: dict, cfg: dict, batch: int = 4, accel:
 def write_results(path, results: list[dict]) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(results))
+
+
+# ----------------------------------------------------------------------------- the backend interface
+def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
+          weights: str | None = None) -> None:
+    """Train on ``annotations_dir``'s ``train.json`` (validation loss on ``val.json``); writes the
+    model, its history and its summary.  The resume fingerprint covers the experiment and both
+    annotation files, so a checkpoint of a run on other images is not resumed."""
+    import hashlib
+
+    from ..accel import summary_rows
+    from ..io import write_csv
+
+    d = Path(annotations_dir)
+    digest = hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
+    train_coco, val_coco = (json.loads((d / f"{s}.json").read_text()) for s in ("train", "val"))
+    model, _, note = train_detector(train_coco, val_coco, experiment, model_out, history_out, checkpoint, weights,
+                                    data_digest=digest)
+    summ = model_summary(model, experiment["model"], note)
+    write_csv(summary_out, pd.concat([summ, pd.DataFrame(summary_rows(from_train(experiment["train"]), "type"))],
+                                     ignore_index=True))
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+
+
+def predict(model_path, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+    """COCO results of the trained model in ``model_path`` on ``coco``'s images."""
+    return predict_coco(load_detector(model_path), coco, experiment, batch)

@@ -44,11 +44,11 @@ import yaml
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from .config import scale_note
-from .evaluation import report_table
-from .figures import OKABE_ITO, apply_style, confusion_matrix_figure, learning_curves_figure, save_figure
-from .io import atomic_dir, read_csv, write_json, write_text
-from .tables import write_table
+from ..config import scale_note
+from ..figures import OKABE_ITO, apply_style, confusion_matrix_figure, learning_curves_figure, save_figure
+from ..io import atomic_dir, read_csv, write_json, write_text
+from ..metrics import report_table
+from ..tables import write_table
 
 
 def _step(cur, parts: list[str], i: int):
@@ -99,7 +99,7 @@ def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_ex
     """Comparison rows for whole published tables, from patterns (``papers.<name>.compare_tables``).
 
     Each entry: ``published`` (a ``/``-separated pattern into the paper's YAML with ``{name}``
-    segments, as :func:`medrepro.audit.find`), ``experiment``, ``reproduced`` (a dotted path into
+    segments, as :func:`medrepro.publish.audit.find`), ``experiment``, ``reproduced`` (a dotted path into
     that experiment's metrics.json) and ``metric`` (the row's label), all formatted with the
     bindings; ``derive`` ({new: {from: name or "{a}{b}", map: list | mapping | published path}}) names more
     values (a column index -> a metric name, a model's printed name -> a backbone); ``only``
@@ -156,7 +156,7 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict], where:
     words (:func:`medrepro.uncertainty.verdict`).  A path that names nothing (in the metrics or in
     the published YAML) is a :class:`MissingPath` error, never a blank cell; a value that exists but
     is empty (no detections, say) stays blank."""
-    from .uncertainty import verdict
+    from ..uncertainty import verdict
 
     rows = []
     for c in compare:
@@ -226,7 +226,7 @@ def repeats_table(headlines: list[dict], runs: dict[str, list[str]]) -> pd.DataF
 
 def write_repeats(headlines: list[dict], runs: dict[str, list[str]], out_dir, scale: str = "demo") -> pd.DataFrame:
     """:func:`repeats_table` as ``repeats`` (CSV, Markdown, LaTeX) in ``out_dir``."""
-    from .provenance import record, short
+    from ..provenance import record, short
 
     table = repeats_table(headlines, runs)
     with atomic_dir(out_dir) as tmp:
@@ -422,7 +422,7 @@ def _roc_curve(ctx: Context, o: dict):
 
 
 def _equalization(ctx: Context, o: dict):
-    from .preprocessing import equalize
+    from ..preprocessing import equalize
 
     split = o.get("split", "test")
     table = ctx.split()
@@ -455,7 +455,7 @@ def _equalization(ctx: Context, o: dict):
 
 
 def _detections(files: dict, coco_id: int, min_score: float) -> tuple[list, list]:
-    from .annotation import decode
+    from ..annotation import decode
 
     gt = json.loads(Path(files["annotations_test"]).read_text())
     res = json.loads(Path(files["predictions"]).read_text())
@@ -550,7 +550,7 @@ OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {
 
 
 def _register_study_outputs() -> None:
-    from .publish_study import OUTPUTS as study_outputs
+    from .study import OUTPUTS as study_outputs
 
     OUTPUTS.update(study_outputs)
 
@@ -562,13 +562,13 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
                   scale: str = "demo", captions: dict | None = None) -> list[Path]:
     """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
 
-    ``captions`` (:func:`medrepro.html_report.captions`; computed from the config when not given)
+    ``captions`` (:func:`medrepro.publish.paper.html.captions`; computed from the config when not given)
     go to ``captions.json``, which the HTML report reads.
 
     ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
     """
     out_dir = Path(out_dir)
-    from .provenance import record, short
+    from ..provenance import record, short
 
     note = scale_note(scale)
     prov = record(paper_cfg)
@@ -626,7 +626,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
         write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
         written.append(tmp / "provenance.json")
         if captions is None:
-            from .html_report import captions as make_captions
+            from .html import captions as make_captions
             captions = make_captions(paper_cfg, published)
         write_json(tmp / "captions.json", captions)
         written.append(tmp / "captions.json")
@@ -644,7 +644,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
            leakage_dir=None, repeats_dir=None) -> None:
     """The reproduction report: every paper's comparison table, the audit of its published tables
-    (``audit_dirs``: :func:`medrepro.audit.write_audit`'s folders), the leakage audit
+    (``audit_dirs``: :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit
     (``leakage_dir``: :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
@@ -656,7 +656,7 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
     if audits:
         lines += ["## Audit of the published tables", "",
                   "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
-                  "(`medrepro.audit`; what relates to what is declared under `audit` in each paper's YAML): F1 "
+                  "(`medrepro.publish.audit`; what relates to what is declared under `audit` in each paper's YAML): F1 "
                   "against precision and recall, accuracy against the correct and total counts, correct + incorrect "
                   "= total, parts against totals, macro averages against the per-class rows, split fractions "
                   "against the counts, the same quantity printed twice, and binary scores against one confusion "
@@ -727,7 +727,7 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
 def provenance_section(paper_dirs: dict) -> list[str]:
     """The report's last section: which commit, config, versions and machine made each result
     (from each paper's ``provenance.json``); results of more than one commit are said first."""
-    from .provenance import record
+    from ..provenance import record
 
     rows = []
     for name, d in paper_dirs.items():

@@ -1,0 +1,1 @@
+"""Classification: models, the training engine, the feature cache and the classifier run."""

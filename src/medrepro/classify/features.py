@@ -1,0 +1,71 @@
+"""The feature cache: a frozen backbone sees every image once (rule ``features``), and heads of
+every experiment and study run sharing that backbone, its weights and input size train on the
+pooled features."""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ..io import atomic_path, read_csv
+
+if TYPE_CHECKING:
+    from torch.utils.data import TensorDataset
+
+
+def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, batch_size: int = 64,
+                     train: dict | None = None) -> None:
+    """Pooled backbone features of every image of a dataset, for all experiments that share
+    the backbone, its weights and the input size."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from ..accel import from_train, log_line
+    from ..data import ImageTable
+    from .models import build_backbone
+
+    df = read_csv(converted_manifest).assign(target=0)
+    backbone = build_backbone(model_spec, weights, seed)
+    ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec.get("channels", 3)))
+    accel = from_train({**(train or {}), "amp": False})  # features are cached in full precision
+    print(log_line(accel), file=sys.stderr, flush=True)
+    backbone = accel.model(backbone).eval()
+    feats = []
+    with torch.no_grad():
+        for x, _ in tqdm(DataLoader(ds, batch_size=batch_size, pin_memory=accel.pin_memory), desc="features",
+                         file=sys.stderr, mininterval=5):
+            feats.append(backbone(accel.batch(x)).float().cpu())
+    with atomic_path(out) as tmp:
+        torch.save({"image_id": df["image_id"].tolist(), "features": torch.cat(feats),
+                    "backbone": model_spec["backbone"], "input_size": list(model_spec["input_size"]),
+                    "weights": weights, "pretrained": weights is not None, "seed": seed}, tmp)
+
+
+def load_features(path) -> dict:
+    """A features file, with an image-id index."""
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck["index"] = {k: i for i, k in enumerate(ck["image_id"])}
+    ck["path"] = str(path)
+    return ck
+
+
+def feature_table(features, part: pd.DataFrame) -> TensorDataset:
+    """The cached features of ``part``'s images and their targets; ``features`` is a features file
+    or one already loaded by :func:`load_features`."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    ck = features if isinstance(features, dict) else load_features(features)
+    index = ck["index"]
+    missing = [i for i in part["image_id"] if i not in index]
+    if missing:
+        raise ValueError(f"{ck['path']}: no features for {len(missing)} image(s), e.g. {missing[:3]}; "
+                         "rerun the features rule")
+    rows = torch.tensor([index[i] for i in part["image_id"]], dtype=torch.long)
+    ds = TensorDataset(ck["features"][rows], torch.tensor(part["target"].astype(int).to_numpy()))
+    ds.targets = part["target"].astype(int).to_numpy()
+    return ds

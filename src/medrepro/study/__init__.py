@@ -1,0 +1,1 @@
+"""Staged studies: grids of classifier runs and the selection between stages."""

@@ -1,0 +1,1 @@
+"""Tests of the classify wing (src/medrepro/classify/)."""

@@ -1,0 +1,1 @@
+"""Tests of the detect wing (src/medrepro/detect/)."""

@@ -1,0 +1,1 @@
+"""Tests of the publish wing (src/medrepro/publish/)."""

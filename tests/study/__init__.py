@@ -1,0 +1,1 @@
+"""Tests of the study wing (src/medrepro/study/)."""
