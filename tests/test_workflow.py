@@ -66,14 +66,31 @@ def run(args, cwd=REPO):
     return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
 
 
-@pytest.mark.slow
-def test_tiny_config_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One real Snakemake run of every paper on the tiny config, shared by the tests below.  With
+    ``--keep-going`` a failing job stops only the jobs that need its outputs, so each paper's test
+    reports on its own outputs (one paper's failure does not hide the others').  Yields (results
+    directory, config file, a scratch directory); the run itself is checked by the first test."""
+    tmp_path = tmp_path_factory.mktemp("workflow")
     results = tmp_path / "results"
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(results)))
-    proc = run(["--cores", "2", "--configfile", str(cfg), "--nolock", "-q"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run(["--cores", "2", "--configfile", str(cfg), "--nolock", "-q", "--keep-going"])
+    (tmp_path / "run.txt").write_text(f"{proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    yield results, cfg, tmp_path
 
+
+@pytest.mark.slow
+def test_the_tiny_run_succeeds(tiny_run):
+    rc, _, tail = (tiny_run[2] / "run.txt").read_text().partition("\n")
+    assert rc == "0", tail
+
+
+@pytest.mark.slow
+def test_cnn_kermany_and_the_report(tiny_run):
+    """cnn_kermany's outputs, the report's provenance, intervals and learning check."""
+    results, cfg, tmp_path = tiny_run
     paper = results / "papers" / "cnn_kermany"
     for ext in ("csv", "md", "tex"):
         assert (paper / "tables" / f"classification_report.{ext}").is_file()
@@ -83,30 +100,6 @@ def test_tiny_config_end_to_end(tmp_path):
         assert (paper / "figures" / f"learning_curves.{ext}").is_file()
         for d in ("rsna", "kermany", "covid", "brain_tumor", "rfmid"):
             assert (results / "figures" / "contact_sheets" / f"{d}.{ext}").is_file()
-
-    ped = results / "papers" / "cnn_pediatric"
-    for stem in ("fig11_12_intensity_histogram", "fig13_14_class_counts", "fig15_16_normal_grid",
-                 "fig17_pneumonia_grid", "fig21_accuracy", "fig22_loss"):
-        assert (ped / "figures" / f"{stem}.png").is_file() and (ped / "figures" / f"{stem}.pdf").is_file()
-    for stem in ("fig19_model_summary", "fig20_epoch_log", "fig13_14_class_counts", "comparison"):
-        assert (ped / "tables" / f"{stem}.tex").is_file()
-    counts = pd.read_csv(ped / "tables" / "fig13_14_class_counts.csv").set_index("split")
-    assert counts.to_numpy().sum() == 30  # the subset: 15 + 15
-    log = pd.read_csv(ped / "tables" / "fig20_epoch_log.csv")
-    ped_cmp = pd.read_csv(ped / "tables" / "comparison.csv").set_index("metric")
-    assert ped_cmp.loc["best validation accuracy", "reproduced"] == pytest.approx(log["val_accuracy"].max())
-    # validated on the test split, as the paper did: the last epoch's val accuracy is the test accuracy
-    ped_pred = pd.read_csv(results / "experiments" / "cnn_pediatric" / "predictions.csv")
-    ped_test = ped_pred[ped_pred["split"] == "test"]
-    assert log["val_accuracy"].iloc[-1] == pytest.approx((ped_test["target"] == ped_test["pred"]).mean())
-    assert ped_test["target"].value_counts().sort_index().tolist() == [3, 4]  # split.counts: the test composition
-
-    tk = results / "papers" / "transfer_kermany"
-    table = pd.read_csv(tk / "tables" / "table_experiments.csv")
-    assert len(table) == 6 and table[["val_accuracy", "test_accuracy", "test_loss"]].notna().all().all()
-    assert (tk / "figures" / "roc_resnet50_l2.pdf").is_file()
-    # four backbones' features, computed once each, shared by the six experiments
-    assert len(list((results / "features" / "kermany").glob("*.pt"))) == 4
 
     # the table agrees with the predictions it was made from
     pred = pd.read_csv(results / "experiments" / "cnn_kermany" / "predictions.csv")
@@ -149,6 +142,11 @@ def test_tiny_config_end_to_end(tmp_path):
     tk_head = pd.read_csv(results / "papers" / "transfer_kermany" / "tables" / "headline.csv")
     assert len(tk_head) == 6 and (tk_head["margin"] == tk_head["reproduced"] - tk_head["chance"]).all()
 
+
+@pytest.mark.slow
+def test_manifests_and_split_audits(tiny_run):
+    """Every dataset's manifest; the split audits of the Kermany experiments."""
+    results, cfg, tmp_path = tiny_run
     # manifests for all five datasets; the split audit found no leak after dropping (transfer_kermany);
     # cnn_kermany keeps the official folders as the paper did and reports their shared patients
     for d in ("rsna", "kermany", "covid", "brain_tumor", "rfmid"):
@@ -161,6 +159,45 @@ def test_tiny_config_end_to_end(tmp_path):
     assert (results / "logs" / "train" / "cnn_kermany.log").read_text().count("val_loss=") == 2
     assert (results / "benchmarks" / "train" / "cnn_kermany.tsv").is_file()
 
+
+@pytest.mark.slow
+def test_cnn_pediatric(tiny_run):
+    """cnn_pediatric's figures and tables, its subset and the paper's test composition."""
+    results, cfg, tmp_path = tiny_run
+    ped = results / "papers" / "cnn_pediatric"
+    for stem in ("fig11_12_intensity_histogram", "fig13_14_class_counts", "fig15_16_normal_grid",
+                 "fig17_pneumonia_grid", "fig21_accuracy", "fig22_loss"):
+        assert (ped / "figures" / f"{stem}.png").is_file() and (ped / "figures" / f"{stem}.pdf").is_file()
+    for stem in ("fig19_model_summary", "fig20_epoch_log", "fig13_14_class_counts", "comparison"):
+        assert (ped / "tables" / f"{stem}.tex").is_file()
+    counts = pd.read_csv(ped / "tables" / "fig13_14_class_counts.csv").set_index("split")
+    assert counts.to_numpy().sum() == 30  # the subset: 15 + 15
+    log = pd.read_csv(ped / "tables" / "fig20_epoch_log.csv")
+    ped_cmp = pd.read_csv(ped / "tables" / "comparison.csv").set_index("metric")
+    assert ped_cmp.loc["best validation accuracy", "reproduced"] == pytest.approx(log["val_accuracy"].max())
+    # validated on the test split, as the paper did: the last epoch's val accuracy is the test accuracy
+    ped_pred = pd.read_csv(results / "experiments" / "cnn_pediatric" / "predictions.csv")
+    ped_test = ped_pred[ped_pred["split"] == "test"]
+    assert log["val_accuracy"].iloc[-1] == pytest.approx((ped_test["target"] == ped_test["pred"]).mean())
+    assert ped_test["target"].value_counts().sort_index().tolist() == [3, 4]  # split.counts: the test composition
+
+
+@pytest.mark.slow
+def test_transfer_kermany(tiny_run):
+    """transfer_kermany's table and figures; four backbones' features shared by six runs."""
+    results, cfg, tmp_path = tiny_run
+    tk = results / "papers" / "transfer_kermany"
+    table = pd.read_csv(tk / "tables" / "table_experiments.csv")
+    assert len(table) == 6 and table[["val_accuracy", "test_accuracy", "test_loss"]].notna().all().all()
+    assert (tk / "figures" / "roc_resnet50_l2.pdf").is_file()
+    # four backbones' features, computed once each, shared by the six experiments
+    assert len(list((results / "features" / "kermany").glob("*.pt"))) == 4
+
+
+@pytest.mark.slow
+def test_maskrcnn_opacity(tiny_run):
+    """maskrcnn_opacity: COCO files, tables 1-3 against the per-image rows, the figures."""
+    results, cfg, tmp_path = tiny_run
     # maskrcnn_opacity: COCO annotations pycocotools loads, COCO results with RLE masks,
     # tables 1-3 agree with the per-image rows they were made from
     from pycocotools.coco import COCO
@@ -189,6 +226,11 @@ def test_tiny_config_end_to_end(tmp_path):
     splits = [pd.read_csv(results / "experiments" / f"mr_exp{k}" / "split.csv") for k in (1, 2, 3)]
     assert all(set(s.loc[s["split"] == "test", "image_id"]) == set(per["image_id"]) for s in splits)
 
+
+@pytest.mark.slow
+def test_transfer_multidataset(tiny_run):
+    """transfer_multidataset: every stage's tables and figures, the thesis' tables compared."""
+    results, cfg, tmp_path = tiny_run
     # transfer_multidataset: every stage's table and figure; stage 2 ran on the stage-1 choice
     tm = results / "papers" / "transfer_multidataset"
     for stem in ("table4_1_split_counts", "table5_1_batch_size_TC", "tableB3_ER", "table5_4_B4_learning_rate",
@@ -227,6 +269,14 @@ def test_tiny_config_end_to_end(tmp_path):
     params = pd.read_csv(tm / "tables" / "model_parameters.csv")
     assert len(params) == 9 and (params["selected"] == "yes").sum() == 3
 
+
+@pytest.mark.slow
+def test_replanning_and_narrow_params(tiny_run):
+    """A new stage-1 choice re-plans stage 2; a finished run plans nothing; each step reruns only for its
+    own settings."""
+    results, cfg, tmp_path = tiny_run
+    tc = results / "studies" / "tm_TC"
+    sel = json.loads((tc / "stage1" / "selection.json").read_text())
     # new stage-1 results re-plan stage 2: another selection asks for that backbone's features
     other = next(b for b in ("vgg16", "resnet50", "inception_v3") if b != sel["backbone"])
     sel_file = tc / "stage1" / "selection.json"
@@ -267,6 +317,13 @@ def test_tiny_config_end_to_end(tmp_path):
     assert planned({"experiments": {"cnn_kermany": {"model": {"input_size": [40, 40]}}}}) == \
         {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1, "html_report": 1}
 
+
+@pytest.mark.slow
+def test_audits_in_the_report(tiny_run):
+    """The audit of the published tables and the leakage audit: in the report, every planted copy found."""
+    results, cfg, tmp_path = tiny_run
+    report = (results / "report.md").read_text()
+    audit = json.loads((results / "experiments" / "cnn_kermany" / "split_audit.json").read_text())
     # the audit of the published tables and the leakage audit, in the report; every planted copy found
     assert "## Audit of the published tables" in report and "## Leakage audit" in report
     assert report.count("### Audit of the published tables:") == 5
@@ -276,11 +333,21 @@ def test_tiny_config_end_to_end(tmp_path):
     assert leaks.loc["cnn_kermany", "patients in two splits"] == audit["overlap_groups_found"]
     assert set(leaks.index) >= {"cnn_kermany", "mr_exp1", "tm_TC", "covid vs kermany", "covid vs rsna"}
 
+
+@pytest.mark.slow
+def test_no_figure_has_a_layout_problem(tiny_run):
+    """Every figure was checked for overlapping texts and unlabelled axes when saved."""
+    results, cfg, tmp_path = tiny_run
     # every figure was checked for overlapping texts and unlabelled axes when saved: none
     problems = [line for log in sorted((results / "logs" / "publish").glob("*.log"))
                 for line in log.read_text().splitlines() if line.startswith("figure ")]
     assert problems == [], problems[:20]
 
+
+@pytest.mark.slow
+def test_html_report_in_a_browser(tiny_run):
+    """The HTML report opens in a real browser: every image loads, every link resolves."""
+    results, cfg, tmp_path = tiny_run
     # the HTML report opens in a real browser: every image loads, every link resolves
     html_dir = results / "html"
     pages = sorted(html_dir.glob("*.html"))
@@ -297,6 +364,11 @@ def test_tiny_config_end_to_end(tmp_path):
     tm_page = (html_dir / "transfer_multidataset.html").read_text()
     assert "Reproduces the paper&#x27;s fig5_5" in tm_page or "Reproduces the paper's fig5_5" in tm_page
 
+
+@pytest.mark.slow
+def test_snakemake_report(tiny_run):
+    """snakemake --report: every paper's figures and tables, captioned, in a self-contained zip."""
+    results, cfg, tmp_path = tiny_run
     # snakemake --report: every paper's figures and tables, captioned, in a self-contained zip
     rep = run(["--configfile", str(cfg), "--nolock", "--report", str(tmp_path / "report.zip")])
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
@@ -305,6 +377,11 @@ def test_tiny_config_end_to_end(tmp_path):
     assert any(n.endswith("fig5_5_confusion_before_after.png") for n in names), names[:20]
     assert any(n.endswith("findings.csv") for n in names) and any(n.endswith("leakage.csv") for n in names)
 
+
+@pytest.mark.slow
+def test_latex_tables_compile(tiny_run):
+    """Every LaTeX table compiles in a minimal document (Debian's texlive where installed)."""
+    results, cfg, tmp_path = tiny_run
     # every LaTeX table compiles in a minimal document (with Debian's texlive where it is installed)
     if shutil.which("pdflatex"):
         tex = sorted((results / "papers").glob("*/tables/*.tex"))
