@@ -74,6 +74,24 @@ def step_params(name, step):
     return canonical(exp)
 
 
+# what each stage of a study reads from the study's config (the data, model and training settings
+# every run shares, plus the stage's own grid); the other keys (display names, later stages'
+# settings) do not rerun it: changing stage 4's fine-tuning epochs does not retrain stages 1-3
+STUDY_SHARED = ("dataset", "classes", "model", "backbones", "train")
+STUDY_STAGE_KEYS = {
+    1: STUDY_SHARED + ("batch_sizes", "select_on", "select_metric"),
+    2: STUDY_SHARED + ("learning_rates", "select_on", "select_metric"),
+    3: STUDY_SHARED + ("augment", "augment_epochs"),
+    4: STUDY_SHARED + ("fine_tune",),
+}
+
+
+def study_stage_params(name, stage):
+    """Study ``name``'s config as stage ``stage`` depends on (:data:`STUDY_STAGE_KEYS`)."""
+    study = STUDIES[name]
+    return canonical({k: study[k] for k in STUDY_STAGE_KEYS[stage] if k in study})
+
+
 def annotate_params(name):
     """What the annotations depend on: the mask shape."""
     return canonical(

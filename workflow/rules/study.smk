@@ -43,7 +43,7 @@ checkpoint study_stage1:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: canonical(STUDIES[wc.study]),
+        study=lambda wc: study_stage_params(wc.study, 1),
         backbones=lambda wc: list(STUDIES[wc.study]["backbones"]),
     script:
         "../scripts/study_stage.py"
@@ -70,7 +70,7 @@ rule study_stage2:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: canonical(STUDIES[wc.study]),
+        study=lambda wc: study_stage_params(wc.study, 2),
     script:
         "../scripts/study_stage.py"
 
@@ -93,7 +93,7 @@ rule study_stage3:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: canonical(STUDIES[wc.study]),
+        study=lambda wc: study_stage_params(wc.study, 3),
         backbone_seed=config["backbone_seed"],
     script:
         "../scripts/study_stage.py"
@@ -118,7 +118,7 @@ rule study_stage4:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
-        study=lambda wc: canonical(STUDIES[wc.study]),
+        study=lambda wc: study_stage_params(wc.study, 4),
         backbone_seed=config["backbone_seed"],
     script:
         "../scripts/study_stage.py"
