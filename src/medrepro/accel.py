@@ -125,10 +125,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if "torch._inductor.config" in sys.modules:  # compiled code exists: torch's own switch sets its flag too
-        torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    else:  # the same switch without importing the compiler (seconds per training job; nothing here compiles)
-        torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
 
 
