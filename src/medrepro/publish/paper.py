@@ -562,7 +562,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
                   scale: str = "demo", captions: dict | None = None) -> list[Path]:
     """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
 
-    ``captions`` (:func:`medrepro.publish.paper.html.captions`; computed from the config when not given)
+    ``captions`` (:func:`medrepro.publish.html.captions`; computed from the config when not given)
     go to ``captions.json``, which the HTML report reads.
 
     ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
