@@ -215,7 +215,7 @@ def test_departures_say_which_settings_follow_the_paper():
     """full.yaml selects on test as the thesis did; the demo selects on validation: the report's
     departures table says so, with the deciding key and its value."""
     from medrepro.config import merge, resolved_departures
-    from medrepro.publish.paper import departures_table
+    from medrepro.publish.compare import departures_table
 
     demo = _demo_config()
     full = merge(demo, yaml.safe_load((REPO / "config" / "full.yaml").read_text()))
@@ -248,7 +248,7 @@ def test_every_numbered_table_and_figure_is_produced_or_said_not_to_be():
 
 
 def test_a_comparison_or_headline_path_that_names_nothing_is_an_error_not_a_blank_cell():
-    from medrepro.publish.paper import MissingPath, comparison_table, headline_table
+    from medrepro.publish.compare import MissingPath, comparison_table, headline_table
 
     metrics = {"test": {"accuracy": 0.8, "auc": None, "majority_rate": 0.6}}
     published = {"reported": {"test_accuracy": 0.9, "auc": 0.95}}

@@ -111,7 +111,7 @@ def test_brain_tumour_sites_are_class_typical():
 
 
 def test_every_output_kind_in_the_schema_is_implemented():
-    from medrepro.publish.paper import OUTPUTS
+    from medrepro.publish.outputs import OUTPUTS
 
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
     outputs = schema["properties"]["papers"]["additionalProperties"]["properties"]["outputs"]

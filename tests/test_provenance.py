@@ -97,7 +97,7 @@ def test_a_papers_style_is_set_before_its_first_figure_is_drawn(tmp_path):
     (it used to be applied on saving, after the first figure had taken the defaults); lines cycle
     through the Okabe-Ito colours, which no colour-vision deficiency merges."""
     from medrepro.figures import OKABE_ITO
-    from medrepro.publish.paper import Context
+    from medrepro.publish.outputs import Context
 
     plt.rcdefaults()
     Context("p", {}, {}, {"font_size": 13, "dpi": 50, "formats": ["png"]}, "", tmp_path)
@@ -114,7 +114,7 @@ def test_a_papers_style_is_set_before_its_first_figure_is_drawn(tmp_path):
 def test_learning_curve_titles_name_the_experiment(tmp_path):
     """A paper with several models (transfer_kermany) gets one learning-curve figure per model, each
     titled with its experiment (they shared one title naming none)."""
-    from medrepro.publish.paper import Context, _learning_curves
+    from medrepro.publish.outputs import Context, _learning_curves
 
     hist = tmp_path / "history.csv"
     pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.0, 0.6]}).to_csv(hist, index=False)

@@ -23,7 +23,7 @@ def test_counts_rates_and_published_values_print_as_a_reader_expects(tmp_path):
 
 
 def test_table_patterns_compare_every_published_number_or_say_why_not():
-    from medrepro.publish.paper import coverage_table, expand_table_comparisons, lookup
+    from medrepro.publish.compare import coverage_table, expand_table_comparisons, lookup
 
     published = {"datasets": {"TC": {"classes": {0: "a", 1: "b"}}},
                  "reported": {"tableB1_TC": {"VGG-16": {32: [0.9, 0.8, 0.85], 256: [0.7, 0.6, 0.65]}},
@@ -63,7 +63,7 @@ def test_repeats_table_gives_mean_and_sd_over_the_runs(tmp_path):
 
     import numpy as np
 
-    from medrepro.publish.paper import repeats_table
+    from medrepro.publish.compare import repeats_table
 
     files = []
     for k, acc in enumerate([0.8, 0.9, 0.7]):

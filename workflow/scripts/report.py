@@ -1,6 +1,6 @@
-"""Adapter: rule report -> medrepro.publish.paper.report."""
+"""Adapter: rule report -> medrepro.publish.report.report."""
 from medrepro.io import logging_to
-from medrepro.publish.paper import report
+from medrepro.publish.report import report
 
 with logging_to(snakemake.log[0]):
     report(snakemake.params.papers, dict(zip(snakemake.params.papers, snakemake.input.papers)), snakemake.output[0],

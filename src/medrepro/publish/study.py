@@ -1,4 +1,4 @@
-"""Tables and figures of staged studies (``studies:``), registered in :data:`medrepro.publish.paper.OUTPUTS`.
+"""Tables and figures of staged studies (``studies:``), registered in :data:`medrepro.publish.outputs.OUTPUTS`.
 
 =========================== ======= ===================================================================
 kind                        writes  options

@@ -1,0 +1,234 @@
+"""Published against reproduced: dotted paths into a paper's transcription and the runs' metrics,
+whole published tables expanded into comparison rows from patterns, the comparison table with each
+reproduced value's interval and verdict, the coverage of every transcribed number, the headline
+metrics against chance, the departures from the paper and the seed repeats."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import scale_note
+from ..io import atomic_dir
+from ..tables import write_table
+
+
+def _step(cur, parts: list[str], i: int):
+    """(the value under the longest key spelled by ``parts[i:j]``, j), or None: keys may hold dots
+    (``vgg16.bs32``, ``lr_0.001``, a float key ``0.001``) and digits index lists."""
+    if isinstance(cur, dict):
+        keys = {str(k): k for k in cur}
+        for j in range(len(parts), i, -1):
+            name = ".".join(parts[i:j])
+            if name in keys:
+                return cur[keys[name]], j
+    elif isinstance(cur, list) and parts[i].isdigit() and int(parts[i]) < len(cur):
+        return cur[int(parts[i])], i + 1
+    return None
+
+
+def lookup(tree, dotted: str):
+    """``lookup(d, 'a.b.c')`` -> d['a']['b']['c'] (None when absent).  Keys may contain '-' and '.'."""
+    cur, parts, i = tree, dotted.split("."), 0
+    while i < len(parts):
+        nxt = _step(cur, parts, i)
+        if nxt is None:
+            return None
+        cur, i = nxt
+    return cur
+
+
+class MissingPath(ValueError):
+    """A dotted path of the config that names nothing in the file it points into."""
+
+
+def lookup_strict(tree, dotted: str, where: str):
+    """:func:`lookup`, but a path that does not exist (a typo, a metric never computed) is an error
+    naming ``where``, the path, the first missing part and the keys that were there."""
+    cur, parts, i = tree, dotted.split("."), 0
+    while i < len(parts):
+        nxt = _step(cur, parts, i)
+        if nxt is None:
+            have = sorted(map(str, cur)) if isinstance(cur, dict) else type(cur).__name__
+            raise MissingPath(f"{where}: {dotted!r} does not exist (no {parts[i]!r} after "
+                              f"{'.'.join(parts[:i]) or 'the top level'}; there: {have})")
+        cur, i = nxt
+    return cur
+
+
+def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_exp: dict,
+                             where: str = "compare_tables") -> tuple[list[dict], list[tuple[str, str]]]:
+    """Comparison rows for whole published tables, from patterns (``papers.<name>.compare_tables``).
+
+    Each entry: ``published`` (a ``/``-separated pattern into the paper's YAML with ``{name}``
+    segments, as :func:`medrepro.publish.audit.find`), ``experiment``, ``reproduced`` (a dotted path into
+    that experiment's metrics.json) and ``metric`` (the row's label), all formatted with the
+    bindings; ``derive`` ({new: {from: name or "{a}{b}", map: list | mapping | published path}}) names more
+    values (a column index -> a metric name, a model's printed name -> a backbone); ``only``
+    ({name: [values]}) keeps those bindings.  Returns the rows (``compare`` entries) and, for
+    published values whose reproduced path does not exist (a batch size the configuration does
+    not run), ``(published path, reason, the missing experiment and path)``.
+    """
+    from .audit import find
+
+    rows, skipped = [], []
+    for k, e in enumerate(entries):
+        matches = [m for m in find(published, e["published"]) if isinstance(m[1], (int, float))
+                   and not isinstance(m[1], bool)]
+        if not matches:
+            raise MissingPath(f"{where}[{k}]: published {e['published']!r} matches no number in the paper's YAML")
+        for path, _, b in matches:
+            b = dict(b)
+            for new, d in (e.get("derive") or {}).items():
+                table = d["map"]
+                if isinstance(table, str):
+                    table = find(published, table.format(**b))[0][1]
+                src = d["from"].format(**b) if "{" in d["from"] else b[d["from"]]
+                if isinstance(table, list):
+                    b[new] = table[int(src)] if int(src) < len(table) else None
+                else:
+                    keyed = {str(x): v for x, v in table.items()}
+                    b[new] = keyed.get(str(src))
+            if any(b.get(n) not in vals for n, vals in (e.get("only") or {}).items()) or None in b.values():
+                continue
+            dotted = path.replace("/", ".")
+            exp = e["experiment"].format(**b)
+            rep = e["reproduced"].format(**b)
+            if exp not in metrics_by_exp or lookup(metrics_by_exp[exp], rep) is None:
+                skipped.append((dotted, "not run in this configuration (no reproduced value at the table "
+                                        "pattern's path)", f"{exp}: {rep}"))
+                continue
+            rows.append({"experiment": exp, "metric": e["metric"].format(**b), "reproduced": rep, "published": dotted})
+    return rows, skipped
+
+
+COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "difference", "verdict"]
+
+
+def interval(metrics: dict, path: str) -> tuple[float | None, float | None]:
+    """The bootstrap interval of ``path`` that the evaluation step recorded (None, None without one)."""
+    ci = ((metrics.get("ci") or {}).get("intervals") or {}).get(path)
+    return (float(ci[0]), float(ci[1])) if ci else (None, None)
+
+
+def comparison_table(metrics: dict, published: dict, compare: list[dict], where: str = "compare",
+                     scale: str = "full") -> pd.DataFrame:
+    """Published beside reproduced, a row per ``compare`` entry, with the reproduced value's 95 %
+    bootstrap interval (``ci_low``, ``ci_high``: test images resampled by patient) and a verdict in
+    words (:func:`medrepro.uncertainty.verdict`).  A path that names nothing (in the metrics or in
+    the published YAML) is a :class:`MissingPath` error, never a blank cell; a value that exists but
+    is empty (no detections, say) stays blank."""
+    from ..uncertainty import verdict
+
+    rows = []
+    for c in compare:
+        label = f"{where} {c['metric']!r}"
+        rep = lookup_strict(metrics, c["reproduced"],
+                            f"{label}: reproduced (metrics.json of {c.get('experiment', 'its experiment')})")
+        pub = lookup_strict(published, c["published"], f"{label}: published (the paper's YAML)")
+        rep = float(rep) if isinstance(rep, (int, float)) else None
+        pub = float(pub) if isinstance(pub, (int, float)) else None
+        low, high = interval(metrics, c["reproduced"])
+        rows.append({"metric": c["metric"], "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
+                     "difference": (rep - pub) if rep is not None and pub is not None else None,
+                     "verdict": verdict(pub, low, high, scale)})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def published_values(tree, prefix: str = "reported"):
+    """Every number of a published YAML block as (dotted path, value); list items by index
+    (``reported.table5_5_augmentation.TC.b.3``, the paths ``compare`` rows use)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from published_values(v, f"{prefix}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from published_values(v, f"{prefix}.{i}")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield prefix, tree
+
+
+def coverage_table(published: dict, compare: list[dict], not_compared: list[dict]) -> pd.DataFrame:
+    """Every transcribed number of the paper (``reported``), and whether a comparison row sets it
+    beside a reproduced one; if not, the reason (``not_compared``: the longest matching path
+    prefix's; 'no comparison row configured' when none matches)."""
+    compared: dict = {}
+    for c in compare:
+        compared.setdefault(c["published"], []).append(f"{c.get('experiment', '')}: {c['metric']}".lstrip(": "))
+    rules = sorted(not_compared, key=lambda r: -len(r["published"]))
+    rows = []
+    for path, value in published_values(published.get("reported") or {}):
+        if path in compared:
+            status, reason, detail = "compared", "", "; ".join(compared[path])
+        else:
+            rule = next((r for r in rules if path == r["published"] or path.startswith(r["published"] + ".")), None)
+            status = "not compared"
+            reason = rule["reason"] if rule else "no comparison row configured"
+            detail = (rule or {}).get("detail", "")
+        rows.append({"published path": path, "published": value, "status": status, "reason": reason,
+                     "row or detail": detail})
+    return pd.DataFrame(rows, columns=["published path", "published", "status", "reason", "row or detail"])
+
+
+def repeats_table(headlines: list[dict], runs: dict[str, list[str]]) -> pd.DataFrame:
+    """Each headline metric of a repeated experiment over its runs (``runs``: experiment -> the
+    metrics.json of the original and of each seed repeat): mean, sample sd, min, max and values."""
+    rows = []
+    for h in headlines:
+        files = runs.get(h["experiment"])
+        if not files:
+            continue
+        vals = [float(lookup_strict(json.loads(Path(f).read_text()), h["reproduced"],
+                                    f"headline {h['metric']!r} of {f}")) for f in files]
+        rows.append({"experiment": h["experiment"], "metric": h["metric"], "runs": len(vals),
+                     "mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                     "min": min(vals), "max": max(vals), "values": ", ".join(f"{v:.3f}" for v in vals)})
+    return pd.DataFrame(rows, columns=["experiment", "metric", "runs", "mean", "sd", "min", "max", "values"])
+
+
+def write_repeats(headlines: list[dict], runs: dict[str, list[str]], out_dir, scale: str = "demo") -> pd.DataFrame:
+    """:func:`repeats_table` as ``repeats`` (CSV, Markdown, LaTeX) in ``out_dir``."""
+    from ..provenance import record, short
+
+    table = repeats_table(headlines, runs)
+    with atomic_dir(out_dir) as tmp:
+        write_table(table, tmp / "repeats", caption="headline metrics over seed repeats (mean and sample sd)",
+                    note=scale_note(scale), provenance=short(record({"runs": runs})))
+    return table
+
+
+def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
+    """One row per headline metric: its value, the chance level it must beat (both read from the
+    experiment's metrics.json), the margin, and whether it is above chance."""
+    rows = []
+    for h in headline:
+        m = metrics_by_exp[h["experiment"]]
+        where = f"headline {h['metric']!r} of {h['experiment']}"
+        rep, chance = lookup_strict(m, h["reproduced"], where), lookup_strict(m, h["chance"], where)
+        for key, v in (("reproduced", rep), ("chance", chance)):
+            if not isinstance(v, (int, float)):
+                raise ValueError(f"headline {h['metric']!r} of {h['experiment']}: {h[key]!r} is not a number in "
+                                 f"its metrics.json (got {v!r})")
+        low, high = interval(m, h["reproduced"])
+        rows.append({"experiment": h["experiment"], "metric": h["metric"], "reproduced": float(rep),
+                     "ci_low": low, "ci_high": high, "chance": float(chance), "margin": float(rep) - float(chance),
+                     "above chance": "yes" if rep > chance else "no",
+                     "CI above chance": "-" if low is None else ("yes" if low > chance else "no")})
+    return pd.DataFrame(rows, columns=["experiment", "metric", "reproduced", "ci_low", "ci_high", "chance", "margin",
+                                       "above chance", "CI above chance"])
+
+
+def departures_table(departures: list[dict]) -> pd.DataFrame:
+    """One row per departure: what the paper did, what this run does (with the deciding setting
+    and its value), why, and which numbers it touches."""
+    rows = []
+    for d in departures:
+        here = d["here"]
+        if d.get("setting"):
+            state = "as the paper" if d.get("follows") else "departs"
+            here += f" [{d['setting']} = {d.get('value')!r}: {state}]"
+        rows.append({"topic": d["topic"], "paper": d["paper"], "this run": here, "why": d["why"],
+                     "touches": d["touches"]})
+    return pd.DataFrame(rows, columns=["topic", "paper", "this run", "why", "touches"])

@@ -1,0 +1,128 @@
+"""``results/report.md``: every paper's comparison, learning check, audit, departures and
+provenance, the leakage audit and the seed repeats, in one Markdown report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import scale_note
+from ..io import write_text
+
+
+def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
+           leakage_dir=None, repeats_dir=None) -> None:
+    """The reproduction report: every paper's comparison table, the audit of its published tables
+    (``audit_dirs``: :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit
+    (``leakage_dir``: :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
+    audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
+    lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
+             "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
+             "bootstrap over the test images, resampled by patient where patient ids exist; `bootstrap` in the "
+             "config) and a verdict: the published value inside or outside that interval, or why the two are not "
+             "comparable. Values read off a training curve or a selection have no interval. Binary AUCs also carry "
+             "DeLong's interval in their `metrics.json` (`ci_delong`).", ""]
+    if audits:
+        lines += ["## Audit of the published tables", "",
+                  "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
+                  "(`medrepro.publish.audit`; what relates to what is declared under `audit` in each paper's YAML): F1 "
+                  "against precision and recall, accuracy against the correct and total counts, correct + incorrect "
+                  "= total, parts against totals, macro averages against the per-class rows, split fractions "
+                  "against the counts, the same quantity printed twice, and binary scores against one confusion "
+                  "matrix of the stated size (mlscorecheck). A value passes when it lies within half a unit of its "
+                  "last printed digit. Each paper's section lists what does not hold; every check is in "
+                  "`audit/<paper>/checks.csv`.", "",
+                  pd.DataFrame([{"paper": n, "checks": a["checks"], "inconsistent": a["inconsistent"]}
+                                for n, a in audits.items()]).to_markdown(index=False), ""]
+    if repeats_dir is not None and (Path(repeats_dir) / "repeats.md").is_file():
+        lines += ["## Seed variation", "",
+                  "Headline metrics of experiments rerun with other training seeds (`repeats` in the config): the "
+                  "spread says how much of a difference from the published value one run can show by chance.", "",
+                  (Path(repeats_dir) / "repeats.md").read_text(), ""]
+    if leakage_dir is not None:
+        ld = Path(leakage_dir)
+        lines += ["## Leakage audit", "",
+                  "For every experiment's and study's split: patients in more than one split (the split's own "
+                  "audit), and pictures on both sides of a split, byte-identical or near-duplicates (perceptual "
+                  "hash, `medrepro.leakage`); datasets known to reuse one another are compared with each other. "
+                  "Nothing is removed: the pairs are in `leakage/audit/pairs.csv`.", "",
+                  (ld / "leakage.md").read_text(), ""]
+        if (ld / "planted.md").is_file():
+            lines += ["The demo's synthetic stand-ins plant copies for the audit to find:", "",
+                      (ld / "planted.md").read_text(), ""]
+    for name, cfg in papers.items():
+        d = Path(paper_dirs[name])
+        lines += [f"## {name}: {cfg.get('title', '')}", ""]
+        comp = d / "tables" / "comparison.md"
+        if comp.is_file():
+            lines += [comp.read_text(), ""]
+        cov_csv = d / "tables" / "published_values.csv"
+        if cov_csv.is_file():
+            cov = pd.read_csv(cov_csv)
+            done = cov[cov["status"] == "compared"]
+            rest = cov[cov["status"] != "compared"].groupby("reason", sort=False).size()
+            others = ("The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + ". "
+                      if len(rest) else "")
+            lines += [f"**Published values: {len(done)} of {len(cov)} transcribed numbers are compared above.** "
+                      + others + "Every value and its status: `tables/published_values.csv`.", ""]
+        head = d / "tables" / "headline.csv"
+        if head.is_file():
+            h = pd.read_csv(head)
+            below = h[h["above chance"] != "yes"]
+            lines += ["### Learning check: headline metrics against chance", "",
+                      (f"**{len(below)} of {len(h)} at or below chance: " + ", ".join(
+                          f"{r.experiment} ({r.metric})" for r in below.itertuples()) + ".**" if len(below)
+                       else f"All {len(h)} above chance."), "", (d / "tables" / "headline.md").read_text(), ""]
+        dep = d / "tables" / "departures.md"
+        if dep.is_file():
+            lines += ["### Departures from the paper", "", dep.read_text(), ""]
+        if cfg.get("not_produced"):
+            lines += ["### Not produced", ""] + [f"- `{x['name']}`: {x['reason']}" for x in cfg["not_produced"]] + [""]
+        inc = d / "inconsistencies.md"
+        if inc.is_file():
+            lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
+        if name in audits:
+            a = audits[name]
+            lines += [f"### Audit of the published tables: {a['inconsistent']} of {a['checks']} checks do not hold",
+                      ""]
+            if a["inconsistent"]:
+                lines += [(Path(audit_dirs[name]) / "findings.md").read_text(), ""]
+        files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
+        lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
+    lines += provenance_section(paper_dirs)
+    write_text(out_md, "\n".join(lines))
+
+
+def provenance_section(paper_dirs: dict) -> list[str]:
+    """The report's last section: which commit, config, versions and machine made each result
+    (from each paper's ``provenance.json``); results of more than one commit are said first."""
+    from ..provenance import record
+
+    rows = []
+    for name, d in paper_dirs.items():
+        f = Path(d) / "provenance.json"
+        if not f.is_file():
+            continue
+        prov = json.loads(f.read_text())
+        for exp, p in [("(tables)", prov["publish"])] + list(prov["experiments"].items()):
+            p = p or {}
+            trained = p.get("trained_on") or {}
+            rows.append({"paper": name, "result": exp, "commit": (p.get("commit") or "-")[:12],
+                         "uncommitted changes": {True: "yes", False: "no"}.get(p.get("dirty"), "-"),
+                         "config": p.get("config_sha256") or "-", "torch": (p.get("versions") or {}).get("torch", "-"),
+                         "trained on": " ".join(x for x in (trained.get("device"), trained.get("gpu")) if x
+                                                and x != "None") or "-",
+                         "threads": trained.get("threads") or p.get("threads") or "-"})
+    now = record()
+    head = ["## Provenance", "", f"Report written at commit {(now['commit'] or 'none (no git checkout)')[:12]}"
+            + (" with uncommitted changes" if now["dirty"] else "") + "; python " + now["versions"]["python"]
+            + ", " + ", ".join(f"{k} {v}" for k, v in now["versions"].items() if k != "python") + ".", ""]
+    if not rows:
+        return head
+    table = pd.DataFrame(rows)
+    commits = sorted(set(table["commit"]) - {"-"})
+    if len(commits) > 1:
+        head += [f"**The results come from {len(commits)} commits ({', '.join(commits)}): rerun to make them "
+                 "consistent.**", ""]
+    return head + [table.to_markdown(index=False), ""]
