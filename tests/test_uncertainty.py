@@ -77,33 +77,6 @@ def test_verdicts_in_words():
     assert verdict(None, 0.1, 0.2, "full") == "no published value"
 
 
-def test_classification_metrics_match_scikit_learns_report_and_log_loss():
-    """The per-class scores and both averages equal classification_report's (a class never
-    predicted and a class absent from the set included); the loss is log_loss of the float32
-    probabilities as written (rows summing to 1 within 1e-7), renormalised, without a warning."""
-    from sklearn.metrics import classification_report, log_loss
-
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 3, 60)
-    y[y == 2] = 1  # class 2 absent from the truth
-    yhat = np.where(rng.random(60) < 0.7, y, rng.integers(0, 2, 60))  # class 2 never predicted
-    p = rng.dirichlet(np.ones(4), 60)[:, :3].astype(np.float32)
-    p = (p / p.sum(1, keepdims=True)).astype(np.float32)
-    rows = pd.DataFrame({"target": y, "pred": yhat, **{f"prob_{c}": p[:, i] for i, c in enumerate("abc")}})
-    m = classification_metrics(rows, ["a", "b", "c"])
-    rep = classification_report(y, yhat, labels=[0, 1, 2], target_names=list("abc"), output_dict=True,
-                                zero_division=0)
-    for c in "abc":
-        for k in ("precision", "recall", "f1", "support"):
-            assert m["per_class"][c][k] == pytest.approx(rep[c][k.replace("f1", "f1-score")])
-    for ours, theirs in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
-        for k in ("precision", "recall", "f1"):
-            assert m[ours][k] == pytest.approx(rep[theirs][k.replace("f1", "f1-score")])
-    exact = p.astype(float) / p.astype(float).sum(1, keepdims=True)
-    assert m["data_loss"] == pytest.approx(-np.log(exact[np.arange(60), y]).mean(), rel=1e-9)
-    assert m["data_loss"] == pytest.approx(log_loss(y, exact, labels=[0, 1, 2]), rel=1e-9)
-
-
 def test_bootstrap_by_patient_takes_patients_from_the_split_file(tmp_path):
     """Test rows keyed by image id get their patient from the split CSV (the file the workflow
     wrote); without one every row is its own unit."""

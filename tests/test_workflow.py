@@ -408,3 +408,28 @@ def test_bad_config_value_stops_with_the_key(tmp_path):
     proc = run(["-n", "--configfile", str(cfg), "--nolock"])
     assert proc.returncode != 0
     assert "datasets.kermany.synthetic.difficulty: 2 is above the maximum 1" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_every_output_kind_writes_its_files(tiny_run):
+    """Every output kind the package offers is used by some paper of the run, and each configured
+    output wrote its table (CSV with rows, Markdown, LaTeX) or figure (PNG and PDF, not empty)."""
+    from medrepro.config import load_config
+    from medrepro.publish.outputs import OUTPUTS
+
+    results, cfg, _ = tiny_run
+    config = load_config([REPO / "config" / "config.yaml", cfg], REPO / "config" / "schema.yaml")
+    used = {o["kind"] for p in config["papers"].values() for o in p.get("outputs", [])}
+    assert used == set(OUTPUTS), f"kinds no paper uses: {set(OUTPUTS) - used}; unknown kinds: {used - set(OUTPUTS)}"
+    for paper, p in config["papers"].items():
+        d = results / "papers" / paper
+        for o in p.get("outputs", []):
+            tables = [d / "tables" / f"{o['name']}.{ext}" for ext in ("csv", "md", "tex")]
+            figures = [d / "figures" / f"{o['name']}.{ext}" for ext in ("png", "pdf")]
+            wrote = [f for f in tables + figures if f.is_file()]
+            assert wrote, f"{paper}: output {o['name']} ({o['kind']}) wrote nothing"
+            assert all(f.stat().st_size > 0 for f in wrote), (paper, o["name"])
+            if tables[0].is_file():
+                assert all(t.is_file() for t in tables) and len(pd.read_csv(tables[0])) > 0, (paper, o["name"])
+            if figures[0].is_file():
+                assert figures[1].is_file(), (paper, o["name"])

@@ -16,7 +16,6 @@ from medrepro.classify.models import build_model
 from medrepro.classify.training import resample_indices
 from medrepro.config import study_features, study_run_spec, validate_config
 from medrepro.convert import convert_manifest
-from medrepro.metrics import paper_scores, run_metrics
 from medrepro.study import stages
 from medrepro.study.summary import parameter_counts, summarize
 
@@ -185,20 +184,3 @@ def test_learning_rate_run_names_are_distinct():
     lrs = [1e-1, 1e-2, 1e-3, 1e-4, 1.2e-4, 1.5e-4, 1e-5]
     assert len({stages.lr_key(x) for x in lrs}) == len(lrs)
     assert stages.lr_key(1e-4) == "lr_0.0001" and stages.lr_key(1e-5) == "lr_1e-05"
-
-
-def test_paper_scores_match_run_metrics_on_every_resample_shape():
-    """The bootstrap's cheap scores are the same numbers as the full metrics (scikit-learn)."""
-    rng = np.random.default_rng(3)
-    names = ["a", "b", "c"]
-    for n in (5, 17, 60):
-        p = rng.dirichlet([1, 1, 1], n)
-        target = rng.integers(0, 2, n)          # class 'c' never present: macro averages over 3 classes
-        df = pd.DataFrame({"image_id": [str(i) for i in range(n)], "target": target, "pred": p.argmax(1),
-                           **{f"prob_{c}": p[:, i] for i, c in enumerate(names)}, "split": "test"})
-        full, fast = run_metrics(df, names), paper_scores(df, names)
-        for k in ("accuracy", "precision", "recall", "f1", "correct", "incorrect", "total", "majority_rate"):
-            assert fast[k] == pytest.approx(full[k]), (n, k)
-        for c in names:
-            for k in ("precision", "recall", "f1", "correct", "incorrect", "total"):
-                assert fast["per_class"][c][k] == pytest.approx(full["per_class"][c][k]), (n, c, k)
