@@ -4,7 +4,6 @@ and the experiment's split.  Files in, files out; each step writes its outputs a
 """
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import pandas as pd
 
 from .io import atomic_dir, read_csv, write_csv, write_json
 from .splits import make_split
-
-log = logging.getLogger("medrepro")
 
 
 # ----------------------------------------------------------------------------- acquire

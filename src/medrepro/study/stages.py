@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..classify import run
 from ..classify.features import feature_table, load_features
-from ..config import study_run_spec as run_spec
+from ..config import study_run_spec
 from ..io import plain, read_csv, write_csv, write_json
 from ..metrics import run_metrics
 
@@ -92,7 +92,7 @@ def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.Data
     for b, path in features.items():
         feats = load_features(path)
         for bs in study["batch_sizes"]:
-            spec = run_spec(study, b, batch_size=bs)
+            spec = study_run_spec(study, b, batch_size=bs)
             _, hist, pred = _frozen_run(table, feats, spec)
             rows.append(_row(1, spec, pred, hist, names, pretrained=bool(feats.get("pretrained"))))
             hists.append(hist.assign(run=f"{b}.bs{bs}"))
@@ -115,7 +115,7 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     feats = load_features(features_path)
     rows, hists, preds, models, run_preds = [], [], [], [], []
     for lr in study["learning_rates"]:
-        spec = run_spec(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
+        spec = study_run_spec(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
         model, hist, pred = _frozen_run(table, feats, spec)
         rows.append(_row(2, spec, pred, hist, names))
         hists.append(hist.assign(run=lr_key(lr)))
@@ -144,7 +144,7 @@ def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = No
     for ``augment_epochs`` (default ``train.epochs``)."""
     table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
     sel = json.loads(Path(selection2).read_text())
-    spec = run_spec(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
+    spec = study_run_spec(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
     if study.get("augment_epochs"):
         spec["train"]["epochs"] = int(study["augment_epochs"])
     tr, va = run.split_parts(table, spec, split_csv)

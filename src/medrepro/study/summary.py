@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import study_run_spec as run_spec
+from ..config import study_run_spec
 from ..io import plain, read_csv, write_json
 from ..metrics import paper_scores, run_metrics
 from .stages import EVAL_SPLITS, lr_key, select
@@ -26,7 +26,7 @@ def parameter_counts(study: dict) -> dict:
     out = {}
     for b in study["backbones"]:
         with torch.device("meta"):
-            model = build_model(run_spec(study, b)["model"], n_out)
+            model = build_model(study_run_spec(study, b)["model"], n_out)
         out[b] = {"total": sum(q.numel() for q in model.parameters()), "keras_total": keras_parameter_count(model, b),
                   "trainable": sum(q.numel() for q in model.parameters() if q.requires_grad)}
     return out
