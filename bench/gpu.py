@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -100,7 +101,7 @@ def classifier_run(spec: dict, n_classes: int, images: int, batch: int, epochs: 
     fit(model, train, val, cfg, progress=False, accel=acc)  # warm-up: cuDNN plans, allocator
     sync(acc.device)
     peak_reset(acc.device)
-    cfg.epochs = epochs
+    cfg = dataclasses.replace(cfg, epochs=epochs)  # TrainConfig is frozen
     t0 = time.perf_counter()
     fit(model, train, val, cfg, progress=False, accel=acc)
     sync(acc.device)

@@ -48,6 +48,31 @@ def test_image_batches_go_channels_last():
     assert GPU_LIKE.batch(torch.rand(2, 5)).shape == (2, 5)  # other ranks pass unchanged
 
 
+def test_a_convolutional_model_trains_the_same_in_either_memory_format():
+    """channels-last (on by default, CPU included) changes only float rounding: a Flatten after the
+    convolutions reads the logical NCHW order, so the dense layer sees the same features."""
+    from medrepro.classify.models import build_sequential
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 1, 16, 16, generator=g)
+    y = torch.arange(24) % 2
+    x[y == 1, :, 4:10, 4:10] += 0.5
+    ds = TensorDataset(x, y)
+    ds.targets = y.numpy()
+    layers = [{"type": "conv", "filters": 4, "kernel": 3, "activation": "relu"}, {"type": "maxpool", "size": 2},
+              {"type": "flatten"}, {"type": "dense", "units": 2}]
+    runs = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = build_sequential(layers, (1, 16, 16), "glorot_uniform")
+        cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1, channels_last=cl)
+        model, hist = fit(model, ds, ds, cfg, progress=False)
+        assert cfg.accel().channels_last is cl
+        runs[cl] = (predict_proba(model, ds, accel=cfg.accel()), hist["loss"].to_numpy())
+    assert torch.allclose(torch.as_tensor(runs[True][0]), torch.as_tensor(runs[False][0]), atol=1e-4)
+    assert abs(runs[True][1] - runs[False][1]).max() < 1e-4
+
+
 def test_amp_scaler_state_survives_a_resume(tmp_path):
     """The scaler's scale is checkpointed and restored: a resumed run continues from the saved
     scale, not from a fresh scaler's 65536."""
@@ -72,7 +97,10 @@ def test_a_gpu_job_without_a_gpu_stops_with_the_reason(monkeypatch):
     with pytest.raises(DeviceError, match="train.device is 'cuda'"):
         resolve("cuda")
     assert resolve("auto", gpus=1, allow_cpu=True).device.type == "cpu"
-    assert from_train({"device": "auto", "gpus": 0, "amp": True}) == Accel(torch.device("cpu"))
+    # on the CPU: no AMP, pinned memory or asynchronous copies; channels-last as the setting says
+    assert from_train({"device": "auto", "gpus": 0, "amp": True}) == Accel(torch.device("cpu"), channels_last=True)
+    assert not from_train({"device": "auto", "channels_last": False}).channels_last
+    assert not from_train({"device": "auto"}, channels_last=False).channels_last
     with pytest.raises(DeviceError):
         fit(_head(), _features(), _features(), TrainConfig(epochs=1, gpus=1), progress=False)
 

@@ -143,3 +143,17 @@ def test_shuffled_label_control_stays_at_chance():
     auc_control = roc_auc_score(y_val, predict_proba(control, va)[:, 1])
     assert auc_real > 0.95
     assert abs(auc_control - 0.5) < 0.2
+
+
+def test_train_config_defaults_are_the_schemas():
+    """The schema fills every ``train`` key; TrainConfig's own defaults (for direct callers such as the
+    tests) must say the same thing, so there is one default per setting ('class_weights' there is
+    the mode, here the resolved weights)."""
+    import dataclasses
+
+    props = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["$defs"]["train_spec"]["properties"]
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    checked = [k for k in fields if k != "class_weights"]
+    assert len(checked) >= 15
+    for k in checked:
+        assert k in props and props[k].get("default") == fields[k], k

@@ -122,9 +122,20 @@ def test_four_stages_select_and_summarize(tc):
     assert (runs2["batch_size"] == sel1["batch_size"]).all()
     sel2 = json.loads((root / "s2" / "selection.json").read_text())
 
-    stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3")
+    stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3",
+                  features=feats[sel2["backbone"]])
     r3 = pd.read_csv(root / "s3" / "runs.csv").iloc[0]
     assert bool(r3["augmentation"]) and r3["lr"] == sel2["lr"] and r3["backbone"] == sel2["backbone"]
+    # validation and predictions from the cached features equal those from the images (the frozen
+    # backbone sees the same unaugmented pixels), to float rounding
+    stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3_images")
+    for f, cols in (("predictions.csv", None), ("history.csv", ["loss", "val_loss", "val_accuracy"])):
+        a, b = pd.read_csv(root / "s3" / f), pd.read_csv(root / "s3_images" / f)
+        cols = cols or [c for c in a.columns if c.startswith("prob_")]
+        assert cols and len(a) == len(b) and np.allclose(a[cols], b[cols], atol=1e-4)
+    other = next(b for b in feats if b != sel2["backbone"])
+    with pytest.raises(ValueError, match="stage 3 needs"):
+        stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3x", features=feats[other])
 
     stages.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
     params = json.loads((root / "s4" / "parameters.json").read_text())

@@ -154,22 +154,31 @@ def stage1_choice(study):
         return json.load(fh)["backbone"]
 
 
+def chosen_features(study):
+    """The features file of the backbone stage 1 chose."""
+    s = STUDIES[study]
+    key, _ = study_features(s)[stage1_choice(study)]
+    return f"{RESULTS}/features/{s['dataset']}/{key}.pt"
+
+
 def study_stage2_inputs(wildcards):
-    s = STUDIES[wildcards.study]
-    key, _ = study_features(s)[stage1_choice(wildcards.study)]
     return {
         "split": f"{study_dir(wildcards.study)}/split.csv",
         "selection": f"{study_dir(wildcards.study)}/stage1/selection.json",
-        "features": f"{RESULTS}/features/{s['dataset']}/{key}.pt",
+        "features": chosen_features(wildcards.study),
     }
 
 
-def study_stage_inputs(extra):
-    """Stages 3 and 4: the split, ``extra`` stage-2 files and the chosen backbone's weights, if any."""
+def study_stage_inputs(extra, features=False):
+    """Stages 3 and 4: the split, ``extra`` stage-2 files, the chosen backbone's weights, if any,
+    and with ``features`` its features file (stage 3 reads its unaugmented images' features there).
+    """
 
     def inputs(wildcards):
         d = {"split": f"{study_dir(wildcards.study)}/split.csv"}
         d.update({k: f"{study_dir(wildcards.study)}/{v}" for k, v in extra.items()})
+        if features:
+            d["features"] = chosen_features(wildcards.study)
         w = weights_file(stage1_choice(wildcards.study))
         if w:
             d["weights"] = w

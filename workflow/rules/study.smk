@@ -77,7 +77,9 @@ rule study_stage2:
 
 rule study_stage3:
     input:
-        unpack(study_stage_inputs({"selection": "stage2/selection.json"})),
+        unpack(
+            study_stage_inputs({"selection": "stage2/selection.json"}, features=True)
+        ),
     output:
         runs=f"{RESULTS}/studies/{{study}}/stage3/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage3/history.csv",

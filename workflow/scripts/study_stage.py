@@ -15,6 +15,6 @@ with logging_to(snakemake.log[0]):
     elif stage == "2":
         stages.stage2(i.split, i.features, i.selection, p.study, out)
     elif stage == "3":
-        stages.stage3(i.split, i.selection, p.study, out, i.get("weights"), p.backbone_seed)
+        stages.stage3(i.split, i.selection, p.study, out, i.get("weights"), p.backbone_seed, i.features)
     else:
         stages.stage4(i.split, i.model, p.study, out, i.get("weights"), p.backbone_seed)

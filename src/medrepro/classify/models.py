@@ -272,14 +272,16 @@ class Backbone(nn.Module):
 
 
 class TransferNet(nn.Module):
-    """A backbone and a head; ``forward(x) = head(backbone(x))``."""
+    """A backbone and a head; ``forward(x) = head(backbone(x))``.  A rank-2 ``x`` is the backbone's
+    output already (rows of a features file, :mod:`medrepro.classify.features`): the head alone
+    takes it, so a frozen backbone's unaugmented inputs need not pass through it again."""
 
     def __init__(self, backbone: Backbone, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
     def forward(self, x):
-        return self.head(self.backbone(x))
+        return self.head(x if x.dim() == 2 else self.backbone(x))
 
 
 def build_head(spec: dict, feature_dim: int, seed: int = 0) -> nn.Sequential:

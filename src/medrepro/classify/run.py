@@ -82,7 +82,7 @@ def train_config(spec: dict, targets, **over) -> TrainConfig:
               weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
               class_weights=w, sampling=t["sampling"], seed=t["seed"], device=t["device"],
               num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False),
-              deterministic=t.get("deterministic", "auto"))
+              deterministic=t.get("deterministic", "auto"), channels_last=t.get("channels_last", True))
     kw.update(over)
     return TrainConfig(**kw)
 

@@ -56,8 +56,11 @@ class EarlyStopping:
         return False, self.wait >= self.patience
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """A run's training settings, built once from its validated ``train`` block
+    (:func:`medrepro.classify.run.train_config`); frozen: a stage that trains differently builds its
+    own (``over``)."""
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -74,9 +77,10 @@ class TrainConfig:
     gpus: int = 0
     allow_cpu: bool = False
     deterministic: bool | str = "auto"
+    channels_last: bool = True
 
     def accel(self) -> Accel:
-        return resolve(self.device, self.gpus, self.amp, self.allow_cpu)
+        return resolve(self.device, self.gpus, self.amp, self.allow_cpu, self.channels_last)
 
 
 def _loss_fn(n_outputs: int, class_weights, device):
@@ -159,7 +163,10 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     if cfg.optimizer != "adam":
         raise ValueError(f"train.optimizer {cfg.optimizer!r}; supported: 'adam'")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7)  # Keras' epsilon
+    # Keras' epsilon; fused: one kernel for every parameter instead of a dozen tensor operations each
+    # (2.6x faster steps for a head on cached features on the CPU, bench/README.md)
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7,
+                           fused=device.type in ("cpu", "cuda"))
     sched = None
     if cfg.reduce_lr:
         r = cfg.reduce_lr

@@ -84,7 +84,7 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
     from ..accel import from_train
 
-    accel = from_train(t)  # stops when the job asked for GPUs and has none (unless allow_cpu)
+    accel = from_train(t, channels_last=False)  # stops when the job asked for GPUs and has none (unless allow_cpu)
     cfg.MODEL.DEVICE = device or str(accel.device)
     cfg.SOLVER.AMP.ENABLED = accel.amp and cfg.MODEL.DEVICE.startswith("cuda")
     cfg.MODEL.WEIGHTS = str(weights or "")
@@ -138,7 +138,8 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
 
     t, d = experiment["train"], experiment["detect"]
     size = int(experiment["model"]["input_size"][0])
-    seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), from_train(t), roi_align=True))
+    accel = from_train(t, channels_last=False)
+    seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), accel, roi_align=True))
     coco = {k: json.loads((Path(annotations_dir) / f"{k}.json").read_text()) for k in ("train", "val")}
     ds = DetectionSet(coco["train"], size, d["equalization"], experiment.get("augment"), t["seed"],
                       d.get("train_classes"))

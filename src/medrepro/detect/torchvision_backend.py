@@ -178,7 +178,7 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
     the CPU with it); ``data_digest`` names the training data in the resume fingerprint."""
     t, d = cfg["train"], cfg["detect"]
     size = int(cfg["model"]["input_size"][0])
-    accel = accel or from_train(t)
+    accel = accel or from_train(t, channels_last=False)
     seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), accel, roi_align=True))
     device = accel.device
     print(log_line(accel), file=sys.stderr, flush=True)
@@ -271,7 +271,7 @@ def load_detector(path) -> nn.Module:
 # ----------------------------------------------------------------------------- prediction
 def predict_coco(model: nn.Module, coco: dict, cfg: dict, batch: int = 4, accel: Accel | None = None) -> list[dict]:
     """COCO results (RLE masks, boxes in the PNG's pixels, scores) for every image of ``coco``."""
-    accel = accel or from_train(cfg["train"])
+    accel = accel or from_train(cfg["train"], channels_last=False)
     print(log_line(accel), file=sys.stderr, flush=True)
     model = model.to(accel.device).eval()
     size = int(cfg["model"]["input_size"][0])
@@ -322,8 +322,8 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
     model, _, note = train_detector(train_coco, val_coco, experiment, model_out, history_out, checkpoint, weights,
                                     data_digest=digest)
     summ = model_summary(model, experiment["model"], note)
-    write_csv(summary_out, pd.concat([summ, pd.DataFrame(summary_rows(from_train(experiment["train"]), "type"))],
-                                     ignore_index=True))
+    runtime = summary_rows(from_train(experiment["train"], channels_last=False), "type")
+    write_csv(summary_out, pd.concat([summ, pd.DataFrame(runtime)], ignore_index=True))
     if checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
 
