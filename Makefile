@@ -52,6 +52,7 @@ test-slurm: $(BIN)/.medrepro-test-installed
 bench: $(BIN)/.medrepro-test-installed
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/cpu_training.py
 	$(BIN)/python bench/maskrcnn.py
 	$(BIN)/python bench/dag.py
 

@@ -1,5 +1,5 @@
-"""The GPU benchmark runs on the CPU at smoke sizes, every variant and GPU-only branch included
-(its timings are not asserted: they mean something only on a GPU)."""
+"""Benchmarks at smoke sizes: the GPU benchmark on the CPU, every variant and GPU-only branch
+included, and the CPU training benchmark (timings are never asserted)."""
 from __future__ import annotations
 
 import json
@@ -29,3 +29,18 @@ def test_gpu_benchmark_smoke_run(tmp_path):
     assert all(x["images_per_s"] > 0 and math.isfinite(x["images_per_s"]) for x in rows)
     assert "| measure | model | batch | AMP | channels-last | images/s | peak GiB |" in r.stdout
     assert "cpu (no GPU)" in r.stdout
+
+
+def test_cpu_training_benchmark_smoke_run():
+    """Every row of the CPU training benchmark (memory formats of the demo's models, Adam variants)
+    runs at smoke sizes; the ratios it prints are what bench/README.md quotes at full size."""
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "cpu_training.py"), "--tiny"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    names = [line.split(" | ")[0][2:] for line in rows]
+    assert sum("channels-last" in line for line in rows) == 8 and {"foreach", "fused"} <= {
+        line.split(" | ")[1] for line in rows}
+    assert any(n.startswith("cnn_kermany") for n in names) and any(n.startswith("vgg16 fine-tuning") for n in names)
+    for line in rows:
+        assert float(line.split(" | ")[-1].strip(" |")) > 0

@@ -143,15 +143,12 @@ def rsna_image_score(true_boxes, pred_boxes, scores, empty: str = "exclude") -> 
     if n_p == 0:
         return 0.0
 
-    import torch
-    from torchvision.ops import box_iou
-
-    def xyxy(b):
-        b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
-        return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
+    from pycocotools import mask as coco_mask  # box IoU of [x, y, w, h] boxes, without loading torch
 
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
-    iou = box_iou(xyxy(np.asarray(pred_boxes)[order]), xyxy(true_boxes)).numpy()  # (P, T)
+    pred = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)[order]
+    true = np.asarray(true_boxes, dtype=np.float64).reshape(-1, 4)
+    iou = np.asarray(coco_mask.iou(pred, true, [0] * n_t)).reshape(n_p, n_t)  # (P, T)
     precisions = []
     for t in RSNA_THRESHOLDS:
         matched, tp = set(), 0
