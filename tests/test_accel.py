@@ -2,6 +2,8 @@
 pinned memory and non-blocking copies; and a GPU job that finds no GPU stops."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from medrepro import accel as accel_mod
 from medrepro.accel import Accel, DeviceError, describe, deterministic_setting, from_train, resolve, summary_rows
 from medrepro.classify.training import TrainConfig, fit, predict_proba
 
+from .conftest import demo_config
 from .detect.test_maskrcnn import _coco, _experiment, rsna  # noqa: F401  (rsna: a fixture of real synthetic RSNA files)
 
 # every flag that the CUDA path turns on, on the CPU
@@ -98,9 +101,11 @@ def test_a_gpu_job_without_a_gpu_stops_with_the_reason(monkeypatch):
         resolve("cuda")
     assert resolve("auto", gpus=1, allow_cpu=True).device.type == "cpu"
     # on the CPU: no AMP, pinned memory or asynchronous copies; channels-last as the setting says
-    assert from_train({"device": "auto", "gpus": 0, "amp": True}) == Accel(torch.device("cpu"), channels_last=True)
-    assert not from_train({"device": "auto", "channels_last": False}).channels_last
-    assert not from_train({"device": "auto"}, channels_last=False).channels_last
+    train = demo_config()["experiments"]["cnn_kermany"]["train"]
+    assert train["device"] == "auto" and train["amp"] and train["channels_last"]
+    assert from_train(train) == Accel(torch.device("cpu"), channels_last=True)
+    assert not from_train({**train, "channels_last": False}).channels_last
+    assert not from_train(train, channels_last=False).channels_last
     with pytest.raises(DeviceError):
         fit(_head(), _features(), _features(), TrainConfig(epochs=1, gpus=1), progress=False)
 
@@ -116,6 +121,11 @@ def test_runtime_is_recorded():
     info = describe(GPU_LIKE)
     assert info["torch"] == torch.__version__ and info["amp"] is True and info["device"] == "cpu"
     assert {"gpu", "cuda", "cudnn", "threads", "slurm_job"} <= set(info)
+    # the CPU and the instruction set of torch's kernels: CPU runs repeat bit for bit on the same one
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and info["cpu"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        assert info["cpu"] in cpuinfo.read_text()
     rows = summary_rows(GPU_LIKE)
     assert {r["layer"] for r in rows} >= {"runtime: device", "runtime: torch", "runtime: cuda", "runtime: amp"}
     assert "device=cpu" in accel_mod.log_line(GPU_LIKE)

@@ -19,6 +19,7 @@ import platform
 import random
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,12 +90,27 @@ def resolve(device: str = "auto", gpus: int = 0, amp: bool = True, allow_cpu: bo
     return Accel(dev, amp=amp and on_gpu, channels_last=channels_last, pin_memory=on_gpu, non_blocking=on_gpu)
 
 
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux; the platform's word elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe(accel: Accel) -> dict:
-    """What ran the step: recorded in logs, model files and model summaries."""
+    """What ran the step: recorded in logs, model files and model summaries.  ``cpu_capability``
+    is the instruction set torch chose its CPU kernels for (AVX2, AVX512, ...): a CPU run is
+    repeatable bit for bit on CPUs of the same capability; on another, floats differ in their last
+    bits and a trained model can end a few predictions apart."""
     d = accel.device
     gpu = torch.cuda.get_device_name(d) if d.type == "cuda" else None
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {"device": str(d), "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda,
+    return {"device": str(d), "gpu": gpu, "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": cudnn, "amp": accel.amp, "channels_last": accel.channels_last,
             "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
             "host": platform.node(),
@@ -111,9 +127,8 @@ def from_train(train: dict, channels_last: bool | None = None) -> Accel:
     """The accelerator of an experiment's or study's ``train`` block; ``channels_last=False`` for a
     model that does not use the memory format (the detectors: their logs then do not claim it)."""
     if channels_last is None:
-        channels_last = bool(train.get("channels_last", True))
-    return resolve(train.get("device", "auto"), int(train.get("gpus", 0)), bool(train.get("amp", True)),
-                   bool(train.get("allow_cpu", False)), channels_last)
+        channels_last = bool(train["channels_last"])
+    return resolve(train["device"], int(train["gpus"]), bool(train["amp"]), bool(train["allow_cpu"]), channels_last)
 
 
 def summary_rows(accel: Accel, column: str = "output_shape") -> list[dict]:
