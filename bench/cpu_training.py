@@ -38,6 +38,11 @@ def timed(step, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def frozen(backbone: str, size: list) -> dict:
+    """A frozen backbone's model spec at ``size``, as tk_* experiments give it (global average pooling)."""
+    return {"backbone": backbone, "input_size": size, "freeze": True, "normalize": "weights", "pool": "avg"}
+
+
 def layout_cases(cfg: dict, batch: int, tiny: bool):
     """(name, model, input, train?) for the demo's convolutional models."""
     exps, tm = cfg["experiments"], cfg["studies"]["tm_TC"]
@@ -54,10 +59,10 @@ def layout_cases(cfg: dict, batch: int, tiny: bool):
                  ("vgg16", tm["backbones"]["vgg16"]["input_size"])]
     for b, s in backbones:
         s = [max(75, size(s)[0])] * 2 if b == "inception_v3" else size(s)
-        bb = build_backbone({"backbone": b, "input_size": s, "freeze": True}).eval()
+        bb = build_backbone(frozen(b, s)).eval()
         yield f"{b} forward ({s[0]} px)", bb, torch.rand(batch, 3, *s), False
     s = size(tm["backbones"]["vgg16"]["input_size"])
-    bb = build_backbone({"backbone": "vgg16", "input_size": s, "freeze": True})
+    bb = build_backbone(frozen("vgg16", s))
     bb.unfreeze_last(0.5, "keras")
     bb.frozen = False
     yield f"vgg16 fine-tuning step ({s[0]} px, second half)", bb, torch.rand(batch, 3, *s), True

@@ -92,7 +92,7 @@ def classifier_run(spec: dict, n_classes: int, images: int, batch: int, epochs: 
     """Images/s of ``fit`` over ``epochs`` epochs of ``images`` random images (one warm-up epoch first)."""
     size = spec["input_size"]
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(images, spec.get("channels", 3), *size, generator=g)
+    x = torch.rand(images, spec["channels"], *size, generator=g)
     y = torch.randint(0, n_classes, (images,), generator=g)
     train = torch.utils.data.TensorDataset(x, y)
     val = torch.utils.data.TensorDataset(x[:batch], y[:batch])
@@ -112,7 +112,7 @@ def classifier_step_run(spec: dict, n_classes: int, batch: int, iters: int, acc)
     """Images/s of the bare training step (forward, backward, Adam) on one batch already on the device."""
     torch.manual_seed(0)
     model = acc.model(build_model(spec, n_classes)).train()
-    x = acc.batch(torch.rand(batch, spec.get("channels", 3), *spec["input_size"]))
+    x = acc.batch(torch.rand(batch, spec["channels"], *spec["input_size"]))
     y = torch.randint(0, n_classes, (batch,), device=acc.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = acc.scaler()

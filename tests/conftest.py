@@ -17,6 +17,21 @@ from medrepro import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+
+def demo_config(*overlays: str) -> dict:
+    """The demo config (``config/config.yaml``, then each of ``overlays`` under ``config/``),
+    validated: every default the schema gives is filled in, as the workflow's own config is."""
+    import yaml
+
+    from medrepro.config import merge, validate_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for o in overlays:
+        cfg = merge(cfg, yaml.safe_load((REPO / "config" / o).read_text()))
+    return validate_config(cfg, REPO / "config" / "schema.yaml")
+
+
 KERMANY_COUNTS = {"train": {"NORMAL": 12, "PNEUMONIA": 20}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
                   "test": {"NORMAL": 6, "PNEUMONIA": 8}}
 

@@ -305,24 +305,24 @@ def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
 def frozen_transfer(model: dict) -> bool:
     """Whether a ``model`` spec is a transfer model whose backbone does not train (only its head
     does): the one place that decides it."""
-    return model.get("arch") == "transfer" and bool(model.get("freeze", True))
+    return model["arch"] == "transfer" and bool(model["freeze"])
 
 
 def uses_feature_cache(experiment: dict) -> bool:
     """A frozen backbone seeing unaugmented images gives the same features every epoch:
     compute them once per backbone, dataset and input size (rule ``features``) and train
     the head on them."""
-    return (frozen_transfer(experiment["model"]) and not experiment.get("augment")
-            and experiment["train"].get("feature_cache", "auto") == "auto")
+    return (frozen_transfer(experiment["model"]) and not experiment["augment"]
+            and experiment["train"]["feature_cache"] == "auto")
 
 
 def feature_key(experiment: dict) -> str:
     """The name of an experiment's features file: what the features depend on."""
     m = experiment["model"]
     h, w = m["input_size"]
-    pool = "_flat" if m.get("pool", "avg") == "flatten" else ""
-    norm = resolve_normalize(m["backbone"], m.get("normalize", "weights"))
-    return f"{m['backbone']}_{h}x{w}_c{m.get('channels', 3)}_{norm}{pool}"
+    pool = "_flat" if m["pool"] == "flatten" else ""
+    norm = resolve_normalize(m["backbone"], m["normalize"])
+    return f"{m['backbone']}_{h}x{w}_c{m['channels']}_{norm}{pool}"
 
 
 def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,

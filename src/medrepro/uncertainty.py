@@ -105,8 +105,8 @@ def bootstrap_by_patient(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame],
 
         ids = (split if isinstance(split, pd.DataFrame) else read_csv(split))[["image_id", "patient_id"]]
         rows = rows.merge(ids, on="image_id", how="left").fillna({"patient_id": ""})
-    return bootstrap_metrics(rows, metric_fn, "patient_id", bootstrap["n_resamples"], bootstrap.get("seed", 0),
-                             bootstrap.get("confidence", CONFIDENCE))
+    return bootstrap_metrics(rows, metric_fn, "patient_id", bootstrap["n_resamples"], bootstrap["seed"],
+                             bootstrap["confidence"])
 
 
 def _midrank(x: np.ndarray) -> np.ndarray:

@@ -10,12 +10,11 @@ from torch.utils.data import TensorDataset
 from medrepro.classify.models import ModelSpecError, build_model, summary
 from medrepro.classify.training import EarlyStopping, TrainConfig, class_weights, fit
 
-from ..conftest import REPO
+from ..conftest import REPO, demo_config
 
 
 def _kermany_model_spec(size=64):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    spec = cfg["experiments"]["cnn_kermany"]["model"]
+    spec = demo_config()["experiments"]["cnn_kermany"]["model"]
     return {**spec, "input_size": [size, size]}
 
 
@@ -54,10 +53,11 @@ def _toy_data(n=96, seed=0):
 
 
 def _toy_model():
-    spec = {"input_size": [16, 16], "channels": 1, "output": "sigmoid", "layers": [
-        {"type": "conv", "filters": 4, "kernel": 3, "activation": "relu"}, {"type": "maxpool", "size": 2},
-        {"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
-        {"type": "dense", "units": 1}]}
+    spec = {"arch": "sequential", "init": "glorot_uniform", "input_size": [16, 16], "channels": 1, "output": "sigmoid",
+            "layers": [{"type": "conv", "filters": 4, "kernel": 3, "activation": "relu"},
+                       {"type": "maxpool", "size": 2}, {"type": "flatten"},
+                       {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
+                       {"type": "dense", "units": 1}]}
     torch.manual_seed(0)
     return build_model(spec, 1)
 

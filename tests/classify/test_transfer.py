@@ -60,7 +60,7 @@ def kermany_split(raw, tmp_path_factory):
     conv.to_csv(d / "converted.csv", index=False)
     e = _experiment()
     prepare.split(d / "converted.csv", e, d / "split.csv", d / "audit.json")
-    extract_features(d / "converted.csv", e["model"], None, 0, d / "features.pt")
+    extract_features(d / "converted.csv", e["model"], None, 0, d / "features.pt", e["train"])
     return d, e
 
 

@@ -52,7 +52,8 @@ def test_every_backbones_parameters_are_the_thesis_counts():
 
 def test_fine_tuning_unfreezes_the_second_half_of_the_layers(tmp_path):
     spec = {"arch": "transfer", "backbone": "resnet50", "input_size": [64, 64], "channels": 3, "pool": "flatten",
-            "head": _paper_head([32, 3]), "output": "softmax"}
+            "freeze": True, "normalize": "weights", "init": "glorot_uniform", "head": _paper_head([32, 3]),
+            "output": "softmax"}
     model = build_model(spec, n_outputs=3)
     head = sum(p.numel() for p in model.head.parameters())
     layers = model.backbone.layers()
@@ -99,7 +100,7 @@ def tc(tmp_path_factory):
     feats = {}
     for b, (key, model) in study_features(st).items():
         feats[b] = root / f"{key}.pt"
-        extract_features(root / "conv.csv", model, None, 0, feats[b])
+        extract_features(root / "conv.csv", model, None, 0, feats[b], st["train"])
     return root, st, feats
 
 

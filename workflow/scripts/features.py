@@ -7,5 +7,4 @@ from medrepro.io import logging_to
 with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     extract_features(snakemake.input.manifest, snakemake.params.model, snakemake.input.get("weights"),
-                              snakemake.params.seed, snakemake.output[0],
-                              train=snakemake.params.train)
+                     snakemake.params.seed, snakemake.output[0], snakemake.params.train)

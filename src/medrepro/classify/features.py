@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
 
 
-def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, batch_size: int = 64,
-                     train: dict | None = None) -> None:
+def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, train: dict,
+                     batch_size: int = 64) -> None:
     """Pooled backbone features of every image of a dataset, for all experiments that share
-    the backbone, its weights and the input size."""
+    the backbone, its weights and the input size; ``train`` (a validated ``train`` block) says
+    which device computes them."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -28,8 +29,8 @@ def extract_features(converted_manifest, model_spec: dict, weights: str | None, 
 
     df = read_csv(converted_manifest).assign(target=0)
     backbone = build_backbone(model_spec, weights, seed)
-    ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec.get("channels", 3)))
-    accel = from_train({**(train or {}), "amp": False})  # features are cached in full precision
+    ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec["channels"]))
+    accel = from_train({**train, "amp": False})  # features are cached in full precision
     print(log_line(accel), file=sys.stderr, flush=True)
     backbone = accel.model(backbone).eval()
     feats = []

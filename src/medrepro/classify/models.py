@@ -288,21 +288,21 @@ def build_head(spec: dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
     """The head of a transfer model, seeded on its own so it is the same with or without a backbone."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return build_sequential(spec["head"], (feature_dim,), spec.get("init", "glorot_uniform"))
+        return build_sequential(spec["head"], (feature_dim,), spec["init"])
 
 
 def build_backbone(spec: dict, weights: str | None = None, seed: int = 0) -> Backbone:
-    return Backbone(spec["backbone"], weights, spec.get("freeze", True), spec.get("normalize", "weights"), seed,
-                    spec.get("pool", "avg"), tuple(spec["input_size"]) if spec.get("input_size") else None)
+    return Backbone(spec["backbone"], weights, spec["freeze"], spec["normalize"], seed, spec["pool"],
+                    tuple(spec["input_size"]))
 
 
 def build_model(spec: dict, n_outputs: int | None = None, weights: str | None = None, seed: int = 0) -> nn.Module:
     """Build the model an experiment's ``model`` config describes (``sequential`` or ``transfer``)."""
-    arch = spec.get("arch", "sequential")
+    arch = spec["arch"]
     size = tuple(spec["input_size"])
-    channels = int(spec.get("channels", 1))
+    channels = int(spec["channels"])
     if arch == "sequential":
-        model = build_sequential(spec["layers"], (channels, *size), spec.get("init", "glorot_uniform"))
+        model = build_sequential(spec["layers"], (channels, *size), spec["init"])
     elif arch == "transfer":
         backbone = build_backbone(spec, weights, seed)
         model = TransferNet(backbone, build_head(spec, backbone.dim, seed))

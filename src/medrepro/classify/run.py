@@ -81,8 +81,8 @@ def train_config(spec: dict, targets, **over) -> TrainConfig:
     kw = dict(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
               weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
               class_weights=w, sampling=t["sampling"], seed=t["seed"], device=t["device"],
-              num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t.get("allow_cpu", False),
-              deterministic=t.get("deterministic", "auto"), channels_last=t.get("channels_last", True))
+              num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t["allow_cpu"],
+              deterministic=t["deterministic"], channels_last=t["channels_last"])
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -126,7 +126,7 @@ def predict_splits(model, table: pd.DataFrame, spec: dict, make_ds: Callable[[pd
         if len(part):
             proba = predict_proba(model, make_ds(part), accel=accel)
             frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s,
-                                           spec.get("threshold", 0.5), penalty))
+                                           spec["threshold"], penalty))
     return pd.concat(frames, ignore_index=True)
 
 

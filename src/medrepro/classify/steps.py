@@ -89,7 +89,7 @@ def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: d
                               split_csv or None)
     delong = {}
     if len(names) == 2:
-        d = delong_ci(test["target"].astype(int), test[f"prob_{names[1]}"], bootstrap.get("confidence", 0.95))
+        d = delong_ci(test["target"].astype(int), test[f"prob_{names[1]}"], bootstrap["confidence"])
         if d["auc"] is not None:
             delong["test.auc"] = {k: float(v) for k, v in d.items()}
     return ci, delong

@@ -139,7 +139,7 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
     t, d = experiment["train"], experiment["detect"]
     size = int(experiment["model"]["input_size"][0])
     accel = from_train(t, channels_last=False)
-    seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), accel, roi_align=True))
+    seed_everything(t["seed"], deterministic_setting(t["deterministic"], accel, roi_align=True))
     coco = {k: json.loads((Path(annotations_dir) / f"{k}.json").read_text()) for k in ("train", "val")}
     ds = DetectionSet(coco["train"], size, d["equalization"], experiment.get("augment"), t["seed"],
                       d.get("train_classes"))

@@ -179,7 +179,7 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
     t, d = cfg["train"], cfg["detect"]
     size = int(cfg["model"]["input_size"][0])
     accel = accel or from_train(t, channels_last=False)
-    seed_everything(t["seed"], deterministic_setting(t.get("deterministic", "auto"), accel, roi_align=True))
+    seed_everything(t["seed"], deterministic_setting(t["deterministic"], accel, roi_align=True))
     device = accel.device
     print(log_line(accel), file=sys.stderr, flush=True)
     model = build_maskrcnn(cfg["model"]).to(device)

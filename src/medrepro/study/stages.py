@@ -132,7 +132,7 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     write_csv(out / "history.csv", pd.concat(hists, ignore_index=True))
     write_csv(out / "predictions.csv", preds[k])
     write_csv(out / "run_predictions.csv", pd.concat(run_preds, ignore_index=True))
-    run.save(out / "model.pt", models[k][0], models[k][1], feats.get("weights"), feats.get("seed", 0),
+    run.save(out / "model.pt", models[k][0], models[k][1], feats["weights"], feats["seed"],
              int(feats["features"].shape[1]))
     write_json(out / "selection.json", _selection(runs, study, ["backbone", "batch_size", "lr"]))
     return runs
@@ -194,7 +194,7 @@ def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backb
     model = TransferNet(backbone, head)
     before = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ft = study["fine_tune"]
-    count = ft.get("count_layers", "keras")
+    count = ft["count_layers"]
     unfrozen = backbone.unfreeze_last(ft["unfreeze_fraction"], count)
     if count == "keras":
         from ..keras_layers import load
