@@ -127,7 +127,8 @@ def test_runtime_is_recorded():
     if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
         assert info["cpu"] in cpuinfo.read_text()
     rows = summary_rows(GPU_LIKE)
-    assert {r["layer"] for r in rows} >= {"runtime: device", "runtime: torch", "runtime: cuda", "runtime: amp"}
+    assert {r["layer"] for r in rows} >= {"runtime: device", "runtime: torch", "runtime: cuda", "runtime: amp",
+                                          "runtime: cpu_capability"}
     assert "device=cpu" in accel_mod.log_line(GPU_LIKE)
 
 

@@ -58,6 +58,7 @@ def test_record_takes_the_training_runtime_from_the_model_summary(tmp_path):
     trained = provenance.runtime_from_summary(tmp_path / "s.csv")
     assert trained["device"] == "cpu" and trained["amp"] == "True" and trained["gpu"] is None
     assert trained["threads"] == str(torch.get_num_threads())
+    assert trained["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and trained["cpu"]
     rec = provenance.record({"a": 1}, trained)
     json.dumps(rec)  # JSON as it is
     assert rec["trained_on"] == trained and rec["config_sha256"] == provenance.config_sha256({"a": 1})

@@ -117,6 +117,11 @@ def test_cnn_kermany_and_the_report(tiny_run):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     m = json.loads((results / "experiments" / "cnn_kermany" / "metrics.json").read_text())
     assert m["provenance"]["commit"] == head and m["provenance"]["trained_on"]["device"] == "cpu"
+    import torch
+
+    capability = m["provenance"]["trained_on"]["cpu_capability"]  # the CPU kernels' instruction set
+    assert capability == torch.backends.cpu.get_cpu_capability()
+    assert f"| cpu {capability} " in (results / "report.md").read_text()
     assert json.loads((paper / "provenance.json").read_text())["experiments"]["cnn_kermany"] == m["provenance"]
     assert f"medrepro commit {head[:12]}" in (paper / "tables" / "classification_report.md").read_text()
     assert "## Provenance" in report and head[:12] in report

@@ -133,8 +133,9 @@ def from_train(train: dict, channels_last: bool | None = None) -> Accel:
 
 def summary_rows(accel: Accel, column: str = "output_shape") -> list[dict]:
     """Rows for a model summary table (``layer``, ``column``, ``params``, ``trainable``) saying what trained it."""
+    keep = ("device", "gpu", "cpu", "cpu_capability", "torch", "cuda", "cudnn", "amp", "threads")
     return [{"layer": f"runtime: {k}", column: str(v), "params": None, "trainable": None}
-            for k, v in describe(accel).items() if k in ("device", "gpu", "torch", "cuda", "cudnn", "amp", "threads")]
+            for k, v in describe(accel).items() if k in keep]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

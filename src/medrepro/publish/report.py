@@ -111,8 +111,8 @@ def provenance_section(paper_dirs: dict) -> list[str]:
             rows.append({"paper": name, "result": exp, "commit": (p.get("commit") or "-")[:12],
                          "uncommitted changes": {True: "yes", False: "no"}.get(p.get("dirty"), "-"),
                          "config": p.get("config_sha256") or "-", "torch": (p.get("versions") or {}).get("torch", "-"),
-                         "trained on": " ".join(x for x in (trained.get("device"), trained.get("gpu")) if x
-                                                and x != "None") or "-",
+                         "trained on": " ".join(x for x in (trained.get("device"), trained.get("gpu"),
+                                                            trained.get("cpu_capability")) if x and x != "None") or "-",
                          "threads": trained.get("threads") or p.get("threads") or "-"})
     now = record()
     head = ["## Provenance", "", f"Report written at commit {(now['commit'] or 'none (no git checkout)')[:12]}"
