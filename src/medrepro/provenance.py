@@ -10,9 +10,12 @@ the report, so a number can be traced to the code, settings and machine that pro
 - ``config_sha256``: a digest of the config section the step was given (the experiment, study or
   paper), canonical JSON, so unrelated config edits leave it alone;
 - ``versions`` of the packages that shape the numbers; ``device``, ``gpu``, ``threads`` of the step
-  (and ``trained_on``: the training step's, read from the model summary, where there is one).
+  (and ``trained_on``: the training step's, read from the model summary, where there is one,
+  with its ``cpu`` and ``cpu_capability``, the instruction set torch chose its CPU kernels for).
 
-No time stamp: on one machine, a rerun of the same commit and config writes the same bytes.
+No time stamp: on one machine, a rerun of the same commit and config writes the same bytes; on a
+CPU of another capability (AVX2 against AVX512, say) the floats differ in their last bits, and a
+trained model can end a few predictions apart.
 """
 from __future__ import annotations
 
