@@ -8,6 +8,8 @@ import re
 import pytest
 import yaml
 
+from medrepro.config import _resolve
+
 from .conftest import REPO
 
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -15,12 +17,8 @@ README = (REPO / "config" / "README.md").read_text()
 
 
 def resolve(node: dict) -> dict:
-    while isinstance(node, dict) and "$ref" in node:
-        target = SCHEMA
-        for part in node["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
+    """``node`` with its ``$ref`` followed, as the config loader follows it."""
+    return _resolve(node, SCHEMA)
 
 
 def section_root(title: str) -> dict | None:
