@@ -135,6 +135,22 @@ def dataset_gpus(dataset):
     )
 
 
+def features_device(dataset):
+    """The device keys of a train block for the features rule (which serves every run of the
+    dataset): the GPU of ``dataset_gpus``, full precision, channels-last unless every run of the
+    dataset turns it off."""
+    runs = list(config["experiments"].values()) + list(STUDIES.values())
+    return {
+        "device": "auto",
+        "gpus": dataset_gpus(dataset),
+        "amp": False,
+        "allow_cpu": config["allow_cpu"],
+        "channels_last": any(
+            r["train"]["channels_last"] for r in runs if r["dataset"] == dataset
+        ),
+    }
+
+
 def study_dir(study):
     return f"{RESULTS}/studies/{study}"
 

@@ -20,10 +20,7 @@ rule features:
     params:
         model=lambda wc: canonical(FEATURE_SPECS[(wc.dataset, wc.key)]),
         seed=config["backbone_seed"],
-        train=lambda wc: {
-            "gpus": dataset_gpus(wc.dataset),
-            "allow_cpu": config["allow_cpu"],
-        },
+        train=lambda wc: features_device(wc.dataset),
     script:
         "../scripts/features.py"
 

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, train: dict,
                      batch_size: int = 64) -> None:
     """Pooled backbone features of every image of a dataset, for all experiments that share
-    the backbone, its weights and the input size; ``train`` (a validated ``train`` block) says
-    which device computes them."""
+    the backbone, its weights and the input size; ``train`` holds the device keys of a validated
+    ``train`` block (``device``, ``gpus``, ``amp``, ``allow_cpu``, ``channels_last``; the rule
+    passes ``features_device``'s)."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
