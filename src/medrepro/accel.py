@@ -71,7 +71,7 @@ def cuda_diagnosis() -> str:
 def resolve(device: str = "auto", gpus: int = 0, amp: bool = True, allow_cpu: bool = False,
             channels_last: bool = True) -> Accel:
     """The accelerator of a step.  ``gpus``: how many GPUs its rule asked for.  ``channels_last``
-    holds on the CPU too: oneDNN's convolutions run 1.1-1.7x faster on it (bench/README.md)."""
+    holds on the CPU too: oneDNN's convolutions run up to 1.7x faster on it (bench/README.md)."""
     has_cuda = torch.cuda.is_available()
     if device == "auto":
         dev = torch.device("cuda" if has_cuda else "cpu")
