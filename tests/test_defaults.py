@@ -10,17 +10,21 @@ from .conftest import REPO, demo_config
 from .test_config_docs import SCHEMA, resolve
 
 PACKAGE = REPO / "src" / "medrepro"
-# the modules that read validated run settings (experiments, studies, their train blocks, bootstrap)
+# the modules that read validated settings (experiments, studies, their train blocks, bootstrap, papers)
 SCANNED = [*sorted((PACKAGE / "classify").glob("*.py")), *sorted((PACKAGE / "study").glob("*.py")),
-           *sorted((PACKAGE / "detect").glob("*.py")), PACKAGE / "accel.py", PACKAGE / "uncertainty.py"]
+           *sorted((PACKAGE / "detect").glob("*.py")), *sorted((PACKAGE / "publish").glob("*.py")),
+           PACKAGE / "accel.py", PACKAGE / "uncertainty.py", PACKAGE / "prepare.py"]
 CONFIG_FUNCTIONS = {"frozen_transfer", "uses_feature_cache", "feature_key", "study_run_spec", "study_features"}
 # Keras' layer defaults (kernel stride, pool size, BatchNorm momentum and epsilon): the schema
-# documents them and fills none, as Keras' own layers hold them
-EXEMPT_FUNCTIONS = {("classify/models.py", "build_sequential")}
+# documents them and fills none, as Keras' own layers hold them; and the options of two output
+# kinds (a sample grid's and the augmentation examples' n, size and seed), which have no
+# schema default either (their names are keys the schema fills elsewhere)
+EXEMPT_FUNCTIONS = {("classify/models.py", "build_sequential"), ("publish/outputs.py", "_sample_grid"),
+                    ("publish/study.py", "_augmentation_examples")}
 
 
 def schema_defaults() -> set[str]:
-    """Names of the keys the schema fills in a run's settings."""
+    """Names of the keys the schema fills in a run's settings and a paper's block."""
     names: set[str] = set()
 
     def walk(node, depth=0):
@@ -36,7 +40,7 @@ def schema_defaults() -> set[str]:
             if isinstance(node.get(k), dict):
                 walk(node[k], depth + 1)
 
-    for part in ("experiments", "studies", "bootstrap"):
+    for part in ("experiments", "studies", "bootstrap", "papers"):
         walk(SCHEMA["properties"][part])
     return names
 
@@ -69,7 +73,8 @@ def code_defaults(path, functions: set[str] | None = None, source: str | None = 
 def test_run_settings_have_no_default_in_code():
     keys = schema_defaults()
     assert {"channels", "pool", "freeze", "normalize", "init", "arch", "threshold", "deterministic",
-            "channels_last", "allow_cpu", "count_layers", "confidence", "feature_cache"} <= keys
+            "channels_last", "allow_cpu", "count_layers", "confidence", "feature_cache", "outputs",
+            "compare", "compare_tables", "not_compared", "class_labels"} <= keys
     found = [c for p in SCANNED for c in code_defaults(p)] + code_defaults(PACKAGE / "config.py", CONFIG_FUNCTIONS)
     doubled = [f"{where} line {line}: .get({key!r}, {default}) (the schema fills {key!r})"
                for where, line, key, default in found if key in keys]
@@ -98,3 +103,6 @@ def test_validated_specs_hold_every_key_the_code_reads():
             assert {"channels", "normalize", "pool", "init"} <= set(s["model"])
             assert "count_layers" in s["fine_tune"]
         assert {"seed", "confidence", "n_resamples"} <= set(cfg["bootstrap"])
+        for p in cfg["papers"].values():
+            assert {"outputs", "compare", "compare_tables", "not_compared", "class_labels"} <= set(p)
+        assert all(e["subset"] is None or "seed" in e["subset"] for e in cfg["experiments"].values())

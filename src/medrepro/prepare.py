@@ -107,7 +107,7 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
         table = table.assign(source_split=table["source_split"].replace(s["merge"]))
     subset = experiment.get("subset")
     if subset:
-        table = draw_subset(table, subset["per_class"], subset.get("seed", 0))
+        table = draw_subset(table, subset["per_class"], subset["seed"])
     s = experiment["split"]
     out, audit = make_split(table, fractions=s["fractions"], seed=s["seed"], keep_source=s["keep_source"],
                             group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"],

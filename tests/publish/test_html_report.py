@@ -13,11 +13,11 @@ from PIL import Image
 from medrepro.publish.html import captions, write_site
 from medrepro.tables import write_table
 
-from ..conftest import REPO, browser_check
+from ..conftest import REPO, browser_check, demo_config
 
 
 def test_every_output_has_a_caption_naming_what_it_reproduces():
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg = demo_config()
     for paper, pc in cfg["papers"].items():
         published = yaml.safe_load((REPO / pc["published"]).read_text())
         caps = captions(pc, published)

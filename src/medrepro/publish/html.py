@@ -79,7 +79,7 @@ def _paper_key(name: str, covers: list, published: dict) -> tuple[str | None, st
 def captions(paper_cfg: dict, published: dict) -> dict[str, str]:
     """``{output name: caption}`` for a paper's configured outputs and its fixed tables."""
     out = {}
-    for o in paper_cfg.get("outputs", []):
+    for o in paper_cfg["outputs"]:
         exps = o.get("experiments") or [o.get("experiment", paper_cfg["experiments"][0])]
         what = WHAT.get(o["kind"], o["kind"].replace("_", " "))
         key, desc = _paper_key(o["name"], o.get("covers", []), published)

@@ -34,11 +34,11 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     prov = record(paper_cfg)
     line = short(prov)
     published = yaml.safe_load(Path(paper_cfg["published"]).read_text())
-    labels = paper_cfg.get("class_labels", {})
+    labels = paper_cfg["class_labels"]
     default_exp = paper_cfg["experiments"][0]
     written: list[Path] = []
     with atomic_dir(out_dir) as tmp:
-        for o in paper_cfg.get("outputs", []):
+        for o in paper_cfg["outputs"]:
             exp = o.get("experiment", default_exp)
             for e in [exp] + list(o.get("experiments") or []):
                 if e not in inputs:
@@ -48,12 +48,12 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
                 raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
                                  f"paper's experiments {list(inputs)}")
             ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp,
-                          layouts={x["name"]: x["layout"] for x in paper_cfg.get("outputs", []) if x.get("layout")})
+                          layouts={x["name"]: x["layout"] for x in paper_cfg["outputs"] if x.get("layout")})
             written += OUTPUTS[o["kind"]](ctx, o)
         comps, results = [], {}
         metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in paper_cfg["experiments"]}
-        compare = [{**c, "experiment": c.get("experiment", default_exp)} for c in paper_cfg.get("compare", [])]
-        extra, skipped = expand_table_comparisons(paper_cfg.get("compare_tables", []), published, metrics_all,
+        compare = [{**c, "experiment": c.get("experiment", default_exp)} for c in paper_cfg["compare"]]
+        extra, skipped = expand_table_comparisons(paper_cfg["compare_tables"], published, metrics_all,
                                                   where=f"papers.{paper}.compare_tables")
         seen = {c["published"] for c in compare}
         for r in extra:   # a value an explicit row already compares is not compared twice
@@ -69,7 +69,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
-        cov = coverage_table(published, compare, paper_cfg.get("not_compared", [])
+        cov = coverage_table(published, compare, paper_cfg["not_compared"]
                              + [{"published": p, "reason": r, "detail": d} for p, r, d in skipped])
         n_done = int((cov["status"] == "compared").sum())
         written += ctx.table(cov, "published_values",
