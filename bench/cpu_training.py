@@ -38,9 +38,9 @@ def timed(step, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def frozen(backbone: str, size: list) -> dict:
-    """A frozen backbone's model spec at ``size``, as tk_* experiments give it (global average pooling)."""
-    return {"backbone": backbone, "input_size": size, "freeze": True, "normalize": "weights", "pool": "avg"}
+def frozen(cfg: dict, backbone: str, size: list) -> dict:
+    """A frozen backbone's model block at ``size``, as tk_* experiments give it (global average pooling)."""
+    return {**cfg["experiments"]["tk_resnet50"]["model"], "backbone": backbone, "input_size": size}
 
 
 def layout_cases(cfg: dict, batch: int, tiny: bool):
@@ -59,10 +59,10 @@ def layout_cases(cfg: dict, batch: int, tiny: bool):
                  ("vgg16", tm["backbones"]["vgg16"]["input_size"])]
     for b, s in backbones:
         s = [max(75, size(s)[0])] * 2 if b == "inception_v3" else size(s)
-        bb = build_backbone(frozen(b, s)).eval()
+        bb = build_backbone(frozen(cfg, b, s)).eval()
         yield f"{b} forward ({s[0]} px)", bb, torch.rand(batch, 3, *s), False
     s = size(tm["backbones"]["vgg16"]["input_size"])
-    bb = build_backbone(frozen("vgg16", s))
+    bb = build_backbone(frozen(cfg, "vgg16", s))
     bb.unfreeze_last(0.5, "keras")
     bb.frozen = False
     yield f"vgg16 fine-tuning step ({s[0]} px, second half)", bb, torch.rand(batch, 3, *s), True

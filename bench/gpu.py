@@ -43,6 +43,7 @@ from medrepro.classify.training import TrainConfig, fit
 from medrepro.config import load_config
 from medrepro.detect.dataset import DetectionSet, collate
 from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_detector, train_step
+from medrepro.specs import run_spec
 
 REPO = Path(__file__).resolve().parents[1]
 # (amp, channels_last, deterministic): the four GPU switches at the project's default (deterministic
@@ -158,14 +159,14 @@ def detector_train_run(exp: dict, coco: dict, iters: int, acc) -> float:
     e = copy.deepcopy(exp)
     e["train"].update(epochs=2, steps_per_epoch=iters, warmup_iterations=0)
     empty = {"images": [], "annotations": [], "categories": coco["categories"]}
-    _, hist, _ = train_detector(coco, empty, e, None, None, accel=acc)
+    _, hist, _ = train_detector(coco, empty, run_spec(e), None, None, accel=acc)
     return iters * e["train"]["batch_size"] / float(hist["seconds"].iloc[-1])
 
 
 def detector_step_run(exp: dict, coco: dict, iters: int, acc) -> float:
     """Images/s of the bare training step (forward, backward, SGD) on batches already on the device."""
     torch.manual_seed(0)
-    model = acc.model(build_maskrcnn(exp["model"])).train()
+    model = acc.model(build_maskrcnn(run_spec(exp).model)).train()
     size, bs = int(exp["model"]["input_size"][0]), exp["train"]["batch_size"]
     ds = DetectionSet(coco, size, exp["detect"]["equalization"])
     imgs, tgts = collate([ds[k % len(ds)] for k in range(bs)])
@@ -180,11 +181,12 @@ def detector_step_run(exp: dict, coco: dict, iters: int, acc) -> float:
 
 def detector_predict_run(exp: dict, coco: dict, acc) -> float:
     torch.manual_seed(0)
-    model = build_maskrcnn(exp["model"]).eval()
-    predict_coco(model, {**coco, "images": coco["images"][:2]}, exp, accel=acc)  # warm-up
+    spec = run_spec(exp)
+    model = build_maskrcnn(spec.model).eval()
+    predict_coco(model, {**coco, "images": coco["images"][:2]}, spec, accel=acc)  # warm-up
     sync(acc.device)
     t0 = time.perf_counter()
-    predict_coco(model, coco, exp, accel=acc)
+    predict_coco(model, coco, spec, accel=acc)
     sync(acc.device)
     return len(coco["images"]) / (time.perf_counter() - t0)
 

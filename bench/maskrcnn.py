@@ -51,11 +51,13 @@ def torchvision_run(exp, ann, iters, warmup) -> dict:
     from medrepro.accel import from_train
     from medrepro.detect.dataset import DetectionSet, collate
     from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_step
+    from medrepro.specs import run_spec
 
+    spec = run_spec(exp)
     t = exp["train"]
     torch.manual_seed(0)
-    acc = from_train(t)
-    model = build_maskrcnn(exp["model"]).to(acc.device).train()
+    acc = from_train(spec.train)
+    model = build_maskrcnn(spec.model).to(acc.device).train()
     ds = DetectionSet(_coco(ann, "train"), int(exp["model"]["input_size"][0]), exp["detect"]["equalization"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
@@ -69,9 +71,9 @@ def torchvision_run(exp, ann, iters, warmup) -> dict:
         train_step(model, opt, scaler, acc, imgs, tgts, t["clip_grad_norm"], params)
     it_s = iters / (time.perf_counter() - t0)
     test = _coco(ann, "test")
-    predict_coco(model, test, exp, accel=acc)  # warm-up
+    predict_coco(model, test, spec, accel=acc)  # warm-up
     t0 = time.perf_counter()
-    predict_coco(model, test, exp, accel=acc)
+    predict_coco(model, test, spec, accel=acc)
     return {"it_s": it_s, "infer_images_s": len(test["images"]) / (time.perf_counter() - t0)}
 
 
@@ -82,10 +84,12 @@ def detectron2_run(exp, ann, iters, warmup) -> dict:
     from detectron2.utils.events import EventStorage
 
     from medrepro.detect.dataset import DetectionSet
+    from medrepro.specs import run_spec
 
+    spec = run_spec(exp)
     t = exp["train"]
     torch.manual_seed(0)
-    cfg = detectron2_backend.config(exp)
+    cfg = detectron2_backend.config(spec)
     model = build_model(cfg).train()
     ds = DetectionSet(_coco(ann, "train"), int(exp["model"]["input_size"][0]), exp["detect"]["equalization"])
     opt = build_optimizer(cfg, model)
@@ -104,9 +108,9 @@ def detectron2_run(exp, ann, iters, warmup) -> dict:
             storage.iter = k + 1
     it_s = iters / (time.perf_counter() - t0)
     test = _coco(ann, "test")
-    detectron2_backend.predict_with(model, test, exp)  # warm-up
+    detectron2_backend.predict_with(model, test, spec)  # warm-up
     t0 = time.perf_counter()
-    detectron2_backend.predict_with(model, test, exp)
+    detectron2_backend.predict_with(model, test, spec)
     return {"it_s": it_s, "infer_images_s": len(test["images"]) / (time.perf_counter() - t0)}
 
 
@@ -152,7 +156,7 @@ def main():
         conv, _ = convert_manifest(datasets.rsna.ingest(tmp / "raw").manifest, tmp / "png", 1, 512, a.threads)
         conv.to_csv(tmp / "conv.csv", index=False)
         prepare.split(tmp / "conv.csv", exp, tmp / "split.csv", tmp / "audit.json")
-        detect_steps.annotate(tmp / "split.csv", exp, tmp / "ann")
+        detect_steps.annotate(tmp / "split.csv", exp["detect"]["mask_shape"], tmp / "ann")
         (tmp / "exp.json").write_text(json.dumps(exp))
         for _ in range(a.repeats):
             for k in backends:

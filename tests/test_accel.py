@@ -2,6 +2,7 @@
 pinned memory and non-blocking copies; and a GPU job that finds no GPU stops."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from torch.utils.data import TensorDataset
 from medrepro import accel as accel_mod
 from medrepro.accel import Accel, DeviceError, describe, deterministic_setting, from_train, resolve, summary_rows
 from medrepro.classify.training import TrainConfig, fit, predict_proba
+from medrepro.specs import run_spec
 
 from .conftest import demo_config
 from .detect.test_maskrcnn import _coco, _experiment, rsna  # noqa: F401  (rsna: a fixture of real synthetic RSNA files)
@@ -101,10 +103,10 @@ def test_a_gpu_job_without_a_gpu_stops_with_the_reason(monkeypatch):
         resolve("cuda")
     assert resolve("auto", gpus=1, allow_cpu=True).device.type == "cpu"
     # on the CPU: no AMP, pinned memory or asynchronous copies; channels-last as the setting says
-    train = demo_config()["experiments"]["cnn_kermany"]["train"]
-    assert train["device"] == "auto" and train["amp"] and train["channels_last"]
+    train = run_spec(demo_config()["experiments"]["cnn_kermany"]).train
+    assert train.device == "auto" and train.amp and train.channels_last
     assert from_train(train) == Accel(torch.device("cpu"), channels_last=True)
-    assert not from_train({**train, "channels_last": False}).channels_last
+    assert not from_train(dataclasses.replace(train, channels_last=False)).channels_last
     assert not from_train(train, channels_last=False).channels_last
     with pytest.raises(DeviceError):
         fit(_head(), _features(), _features(), TrainConfig(epochs=1, gpus=1), progress=False)
@@ -168,7 +170,7 @@ def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):  # noq
     checkpointed and a resumed run ends with the uninterrupted run's history."""
     from medrepro.detect.torchvision_backend import train_detector
 
-    e = _experiment()
+    e = run_spec(_experiment())
     tr, va = _coco(rsna, "train"), _coco(rsna, "val")
     ck = tmp_path / "ck.pt"
     train_detector(tr, va, e, None, None, checkpoint=ck, stop_after=1, accel=GPU_LIKE)

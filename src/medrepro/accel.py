@@ -20,9 +20,13 @@ import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .specs import DeviceSpec, TrainSpec
 
 
 class DeviceError(RuntimeError):
@@ -123,12 +127,12 @@ def log_line(accel: Accel) -> str:
     return "runtime: " + ", ".join(f"{k}={v}" for k, v in info.items())
 
 
-def from_train(train: dict, channels_last: bool | None = None) -> Accel:
-    """The accelerator of an experiment's or study's ``train`` block; ``channels_last=False`` for a
-    model that does not use the memory format (the detectors: their logs then do not claim it)."""
+def from_train(train: TrainSpec | DeviceSpec, channels_last: bool | None = None) -> Accel:
+    """The accelerator of a run's ``train`` block (or of a device block); ``channels_last=False``
+    for a model that does not use the memory format (the detectors: their logs then do not claim it)."""
     if channels_last is None:
-        channels_last = bool(train["channels_last"])
-    return resolve(train["device"], int(train["gpus"]), bool(train["amp"]), bool(train["allow_cpu"]), channels_last)
+        channels_last = train.channels_last
+    return resolve(train.device, train.gpus, train.amp, train.allow_cpu, channels_last)
 
 
 def summary_rows(accel: Accel, column: str = "output_shape") -> list[dict]:

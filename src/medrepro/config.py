@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Mapping
 
 import jsonschema
 import yaml
 
 from .backbones import resolve_normalize
+from .specs import ModelSpec, model_spec
 
 
 class ConfigError(ValueError):
@@ -302,10 +304,10 @@ def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
     return validate_config(cfg, schema_path, source=" + ".join(map(str, paths)))
 
 
-def frozen_transfer(model: dict) -> bool:
-    """Whether a ``model`` spec is a transfer model whose backbone does not train (only its head
-    does): the one place that decides it."""
-    return model["arch"] == "transfer" and bool(model["freeze"])
+def frozen_transfer(model: Mapping | ModelSpec) -> bool:
+    """Whether a validated ``model`` block (or its :class:`~medrepro.specs.ModelSpec`) is a transfer
+    model whose backbone does not train (:attr:`ModelSpec.frozen_transfer` decides)."""
+    return model_spec(model).frozen_transfer
 
 
 def uses_feature_cache(experiment: dict) -> bool:

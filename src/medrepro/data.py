@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .specs import augment_steps
+
 
 class AugmentationError(ValueError):
     pass
@@ -55,21 +57,21 @@ def keras_params(params: dict, where: str) -> dict:
     return params
 
 
-def build_augmentation(items: list[dict] | None, seed: int) -> A.Compose | None:
-    """An :class:`albumentations.Compose` from the config list, or None when empty."""
+def build_augmentation(items, seed: int) -> A.Compose | None:
+    """An :class:`albumentations.Compose` from the config's ``augment`` list (``{name, params}``
+    mappings or :class:`~medrepro.specs.AugmentStep`), or None when empty."""
     if not items:
         return None
     transforms = []
-    for i, item in enumerate(items):
-        name = item.get("name")
-        cls = getattr(A, str(name), None)
+    for i, item in enumerate(augment_steps(items)):
+        cls = getattr(A, str(item.name), None)
         if cls is None or not isinstance(cls, type):
-            raise AugmentationError(f"augment[{i}]: {name!r} is not an albumentations transform")
-        params = keras_params(item.get("params") or {}, f"augment[{i}] ({name})")
+            raise AugmentationError(f"augment[{i}]: {item.name!r} is not an albumentations transform")
+        params = keras_params(dict(item.params), f"augment[{i}] ({item.name})")
         try:
             transforms.append(cls(**params))
         except Exception as exc:
-            raise AugmentationError(f"augment[{i}] ({name}): invalid params {item.get('params')}: {exc}") from exc
+            raise AugmentationError(f"augment[{i}] ({item.name}): invalid params {dict(item.params)}: {exc}") from exc
     return A.Compose(transforms, seed=seed)
 
 

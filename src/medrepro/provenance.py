@@ -19,6 +19,7 @@ trained model can end a few predictions apart.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,7 +59,12 @@ def git_state(start: str | None = None) -> dict:
 
 
 def config_sha256(section) -> str:
-    """A digest of a config section: canonical JSON (sorted keys), first 16 hex digits of SHA-256."""
+    """A digest of a config section (or of a spec: :func:`medrepro.specs.as_plain`): canonical
+    JSON (sorted keys), first 16 hex digits of SHA-256."""
+    if dataclasses.is_dataclass(section):
+        from .specs import as_plain
+
+        section = as_plain(section)
     return hashlib.sha256(json.dumps(section, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

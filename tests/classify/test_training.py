@@ -54,6 +54,7 @@ def _toy_data(n=96, seed=0):
 
 def _toy_model():
     spec = {"arch": "sequential", "init": "glorot_uniform", "input_size": [16, 16], "channels": 1, "output": "sigmoid",
+            "freeze": True, "pool": "avg", "normalize": "weights",  # the schema's defaults (transfer models' keys)
             "layers": [{"type": "conv", "filters": 4, "kernel": 3, "activation": "relu"},
                        {"type": "maxpool", "size": 2}, {"type": "flatten"},
                        {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": 0.3},

@@ -18,6 +18,7 @@ from medrepro.detect import detectron2_backend
 from medrepro.detect import steps as detect_steps
 from medrepro.detect.dataset import DetectionSet
 from medrepro.detect.torchvision_backend import load_detector, train_detector
+from medrepro.specs import ModelSpec, from_plain, run_spec
 
 from ..conftest import REPO
 
@@ -42,7 +43,7 @@ def rsna(tmp_path_factory):
     conv.to_csv(root / "conv.csv", index=False)
     e = _experiment()
     prepare.split(root / "conv.csv", e, root / "split.csv", root / "audit.json")
-    detect_steps.annotate(root / "split.csv", e, root / "ann")
+    detect_steps.annotate(root / "split.csv", e["detect"]["mask_shape"], root / "ann")
     return root
 
 
@@ -70,6 +71,7 @@ def test_training_images_and_targets_line_up(rsna):
 def test_resumed_training_equals_uninterrupted(rsna, tmp_path):
     e = _experiment()
     tr, va = _coco(rsna, "train"), _coco(rsna, "val")
+    e = run_spec(e)
     full, hist_full, _ = train_detector(tr, va, e, None, None)
     ck = tmp_path / "ck.pt"
     train_detector(tr, va, e, None, None, checkpoint=ck, stop_after=1)
@@ -177,7 +179,7 @@ def test_max_f1_val_without_validation_opacities_is_an_error(rsna, tmp_path):
 
 def test_saved_model_reloads(rsna, tmp_path):
     e = _experiment()
-    model, _, _ = train_detector(_coco(rsna, "train"), _coco(rsna, "val"), e, tmp_path / "m.pt", None)
+    model, _, _ = train_detector(_coco(rsna, "train"), _coco(rsna, "val"), run_spec(e), tmp_path / "m.pt", None)
     again = load_detector(tmp_path / "m.pt")
     x = [torch.rand(3, 64, 64)]
     model.eval()
@@ -213,7 +215,8 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
     from medrepro.detect.torchvision_backend import build_maskrcnn, load_weights
 
     cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"], REPO / "config" / "schema.yaml")
-    ours = build_maskrcnn(cfg["experiments"]["mr_exp1"]["model"]).state_dict()
+    spec = run_spec(cfg["experiments"]["mr_exp1"]).model
+    ours = build_maskrcnn(spec).state_dict()
     ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
     # without weights torchvision builds trainable BatchNorm; with COCO weights (and here) it is frozen
     theirs = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -221,7 +224,7 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
     differ = {k for k in ours if ours[k].shape != theirs[k].shape}
     assert differ and all("predictor" in k for k in differ)  # 2 classes here, 91 in COCO
     torch.save(theirs, tmp_path / "coco.pth")
-    model = build_maskrcnn(cfg["experiments"]["mr_exp1"]["model"])
+    model = build_maskrcnn(spec)
     note = load_weights(model, tmp_path / "coco.pth")
     assert f"({len(ours) - len(differ)} of {len(ours)} tensors)" in note
     assert torch.equal(model.state_dict()["backbone.body.layer4.2.conv3.weight"],
@@ -239,7 +242,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     m = copy.deepcopy(cfg["experiments"]["mr_exp1"]["model"])
     m["input_size"] = [64, 64]
     m["detector"].update(fpn_channels=32, box_head_size=64)
-    model = build_maskrcnn(m)
+    model = build_maskrcnn(from_plain(ModelSpec, m))
     feats = model.backbone(torch.zeros(1, 3, 64, 64))
     assert {v.shape[1] for v in feats.values()} == {32} and len(feats) == 5
     assert model.rpn.head.conv[0][0].in_channels == 32
@@ -251,7 +254,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
                                                      "labels": torch.tensor([1]), "masks": masks}])
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
-    wide = build_maskrcnn(m | {"detector": {**m["detector"], "fpn_channels": 256}})
+    wide = build_maskrcnn(from_plain(ModelSpec, m | {"detector": {**m["detector"], "fpn_channels": 256}}))
     assert wide.backbone.out_channels == 256 and type(wide.backbone.fpn) is type(model.backbone.fpn)
 
 def test_detectron2_backend_clips_the_whole_models_gradient_norm_as_the_torchvision_backend():

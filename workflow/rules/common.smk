@@ -92,13 +92,6 @@ def study_stage_params(name, stage):
     return canonical({k: study[k] for k in STUDY_STAGE_KEYS[stage] if k in study})
 
 
-def annotate_params(name):
-    """What the annotations depend on: the mask shape."""
-    return canonical(
-        {"detect": {"mask_shape": config["experiments"][name]["detect"]["mask_shape"]}}
-    )
-
-
 def split_params(exp):
     """What a split depends on (so that changing, say, the epochs does not redo the split)."""
     return canonical({k: exp.get(k) for k in ("classes", "subset", "split")})

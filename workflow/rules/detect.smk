@@ -21,7 +21,9 @@ rule annotate:
     conda:
         ENV
     params:
-        experiment=lambda wc: annotate_params(wc.experiment),
+        mask_shape=lambda wc: config["experiments"][wc.experiment]["detect"][
+            "mask_shape"
+        ],
         out_dir=lambda wc: f"{RESULTS}/experiments/{wc.experiment}/annotations",
     script:
         "../scripts/annotate.py"

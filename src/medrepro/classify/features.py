@@ -9,17 +9,20 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..io import atomic_path, read_csv
+from ..specs import DeviceSpec, ModelSpec, device_spec, model_spec
 
 if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
 
 
-def extract_features(converted_manifest, model_spec: dict, weights: str | None, seed: int, out, train: dict,
-                     batch_size: int = 64) -> None:
+def extract_features(converted_manifest, model: dict | ModelSpec, weights: str | None, seed: int, out,
+                     train: dict | DeviceSpec, batch_size: int = 64) -> None:
     """Pooled backbone features of every image of a dataset, for all experiments that share
     the backbone, its weights and the input size; ``train`` holds the device keys of a validated
     ``train`` block (``device``, ``gpus``, ``amp``, ``allow_cpu``, ``channels_last``; the rule
     passes ``features_device``'s)."""
+    import dataclasses
+
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -28,10 +31,11 @@ def extract_features(converted_manifest, model_spec: dict, weights: str | None, 
     from ..data import ImageTable
     from .models import build_backbone
 
+    m = model_spec(model)
     df = read_csv(converted_manifest).assign(target=0)
-    backbone = build_backbone(model_spec, weights, seed)
-    ds = ImageTable(df, tuple(model_spec["input_size"]), int(model_spec["channels"]))
-    accel = from_train({**train, "amp": False})  # features are cached in full precision
+    backbone = build_backbone(m, weights, seed)
+    ds = ImageTable(df, m.input_size, m.channels)
+    accel = from_train(dataclasses.replace(device_spec(train), amp=False))  # features are cached in full precision
     print(log_line(accel), file=sys.stderr, flush=True)
     backbone = accel.model(backbone).eval()
     feats = []
@@ -41,7 +45,7 @@ def extract_features(converted_manifest, model_spec: dict, weights: str | None, 
             feats.append(backbone(accel.batch(x)).float().cpu())
     with atomic_path(out) as tmp:
         torch.save({"image_id": df["image_id"].tolist(), "features": torch.cat(feats),
-                    "backbone": model_spec["backbone"], "input_size": list(model_spec["input_size"]),
+                    "backbone": m.backbone, "input_size": list(m.input_size),
                     "weights": weights, "pretrained": weights is not None, "seed": seed}, tmp)
 
 

@@ -38,6 +38,7 @@ from ..backbones import (
     ModelSpecError,
     resolve_normalize,
 )
+from ..specs import ModelSpec, layer_specs, model_spec
 
 ACTIVATIONS = {"none": None, "linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
                "softmax": lambda: nn.Softmax(dim=1)}
@@ -87,32 +88,38 @@ def _activation(name, where):
     return [a()] if a else []
 
 
-def build_sequential(layers: list[dict], input_shape: tuple[int, ...], init: str = "glorot_uniform") -> nn.Sequential:
-    """Build an :class:`torch.nn.Sequential` from ``layers`` for inputs of ``input_shape``:
-    (C, H, W) images or (F,) feature vectors.  A ``dense`` layer with ``l2`` carries that
-    factor as ``module.l2``: :func:`regularization_loss` adds ``l2 * sum(W**2)`` (Keras' ``l2``)."""
+def _or(value, keras_default):
+    """A layer setting, or Keras' default for it where the config leaves it out (``None``)."""
+    return keras_default if value is None else value
+
+
+def build_sequential(layers, input_shape: tuple[int, ...], init: str = "glorot_uniform") -> nn.Sequential:
+    """Build an :class:`torch.nn.Sequential` from ``layers`` (:class:`~medrepro.specs.LayerSpec`, or
+    the config's mappings) for inputs of ``input_shape``: (C, H, W) images or (F,) feature vectors.
+    A setting left out takes Keras' default for the layer.  A ``dense`` layer with ``l2`` carries
+    that factor as ``module.l2``: :func:`regularization_loss` adds ``l2 * sum(W**2)`` (Keras' ``l2``)."""
     mods: list[nn.Module] = []
     input_shape = tuple(input_shape)
     shape = input_shape  # current (C, H, W) or (F,)
-    for i, spec in enumerate(layers):
+    for i, spec in enumerate(layer_specs(layers)):
         where = f"model.layers[{i}]"
-        kind = spec.get("type")
+        kind = spec.type
         if kind not in LAYER_TYPES:
             raise ModelSpecError(f"{where}: type {kind!r} unknown; expected one of {list(LAYER_TYPES)}")
         if kind == "conv":
             if len(shape) != 3:
                 raise ModelSpecError(f"{where}: conv needs an image input, got a flat vector of {shape[0]}")
-            k, s = int(spec["kernel"]), int(spec.get("stride", 1))
-            pad = spec.get("padding", "valid")
+            k, s = spec.kernel, _or(spec.stride, 1)
+            pad = _or(spec.padding, "valid")
             if pad not in ("valid", "same"):
                 raise ModelSpecError(f"{where}: padding {pad!r}; expected 'valid' or 'same'")
             padding = pad if s == 1 else (k // 2 if pad == "same" else 0)  # torch allows 'same' only at stride 1
-            mods.append(nn.Conv2d(shape[0], int(spec["filters"]), k, s, padding=padding))
-            mods += _activation(spec.get("activation", "none"), where)
+            mods.append(nn.Conv2d(shape[0], spec.filters, k, s, padding=padding))
+            mods += _activation(_or(spec.activation, "none"), where)
         elif kind in ("maxpool", "avgpool"):
-            size = int(spec.get("size", 2))
+            size = _or(spec.size, 2)
             cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
-            mods.append(cls(size, int(spec.get("stride", size))))
+            mods.append(cls(size, _or(spec.stride, size)))
         elif kind == "global_avg_pool":
             mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         elif kind == "flatten":
@@ -120,23 +127,23 @@ def build_sequential(layers: list[dict], input_shape: tuple[int, ...], init: str
         elif kind == "dense":
             if len(shape) != 1:
                 raise ModelSpecError(f"{where}: dense needs a flat input; add a flatten or global_avg_pool layer first")
-            mods.append(nn.Linear(shape[0], int(spec["units"])))
-            if spec.get("l2"):
-                mods[-1].l2 = float(spec["l2"])
-            mods += _activation(spec.get("activation", "none"), where)
+            mods.append(nn.Linear(shape[0], spec.units))
+            if spec.l2:
+                mods[-1].l2 = float(spec.l2)
+            mods += _activation(_or(spec.activation, "none"), where)
         elif kind == "dropout":
-            mods.append(nn.Dropout(float(spec["rate"])))
+            mods.append(nn.Dropout(float(spec.rate)))
         elif kind == "batchnorm":
             # Keras' BatchNormalization: momentum 0.99 (torch counts the other way: 0.01), epsilon 1e-3
-            if float(spec.get("epsilon", KERAS_BN_EPS)) <= 0:
-                raise ModelSpecError(f"{where}: batchnorm epsilon must be above 0, got {spec['epsilon']}")
+            eps = float(_or(spec.epsilon, KERAS_BN_EPS))
+            if eps <= 0:
+                raise ModelSpecError(f"{where}: batchnorm epsilon must be above 0, got {spec.epsilon}")
             bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-            mods.append(bn(shape[0], eps=float(spec.get("epsilon", KERAS_BN_EPS)),
-                           momentum=1.0 - float(spec.get("momentum", KERAS_BN_MOMENTUM))))
+            mods.append(bn(shape[0], eps=eps, momentum=1.0 - float(_or(spec.momentum, KERAS_BN_MOMENTUM))))
         elif kind == "normalization":
             if len(shape) != 1:
                 raise ModelSpecError(f"{where}: normalization needs a flat input (feature vectors)")
-            mods.append(Normalization(shape[0], float(spec.get("epsilon", 1e-7))))
+            mods.append(Normalization(shape[0], float(_or(spec.epsilon, 1e-7))))
         try:
             with torch.no_grad():
                 probe = nn.Sequential(*mods)
@@ -284,25 +291,29 @@ class TransferNet(nn.Module):
         return self.head(x if x.dim() == 2 else self.backbone(x))
 
 
-def build_head(spec: dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
+def build_head(spec: ModelSpec | dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
     """The head of a transfer model, seeded on its own so it is the same with or without a backbone."""
+    spec = model_spec(spec)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return build_sequential(spec["head"], (feature_dim,), spec["init"])
+        return build_sequential(spec.head, (feature_dim,), spec.init)
 
 
-def build_backbone(spec: dict, weights: str | None = None, seed: int = 0) -> Backbone:
-    return Backbone(spec["backbone"], weights, spec["freeze"], spec["normalize"], seed, spec["pool"],
-                    tuple(spec["input_size"]))
+def build_backbone(spec: ModelSpec | dict, weights: str | None = None, seed: int = 0) -> Backbone:
+    spec = model_spec(spec)
+    return Backbone(spec.backbone, weights, spec.freeze, spec.normalize, seed, spec.pool, spec.input_size)
 
 
-def build_model(spec: dict, n_outputs: int | None = None, weights: str | None = None, seed: int = 0) -> nn.Module:
-    """Build the model an experiment's ``model`` config describes (``sequential`` or ``transfer``)."""
-    arch = spec["arch"]
-    size = tuple(spec["input_size"])
-    channels = int(spec["channels"])
+def build_model(spec: ModelSpec | dict, n_outputs: int | None = None, weights: str | None = None, seed: int = 0
+                ) -> nn.Module:
+    """Build the model a run's ``model`` block (or its :class:`ModelSpec`) describes (``sequential``
+    or ``transfer``)."""
+    spec = model_spec(spec)
+    arch = spec.arch
+    size = spec.input_size
+    channels = spec.channels
     if arch == "sequential":
-        model = build_sequential(spec["layers"], (channels, *size), spec["init"])
+        model = build_sequential(spec.layers, (channels, *size), spec.init)
     elif arch == "transfer":
         backbone = build_backbone(spec, weights, seed)
         model = TransferNet(backbone, build_head(spec, backbone.dim, seed))
@@ -313,7 +324,7 @@ def build_model(spec: dict, n_outputs: int | None = None, weights: str | None = 
         with torch.no_grad():
             out = model(torch.zeros(1, channels, *size)).shape[1]
         if out != n_outputs:
-            raise ModelSpecError(f"model's last layer has {out} units, but the output {spec.get('output')!r} "
+            raise ModelSpecError(f"model's last layer has {out} units, but the output {spec.output!r} "
                                  f"with these classes needs {n_outputs}")
     return model
 

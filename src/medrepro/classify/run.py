@@ -1,8 +1,9 @@
 """One classifier run, whoever asks for it: an experiment (``experiments:``) or a run of a study
 stage (``studies:``, built by :func:`medrepro.config.study_run_spec`).
 
-A run is described by an experiment-shaped spec (``classes``, ``model``, ``train``, ``augment``,
-``threshold``) plus the backbone's weights file and seed.  This module is the only place that
+A run is described by its :class:`~medrepro.specs.RunSpec` (``classes``, ``model``, ``train``,
+``augment``, ``threshold``: the typed, frozen form of an experiment block) plus the backbone's
+weights file and seed.  This module is the only place that
 builds its model, its :class:`~medrepro.classify.training.TrainConfig`, its resume fingerprint,
 its datasets, its predictions and its model file; experiments (:mod:`medrepro.classify.steps`)
 and study stages (:mod:`medrepro.study.stages`) only choose what to run.
@@ -18,6 +19,7 @@ import pandas as pd
 from ..config import frozen_transfer
 from ..io import atomic_path
 from ..metrics import prediction_table
+from ..specs import RunSpec, run_spec
 
 if TYPE_CHECKING:  # torch loads only in the steps that train or predict
     from torch import nn
@@ -27,18 +29,18 @@ if TYPE_CHECKING:  # torch loads only in the steps that train or predict
 SPLITS = ("train", "val", "test")
 
 
-def class_names(spec: dict) -> list[str]:
-    return [c["name"] for c in spec["classes"]]
+def class_names(spec: RunSpec) -> list[str]:
+    return spec.class_names
 
 
-def n_outputs(spec: dict) -> int:
+def n_outputs(spec: RunSpec) -> int:
     """Output units: one for a sigmoid output, one per class for softmax."""
-    return 1 if spec["model"]["output"] == "sigmoid" else len(spec["classes"])
+    return 1 if spec.model.output == "sigmoid" else len(spec.classes)
 
 
-def split_parts(table: pd.DataFrame, spec: dict, source="the split table") -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_parts(table: pd.DataFrame, spec: RunSpec, source="the split table") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training images and the images validated on (``train.validate_on``); an empty one is an error."""
-    on = spec["train"]["validate_on"]
+    on = spec.train.validate_on
     tr, va = table[table["split"] == "train"], table[table["split"] == on]
     for name, part in (("train", tr), (on, va)):
         if part.empty:
@@ -46,52 +48,55 @@ def split_parts(table: pd.DataFrame, spec: dict, source="the split table") -> tu
     return tr, va
 
 
-def image_dataset(spec: dict, part: pd.DataFrame, augment: bool = False):
+def image_dataset(spec: RunSpec, part: pd.DataFrame, augment: bool = False):
     """``part``'s images at the model's input size and channels; with ``augment`` the spec's
     augmentation, seeded by the run's training seed."""
     from ..data import ImageTable, build_augmentation
 
-    m = spec["model"]
-    aug = build_augmentation(spec.get("augment"), spec["train"]["seed"]) if augment and spec.get("augment") else None
-    return ImageTable(part, tuple(m["input_size"]), int(m["channels"]), aug)
+    m = spec.model
+    aug = build_augmentation(spec.augment, spec.train.seed) if augment and spec.augment else None
+    return ImageTable(part, m.input_size, m.channels, aug)
 
 
-def build(spec: dict, weights: str | None = None, backbone_seed: int = 0, feature_dim: int | None = None
+def build(spec: RunSpec, weights: str | None = None, backbone_seed: int = 0, feature_dim: int | None = None
           ) -> nn.Module:
     """The run's model: with ``feature_dim``, the head alone (trained on cached features); otherwise
     the whole model, a transfer model with the same seeded head as on the cache."""
     from .models import build_head, build_model
 
-    m, seed = spec["model"], spec["train"]["seed"]
+    m, seed = spec.model, spec.train.seed
     if feature_dim is not None:
         return build_head(m, feature_dim, seed)
     model = build_model(m, n_outputs(spec), weights, backbone_seed)
-    if m.get("arch") == "transfer":  # same head as on the cache, whatever the backbone consumed
+    if m.arch == "transfer":  # same head as on the cache, whatever the backbone consumed
         model.head = build_head(m, model.backbone.dim, seed)
     return model
 
 
-def train_config(spec: dict, targets, **over) -> TrainConfig:
+def train_config(spec: RunSpec, targets, **over) -> TrainConfig:
     """The run's training settings (``train``), class weights computed from ``targets`` where
     ``train.class_weights`` is ``balanced``; ``over`` replaces fields (a stage's epochs or rate)."""
+    from dataclasses import asdict
+
     from .training import TrainConfig, class_weights
 
-    t = spec["train"]
-    w = class_weights(targets, len(spec["classes"])) if t["class_weights"] == "balanced" else None
-    kw = dict(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
-              weight_decay=t["weight_decay"], early_stopping=t["early_stopping"], reduce_lr=t["reduce_lr"],
-              class_weights=w, sampling=t["sampling"], seed=t["seed"], device=t["device"],
-              num_workers=t["num_workers"], amp=t["amp"], gpus=t["gpus"], allow_cpu=t["allow_cpu"],
-              deterministic=t["deterministic"], channels_last=t["channels_last"])
+    t = spec.train
+    w = class_weights(targets, len(spec.classes)) if t.class_weights == "balanced" else None
+    kw = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+              weight_decay=t.weight_decay, early_stopping=asdict(t.early_stopping) if t.early_stopping else None,
+              reduce_lr=asdict(t.reduce_lr) if t.reduce_lr else None,
+              class_weights=w, sampling=t.sampling, seed=t.seed, device=t.device,
+              num_workers=t.num_workers, amp=t.amp, gpus=t.gpus, allow_cpu=t.allow_cpu,
+              deterministic=t.deterministic, channels_last=t.channels_last)
     kw.update(over)
     return TrainConfig(**kw)
 
 
-def fingerprint(spec: dict, weights: str | None, backbone_seed: int, *files) -> str:
+def fingerprint(spec: RunSpec, weights: str | None, backbone_seed: int, *files) -> str:
     """What a per-epoch checkpoint must match to be resumed: the run's spec, the backbone's weights
     (the file's bytes, not only its path) and seed, and every input file (split table, features,
     a model it starts from), read whole."""
-    h = hashlib.sha256(json.dumps([spec, backbone_seed], sort_keys=True, default=str).encode())
+    h = hashlib.sha256(json.dumps([spec.as_dict(), backbone_seed], sort_keys=True, default=str).encode())
     for f in (weights, *files):
         h.update(b"|")
         if f:
@@ -100,7 +105,7 @@ def fingerprint(spec: dict, weights: str | None, backbone_seed: int, *files) -> 
     return h.hexdigest()
 
 
-def fit(model, spec: dict, train_ds, val_ds, checkpoint=None, fingerprint: str = "", progress: bool = True,
+def fit(model, spec: RunSpec, train_ds, val_ds, checkpoint=None, fingerprint: str = "", progress: bool = True,
         accel=None, **over):
     """Train ``model`` on ``train_ds`` with the run's settings; returns (model, history)."""
     from .training import fit as fit_loop
@@ -110,7 +115,7 @@ def fit(model, spec: dict, train_ds, val_ds, checkpoint=None, fingerprint: str =
                     accel=accel or cfg.accel())
 
 
-def predict_splits(model, table: pd.DataFrame, spec: dict, make_ds: Callable[[pd.DataFrame], object],
+def predict_splits(model, table: pd.DataFrame, spec: RunSpec, make_ds: Callable[[pd.DataFrame], object],
                    splits=SPLITS, accel=None) -> pd.DataFrame:
     """One prediction row per image of each of ``splits`` (:func:`medrepro.metrics.prediction_table`),
     the threshold of a binary task the spec's ``threshold``."""
@@ -118,7 +123,7 @@ def predict_splits(model, table: pd.DataFrame, spec: dict, make_ds: Callable[[pd
     from .models import l2_penalty
     from .training import predict_proba
 
-    accel = accel or from_train(spec["train"])
+    accel = accel or from_train(spec.train)
     penalty, names = l2_penalty(model), class_names(spec)
     frames = []
     for s in splits:
@@ -126,44 +131,44 @@ def predict_splits(model, table: pd.DataFrame, spec: dict, make_ds: Callable[[pd
         if len(part):
             proba = predict_proba(model, make_ds(part), accel=accel)
             frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s,
-                                           spec["threshold"], penalty))
+                                           spec.threshold, penalty))
     return pd.concat(frames, ignore_index=True)
 
 
-def save(path, model, spec: dict, weights: str | None, backbone_seed: int, feature_dim: int | None,
+def save(path, model, spec: RunSpec, weights: str | None, backbone_seed: int, feature_dim: int | None,
          runtime: dict | None = None) -> None:
     """The run's model file: the weights that train (a frozen transfer model's head alone), the spec
     that rebuilds it, its classes, the backbone's weights file and seed, and the device it ran on."""
     import torch
 
-    head_only = frozen_transfer(spec["model"])
+    head_only = frozen_transfer(spec.model)
     if feature_dim is None and hasattr(model, "backbone"):
         feature_dim = model.backbone.dim
     state = model.cpu().state_dict()
     if head_only and hasattr(model, "head"):
         state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "spec": spec, "classes": class_names(spec), "head_only": head_only,
+        torch.save({"state_dict": state, "spec": spec.as_dict(), "classes": class_names(spec), "head_only": head_only,
                     "feature_dim": feature_dim, "weights": weights, "backbone_seed": backbone_seed,
                     "runtime": runtime}, tmp)
 
 
 def load(path, on_backbone: bool = False) -> tuple[nn.Module, dict]:
-    """A model file written by :func:`save` and its contents.  A frozen transfer model loads as its
-    head (for cached features); with ``on_backbone`` the head is put back on its backbone, rebuilt
-    from the file's weights and seed (for images)."""
+    """A model file written by :func:`save` and its contents (``spec`` as a :class:`RunSpec`).  A
+    frozen transfer model loads as its head (for cached features); with ``on_backbone`` the head is
+    put back on its backbone, rebuilt from the file's weights and seed (for images)."""
     import torch
 
     from .models import TransferNet, build_backbone, build_head, build_model
 
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    spec = ck["spec"]
+    spec = ck["spec"] = run_spec(ck["spec"], str(path))
     if ck["head_only"]:
-        model = build_head(spec["model"], ck["feature_dim"])
+        model = build_head(spec.model, ck["feature_dim"])
         model.load_state_dict(ck["state_dict"])
         if on_backbone:
-            model = TransferNet(build_backbone(spec["model"], ck["weights"], ck["backbone_seed"]), model)
+            model = TransferNet(build_backbone(spec.model, ck["weights"], ck["backbone_seed"]), model)
     else:
-        model = build_model(spec["model"])
+        model = build_model(spec.model)
         model.load_state_dict(ck["state_dict"])
     return model, ck

@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import read_csv, write_csv, write_json
+from ..specs import RunSpec, replace, run_spec
 from . import run
 from .features import feature_table, load_features
 
 
-def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, summary_out=None,
+def train(split_csv, experiment: dict | RunSpec, model_out, history_out, checkpoint=None, summary_out=None,
           features=None, weights: str | None = None, backbone_seed: int = 0) -> None:
     """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
     import torch
@@ -21,38 +22,39 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
     from ..accel import describe, summary_rows
     from .models import build_backbone, summary
 
+    spec = run_spec(experiment)
     table = read_csv(split_csv)
-    tr, va = run.split_parts(table, experiment, split_csv)
-    m, t = experiment["model"], experiment["train"]
-    torch.manual_seed(t["seed"])
+    tr, va = run.split_parts(table, spec, split_csv)
+    m = spec.model
+    torch.manual_seed(spec.train.seed)
     if features:
         feats = load_features(features)
         train_ds, val_ds = feature_table(feats, tr), feature_table(feats, va)
         feature_dim = int(train_ds.tensors[0].shape[1])
-        model = run.build(experiment, feature_dim=feature_dim)
+        model = run.build(spec, feature_dim=feature_dim)
         input_shape: tuple = (feature_dim,)
     else:
-        model, feature_dim = run.build(experiment, weights, backbone_seed), None
-        train_ds, val_ds = run.image_dataset(experiment, tr, augment=True), run.image_dataset(experiment, va)
-        input_shape = (int(m["channels"]), *m["input_size"])
-    cfg = run.train_config(experiment, train_ds.targets)
+        model, feature_dim = run.build(spec, weights, backbone_seed), None
+        train_ds, val_ds = run.image_dataset(spec, tr, augment=True), run.image_dataset(spec, va)
+        input_shape = (m.channels, *m.input_size)
+    cfg = run.train_config(spec, train_ds.targets)
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {cfg.class_weights}; "
           f"{'head on cached features ' + str(features) if features else 'full forward passes'}", file=sys.stderr)
     accel = cfg.accel()
-    model, history = run.fit(model, experiment, train_ds, val_ds, checkpoint,
-                             run.fingerprint(experiment, weights, backbone_seed, split_csv, features), accel=accel)
+    model, history = run.fit(model, spec, train_ds, val_ds, checkpoint,
+                             run.fingerprint(spec, weights, backbone_seed, split_csv, features), accel=accel)
     from .. import distributed
 
     if not distributed.is_main():  # the other ranks of a data-parallel run write nothing
         return
-    run.save(model_out, model, experiment, weights, backbone_seed, feature_dim, describe(accel))
+    run.save(model_out, model, spec, weights, backbone_seed, feature_dim, describe(accel))
     write_csv(history_out, history)
     if summary_out:
         rows = summary(model, input_shape)
         if features:  # the frozen backbone belongs to the model: report it too
             bb = build_backbone(m, weights, backbone_seed)
             n = sum(p.numel() for p in bb.parameters())
-            rows.insert(0, {"layer": f"backbone ({m['backbone']}, frozen, "
+            rows.insert(0, {"layer": f"backbone ({m.backbone}, frozen, "
                                      f"{'pretrained' if weights else 'random init'})",
                             "output_shape": str((bb.dim,)), "params": n, "trainable": 0})
         write_csv(summary_out, pd.DataFrame(rows + summary_rows(accel)))
@@ -60,21 +62,22 @@ def train(split_csv, experiment: dict, model_out, history_out, checkpoint=None, 
         Path(checkpoint).unlink(missing_ok=True)
 
 
-def predict(split_csv, model_path, experiment: dict, predictions_out, features=None) -> pd.DataFrame:
+def predict(split_csv, model_path, experiment: dict | RunSpec, predictions_out, features=None) -> pd.DataFrame:
     """Predictions of every split's images: from cached ``features`` (a frozen transfer model's head)
     or from the images (the head put back on its backbone)."""
     from ..accel import from_train, log_line
 
+    spec = run_spec(experiment)
     table = read_csv(split_csv)
     model, ck = run.load(model_path, on_backbone=not features)
-    accel = from_train(experiment["train"])
+    accel = from_train(spec.train)
     print(log_line(accel), file=sys.stderr, flush=True)
     if features:
         feats = load_features(features)
         make_ds = lambda part: feature_table(feats, part)  # noqa: E731
     else:
         make_ds = lambda part: run.image_dataset(ck["spec"], part)  # noqa: E731
-    pred = run.predict_splits(model, table, {**ck["spec"], "threshold": experiment["threshold"]}, make_ds,
+    pred = run.predict_splits(model, table, replace(ck["spec"], threshold=spec.threshold), make_ds,
                               accel=accel)
     write_csv(predictions_out, pred)
     return pred
@@ -95,7 +98,7 @@ def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: d
     return ci, delong
 
 
-def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out, summary_csv=None, split_csv=None,
+def evaluate(predictions_csv, history_csv, experiment: dict | RunSpec, metrics_out, summary_csv=None, split_csv=None,
              bootstrap: dict | None = None) -> dict:
     """Metrics per split, the training curve's landmarks and the provenance (the training step's
     runtime read from ``summary_csv``, the model summary).  With ``bootstrap`` (the config's
@@ -106,7 +109,7 @@ def evaluate(predictions_csv, history_csv, experiment: dict, metrics_out, summar
     from ..provenance import record, runtime_from_summary
 
     pred = pd.read_csv(predictions_csv, dtype={"image_id": str})
-    names = run.class_names(experiment)
+    names = run.class_names(run_spec(experiment))
     out: dict = {}
     for s in run.SPLITS:
         part = pred[pred["split"] == s]

@@ -173,8 +173,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             # Keras reduces once `patience` epochs in a row fail to improve; torch once more than
             # `patience` have: hence patience - 1
-            opt, mode="min", factor=r.get("factor", 0.1), patience=r.get("patience", 5) - 1,
-            threshold=r.get("min_delta", 1e-4), threshold_mode="abs", min_lr=r.get("min_lr", 0.0),
+            opt, mode="min", factor=r["factor"], patience=r["patience"] - 1,
+            threshold=r["min_delta"], threshold_mode="abs", min_lr=r["min_lr"],
             eps=0.0)  # Keras applies any reduction, however small
     stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
     trained = distributed.wrap(model, device)  # DDP averages the gradients of the ranks' shards

@@ -24,6 +24,7 @@ import torch
 
 from ..annotation import encode
 from ..io import atomic_path, write_csv
+from ..specs import RunSpec, as_plain, run_spec
 from .dataset import LOSS_KEYS, DetectionSet
 
 DEPTH = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
@@ -40,44 +41,44 @@ def available() -> bool:
     return True
 
 
-def config(experiment: dict, weights: str | None = None, device: str | None = None):
-    """The detectron2 ``CfgNode`` of an experiment."""
+def config(spec: RunSpec, weights: str | None = None, device: str | None = None):
+    """The detectron2 ``CfgNode`` of a detection run."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
 
-    d, t = experiment["model"]["detector"], experiment["train"]
-    size = int(experiment["model"]["input_size"][0])
+    d, t = spec.model.detector, spec.train
+    size = spec.model.input_size[0]
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
-    cfg.MODEL.RESNETS.DEPTH = DEPTH[d["backbone"]]
-    if DEPTH[d["backbone"]] < 50:
+    cfg.MODEL.RESNETS.DEPTH = DEPTH[d.backbone]
+    if DEPTH[d.backbone] < 50:
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.RESNETS.NORM = "BN" if d["norm"] == "batchnorm" else "FrozenBN"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 5 - d["trainable_layers"]
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[int(a)] for a in d["anchor_sizes"]]
-    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = d["rpn_pre_nms_top_n"]
-    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = d["rpn_post_nms_top_n"]
-    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = d["rpn_batch_size_per_image"]
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = d["roi_batch_size_per_image"]
+    cfg.MODEL.RESNETS.NORM = "BN" if d.norm == "batchnorm" else "FrozenBN"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 5 - d.trainable_layers
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[int(a)] for a in d.anchor_sizes]
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = d.rpn_pre_nms_top_n
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = d.rpn_post_nms_top_n
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = d.rpn_batch_size_per_image
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = d.roi_batch_size_per_image
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
-    cfg.MODEL.FPN.OUT_CHANNELS = d["fpn_channels"]
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = d["box_head_size"]
-    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = len(d["mask_head_layers"])  # detectron2's convs share one width
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = max(d["mask_head_layers"])
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = d["min_score"]
-    cfg.TEST.DETECTIONS_PER_IMAGE = d["max_detections"]
+    cfg.MODEL.FPN.OUT_CHANNELS = d.fpn_channels
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = d.box_head_size
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = len(d.mask_head_layers)  # detectron2's convs share one width
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = max(d.mask_head_layers)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = d.min_score
+    cfg.TEST.DETECTIONS_PER_IMAGE = d.max_detections
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # torchvision's ImageNet statistics, 0-255 scale
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (size,), size
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = size, size
-    cfg.SOLVER.IMS_PER_BATCH = t["batch_size"]
-    cfg.SOLVER.BASE_LR = t["lr"]
-    cfg.SOLVER.MOMENTUM = t["momentum"]
-    cfg.SOLVER.WEIGHT_DECAY = t["weight_decay"]
-    cfg.SOLVER.MAX_ITER = t["epochs"] * t["steps_per_epoch"]
+    cfg.SOLVER.IMS_PER_BATCH = t.batch_size
+    cfg.SOLVER.BASE_LR = t.lr
+    cfg.SOLVER.MOMENTUM = t.momentum
+    cfg.SOLVER.WEIGHT_DECAY = t.weight_decay
+    cfg.SOLVER.MAX_ITER = t.epochs * t.steps_per_epoch
     cfg.SOLVER.STEPS = ()
-    cfg.SOLVER.WARMUP_ITERS = t["warmup_iterations"]
+    cfg.SOLVER.WARMUP_ITERS = t.warmup_iterations
     # detectron2's own clipping ("norm") clips each parameter tensor on its own; the torchvision
     # backend (and Matterport's Keras Mask R-CNN, clipnorm) clip the norm of all gradients
     # together: train() wraps the optimizer with clip_whole_model instead
@@ -88,7 +89,7 @@ def config(experiment: dict, weights: str | None = None, device: str | None = No
     cfg.MODEL.DEVICE = device or str(accel.device)
     cfg.SOLVER.AMP.ENABLED = accel.amp and cfg.MODEL.DEVICE.startswith("cuda")
     cfg.MODEL.WEIGHTS = str(weights or "")
-    cfg.SEED = int(t["seed"])
+    cfg.SEED = int(t.seed)
     cfg.DATALOADER.NUM_WORKERS = 0
     return cfg
 
@@ -124,7 +125,7 @@ def _item(ds: DetectionSet, i: int) -> dict:
             "height": img.shape[1], "width": img.shape[2]}
 
 
-def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
+def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, checkpoint=None,
           weights: str | None = None) -> None:
     """Train on ``annotations_dir``'s ``train.json``; writes the model, its history and summary.
     ``checkpoint`` is accepted for the common interface and unused: this backend does not resume."""
@@ -136,29 +137,29 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
 
     from ..accel import deterministic_setting, epoch_seed, from_train, seed_everything
 
-    t, d = experiment["train"], experiment["detect"]
-    size = int(experiment["model"]["input_size"][0])
+    t, d = spec.train, spec.detect
+    size = spec.model.input_size[0]
     accel = from_train(t, channels_last=False)
-    seed_everything(t["seed"], deterministic_setting(t["deterministic"], accel, roi_align=True))
+    seed_everything(t.seed, deterministic_setting(t.deterministic, accel, roi_align=True))
     coco = {k: json.loads((Path(annotations_dir) / f"{k}.json").read_text()) for k in ("train", "val")}
-    ds = DetectionSet(coco["train"], size, d["equalization"], experiment.get("augment"), t["seed"],
-                      d.get("train_classes"))
-    cfg = config(experiment, weights)
+    ds = DetectionSet(coco["train"], size, d.equalization, spec.augment, t.seed,
+                      list(d.train_classes) if d.train_classes else None)
+    cfg = config(spec, weights)
     model = build_model(cfg)
     note = "random initialisation (no pretrained weights configured)"
     if weights:
         DetectionCheckpointer(model).load(str(weights))
         note = f"weights {Path(weights).name} (detectron2 checkpoint loader)"
     opt = build_optimizer(cfg, model)
-    if t["clip_grad_norm"]:
-        clip_whole_model(opt, float(t["clip_grad_norm"]))
-    steps, batch = t["steps_per_epoch"], t["batch_size"]
+    if t.clip_grad_norm:
+        clip_whole_model(opt, float(t.clip_grad_norm))
+    steps, batch = t.steps_per_epoch, t.batch_size
 
     def loader():
         epoch = 0
         while True:
-            ds.set_epoch_seed(epoch_seed(t["seed"], epoch))
-            gen = torch.Generator().manual_seed(epoch_seed(t["seed"], epoch))
+            ds.set_epoch_seed(epoch_seed(t.seed, epoch))
+            gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch))
             order: list[int] = []
             while len(order) < steps * batch:
                 order += torch.randperm(len(ds), generator=gen).tolist()
@@ -191,13 +192,13 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
     with EventStorage(0):
         trainer.train(0, cfg.SOLVER.MAX_ITER)
     with atomic_path(model_out) as tmp:
-        torch.save({"model": model.state_dict(), "config": experiment["model"], "backend": "detectron2",
-                    "weights": note, "experiment": experiment}, tmp)
+        torch.save({"model": model.state_dict(), "config": as_plain(spec.model), "backend": "detectron2",
+                    "weights": note, "experiment": spec.as_dict()}, tmp)
     write_csv(history_out, pd.DataFrame(rows))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     write_csv(summary_out, pd.DataFrame([{"layer": "total", "type": f"detectron2 GeneralizedRCNN "
-                                          f"(R-{DEPTH[experiment['model']['detector']['backbone']]}-FPN)",
+                                          f"(R-{DEPTH[spec.model.detector.backbone]}-FPN)",
                                           "params": params, "trainable": trainable, "initialisation": note}]))
 
 
@@ -206,20 +207,20 @@ def load(model_path):
     from detectron2.modeling import build_model
 
     ck = torch.load(model_path, map_location="cpu", weights_only=False)
-    model = build_model(config(ck["experiment"]))
+    model = build_model(config(run_spec(ck["experiment"])))
     model.load_state_dict(ck["model"])
     return model.eval()
 
 
-def predict(model_path, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
-    return predict_with(load(model_path), coco, experiment, batch)
+def predict(model_path, coco: dict, spec: RunSpec, batch: int = 4) -> list[dict]:
+    return predict_with(load(model_path), coco, spec, batch)
 
 
-def predict_with(model, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+def predict_with(model, coco: dict, spec: RunSpec, batch: int = 4) -> list[dict]:
     """COCO results of ``model`` (a detectron2 GeneralizedRCNN in inference mode) on ``coco``'s images."""
     model.eval()
-    size = int(experiment["model"]["input_size"][0])
-    ds = DetectionSet(coco, size, experiment["detect"]["equalization"])
+    size = spec.model.input_size[0]
+    ds = DetectionSet(coco, size, spec.detect.equalization)
     info = {im["id"]: im for im in coco["images"]}
     out = []
     with torch.no_grad():

@@ -15,16 +15,18 @@ import pandas as pd
 
 from ..annotation import coco_from_table, decode, via_v1_from_table
 from ..io import read_csv, write_csv, write_json
+from ..specs import DetectSpec, RunSpec, run_spec
 from . import backends
 from .metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
 
 SPLITS = ("train", "val", "test")
 
 
-def annotate(split_csv, experiment: dict, out_dir) -> dict:
-    """COCO instance JSON (RLE masks) and a VIA v1 export per split, from the split's boxes."""
+def annotate(split_csv, mask_shape: str, out_dir) -> dict:
+    """COCO instance JSON (RLE masks) and a VIA v1 export per split, from the split's boxes, the
+    masks of shape ``mask_shape`` (``detect.mask_shape``)."""
     table = read_csv(split_csv)
-    shape = experiment["detect"]["mask_shape"]
+    shape = mask_shape
     out_dir = Path(out_dir)
     counts = {}
     for s in SPLITS:
@@ -41,20 +43,22 @@ def _load(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
+def train(annotations_dir, experiment: dict | RunSpec, model_out, history_out, summary_out, checkpoint=None,
           weights: str | None = None) -> None:
     """Train the experiment's detector with its backend (:mod:`medrepro.detect.backends`)."""
-    backend = backends.get(experiment["model"]["detector"]["backend"])
-    backend.train(Path(annotations_dir), experiment, model_out, history_out, summary_out, checkpoint, weights)
+    spec = run_spec(experiment)
+    backend = backends.get(spec.model.detector.backend)
+    backend.train(Path(annotations_dir), spec, model_out, history_out, summary_out, checkpoint, weights)
 
 
-def predict(annotations_dir, model_path, experiment: dict, out, out_val=None) -> None:
+def predict(annotations_dir, model_path, experiment: dict | RunSpec, out, out_val=None) -> None:
     """COCO results of the test split (``out``) and of the validation split (``out_val``: what a
     score threshold is chosen on)."""
-    backend = backends.get(experiment["model"]["detector"]["backend"])
+    spec = run_spec(experiment)
+    backend = backends.get(spec.model.detector.backend)
     for split, path in (("test", out), ("val", out_val)):
         if path is not None:
-            write_json(path, backend.predict(model_path, _load(Path(annotations_dir) / f"{split}.json"), experiment))
+            write_json(path, backend.predict(model_path, _load(Path(annotations_dir) / f"{split}.json"), spec))
 
 
 def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -76,19 +80,19 @@ def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.
     return out
 
 
-def choose_score_threshold(annotations_dir, results_val, detect: dict) -> tuple[float, dict]:
+def choose_score_threshold(annotations_dir, results_val, detect: DetectSpec) -> tuple[float, dict]:
     """The score threshold ``detect.score_threshold`` names (a number, or ``max_f1_val``: the score on
     :data:`~medrepro.detect.metrics.SCORE_GRID` maximising the paper's opacity F1 on the
     validation split, ties to the higher score) and the record of the choice: the rule, the
     validation sweep and what ``max_f1_val`` picks whatever the rule."""
     from .metrics import max_f1_threshold, score_threshold_sweep
 
-    rule = detect["score_threshold"]
+    rule = detect.score_threshold
     sweep = []
     if results_val is not None:
         gt = _load(Path(annotations_dir) / "val.json")
-        sweep = score_threshold_sweep(_iou_and_scores(gt, _load(results_val)), detect["iou_threshold"],
-                                      detect["false_positive"])
+        sweep = score_threshold_sweep(_iou_and_scores(gt, _load(results_val)), detect.iou_threshold,
+                                      detect.false_positive)
     best = max_f1_threshold(sweep) if sweep and any(r["tp"] + r["fn"] for r in sweep) else None
     if rule == "max_f1_val":
         if best is None:
@@ -109,7 +113,8 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     resampled by patient (ids from ``split_csv``)."""
     gt = _load(Path(annotations_dir) / "test.json")
     results = _load(results_json)
-    d = experiment["detect"]
+    spec = run_spec(experiment)
+    d = spec.detect
     threshold, choice = choose_score_threshold(annotations_dir, results_val, d)
     kept = [r for r in results if r["score"] >= threshold]
     true: dict[int, list] = {}
@@ -122,7 +127,7 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     for im in gt["images"]:
         t, p = true.get(im["id"], []), pred.get(im["id"], [])
         m = paper_image_metrics([decode(a["segmentation"]) for a in t], [decode(r["segmentation"]) for r in p],
-                                d["iou_threshold"], d["false_positive"])
+                                d.iou_threshold, d.false_positive)
         rsna = rsna_image_score([a["bbox"] for a in t], [r["bbox"] for r in p], [r["score"] for r in p])
         per.append(m)
         rows.append({"image_id": im["medrepro_id"], "coco_id": im["id"], "class": im.get("medrepro_class"),
@@ -138,24 +143,24 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     hist = pd.read_csv(history_csv)
     metrics["train"] = {"epochs_run": int(len(hist)), "iterations": int(hist["iterations"].iloc[-1]),
                         "seconds": float(hist["seconds"].sum()), "last": hist.iloc[-1].to_dict()}
-    m, t = experiment["model"], experiment["train"]
+    m, t = spec.model, spec.train
     train_coco = _load(Path(annotations_dir) / "train.json")
-    cls = d.get("train_classes")
+    cls = d.train_classes
     metrics["run"] = {
-        "backend": m["detector"]["backend"], "backbone": f"{m['detector']['backbone']}-FPN",
-        "input_size": f"{m['input_size'][0]}x{m['input_size'][1]}", "batch_size": t["batch_size"], "lr": t["lr"],
-        "optimizer": t["optimizer"], "epochs": t["epochs"], "steps_per_epoch": t["steps_per_epoch"],
+        "backend": m.detector.backend, "backbone": f"{m.detector.backbone}-FPN",
+        "input_size": f"{m.input_size[0]}x{m.input_size[1]}", "batch_size": t.batch_size, "lr": t.lr,
+        "optimizer": t.optimizer, "epochs": t.epochs, "steps_per_epoch": t.steps_per_epoch,
         "train_images": sum(1 for im in train_coco["images"] if not cls or im.get("medrepro_class") in cls),
-        "train_classes": "+".join(cls) if cls else "all", "augmentation": "yes" if experiment.get("augment") else "no",
-        "training_time_h": metrics["train"]["seconds"] / 3600, "mask_shape": d["mask_shape"],
-        "equalization": d["equalization"]}
+        "train_classes": "+".join(cls) if cls else "all", "augmentation": "yes" if spec.augment else "no",
+        "training_time_h": metrics["train"]["seconds"] / 3600, "mask_shape": d.mask_shape,
+        "equalization": d.equalization}
     metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
-    metrics["iou_threshold"], metrics["score_threshold"] = d["iou_threshold"], threshold
+    metrics["iou_threshold"], metrics["score_threshold"] = d.iou_threshold, threshold
     metrics["score_threshold_choice"] = choice
     from ..provenance import record, runtime_from_summary
 
     metrics["provenance"] = record(experiment, runtime_from_summary(summary_csv))
-    metrics["false_positive"], metrics["mask_shape"] = d["false_positive"], d["mask_shape"]
+    metrics["false_positive"], metrics["mask_shape"] = d.false_positive, d.mask_shape
     if bootstrap and bootstrap.get("n_resamples") and len(table):
         from ..uncertainty import bootstrap_by_patient
 

@@ -30,12 +30,13 @@ from tqdm import tqdm
 from ..accel import Accel, describe, deterministic_setting, epoch_seed, from_train, log_line, seed_everything
 from ..annotation import encode
 from ..io import atomic_path
+from ..specs import ModelSpec, RunSpec, as_plain, model_spec
 from .dataset import LOSS_KEYS, DetectionSet, collate
 
 log = logging.getLogger(__name__)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 # ----------------------------------------------------------------------------- model
-def build_maskrcnn(cfg: dict) -> nn.Module:
+def build_maskrcnn(model: ModelSpec | dict) -> nn.Module:
     """torchvision Mask R-CNN from ``model.detector`` settings (2 classes: background, opacity).
 
     ``backbone: resnet50`` with ``norm: frozen`` and the default widths (a 256-channel pyramid, a
@@ -50,31 +51,32 @@ def build_maskrcnn(cfg: dict) -> nn.Module:
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.ops import FrozenBatchNorm2d
 
-    d = cfg["detector"]
-    if d["backbone"] not in BACKBONES:
-        raise ValueError(f"detector backbone {d['backbone']!r}; expected one of {BACKBONES}")
-    norm = nn.BatchNorm2d if d["norm"] == "batchnorm" else FrozenBatchNorm2d
-    backbone = resnet_fpn_backbone(backbone_name=d["backbone"], weights=None, norm_layer=norm,
-                                   trainable_layers=d["trainable_layers"])
-    if d["fpn_channels"] != backbone.out_channels:  # a narrower pyramid (and with it RPN, RoIAlign, box head input)
+    model = model_spec(model)
+    d = model.detector
+    if d.backbone not in BACKBONES:
+        raise ValueError(f"detector backbone {d.backbone!r}; expected one of {BACKBONES}")
+    norm = nn.BatchNorm2d if d.norm == "batchnorm" else FrozenBatchNorm2d
+    backbone = resnet_fpn_backbone(backbone_name=d.backbone, weights=None, norm_layer=norm,
+                                   trainable_layers=d.trainable_layers)
+    if d.fpn_channels != backbone.out_channels:  # a narrower pyramid (and with it RPN, RoIAlign, box head input)
         from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
         backbone.fpn = FeaturePyramidNetwork([blk[0].in_channels for blk in backbone.fpn.inner_blocks],
-                                             d["fpn_channels"], extra_blocks=LastLevelMaxPool())
-        backbone.out_channels = d["fpn_channels"]
-    size = int(cfg["input_size"][0])
-    anchors = AnchorGenerator(tuple((int(a),) for a in d["anchor_sizes"]), ((0.5, 1.0, 2.0),) * len(d["anchor_sizes"]))
+                                             d.fpn_channels, extra_blocks=LastLevelMaxPool())
+        backbone.out_channels = d.fpn_channels
+    size = model.input_size[0]
+    anchors = AnchorGenerator(tuple((int(a),) for a in d.anchor_sizes), ((0.5, 1.0, 2.0),) * len(d.anchor_sizes))
     ch = backbone.out_channels
-    box_head = TwoMLPHead(ch * 7 * 7, d["box_head_size"])
-    mask_layers = tuple(d["mask_head_layers"])
+    box_head = TwoMLPHead(ch * 7 * 7, d.box_head_size)
+    mask_layers = tuple(d.mask_head_layers)
     return MaskRCNN(
         backbone, num_classes=None, min_size=size, max_size=size, rpn_anchor_generator=anchors,
-        box_head=box_head, box_predictor=FastRCNNPredictor(d["box_head_size"], 2),
+        box_head=box_head, box_predictor=FastRCNNPredictor(d.box_head_size, 2),
         mask_head=MaskRCNNHeads(ch, mask_layers, 1), mask_predictor=MaskRCNNPredictor(mask_layers[-1], 256, 2),
-        rpn_pre_nms_top_n_train=d["rpn_pre_nms_top_n"], rpn_pre_nms_top_n_test=d["rpn_pre_nms_top_n"],
-        rpn_post_nms_top_n_train=d["rpn_post_nms_top_n"], rpn_post_nms_top_n_test=d["rpn_post_nms_top_n"],
-        rpn_batch_size_per_image=d["rpn_batch_size_per_image"], box_batch_size_per_image=d["roi_batch_size_per_image"],
-        box_score_thresh=d["min_score"], box_detections_per_img=d["max_detections"])
+        rpn_pre_nms_top_n_train=d.rpn_pre_nms_top_n, rpn_pre_nms_top_n_test=d.rpn_pre_nms_top_n,
+        rpn_post_nms_top_n_train=d.rpn_post_nms_top_n, rpn_post_nms_top_n_test=d.rpn_post_nms_top_n,
+        rpn_batch_size_per_image=d.rpn_batch_size_per_image, box_batch_size_per_image=d.roi_batch_size_per_image,
+        box_score_thresh=d.min_score, box_detections_per_img=d.max_detections)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> str:
@@ -97,7 +99,7 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     return f"ImageNet backbone weights {Path(path).name} ({len(keep)} of {len(own)} tensors)"
 
 
-def model_summary(model: nn.Module, cfg: dict, weights_note: str) -> pd.DataFrame:
+def model_summary(model: nn.Module, spec: ModelSpec, weights_note: str) -> pd.DataFrame:
     rows = []
     for name in ("backbone.body", "backbone.fpn", "rpn", "roi_heads.box_head", "roi_heads.box_predictor",
                  "roi_heads.mask_head", "roi_heads.mask_predictor"):
@@ -105,7 +107,7 @@ def model_summary(model: nn.Module, cfg: dict, weights_note: str) -> pd.DataFram
         rows.append({"layer": name, "type": type(m).__name__,
                      "params": sum(p.numel() for p in m.parameters()),
                      "trainable": sum(p.numel() for p in m.parameters() if p.requires_grad)})
-    rows.append({"layer": "total", "type": f"MaskRCNN ({cfg['detector']['backbone']}-FPN)",
+    rows.append({"layer": "total", "type": f"MaskRCNN ({spec.detector.backbone}-FPN)",
                  "params": sum(p.numel() for p in model.parameters()),
                  "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)})
     df = pd.DataFrame(rows)
@@ -169,34 +171,33 @@ def train_step(model, opt, scaler, accel: Accel, imgs, tgts, clip: float | None 
     return losses
 
 
-def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, history_out, checkpoint=None,
+def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, history_out, checkpoint=None,
                    weights: str | None = None, stop_after: int | None = None, accel: Accel | None = None,
                    data_digest: str = "") -> tuple[nn.Module, pd.DataFrame, str]:
-    """Train per ``cfg`` (the experiment: ``model``, ``train``, ``augment``, ``detect``); return
+    """Train per ``spec`` (the experiment's ``model``, ``train``, ``augment``, ``detect``); return
     (model, history, weights note).  ``stop_after`` ends after that many epochs (to test resuming);
-    ``accel`` overrides the device settings of ``cfg['train']`` (tests force the GPU branches on
+    ``accel`` overrides the device settings of ``spec.train`` (tests force the GPU branches on
     the CPU with it); ``data_digest`` names the training data in the resume fingerprint."""
-    t, d = cfg["train"], cfg["detect"]
-    size = int(cfg["model"]["input_size"][0])
+    t, d = spec.train, spec.detect
+    size = spec.model.input_size[0]
     accel = accel or from_train(t, channels_last=False)
-    seed_everything(t["seed"], deterministic_setting(t["deterministic"], accel, roi_align=True))
+    seed_everything(t.seed, deterministic_setting(t.deterministic, accel, roi_align=True))
     device = accel.device
     print(log_line(accel), file=sys.stderr, flush=True)
-    model = build_maskrcnn(cfg["model"]).to(device)
+    model = build_maskrcnn(spec.model).to(device)
     note = load_weights(model, weights) if weights else "random initialisation (no pretrained weights configured)"
-    classes = d.get("train_classes")
-    train_ds = DetectionSet(train_coco, size, d["equalization"], cfg.get("augment"), t["seed"], classes)
-    val_ds = DetectionSet(val_coco, size, d["equalization"], None, t["seed"], classes)
+    classes = list(d.train_classes) if d.train_classes else None
+    train_ds = DetectionSet(train_coco, size, d.equalization, spec.augment, t.seed, classes)
+    val_ds = DetectionSet(val_coco, size, d.equalization, None, t.seed, classes)
     if len(train_ds) == 0:
         raise ValueError(f"no training image of classes {classes}")
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}", file=sys.stderr)
     params = [p for p in model.parameters() if p.requires_grad]
-    if t["optimizer"] == "sgd":
-        opt = torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
+    if t.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     else:
-        opt = torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    fp = _fingerprint({k: cfg[k] for k in ("model", "train", "augment", "detect") if k in cfg}
-                      | {"w": note, "data": data_digest})
+        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    fp = _fingerprint(as_plain(spec) | {"w": note, "data": data_digest})
     history: list[dict] = []
     start = 0
     scaler = accel.scaler()
@@ -211,22 +212,22 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
             print(f"resuming from epoch {start} ({checkpoint})", file=sys.stderr)
         else:
             print(f"ignoring {checkpoint}: written for another config, weights or data", file=sys.stderr)
-    steps, batch = t["steps_per_epoch"], t["batch_size"]
-    warmup = t["warmup_iterations"]
-    for epoch in range(start, t["epochs"]):
-        torch.manual_seed(epoch_seed(t["seed"], epoch))
-        gen = torch.Generator().manual_seed(epoch_seed(t["seed"], epoch))
-        train_ds.set_epoch_seed(epoch_seed(t["seed"], epoch))
+    steps, batch = t.steps_per_epoch, t.batch_size
+    warmup = t.warmup_iterations
+    for epoch in range(start, t.epochs):
+        torch.manual_seed(epoch_seed(t.seed, epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch))
+        train_ds.set_epoch_seed(epoch_seed(t.seed, epoch))
         model.train()
         t0, sums = time.time(), dict.fromkeys(LOSS_KEYS, 0.0)
-        bar = tqdm(_batches(len(train_ds), steps, batch, gen), desc=f"epoch {epoch + 1}/{t['epochs']}",
+        bar = tqdm(_batches(len(train_ds), steps, batch, gen), desc=f"epoch {epoch + 1}/{t.epochs}",
                    file=sys.stderr, mininterval=5)
         for k, idx in enumerate(bar):
             it = epoch * steps + k
             for g in opt.param_groups:
-                g["lr"] = t["lr"] * min(1.0, (it + 1) / warmup) if warmup else t["lr"]
+                g["lr"] = t.lr * min(1.0, (it + 1) / warmup) if warmup else t.lr
             imgs, tgts = collate([train_ds[i] for i in idx])
-            losses = train_step(model, opt, scaler, accel, imgs, tgts, t["clip_grad_norm"], params)
+            losses = train_step(model, opt, scaler, accel, imgs, tgts, t.clip_grad_norm, params)
             loss = sum(losses.values())
             for key in LOSS_KEYS:  # summed on the device: no host-GPU wait per iteration
                 sums[key] = sums[key] + losses[key].detach().double()
@@ -252,7 +253,7 @@ def train_detector(train_coco: dict, val_coco: dict, cfg: dict, model_out, histo
     hist = pd.DataFrame(history)
     if model_out:
         with atomic_path(model_out) as tmp:
-            torch.save({"model": model.state_dict(), "config": cfg["model"], "weights": note,
+            torch.save({"model": model.state_dict(), "config": as_plain(spec.model), "weights": note,
                         "runtime": describe(accel)}, tmp)
     if history_out:
         from ..io import write_csv
@@ -269,13 +270,14 @@ def load_detector(path) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict_coco(model: nn.Module, coco: dict, cfg: dict, batch: int = 4, accel: Accel | None = None) -> list[dict]:
+def predict_coco(model: nn.Module, coco: dict, spec: RunSpec, batch: int = 4, accel: Accel | None = None
+                 ) -> list[dict]:
     """COCO results (RLE masks, boxes in the PNG's pixels, scores) for every image of ``coco``."""
-    accel = accel or from_train(cfg["train"], channels_last=False)
+    accel = accel or from_train(spec.train, channels_last=False)
     print(log_line(accel), file=sys.stderr, flush=True)
     model = model.to(accel.device).eval()
-    size = int(cfg["model"]["input_size"][0])
-    ds = DetectionSet(coco, size, cfg["detect"]["equalization"])
+    size = spec.model.input_size[0]
+    ds = DetectionSet(coco, size, spec.detect.equalization)
     info = {im["id"]: im for im in coco["images"]}
     out = []
     with torch.no_grad():
@@ -306,7 +308,7 @@ def write_results(path, results: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------- the backend interface
-def train(annotations_dir, experiment: dict, model_out, history_out, summary_out, checkpoint=None,
+def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, checkpoint=None,
           weights: str | None = None) -> None:
     """Train on ``annotations_dir``'s ``train.json`` (validation loss on ``val.json``); writes the
     model, its history and its summary.  The resume fingerprint covers the experiment and both
@@ -319,15 +321,15 @@ def train(annotations_dir, experiment: dict, model_out, history_out, summary_out
     d = Path(annotations_dir)
     digest = hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
     train_coco, val_coco = (json.loads((d / f"{s}.json").read_text()) for s in ("train", "val"))
-    model, _, note = train_detector(train_coco, val_coco, experiment, model_out, history_out, checkpoint, weights,
+    model, _, note = train_detector(train_coco, val_coco, spec, model_out, history_out, checkpoint, weights,
                                     data_digest=digest)
-    summ = model_summary(model, experiment["model"], note)
-    runtime = summary_rows(from_train(experiment["train"], channels_last=False), "type")
+    summ = model_summary(model, spec.model, note)
+    runtime = summary_rows(from_train(spec.train, channels_last=False), "type")
     write_csv(summary_out, pd.concat([summ, pd.DataFrame(runtime)], ignore_index=True))
     if checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
 
 
-def predict(model_path, coco: dict, experiment: dict, batch: int = 4) -> list[dict]:
+def predict(model_path, coco: dict, spec: RunSpec, batch: int = 4) -> list[dict]:
     """COCO results of the trained model in ``model_path`` on ``coco``'s images."""
-    return predict_coco(load_detector(model_path), coco, experiment, batch)
+    return predict_coco(load_detector(model_path), coco, spec, batch)

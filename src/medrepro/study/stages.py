@@ -15,7 +15,6 @@ stages is :mod:`medrepro.study.summary`.
 """
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..classify.features import feature_table, load_features
 from ..config import study_run_spec
 from ..io import plain, read_csv, write_csv, write_json
 from ..metrics import run_metrics
+from ..specs import RunSpec, replace, run_spec
 
 # torch, the models and the training loop load in the stages that train
 
@@ -40,9 +40,15 @@ def lr_key(lr: float) -> str:
     return f"lr_{float(lr)!r}"
 
 
-def _row(stage: int, spec: dict, pred: pd.DataFrame, hist: pd.DataFrame, names, **extra) -> dict:
-    row = {"stage": stage, "backbone": spec["model"]["backbone"], "batch_size": spec["train"]["batch_size"],
-           "lr": spec["train"]["lr"], "augmentation": bool(spec.get("augment")), "epochs_run": len(hist), **extra}
+def stage_run(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,
+              augment: bool = False) -> RunSpec:
+    """One run of a stage (:func:`medrepro.config.study_run_spec`, typed)."""
+    return run_spec(study_run_spec(study, backbone, batch_size, lr, augment), f"study run {backbone}")
+
+
+def _row(stage: int, spec: RunSpec, pred: pd.DataFrame, hist: pd.DataFrame, names, **extra) -> dict:
+    row = {"stage": stage, "backbone": spec.model.backbone, "batch_size": spec.train.batch_size,
+           "lr": spec.train.lr, "augmentation": bool(spec.augment), "epochs_run": len(hist), **extra}
     for s in EVAL_SPLITS:
         part = pred[pred["split"] == s]
         if len(part):
@@ -74,7 +80,7 @@ def _selection(runs: pd.DataFrame, study: dict, keys: list[str]) -> dict:
     return out
 
 
-def _frozen_run(table, features: dict, spec: dict) -> tuple:
+def _frozen_run(table, features: dict, spec: RunSpec) -> tuple:
     """One run of a head on cached features: (model, history, validation and test predictions)."""
     tr, va = run.split_parts(table, spec)
     train_ds, val_ds = feature_table(features, tr), feature_table(features, va)
@@ -92,7 +98,7 @@ def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.Data
     for b, path in features.items():
         feats = load_features(path)
         for bs in study["batch_sizes"]:
-            spec = study_run_spec(study, b, batch_size=bs)
+            spec = stage_run(study, b, batch_size=bs)
             _, hist, pred = _frozen_run(table, feats, spec)
             rows.append(_row(1, spec, pred, hist, names, pretrained=bool(feats.get("pretrained"))))
             hists.append(hist.assign(run=f"{b}.bs{bs}"))
@@ -115,7 +121,7 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     feats = load_features(features_path)
     rows, hists, preds, models, run_preds = [], [], [], [], []
     for lr in study["learning_rates"]:
-        spec = study_run_spec(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
+        spec = stage_run(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
         model, hist, pred = _frozen_run(table, feats, spec)
         rows.append(_row(2, spec, pred, hist, names))
         hists.append(hist.assign(run=lr_key(lr)))
@@ -148,9 +154,9 @@ def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = No
     image does."""
     table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
     sel = json.loads(Path(selection2).read_text())
-    spec = study_run_spec(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
-    if study.get("augment_epochs"):
-        spec["train"]["epochs"] = int(study["augment_epochs"])
+    spec = stage_run(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
+    if study["augment_epochs"]:
+        spec = replace(spec, **{"train.epochs": int(study["augment_epochs"])})
     tr, va = run.split_parts(table, spec, split_csv)
     model = run.build(spec, weights, backbone_seed)
     cached = features
@@ -158,7 +164,7 @@ def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = No
         feats = load_features(cached)
         made = {"backbone": feats["backbone"], "input_size": list(feats["input_size"]), "seed": feats["seed"],
                 "weights": feats["weights"]}
-        wanted = {"backbone": sel["backbone"], "input_size": list(spec["model"]["input_size"]),
+        wanted = {"backbone": sel["backbone"], "input_size": list(spec.model.input_size),
                   "seed": backbone_seed, "weights": weights}
         if made != wanted:
             raise ValueError(f"{cached}: features of {made}, stage 3 needs {wanted}: rerun the features rule")
@@ -190,7 +196,7 @@ def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backb
 
     head, ck = run.load(stage2_model)
     spec = ck["spec"]
-    backbone = build_backbone(spec["model"], weights, backbone_seed)
+    backbone = build_backbone(spec.model, weights, backbone_seed)
     model = TransferNet(backbone, head)
     before = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ft = study["fine_tune"]
@@ -214,8 +220,7 @@ def stage4(split_csv, stage2_model, study: dict, out_dir, weights: str | None = 
     table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
     model, spec, params = fine_tune_model(stage2_model, study, weights, backbone_seed)
     ft = study["fine_tune"]
-    spec = copy.deepcopy(spec)
-    spec["train"].update(lr=ft["lr"], epochs=ft["epochs"])
+    spec = replace(spec, **{"train.lr": ft["lr"], "train.epochs": ft["epochs"]})
     tr, va = run.split_parts(table, spec, split_csv)
     train_ds, val_ds = run.image_dataset(spec, tr), run.image_dataset(spec, va)
     print(f"fine-tuning: {params}", file=sys.stderr)

@@ -1,0 +1,292 @@
+"""Typed, frozen views of a validated run: what the training, prediction and evaluation engines read.
+
+The config is validated against ``config/schema.yaml``, which fills every default
+(:func:`medrepro.config.validate_config`); :func:`run_spec` then turns one experiment's (or one
+study run's) block into a :class:`RunSpec` of frozen dataclasses, built by ``dacite`` in strict
+mode: a key the dataclasses do not know, or a key they need that the block lacks, is an error
+that names it.  So no engine keeps a default of its own, and a typo in a key cannot pass
+silently (``tests/test_specs.py`` checks that the dataclasses and the schema list the same keys).
+
+Keys that only a later step reads are not passed to the earlier ones (a rule's params are what
+its step depends on: ``workflow/rules/common.smk``, ``LATER_KEYS``): there the field is
+``None``, "not this step's concern" (``threshold`` and ``detect.score_threshold`` when
+training, say).  Lists become tuples; mappings the engines pass on whole (an augmentation's
+``params``) stay mappings.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import dacite
+
+
+class SpecError(ValueError):
+    """A run block that does not make a run spec (a key missing, unknown or of the wrong type)."""
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AugmentStep:
+    """One albumentations transform: its class name and keyword arguments."""
+    name: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a sequential model or head; ``None``: Keras' default for the layer
+    (:func:`medrepro.classify.models.build_sequential` holds them, as Keras does)."""
+    type: str
+    filters: int | None = None
+    kernel: int | None = None
+    stride: int | None = None
+    padding: str | None = None
+    size: int | None = None
+    units: int | None = None
+    rate: float | None = None
+    l2: float | None = None
+    activation: str | None = None
+    momentum: float | None = None
+    epsilon: float | None = None
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """``model.detector``: the Mask R-CNN's architecture (schema: experiments.model.detector)."""
+    backend: str
+    backbone: str
+    norm: str
+    trainable_layers: int
+    anchor_sizes: tuple[int, ...]
+    rpn_pre_nms_top_n: int
+    rpn_post_nms_top_n: int
+    rpn_batch_size_per_image: int
+    roi_batch_size_per_image: int
+    min_score: float
+    max_detections: int
+    fpn_channels: int
+    box_head_size: int
+    mask_head_layers: tuple[int, ...]
+    pretrained: str | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``model``: a sequential CNN (``layers``), a transfer model (``backbone`` + ``head``) or a
+    Mask R-CNN (``detector``); the other architectures' keys are ``None``."""
+    arch: str
+    input_size: tuple[int, int]
+    channels: int
+    output: str
+    init: str
+    freeze: bool
+    pool: str
+    normalize: str
+    backbone: str | None = None
+    head: tuple[LayerSpec, ...] | None = None
+    layers: tuple[LayerSpec, ...] | None = None
+    detector: DetectorSpec | None = None
+
+    @property
+    def frozen_transfer(self) -> bool:
+        """A transfer model whose backbone does not train (only its head does): the one place
+        that decides it."""
+        return self.arch == "transfer" and self.freeze
+
+
+@dataclass(frozen=True)
+class EarlyStoppingSpec:
+    patience: int
+    min_delta: float
+    restore_best_weights: bool
+
+
+@dataclass(frozen=True)
+class ReduceLRSpec:
+    patience: int
+    factor: float
+    min_lr: float
+    min_delta: float
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """``train``: the optimisation, the device and the validation split (schema: train_spec)."""
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    steps_per_epoch: int | None
+    warmup_iterations: int
+    clip_grad_norm: float | None
+    weight_decay: float
+    class_weights: str
+    sampling: str
+    early_stopping: EarlyStoppingSpec | None
+    reduce_lr: ReduceLRSpec | None
+    seed: int
+    feature_cache: str
+    validate_on: str
+    device: str
+    num_workers: int
+    amp: bool
+    channels_last: bool
+    deterministic: bool | str
+    gpus: int
+    allow_cpu: bool
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Where a step runs: the device keys of a ``train`` block (the features rule, which serves
+    every run of a dataset, gets only these)."""
+    device: str
+    gpus: int
+    amp: bool
+    allow_cpu: bool
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    """``detect``: annotation, preprocessing and evaluation of a detection run.  ``train_classes``
+    ``None``: every class; the evaluation keys are ``None`` in the steps before evaluation."""
+    mask_shape: str
+    equalization: str
+    positive_class: str
+    train_classes: tuple[str, ...] | None = None
+    score_threshold: float | str | None = None
+    iou_threshold: float | None = None
+    false_positive: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One trained model: an experiment (``experiments.<name>``) or one run of a study stage
+    (:func:`medrepro.config.study_run_spec`).  ``threshold`` is ``None`` in the training step."""
+    dataset: str
+    classes: tuple[ClassSpec, ...]
+    model: ModelSpec
+    train: TrainSpec
+    augment: tuple[AugmentStep, ...]
+    task: str = "classify"
+    threshold: float | None = None
+    detect: DetectSpec | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def as_dict(self) -> dict:
+        """The plain-data form (model files, fingerprints, JSON): :func:`run_spec` reads it back."""
+        return as_plain(self)
+
+
+def _plain(obj):
+    """Tuples as lists and mappings as dicts, all the way down (JSON's and YAML's shapes)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _number(v):
+    """YAML writes 1e-3 as a float but 0 as an int: a float field takes both."""
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _number})
+
+# keys of an experiment block that describe where it is reported, not how it runs
+_NOT_RUN = ("paper", "subset", "split")
+
+
+def run_spec(block: Mapping | RunSpec, where: str = "run") -> RunSpec:
+    """The :class:`RunSpec` of a validated experiment block (or of a spec's :meth:`RunSpec.as_dict`);
+    a :class:`RunSpec` passes through.  The block's ``paper``, ``subset`` and ``split`` (the split
+    step's and the report's) are left out; in the model block, the keys of the other
+    architectures are ``None``."""
+    if isinstance(block, RunSpec):
+        return block
+    data = {k: v for k, v in block.items() if k not in _NOT_RUN}
+    try:
+        return dacite.from_dict(RunSpec, data, config=_DACITE)
+    except dacite.DaciteError as exc:
+        raise SpecError(f"{where}: {exc} (the block must be validated against config/schema.yaml first)") from exc
+
+
+def device_spec(block: Mapping | TrainSpec | DeviceSpec) -> DeviceSpec:
+    """The device keys (``device``, ``gpus``, ``amp``, ``allow_cpu``, ``channels_last``) of a
+    ``train`` block or of a device block, as a :class:`DeviceSpec`."""
+    if isinstance(block, DeviceSpec):
+        return block
+    keys = [f.name for f in dataclasses.fields(DeviceSpec)]
+    if isinstance(block, TrainSpec):
+        return DeviceSpec(**{k: getattr(block, k) for k in keys})
+    try:
+        return dacite.from_dict(DeviceSpec, {k: block[k] for k in keys if k in block}, config=_DACITE)
+    except dacite.DaciteError as exc:
+        raise SpecError(f"device block: {exc}") from exc
+
+
+def as_plain(spec) -> dict:
+    """A spec's plain-data form (tuples as lists): what model files and fingerprints store."""
+    return _plain(dataclasses.asdict(spec))
+
+
+def from_plain(cls, data: Mapping):
+    """The ``cls`` spec stored as ``data`` by :func:`as_plain` (a model file's model block, say)."""
+    try:
+        return dacite.from_dict(cls, dict(data), config=_DACITE)
+    except dacite.DaciteError as exc:
+        raise SpecError(f"{cls.__name__}: {exc}") from exc
+
+
+def model_spec(block: Mapping | ModelSpec) -> ModelSpec:
+    """A validated ``model`` block as a :class:`ModelSpec`; a :class:`ModelSpec` passes through."""
+    return block if isinstance(block, ModelSpec) else from_plain(ModelSpec, block)
+
+
+def _items(cls, items, what: str) -> tuple:
+    out = []
+    for i, v in enumerate(items or ()):
+        try:
+            out.append(v if isinstance(v, cls) else dacite.from_dict(cls, dict(v), config=_DACITE))
+        except dacite.DaciteError as exc:
+            raise SpecError(f"{what} {i}: {exc}") from exc
+    return tuple(out)
+
+
+def augment_steps(items) -> tuple[AugmentStep, ...]:
+    """A list of ``{name, params}`` mappings (or :class:`AugmentStep`) as :class:`AugmentStep`."""
+    return _items(AugmentStep, items, "augmentation step")
+
+
+def layer_specs(layers) -> tuple[LayerSpec, ...]:
+    """A list of layer mappings (or :class:`LayerSpec`) as :class:`LayerSpec`."""
+    return _items(LayerSpec, layers, "layer")
+
+
+def replace(spec, **changes):
+    """A copy of the frozen ``spec`` with ``changes`` (dotted names reach into nested specs:
+    ``replace(run, **{"train.lr": 1e-4})``)."""
+    nested: dict[str, dict] = {}
+    flat = {}
+    for k, v in changes.items():
+        head, _, rest = k.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = v
+        else:
+            flat[k] = v
+    for head, sub in nested.items():
+        flat[head] = replace(flat.get(head, getattr(spec, head)), **sub)
+    return dataclasses.replace(spec, **flat)

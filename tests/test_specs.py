@@ -1,0 +1,104 @@
+"""The typed run specs (medrepro.specs) against config/schema.yaml: the same keys, every run of the
+shipped configs converts, and a block that was not validated is refused with the key named."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from medrepro import specs
+from medrepro.config import study_run_spec
+from medrepro.specs import SpecError, run_spec
+
+from .conftest import demo_config
+from .test_config_docs import SCHEMA, resolve
+
+EXPERIMENT = resolve(SCHEMA["properties"]["experiments"]["additionalProperties"])
+
+
+def props(node: dict) -> set[str]:
+    return set(resolve(node)["properties"])
+
+
+def fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("cls, node", [
+    (specs.RunSpec, EXPERIMENT),
+    (specs.ModelSpec, EXPERIMENT["properties"]["model"]),
+    (specs.DetectorSpec, EXPERIMENT["properties"]["model"]["properties"]["detector"]),
+    (specs.DetectSpec, EXPERIMENT["properties"]["detect"]),
+    (specs.TrainSpec, SCHEMA["$defs"]["train_spec"]),
+    (specs.EarlyStoppingSpec, SCHEMA["$defs"]["train_spec"]["properties"]["early_stopping"]),
+    (specs.ReduceLRSpec, SCHEMA["$defs"]["train_spec"]["properties"]["reduce_lr"]),
+    (specs.LayerSpec, SCHEMA["$defs"]["layers"]["items"]),
+    (specs.AugmentStep, SCHEMA["$defs"]["augment_spec"]["items"]),
+    (specs.ClassSpec, SCHEMA["$defs"]["classes_spec"]["items"]),
+])
+def test_each_spec_has_the_schemas_keys(cls, node):
+    """A key added to the schema and not to its spec (or the other way round) fails here, not in a
+    run; the run spec leaves out only what the split step and the report read."""
+    expected = props(node) - ({"paper", "subset", "split"} if cls is specs.RunSpec else set())
+    assert fields(cls) == expected
+    assert fields(specs.DeviceSpec) < fields(specs.TrainSpec)
+
+
+@pytest.mark.parametrize("overlays", [(), ("full.yaml",), ("full.yaml", "smoke.yaml")])
+def test_every_run_of_the_shipped_configs_is_a_spec(overlays):
+    cfg = demo_config(*overlays)
+    runs = {name: e for name, e in cfg["experiments"].items()}
+    runs |= {f"{name}/{b}": study_run_spec(st, b) for name, st in cfg["studies"].items() for b in st["backbones"]}
+    assert len(runs) >= 20
+    for name, block in runs.items():
+        spec = run_spec(block, name)
+        assert run_spec(spec.as_dict()) == spec  # what model files store reads back the same
+        assert spec.class_names == [c["name"] for c in block["classes"]]
+        assert list(spec.model.input_size) == block["model"]["input_size"]
+        assert spec.train.seed == block["train"]["seed"] and isinstance(spec.train.lr, float)
+        assert (spec.model.detector is not None) == (block.get("task") == "detect")
+    mr = run_spec(cfg["experiments"]["mr_exp1"])
+    assert isinstance(mr.model.detector.anchor_sizes, tuple) and mr.detect.iou_threshold == 0.45
+
+
+def test_a_spec_is_frozen_and_replace_reaches_into_it():
+    spec = run_spec(demo_config()["experiments"]["cnn_kermany"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.train.lr = 1.0
+    changed = specs.replace(spec, threshold=0.3, **{"train.lr": 0.5, "train.epochs": 2})
+    assert (changed.threshold, changed.train.lr, changed.train.epochs) == (0.3, 0.5, 2)
+    assert (spec.threshold, spec.train.lr) == (0.5, 0.001) and changed.model == spec.model
+
+
+def test_a_step_without_a_later_steps_key_gets_none():
+    """The training step's params leave out the threshold and the evaluation keys (the rules'
+    LATER_KEYS): the spec says None, and no default stands in for them."""
+    e = demo_config()["experiments"]["mr_exp1"]
+    trained = {**e, "threshold": None, "detect": {k: v for k, v in e["detect"].items()
+                                                  if k not in ("score_threshold", "iou_threshold")}}
+    trained.pop("threshold")
+    spec = run_spec(trained)
+    assert spec.threshold is None and spec.detect.score_threshold is None and spec.detect.iou_threshold is None
+    assert spec.detect.mask_shape == "ellipse"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda e: e["train"].update(lr_decay=0.1), 'can not match "lr_decay"'),
+    (lambda e: e["train"].pop("seed"), 'missing value for field "train.seed"'),
+    (lambda e: e["model"].update(channels="three"), 'wrong value type for field "model.channels"'),
+    (lambda e: e["model"].pop("freeze"), 'missing value for field "model.freeze"'),
+])
+def test_a_block_that_was_not_validated_is_refused_with_the_key_named(change, message):
+    e = demo_config()["experiments"]["cnn_pediatric"]
+    change(e)
+    with pytest.raises(SpecError, match=rf"cnn_pediatric: .*{message}"):
+        run_spec(e, "cnn_pediatric")
+
+
+def test_layers_and_augmentation_read_from_mappings_or_specs():
+    layers = specs.layer_specs([{"type": "dense", "units": 4}, specs.LayerSpec("flatten")])
+    assert layers[0] == specs.LayerSpec("dense", units=4) and layers[0].activation is None  # Keras' default
+    steps = specs.augment_steps([{"name": "HorizontalFlip", "params": {"p": 0.5}}])
+    assert steps == (specs.AugmentStep("HorizontalFlip", {"p": 0.5}),)
+    with pytest.raises(SpecError, match='layer 0: can not match "unit"'):
+        specs.layer_specs([{"type": "dense", "unit": 4}])
