@@ -14,6 +14,7 @@ from .conftest import demo_config
 from .test_config_docs import SCHEMA, resolve
 
 EXPERIMENT = resolve(SCHEMA["properties"]["experiments"]["additionalProperties"])
+STUDY = resolve(SCHEMA["properties"]["studies"]["additionalProperties"])
 
 
 def props(node: dict) -> set[str]:
@@ -35,11 +36,15 @@ def fields(cls) -> set[str]:
     (specs.LayerSpec, SCHEMA["$defs"]["layers"]["items"]),
     (specs.AugmentStep, SCHEMA["$defs"]["augment_spec"]["items"]),
     (specs.ClassSpec, SCHEMA["$defs"]["classes_spec"]["items"]),
+    (specs.StudySpec, STUDY),
+    (specs.StudyModelSpec, STUDY["properties"]["model"]),
+    (specs.CandidateSpec, STUDY["properties"]["backbones"]["additionalProperties"]),
+    (specs.FineTuneSpec, STUDY["properties"]["fine_tune"]),
 ])
 def test_each_spec_has_the_schemas_keys(cls, node):
     """A key added to the schema and not to its spec (or the other way round) fails here, not in a
     run; the run spec leaves out only what the split step and the report read."""
-    expected = props(node) - ({"paper", "subset", "split"} if cls is specs.RunSpec else set())
+    expected = props(node) - ({"paper", "subset", "split"} if cls in (specs.RunSpec, specs.StudySpec) else set())
     assert fields(cls) == expected
     assert fields(specs.DeviceSpec) < fields(specs.TrainSpec)
 
@@ -59,6 +64,24 @@ def test_every_run_of_the_shipped_configs_is_a_spec(overlays):
         assert (spec.model.detector is not None) == (block.get("task") == "detect")
     mr = run_spec(cfg["experiments"]["mr_exp1"])
     assert isinstance(mr.model.detector.anchor_sizes, tuple) and mr.detect.iou_threshold == 0.45
+
+
+def test_a_study_run_is_its_candidate_frozen_with_the_shared_settings():
+    study = demo_config()["studies"]["tm_ER"]
+    spec = specs.study_spec(study, "tm_ER")
+    run = spec.run("resnet50", batch_size=16, lr=0.01, augment=True)
+    m = run.model
+    assert (m.arch, m.backbone, m.freeze, m.pool, m.output) == ("transfer", "resnet50", True, "flatten", "sigmoid")
+    assert m.head == specs.layer_specs(study["backbones"]["resnet50"]["head"])
+    assert list(m.input_size) == study["backbones"]["resnet50"]["input_size"]
+    assert (run.train.batch_size, run.train.lr, run.train.epochs) == (16, 0.01, study["train"]["epochs"])
+    assert [a.name for a in run.augment] == [a["name"] for a in study["augment"]]
+    assert spec.run("resnet50").augment == () and spec.run("resnet50").train.lr == study["train"]["lr"]
+    assert study_run_spec(study, "resnet50", 16, 0.01, True) == run.as_dict()
+    # a stage's part of the study: the keys of the other stages are None
+    stage2 = specs.study_spec({k: study[k] for k in ("dataset", "classes", "model", "backbones", "train",
+                                                     "learning_rates", "select_on", "select_metric")})
+    assert stage2.batch_sizes is None and stage2.fine_tune is None and stage2.learning_rates[-1] == 1e-5
 
 
 def test_a_spec_is_frozen_and_replace_reaches_into_it():

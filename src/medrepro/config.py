@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 
 from .backbones import resolve_normalize
-from .specs import ModelSpec, model_spec
+from .specs import ModelSpec, model_spec, study_spec
 
 
 class ConfigError(ValueError):
@@ -329,17 +329,9 @@ def feature_key(experiment: dict) -> str:
 
 def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,
                    augment: bool = False) -> dict:
-    """The experiment-shaped description of one run of a study."""
-    b = study["backbones"][backbone]
-    model = {"arch": "transfer", "backbone": backbone, "input_size": list(b["input_size"]), "head": b["head"],
-             "freeze": True, **study["model"]}
-    train = {**study["train"]}
-    if batch_size is not None:
-        train["batch_size"] = batch_size
-    if lr is not None:
-        train["lr"] = lr
-    return {"dataset": study["dataset"], "classes": study["classes"], "model": model, "train": train,
-            "augment": copy.deepcopy(study.get("augment") or []) if augment else [], "threshold": 0.5}
+    """The experiment-shaped description (plain data) of one run of a study: what
+    :meth:`medrepro.specs.StudySpec.run` makes of it."""
+    return study_spec(study).run(backbone, batch_size, lr, augment).as_dict()
 
 
 def study_features(study: dict) -> dict[str, tuple[str, dict]]:

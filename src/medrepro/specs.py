@@ -1,8 +1,9 @@
 """Typed, frozen views of a validated run: what the training, prediction and evaluation engines read.
 
 The config is validated against ``config/schema.yaml``, which fills every default
-(:func:`medrepro.config.validate_config`); :func:`run_spec` then turns one experiment's (or one
-study run's) block into a :class:`RunSpec` of frozen dataclasses, built by ``dacite`` in strict
+(:func:`medrepro.config.validate_config`); :func:`run_spec` then turns one experiment's block
+into a :class:`RunSpec` of frozen dataclasses (:func:`study_spec` a study's into a
+:class:`StudySpec`, whose :meth:`StudySpec.run` makes each of its runs' :class:`RunSpec`), built by ``dacite`` in strict
 mode: a key the dataclasses do not know, or a key they need that the block lacks, is an error
 that names it.  So no engine keeps a default of its own, and a typo in a key cannot pass
 silently (``tests/test_specs.py`` checks that the dataclasses and the schema list the same keys).
@@ -171,7 +172,7 @@ class DetectSpec:
 @dataclass(frozen=True)
 class RunSpec:
     """One trained model: an experiment (``experiments.<name>``) or one run of a study stage
-    (:func:`medrepro.config.study_run_spec`).  ``threshold`` is ``None`` in the training step."""
+    (:meth:`StudySpec.run`).  ``threshold`` is ``None`` in the training step."""
     dataset: str
     classes: tuple[ClassSpec, ...]
     model: ModelSpec
@@ -188,6 +189,69 @@ class RunSpec:
     def as_dict(self) -> dict:
         """The plain-data form (model files, fingerprints, JSON): :func:`run_spec` reads it back."""
         return as_plain(self)
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """A stage-1 candidate of a study: a backbone's input size and head."""
+    input_size: tuple[int, int]
+    head: tuple[LayerSpec, ...]
+
+
+@dataclass(frozen=True)
+class StudyModelSpec:
+    """``studies.<name>.model``: what every run of the study shares."""
+    channels: int
+    normalize: str
+    output: str
+    init: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class FineTuneSpec:
+    unfreeze_fraction: float
+    count_layers: str
+    lr: float
+    epochs: int
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A staged study (``studies.<name>``).  Each stage's rule passes only what the stage reads
+    (``workflow/rules/common.smk``, ``STUDY_STAGE_KEYS``): the other stages' keys are ``None``
+    there.  :meth:`run` is the one definition of a run of the study."""
+    dataset: str
+    classes: tuple[ClassSpec, ...]
+    model: StudyModelSpec
+    backbones: dict[str, CandidateSpec]
+    train: TrainSpec
+    label: str | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    learning_rates: tuple[float, ...] | None = None
+    augment: tuple[AugmentStep, ...] | None = None
+    augment_epochs: int | None = None
+    fine_tune: FineTuneSpec | None = None
+    select_on: str | None = None
+    select_metric: str | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def run(self, backbone: str, batch_size: int | None = None, lr: float | None = None,
+            augment: bool = False) -> RunSpec:
+        """One run of the study: ``backbone``'s candidate, frozen, with the study's shared model
+        settings and training block (``batch_size`` and ``lr`` replacing its own), augmented with
+        the study's ``augment`` list when ``augment``.  The binary threshold is 0.5, as the
+        thesis' Keras models predicted."""
+        c, m = self.backbones[backbone], self.model
+        model = ModelSpec(arch="transfer", backbone=backbone, input_size=c.input_size, head=c.head, freeze=True,
+                          channels=m.channels, normalize=m.normalize, output=m.output, init=m.init, pool=m.pool)
+        train = dataclasses.replace(self.train, **{k: v for k, v in (("batch_size", batch_size), ("lr", lr))
+                                                   if v is not None})
+        return RunSpec(dataset=self.dataset, classes=self.classes, model=model, train=train,
+                       augment=tuple(self.augment or ()) if augment else (), threshold=0.5)
 
 
 def _plain(obj):
@@ -220,6 +284,18 @@ def run_spec(block: Mapping | RunSpec, where: str = "run") -> RunSpec:
     data = {k: v for k, v in block.items() if k not in _NOT_RUN}
     try:
         return dacite.from_dict(RunSpec, data, config=_DACITE)
+    except dacite.DaciteError as exc:
+        raise SpecError(f"{where}: {exc} (the block must be validated against config/schema.yaml first)") from exc
+
+
+def study_spec(block: Mapping | StudySpec, where: str = "study") -> StudySpec:
+    """The :class:`StudySpec` of a validated study block (or of a stage's part of one); a
+    :class:`StudySpec` passes through.  The block's ``paper``, ``subset`` and ``split`` are left out."""
+    if isinstance(block, StudySpec):
+        return block
+    data = {k: v for k, v in block.items() if k not in _NOT_RUN}
+    try:
+        return dacite.from_dict(StudySpec, data, config=_DACITE)
     except dacite.DaciteError as exc:
         raise SpecError(f"{where}: {exc} (the block must be validated against config/schema.yaml first)") from exc
 

@@ -1,5 +1,5 @@
 """One classifier run, whoever asks for it: an experiment (``experiments:``) or a run of a study
-stage (``studies:``, built by :func:`medrepro.config.study_run_spec`).
+stage (``studies:``, built by :meth:`medrepro.specs.StudySpec.run`).
 
 A run is described by its :class:`~medrepro.specs.RunSpec` (``classes``, ``model``, ``train``,
 ``augment``, ``threshold``: the typed, frozen form of an experiment block) plus the backbone's

@@ -23,10 +23,9 @@ import pandas as pd
 
 from ..classify import run
 from ..classify.features import feature_table, load_features
-from ..config import study_run_spec
 from ..io import plain, read_csv, write_csv, write_json
 from ..metrics import run_metrics
-from ..specs import RunSpec, replace, run_spec
+from ..specs import RunSpec, StudySpec, replace, study_spec
 
 # torch, the models and the training loop load in the stages that train
 
@@ -40,12 +39,6 @@ def lr_key(lr: float) -> str:
     return f"lr_{float(lr)!r}"
 
 
-def stage_run(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,
-              augment: bool = False) -> RunSpec:
-    """One run of a stage (:func:`medrepro.config.study_run_spec`, typed)."""
-    return run_spec(study_run_spec(study, backbone, batch_size, lr, augment), f"study run {backbone}")
-
-
 def _row(stage: int, spec: RunSpec, pred: pd.DataFrame, hist: pd.DataFrame, names, **extra) -> dict:
     row = {"stage": stage, "backbone": spec.model.backbone, "batch_size": spec.train.batch_size,
            "lr": spec.train.lr, "augmentation": bool(spec.augment), "epochs_run": len(hist), **extra}
@@ -57,25 +50,25 @@ def _row(stage: int, spec: RunSpec, pred: pd.DataFrame, hist: pd.DataFrame, name
     return row
 
 
-def select(runs: pd.DataFrame, study: dict) -> pd.Series:
-    """The best run on ``select_on``: highest accuracy/F1 or lowest loss; ties go to the lower loss,
-    then to the earlier run."""
-    s, metric = study["select_on"], study["select_metric"]
+def select(runs: pd.DataFrame, study: StudySpec, on: str | None = None) -> pd.Series:
+    """The best run on ``select_on`` (or ``on``): highest accuracy/F1 or lowest loss; ties go to the
+    lower loss, then to the earlier run."""
+    s, metric = on or study.select_on, study.select_metric
     col = f"{s}_{metric}"
     key = runs[col] if metric == "loss" else -runs[col]
     order = pd.DataFrame({"k": key, "l": runs[f"{s}_loss"], "i": range(len(runs))}).sort_values(["k", "l", "i"])
     return runs.iloc[int(order["i"].iloc[0])]
 
 
-def _selection(runs: pd.DataFrame, study: dict, keys: list[str]) -> dict:
+def _selection(runs: pd.DataFrame, study: StudySpec, keys: list[str]) -> dict:
     """``selection.json``: the run ``select_on`` picks, and what the other split would have picked
     (the thesis selected on test; reporting both shows what that choice changed)."""
     best = select(runs, study)
-    s, metric = study["select_on"], study["select_metric"]
+    s, metric = study.select_on, study.select_metric
     out = {**{k: plain(best[k]) for k in keys}, "by": f"{s} {metric}", "value": float(best[f"{s}_{metric}"])}
     other = "test" if s == "val" else "val"
     if f"{other}_{metric}" in runs:
-        alt = select(runs, {**study, "select_on": other})
+        alt = select(runs, study, on=other)
         out["if_selected_on_" + other] = {**{k: plain(alt[k]) for k in keys}, "value": float(alt[f"{other}_{metric}"])}
     return out
 
@@ -91,20 +84,21 @@ def _frozen_run(table, features: dict, spec: RunSpec) -> tuple:
 
 
 # ----------------------------------------------------------------------------- stages
-def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.DataFrame:
+def stage1(split_csv, features: dict[str, str], study: dict | StudySpec, out_dir) -> pd.DataFrame:
     """Every backbone x batch size on cached features; writes runs, history and the selection."""
-    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    study = study_spec(study)
+    table, names = read_csv(split_csv), study.class_names
     rows, hists, preds = [], [], []
     for b, path in features.items():
         feats = load_features(path)
-        for bs in study["batch_sizes"]:
-            spec = stage_run(study, b, batch_size=bs)
+        for bs in study.batch_sizes:
+            spec = study.run(b, batch_size=bs)
             _, hist, pred = _frozen_run(table, feats, spec)
             rows.append(_row(1, spec, pred, hist, names, pretrained=bool(feats.get("pretrained"))))
             hists.append(hist.assign(run=f"{b}.bs{bs}"))
             preds.append(pred[pred["split"] == "test"].assign(run=f"{b}.bs{bs}"))
-            print(f"stage 1 {b} batch {bs}: {study['select_on']} accuracy "
-                  f"{rows[-1][study['select_on'] + '_accuracy']:.3f} ({len(hist)} epochs)", file=sys.stderr)
+            print(f"stage 1 {b} batch {bs}: {study.select_on} accuracy "
+                  f"{rows[-1][study.select_on + '_accuracy']:.3f} ({len(hist)} epochs)", file=sys.stderr)
     runs = pd.DataFrame(rows)
     out = Path(out_dir)
     write_csv(out / "runs.csv", runs)
@@ -114,21 +108,22 @@ def stage1(split_csv, features: dict[str, str], study: dict, out_dir) -> pd.Data
     return runs
 
 
-def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.DataFrame:
+def stage2(split_csv, features_path, selection1, study: dict | StudySpec, out_dir) -> pd.DataFrame:
     """The stage-1 choice at every learning rate; keeps the best run's head and predictions."""
-    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    study = study_spec(study)
+    table, names = read_csv(split_csv), study.class_names
     sel = json.loads(Path(selection1).read_text())
     feats = load_features(features_path)
     rows, hists, preds, models, run_preds = [], [], [], [], []
-    for lr in study["learning_rates"]:
-        spec = stage_run(study, sel["backbone"], batch_size=sel["batch_size"], lr=lr)
+    for lr in study.learning_rates:
+        spec = study.run(sel["backbone"], batch_size=sel["batch_size"], lr=lr)
         model, hist, pred = _frozen_run(table, feats, spec)
         rows.append(_row(2, spec, pred, hist, names))
         hists.append(hist.assign(run=lr_key(lr)))
         preds.append(pred)
         run_preds.append(pred[pred["split"] == "test"].assign(run=lr_key(lr)))
         models.append((model, spec))
-        print(f"stage 2 lr {lr:g}: {study['select_on']} accuracy {rows[-1][study['select_on'] + '_accuracy']:.3f}",
+        print(f"stage 2 lr {lr:g}: {study.select_on} accuracy {rows[-1][study.select_on + '_accuracy']:.3f}",
               file=sys.stderr)
     runs = pd.DataFrame(rows)
     best = select(runs, study)
@@ -144,7 +139,7 @@ def stage2(split_csv, features_path, selection1, study: dict, out_dir) -> pd.Dat
     return runs
 
 
-def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = None, backbone_seed: int = 0,
+def stage3(split_csv, selection2, study: dict | StudySpec, out_dir, weights: str | None = None, backbone_seed: int = 0,
            features=None) -> pd.DataFrame:
     """The stage-2 choice trained with augmentation on the training split (full forward passes),
     for ``augment_epochs`` (default ``train.epochs``).  The backbone stays frozen, so the
@@ -152,11 +147,12 @@ def stage3(split_csv, selection2, study: dict, out_dir, weights: str | None = No
     ``features`` file (stage 1's) already holds: with it, only the augmented training images pass
     through the backbone (on the demo a fifth fewer forward passes); without, every
     image does."""
-    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    study = study_spec(study)
+    table, names = read_csv(split_csv), study.class_names
     sel = json.loads(Path(selection2).read_text())
-    spec = stage_run(study, sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
-    if study["augment_epochs"]:
-        spec = replace(spec, **{"train.epochs": int(study["augment_epochs"])})
+    spec = study.run(sel["backbone"], sel["batch_size"], sel["lr"], augment=True)
+    if study.augment_epochs:
+        spec = replace(spec, **{"train.epochs": study.augment_epochs})
     tr, va = run.split_parts(table, spec, split_csv)
     model = run.build(spec, weights, backbone_seed)
     cached = features
@@ -188,7 +184,7 @@ def _write_single(out_dir, stage, spec, pred, hist, names, **extra) -> pd.DataFr
     return runs
 
 
-def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backbone_seed: int = 0):
+def fine_tune_model(stage2_model, study: dict | StudySpec, weights: str | None = None, backbone_seed: int = 0):
     """The stage-2 model on its backbone with the last ``unfreeze_fraction`` of the backbone's layers
     trainable (counted as ``fine_tune.count_layers`` says: Keras' layers or torch's leaf modules);
     returns (model, spec, parameter counts)."""
@@ -199,9 +195,9 @@ def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backb
     backbone = build_backbone(spec.model, weights, backbone_seed)
     model = TransferNet(backbone, head)
     before = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ft = study["fine_tune"]
-    count = ft["count_layers"]
-    unfrozen = backbone.unfreeze_last(ft["unfreeze_fraction"], count)
+    ft = study_spec(study).fine_tune
+    count = ft.count_layers
+    unfrozen = backbone.unfreeze_last(ft.unfreeze_fraction, count)
     if count == "keras":
         from ..keras_layers import load
 
@@ -214,13 +210,14 @@ def fine_tune_model(stage2_model, study: dict, weights: str | None = None, backb
     return model, spec, params
 
 
-def stage4(split_csv, stage2_model, study: dict, out_dir, weights: str | None = None, backbone_seed: int = 0
+def stage4(split_csv, stage2_model, study: dict | StudySpec, out_dir, weights: str | None = None, backbone_seed: int = 0
            ) -> pd.DataFrame:
     """Fine-tuning of the stage-2 model (no augmentation): ``fine_tune.lr`` for ``fine_tune.epochs``."""
-    table, names = read_csv(split_csv), [c["name"] for c in study["classes"]]
+    study = study_spec(study)
+    table, names = read_csv(split_csv), study.class_names
     model, spec, params = fine_tune_model(stage2_model, study, weights, backbone_seed)
-    ft = study["fine_tune"]
-    spec = replace(spec, **{"train.lr": ft["lr"], "train.epochs": ft["epochs"]})
+    ft = study.fine_tune
+    spec = replace(spec, **{"train.lr": ft.lr, "train.epochs": ft.epochs})
     tr, va = run.split_parts(table, spec, split_csv)
     train_ds, val_ds = run.image_dataset(spec, tr), run.image_dataset(spec, va)
     print(f"fine-tuning: {params}", file=sys.stderr)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import study_run_spec
+from ..classify.run import n_outputs
 from ..io import plain, read_csv, write_json
 from ..metrics import paper_scores, run_metrics
+from ..specs import StudySpec, as_plain, study_spec
 from .stages import EVAL_SPLITS, lr_key, select
 
 
-def parameter_counts(study: dict) -> dict:
+def parameter_counts(study: dict | StudySpec) -> dict:
     """Total and trainable (frozen backbone) parameters of every backbone's model, built on torch's
     meta device (shapes only: no memory, no weights); ``keras_total`` counts as Keras does
     (:func:`medrepro.classify.models.keras_parameter_count`), the thesis' convention."""
@@ -22,11 +23,12 @@ def parameter_counts(study: dict) -> dict:
 
     from ..classify.models import build_model, keras_parameter_count
 
-    n_out = 1 if study["model"]["output"] == "sigmoid" else len(study["classes"])
+    study = study_spec(study)
     out = {}
-    for b in study["backbones"]:
+    for b in study.backbones:
+        spec = study.run(b)
         with torch.device("meta"):
-            model = build_model(study_run_spec(study, b)["model"], n_out)
+            model = build_model(spec.model, n_outputs(spec))
         out[b] = {"total": sum(q.numel() for q in model.parameters()), "keras_total": keras_parameter_count(model, b),
                   "trainable": sum(q.numel() for q in model.parameters() if q.requires_grad)}
     return out
@@ -39,12 +41,13 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
     stages whose predictions are kept), of the best configuration and of every stage-1 and stage-2
     run (the paper's columns, from each run's test predictions), test images resampled by
     patient."""
-    names = [c["name"] for c in study["classes"]]
+    spec = study_spec(study, study_name)
+    names = spec.class_names
     table = read_csv(split_csv)
-    out_d: dict = {"label": study.get("label", study_name), "dataset": study["dataset"], "classes": names,
+    out_d: dict = {"label": spec.label or study_name, "dataset": spec.dataset, "classes": names,
                    "split_counts": {s: {c: int(((table["split"] == s) & (table["class"] == c)).sum()) for c in names}
                                     for s in ("train", "val", "test")},
-             "augment": study.get("augment") or []}
+             "augment": [as_plain(a) for a in spec.augment or ()]}
     for stage, d in stage_dirs.items():
         runs = pd.read_csv(Path(d) / "runs.csv")
         entry: dict = {"runs": {}}
@@ -57,7 +60,7 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
         if stage == 1:
             entry["best_per_backbone"] = {}
             for b, grp in runs.groupby("backbone", sort=False):
-                best = select(grp.reset_index(drop=True), study)
+                best = select(grp.reset_index(drop=True), spec)
                 entry["best_per_backbone"][b] = entry["runs"][f"{b}.bs{int(best['batch_size'])}"]
         sel = Path(d) / "selection.json"
         if sel.is_file():
@@ -68,8 +71,8 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             entry["test"] = run_metrics(p[p["split"] == "test"], names)
             entry["val"] = run_metrics(p[p["split"] == "val"], names)
         out_d[f"stage{stage}"] = entry
-    out_d["parameters"] = parameter_counts(study)
-    s, metric = study["select_on"], study["select_metric"]
+    out_d["parameters"] = parameter_counts(spec)
+    s, metric = spec.select_on, spec.select_metric
     better = (lambda a, b: a < b) if metric == "loss" else (lambda a, b: a > b)
 
     def best_stage(split: str) -> int:
