@@ -1,6 +1,6 @@
 """medrepro: reproduce five medical-imaging deep-learning papers end to end.
 
-    snakemake --cores all                    # the embedded demo (config/config.yaml)
+    snakemake --cores all                    # the embedded demo (config/config.yaml, config/papers/*/)
     snakemake --cores all --use-conda        # each rule in its conda env (envs/)
     snakemake --profile profiles/slurm --use-conda --configfile config/full.yaml   # a SLURM cluster
 
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from medrepro.config import (
     ConfigError,
     feature_key,
+    paper_files,
     repeats_of,
     resolved_departures,
     study_features,
@@ -33,6 +34,17 @@ from medrepro.publish.html import captions as output_captions
 
 
 configfile: "config/config.yaml"
+
+
+# each paper is a folder, config/papers/<paper>/: its runs.yaml (and, with paper_settings full,
+# its full.yaml) laid over config.yaml; Snakemake lays the --configfile files over each in turn
+try:
+    _paper_files = paper_files(Path(workflow.basedir) / "config", config)
+except ConfigError as exc:
+    sys.exit(str(exc))
+for _paper_file in _paper_files:
+
+    configfile: str(_paper_file)
 
 
 report: "workflow/report/workflow.rst"

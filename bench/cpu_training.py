@@ -129,7 +129,7 @@ def main() -> None:
     if a.tiny:
         a.batch, a.repeats, a.steps = 4, 1, 1
     torch.set_num_threads(a.threads)
-    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config")
     rows = [layout_row(*case, a.steps, a.repeats) for case in layout_cases(cfg, a.batch, a.tiny)]
     rows += optimizer_rows(cfg, a.batch, a.steps, a.repeats, a.tiny)
     print(f"torch {torch.__version__}, {a.threads} thread(s), batch {a.batch}, median of {a.repeats}")

@@ -53,7 +53,7 @@ def main() -> None:
                     help="seed shift K already run, its results in DIR")
     a = ap.parse_args()
     existing = {int(k): Path(d) for k, d in (e.split("=", 1) for e in a.existing)}
-    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config")
     frames, times = [], {}
     for k in sorted(set(a.seeds) | set(existing)):
         if k in existing:
@@ -64,8 +64,8 @@ def main() -> None:
             over = results / "overlay.yaml"
             over.write_text(yaml.safe_dump(overlay(copy.deepcopy(cfg), k, results)))
             t0 = time.perf_counter()
-            proc = subprocess.run([a.snakemake, "--cores", str(a.cores), "--configfile", "config/config.yaml",
-                                   str(over), "-q"], cwd=REPO, capture_output=True, text=True)
+            proc = subprocess.run([a.snakemake, "--cores", str(a.cores), "--configfile", str(over), "-q"],
+                                  cwd=REPO, capture_output=True, text=True)
             times[k] = time.perf_counter() - t0
             if proc.returncode:
                 raise SystemExit(f"seed shift {k} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

@@ -52,8 +52,7 @@ VARIANTS = [(False, False, True), (True, False, True), (False, True, True), (Tru
 
 
 def full_config() -> dict:
-    return load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"],
-                       REPO / "config" / "schema.yaml")
+    return load_config(REPO / "config", [REPO / "config" / "full.yaml"])
 
 
 def make_accel(device: torch.device, amp: bool, channels_last: bool) -> accel_mod.Accel:

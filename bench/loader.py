@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config")
     exp = cfg["experiments"]["cnn_kermany"]
     n = args.images
     counts = {"train": {"NORMAL": n // 3, "PNEUMONIA": n - n // 3}, "test": {"NORMAL": 4, "PNEUMONIA": 4}}

@@ -139,7 +139,7 @@ def main():
     if a.child:
         return child(a)
     torch.set_num_threads(a.threads)
-    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config")
     exp = copy.deepcopy(cfg["experiments"]["mr_exp2"])
     if a.size:
         exp["model"]["input_size"] = [a.size, a.size]

@@ -20,16 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_config(*overlays: str) -> dict:
-    """The demo config (``config/config.yaml``, then each of ``overlays`` under ``config/``),
-    validated: every default the schema gives is filled in, as the workflow's own config is."""
-    import yaml
+    """The demo config (``config/config.yaml`` and the paper folders, with each of ``overlays`` under
+    ``config/`` given as a ``--configfile``), validated: every default the schema gives is filled
+    in, as the workflow's own config is."""
+    from medrepro.config import load_config
 
-    from medrepro.config import merge, validate_config
-
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    for o in overlays:
-        cfg = merge(cfg, yaml.safe_load((REPO / "config" / o).read_text()))
-    return validate_config(cfg, REPO / "config" / "schema.yaml")
+    return load_config(REPO / "config", [REPO / "config" / o for o in overlays])
 
 
 KERMANY_COUNTS = {"train": {"NORMAL": 12, "PNEUMONIA": 20}, "val": {"NORMAL": 2, "PNEUMONIA": 2},

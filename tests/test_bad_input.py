@@ -114,7 +114,10 @@ def test_rfmid_bad_values(raw, tmp_path):
 
 
 def _demo_config():
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    """The demo config as the Snakefile composes it, before validation."""
+    from medrepro.config import compose_config
+
+    return compose_config(REPO / "config")
 
 
 @pytest.mark.parametrize("mutate,expected", [
@@ -159,8 +162,8 @@ def test_config_errors_name_the_key(mutate, expected):
 
 def test_shipped_configs_are_valid():
     schema = REPO / "config" / "schema.yaml"
-    demo = load_config(REPO / "config" / "config.yaml", schema)
-    full = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"], schema)
+    demo = load_config(REPO / "config", schema_path=schema)
+    full = load_config(REPO / "config", [REPO / "config" / "full.yaml"], schema)
     assert demo["scale"] == "demo" and full["scale"] == "full"
     assert all(d["source"] == "download" for d in full["datasets"].values())
     assert full["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
@@ -184,8 +187,9 @@ def test_shipped_configs_are_valid():
 def test_smoke_config_changes_only_counts_epochs_and_iterations():
     """config/smoke.yaml keeps full.yaml's models, sizes, heads, batch sizes, preprocessing and metrics."""
     schema = REPO / "config" / "schema.yaml"
-    base = [REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"]
-    full, smoke = load_config(base, schema), load_config(base + [REPO / "config" / "smoke.yaml"], schema)
+    base = [REPO / "config" / "full.yaml"]
+    full, smoke = (load_config(REPO / "config", base, schema),
+                   load_config(REPO / "config", base + [REPO / "config" / "smoke.yaml"], schema))
     for name, e in full["experiments"].items():
         s = smoke["experiments"][name]
         assert s["model"] == e["model"] and s["classes"] == e["classes"], name
@@ -214,11 +218,11 @@ def test_smoke_config_changes_only_counts_epochs_and_iterations():
 def test_departures_say_which_settings_follow_the_paper():
     """full.yaml selects on test as the thesis did; the demo selects on validation: the report's
     departures table says so, with the deciding key and its value."""
-    from medrepro.config import merge, resolved_departures
+    from medrepro.config import compose_config, resolved_departures
     from medrepro.publish.compare import departures_table
 
     demo = _demo_config()
-    full = merge(demo, yaml.safe_load((REPO / "config" / "full.yaml").read_text()))
+    full = compose_config(REPO / "config", [REPO / "config" / "full.yaml"])
     schema = REPO / "config" / "schema.yaml"
     by_topic = {c: {d["topic"]: d for d in resolved_departures(validate_config(cfg, schema), "transfer_multidataset")}
                 for c, cfg in (("demo", demo), ("full", full))}

@@ -8,13 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from medrepro import distributed
 from medrepro.classify import steps
-from medrepro.config import validate_config
 
-from .conftest import REPO
+from .conftest import demo_config
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +29,7 @@ def head_on_features(tmp_path_factory):
     split = np.where(np.arange(n) < 112, "train", np.where(np.arange(n) < 136, "val", "test"))
     pd.DataFrame({"image_id": ids, "split": split, "target": target,
                   "class": np.where(target == 1, "pneumonia", "normal")}).to_csv(d / "split.csv", index=False)
-    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-                          REPO / "config" / "schema.yaml")
+    cfg = demo_config()
     e = copy.deepcopy(cfg["experiments"]["tk_resnet50"])
     # no BatchNorm: its statistics are per rank under DDP (see medrepro.distributed)
     e["model"]["head"] = [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 2}]

@@ -80,7 +80,6 @@ def test_seed_repeats_plan_one_training_per_seed_on_the_same_split(tmp_path):
     assert n["train"] == 8 + 2 and n["train_detector"] == 3 + 2 and n["seed_repeats"] == 1
     from medrepro.config import load_config
 
-    cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml", over],
-                      REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml", over])
     e, r = cfg["experiments"]["cnn_kermany"], cfg["experiments"]["cnn_kermany__seed2"]
     assert r["train"]["seed"] == e["train"]["seed"] + 2 and r["split"] == e["split"]

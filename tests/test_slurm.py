@@ -246,7 +246,7 @@ def _check_resumed(env, done: dict, results: Path, configfiles: list[Path], tmp_
     assert "resumed from" in log, log[-2000:]
     jobs = [j for j in _jobs(env) if "rule_train_" in j.get("Comment", "") and "cnn_kermany" in j["Comment"]]
     assert len(jobs) >= 2 and any(j["JobState"] == "CANCELLED" for j in jobs)
-    cfg = load_config([REPO / "config" / "config.yaml", *configfiles], REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config", configfiles)
     torch.set_num_threads(int(re.search(r"threads=(\d+)", log)[1]))  # as the job ran
     ref = tmp_path / "ref"
     steps.train(results / "experiments" / "cnn_kermany" / "split.csv", cfg["experiments"]["cnn_kermany"],

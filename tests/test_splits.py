@@ -94,15 +94,12 @@ def test_subset_draws_per_class_seeded():
 def test_cnn_kermany_split_is_the_papers_train_plus_val_folders_validated_on_test(tmp_path):
     """cnn_kermany trained on the 5,232 images of the train + val folders and validated on the
     test folder; ``merge: {val: train}`` and ``keep_source: [train, test]`` say exactly that."""
-    import yaml
 
     from medrepro import prepare
-    from medrepro.config import validate_config
 
-    from .conftest import REPO
+    from .conftest import demo_config
 
-    schema = REPO / "config" / "schema.yaml"
-    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), schema)
+    cfg = demo_config()
     e = cfg["experiments"]["cnn_kermany"]
     rows = [{"image_id": f"{s}{i}", "png": f"{s}{i}.png", "label": lab, "patient_id": f"p{s}{i}", "source_split": s,
              "boxes": "", "mask_png": "", "width": 8, "height": 8}

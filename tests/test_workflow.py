@@ -423,7 +423,7 @@ def test_every_output_kind_writes_its_files(tiny_run):
     from medrepro.publish.outputs import OUTPUTS
 
     results, cfg, _ = tiny_run
-    config = load_config([REPO / "config" / "config.yaml", cfg], REPO / "config" / "schema.yaml")
+    config = load_config(REPO / "config", [cfg])
     used = {o["kind"] for p in config["papers"].values() for o in p.get("outputs", [])}
     assert used == set(OUTPUTS), f"kinds no paper uses: {set(OUTPUTS) - used}; unknown kinds: {used - set(OUTPUTS)}"
     for paper, p in config["papers"].items():

@@ -294,14 +294,46 @@ def scale_note(scale: str) -> str:
             if scale == "demo" else "full scale: the paper's settings")
 
 
-def load_config(paths: str | Path | list, schema_path: str | Path) -> dict:
-    """Load one config file, or several laid over each other in order, and validate the result."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    cfg: dict = {}
-    for p in paths:
-        with open(p) as f:
-            cfg = merge(cfg, yaml.safe_load(f) or {})
-    return validate_config(cfg, schema_path, source=" + ".join(map(str, paths)))
+def paper_files(config_dir: str | Path, cfg: Mapping) -> list[Path]:
+    """The files of the paper folders under ``config_dir/papers`` (one folder a paper, in name
+    order), as they are laid over ``config.yaml``: every folder's ``runs.yaml`` (its runs at demo
+    scale and its ``papers`` block), then, where ``cfg`` (the config so far, not yet validated)
+    says ``paper_settings: full``, every folder's ``full.yaml`` (the paper's own settings)."""
+    folders = sorted(p for p in (Path(config_dir) / "papers").iterdir() if (p / "runs.yaml").is_file())
+    files = [f / "runs.yaml" for f in folders]
+    settings = cfg.get("paper_settings", "demo")  # not validated yet: the schema's default
+    if settings not in ("demo", "full"):
+        raise ConfigError(f"paper_settings: {settings!r}; expected 'demo' or 'full'")
+    if settings == "full":
+        files += [f / "full.yaml" for f in folders if (f / "full.yaml").is_file()]
+    return files
+
+
+def _read(path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def compose_config(config_dir: str | Path, overlays=()) -> dict:
+    """The workflow's config as the Snakefile composes it, not yet validated: ``config.yaml``, then
+    each paper folder's files (:func:`paper_files`, for the ``paper_settings`` in force), with
+    ``overlays`` (the ``--configfile`` files, in order) laid over every step, as Snakemake lays its
+    command-line config over each config file it loads."""
+    config_dir = Path(config_dir)
+    cli: dict = {}
+    for p in overlays:
+        cli = merge(cli, _read(p))
+    cfg = merge(_read(config_dir / "config.yaml"), cli)
+    for f in paper_files(config_dir, cfg):
+        cfg = merge(merge(cfg, _read(f)), cli)
+    return cfg
+
+
+def load_config(config_dir: str | Path, overlays=(), schema_path: str | Path | None = None) -> dict:
+    """:func:`compose_config`, validated against ``schema_path`` (default: the folder's schema.yaml)."""
+    source = " + ".join([str(Path(config_dir) / "config.yaml"), "papers/*", *map(str, overlays)])
+    return validate_config(compose_config(config_dir, overlays), schema_path or Path(config_dir) / "schema.yaml",
+                           source=source)
 
 
 def frozen_transfer(model: Mapping | ModelSpec) -> bool:

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from medrepro import datasets, prepare
 from medrepro.classify import steps
@@ -15,14 +14,11 @@ from medrepro.classify.features import extract_features
 from medrepro.classify.models import build_model, regularization_loss
 from medrepro.convert import convert_manifest
 
-from ..conftest import REPO
+from ..conftest import demo_config
 
 
 def _experiment(backbone="resnet50", size=32, l2=None):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    from medrepro.config import validate_config
-
-    cfg = validate_config(cfg, REPO / "config" / "schema.yaml")
+    cfg = demo_config()
     e = copy.deepcopy(cfg["experiments"]["tk_resnet50"])
     e["model"].update(backbone=backbone, input_size=[size, size])
     # the paper's head (as in full.yaml): without the demo's normalization layer

@@ -8,11 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from medrepro import datasets, prepare
 from medrepro.annotation import decode
-from medrepro.config import validate_config
 from medrepro.convert import convert_manifest
 from medrepro.detect import detectron2_backend
 from medrepro.detect import steps as detect_steps
@@ -20,13 +18,11 @@ from medrepro.detect.dataset import DetectionSet
 from medrepro.detect.torchvision_backend import load_detector, train_detector
 from medrepro.specs import ModelSpec, from_plain, run_spec
 
-from ..conftest import REPO
+from ..conftest import REPO, demo_config
 
 
 def _experiment(name="mr_exp2", **train) -> dict:
-    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-                          REPO / "config" / "schema.yaml")
-    e = copy.deepcopy(cfg["experiments"][name])
+    e = copy.deepcopy(demo_config()["experiments"][name])
     e["model"]["input_size"] = [64, 64]
     e["subset"] = {"per_class": {"healthy": 6, "pneumonia": 6}, "seed": 0}
     e["split"]["fractions"] = {"train": 0.5, "val": 0.25, "test": 0.25}
@@ -214,7 +210,7 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
     from medrepro.config import load_config
     from medrepro.detect.torchvision_backend import build_maskrcnn, load_weights
 
-    cfg = load_config([REPO / "config" / "config.yaml", REPO / "config" / "full.yaml"], REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml"])
     spec = run_spec(cfg["experiments"]["mr_exp1"]).model
     ours = build_maskrcnn(spec).state_dict()
     ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
@@ -238,7 +234,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     from medrepro.config import load_config
     from medrepro.detect.torchvision_backend import build_maskrcnn
 
-    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    cfg = load_config(REPO / "config")
     m = copy.deepcopy(cfg["experiments"]["mr_exp1"]["model"])
     m["input_size"] = [64, 64]
     m["detector"].update(fpn_channels=32, box_head_size=64)

@@ -15,7 +15,8 @@ PAPERS = REPO / "config" / "papers"
 
 
 def _findings(paper: str) -> list:
-    return [c for c in audit(yaml.safe_load((PAPERS / f"{paper}.yaml").read_text()), paper) if not c.consistent]
+    published = yaml.safe_load((PAPERS / paper / "published.yaml").read_text())
+    return [c for c in audit(published, paper) if not c.consistent]
 
 
 def _found(findings, check: str, where: str) -> bool:
@@ -70,7 +71,7 @@ def test_audit_finds_more_than_listed_and_passes_a_consistent_report():
     assert _found(tm, "accuracy = correct / total", "tableB2_C19/ResNet-50/256")
     # cnn_kermany's classification report fits the official 390/234 test folder
     assert _findings("cnn_kermany") == []
-    checks = audit(yaml.safe_load((PAPERS / "cnn_kermany.yaml").read_text()))
+    checks = audit(yaml.safe_load((PAPERS / "cnn_kermany" / "published.yaml").read_text()))
     assert {c.check for c in checks} == {"parts add up to the total", "one confusion matrix (mlscorecheck)"}
 
 
@@ -170,11 +171,11 @@ def test_bad_declarations_say_where():
 
 
 def test_write_audit_writes_tables_and_summary(tmp_path):
-    s = write_audit(PAPERS / "maskrcnn_opacity.yaml", tmp_path / "a", "maskrcnn_opacity")
+    s = write_audit(PAPERS / "maskrcnn_opacity" / "published.yaml", tmp_path / "a", "maskrcnn_opacity")
     assert s["inconsistent"] == len(_findings("maskrcnn_opacity")) > 0
     assert {p.name for p in (tmp_path / "a").iterdir()} == {
         "checks.csv", "findings.csv", "findings.md", "findings.tex", "summary.json", "provenance.json"}
-    table = checks_table(audit(yaml.safe_load((PAPERS / "maskrcnn_opacity.yaml").read_text())))
+    table = checks_table(audit(yaml.safe_load((PAPERS / "maskrcnn_opacity" / "published.yaml").read_text())))
     assert len(table) == s["checks"]
     assert "0.8148" in (tmp_path / "a" / "findings.md").read_text() or "0.81478" in (
         tmp_path / "a" / "findings.md").read_text()

@@ -19,12 +19,11 @@ from medrepro.convert import convert_manifest
 from medrepro.study import stages
 from medrepro.study.summary import parameter_counts, summarize
 
-from ..conftest import REPO
+from ..conftest import REPO, demo_config
 
 
 def _demo_config() -> dict:
-    return validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-                           REPO / "config" / "schema.yaml")
+    return demo_config()
 
 
 def _paper_head(units):
@@ -36,12 +35,8 @@ def test_every_backbones_parameters_are_the_thesis_counts():
     """The thesis (Keras, TC's 3 classes) prints total and trainable counts for all three models:
     the trainable heads match torch's count exactly, the totals once counted as Keras counts
     (BatchNorm moving statistics, ResNet-50's conv biases, Inception-V3 without BatchNorm scale)."""
-    from medrepro.config import merge
-
-    cfg = validate_config(merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-                                yaml.safe_load((REPO / "config" / "full.yaml").read_text())),
-                          REPO / "config" / "schema.yaml")
-    published = yaml.safe_load((REPO / "config" / "papers" / "transfer_multidataset.yaml").read_text())
+    cfg = demo_config("full.yaml")
+    published = yaml.safe_load((REPO / "config" / "papers" / "transfer_multidataset" / "published.yaml").read_text())
     reported = published["model"]["parameters_reported"]
     got = parameter_counts(cfg["studies"]["tm_TC"])
     for b, name in (("vgg16", "VGG-16"), ("resnet50", "ResNet-50"), ("inception_v3", "Inception-V3")):

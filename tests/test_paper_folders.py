@@ -1,0 +1,55 @@
+"""A paper in one folder: config/papers/<paper>/ holds its runs and block (runs.yaml), its own
+full-scale settings (full.yaml) and its published numbers (published.yaml), and the config is
+composed from them as the Snakefile composes it."""
+from __future__ import annotations
+
+import yaml
+
+from medrepro.config import compose_config, paper_files
+
+from .conftest import REPO, demo_config
+
+CONFIG = REPO / "config"
+FOLDERS = sorted(p for p in (CONFIG / "papers").iterdir() if p.is_dir())
+
+
+def read(path):
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def test_each_paper_folder_holds_only_its_own_paper():
+    assert [f.name for f in FOLDERS] == ["cnn_kermany", "cnn_pediatric", "maskrcnn_opacity", "transfer_kermany",
+                                         "transfer_multidataset"]
+    for folder in FOLDERS:
+        paper = folder.name
+        runs, full = read(folder / "runs.yaml"), read(folder / "full.yaml")
+        assert set(runs) <= {"experiments", "studies", "papers"} and list(runs["papers"]) == [paper]
+        block = runs["papers"][paper]
+        names = [*runs.get("experiments", {}), *runs.get("studies", {})]
+        assert sorted(names) == sorted(block["experiments"]), paper
+        assert all(r["paper"] == paper for part in ("experiments", "studies") for r in runs.get(part, {}).values())
+        assert block["published"] == f"config/papers/{paper}/published.yaml" and (folder / "published.yaml").is_file()
+        assert set(full) <= {"experiments", "studies"}  # the paper's own settings, for its own runs only
+        assert all(set(full.get(part, {})) <= set(runs.get(part, {})) for part in ("experiments", "studies")), paper
+    for top in ("config.yaml", "full.yaml", "smoke.yaml"):
+        assert not {"papers"} & set(read(CONFIG / top)), top
+
+
+def test_full_settings_come_from_the_paper_folders_and_an_overlay_still_wins(tmp_path):
+    demo, full = demo_config(), demo_config("full.yaml")
+    assert demo["paper_settings"] == "demo" and full["paper_settings"] == "full"
+    assert paper_files(CONFIG, {"paper_settings": "demo"}) == [f / "runs.yaml" for f in FOLDERS]
+    assert paper_files(CONFIG, full)[len(FOLDERS):] == [f / "full.yaml" for f in FOLDERS]
+    # cnn_kermany's own settings (its full.yaml): 150 px and 25 epochs; the demo's: 64 px and 8
+    assert full["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
+    assert demo["experiments"]["cnn_kermany"]["model"]["input_size"] == [64, 64]
+    # a --configfile is laid over every file, the paper folders' included (as Snakemake does)
+    over = tmp_path / "over.yaml"
+    over.write_text(yaml.safe_dump({"experiments": {"cnn_kermany": {"train": {"epochs": 3}}}}))
+    cfg = compose_config(CONFIG, [CONFIG / "full.yaml", over])
+    assert cfg["experiments"]["cnn_kermany"]["train"]["epochs"] == 3
+    assert cfg["experiments"]["cnn_kermany"]["model"]["input_size"] == [150, 150]
+    # and one that switches a demo run to the papers' settings alone
+    switch = tmp_path / "switch.yaml"
+    switch.write_text("paper_settings: full\n")
+    assert compose_config(CONFIG, [switch])["studies"]["tm_TC"]["batch_sizes"] == [32, 64, 128, 256]
