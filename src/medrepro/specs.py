@@ -274,30 +274,30 @@ _DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _number})
 _NOT_RUN = ("paper", "subset", "split")
 
 
+def _from_block(cls, block, where: str):
+    """``cls`` from a validated block without its ``paper``, ``subset`` and ``split``; a ``cls``
+    passes through."""
+    if isinstance(block, cls):
+        return block
+    data = {k: v for k, v in block.items() if k not in _NOT_RUN}
+    try:
+        return dacite.from_dict(cls, data, config=_DACITE)
+    except dacite.DaciteError as exc:
+        raise SpecError(f"{where}: {exc} (the block must be validated against config/schema.yaml first)") from exc
+
+
 def run_spec(block: Mapping | RunSpec, where: str = "run") -> RunSpec:
     """The :class:`RunSpec` of a validated experiment block (or of a spec's :meth:`RunSpec.as_dict`);
     a :class:`RunSpec` passes through.  The block's ``paper``, ``subset`` and ``split`` (the split
     step's and the report's) are left out; in the model block, the keys of the other
     architectures are ``None``."""
-    if isinstance(block, RunSpec):
-        return block
-    data = {k: v for k, v in block.items() if k not in _NOT_RUN}
-    try:
-        return dacite.from_dict(RunSpec, data, config=_DACITE)
-    except dacite.DaciteError as exc:
-        raise SpecError(f"{where}: {exc} (the block must be validated against config/schema.yaml first)") from exc
+    return _from_block(RunSpec, block, where)
 
 
 def study_spec(block: Mapping | StudySpec, where: str = "study") -> StudySpec:
     """The :class:`StudySpec` of a validated study block (or of a stage's part of one); a
     :class:`StudySpec` passes through.  The block's ``paper``, ``subset`` and ``split`` are left out."""
-    if isinstance(block, StudySpec):
-        return block
-    data = {k: v for k, v in block.items() if k not in _NOT_RUN}
-    try:
-        return dacite.from_dict(StudySpec, data, config=_DACITE)
-    except dacite.DaciteError as exc:
-        raise SpecError(f"{where}: {exc} (the block must be validated against config/schema.yaml first)") from exc
+    return _from_block(StudySpec, block, where)
 
 
 def device_spec(block: Mapping | TrainSpec | DeviceSpec) -> DeviceSpec:
