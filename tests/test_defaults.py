@@ -15,12 +15,6 @@ SCANNED = [*sorted((PACKAGE / "classify").glob("*.py")), *sorted((PACKAGE / "stu
            *sorted((PACKAGE / "detect").glob("*.py")), *sorted((PACKAGE / "publish").glob("*.py")),
            PACKAGE / "accel.py", PACKAGE / "uncertainty.py", PACKAGE / "prepare.py"]
 CONFIG_FUNCTIONS = {"frozen_transfer", "uses_feature_cache", "feature_key", "study_run_spec", "study_features"}
-# Keras' layer defaults (kernel stride, pool size, BatchNorm momentum and epsilon): the schema
-# documents them and fills none, as Keras' own layers hold them; and the options of two output
-# kinds (a sample grid's and the augmentation examples' n, size and seed), which have no
-# schema default either (their names are keys the schema fills elsewhere)
-EXEMPT_FUNCTIONS = {("classify/models.py", "build_sequential"), ("publish/outputs.py", "_sample_grid"),
-                    ("publish/study.py", "_augmentation_examples")}
 
 
 def schema_defaults() -> set[str]:
@@ -60,8 +54,7 @@ def code_defaults(path, functions: set[str] | None = None, source: str | None = 
     rel = path.relative_to(PACKAGE).as_posix()
     out = []
     for fn in ast.walk(ast.parse(path.read_text() if source is None else source)):
-        if not isinstance(fn, ast.FunctionDef) or (functions is not None and fn.name not in functions) \
-                or (rel, fn.name) in EXEMPT_FUNCTIONS:
+        if not isinstance(fn, ast.FunctionDef) or (functions is not None and fn.name not in functions):
             continue
         for n in ast.walk(fn):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get" \

@@ -40,6 +40,7 @@ def fields(cls) -> set[str]:
     (specs.StudyModelSpec, STUDY["properties"]["model"]),
     (specs.CandidateSpec, STUDY["properties"]["backbones"]["additionalProperties"]),
     (specs.FineTuneSpec, STUDY["properties"]["fine_tune"]),
+    (specs.OutputSpec, SCHEMA["properties"]["papers"]["additionalProperties"]["properties"]["outputs"]["items"]),
 ])
 def test_each_spec_has_the_schemas_keys(cls, node):
     """A key added to the schema and not to its spec (or the other way round) fails here, not in a
@@ -64,6 +65,17 @@ def test_every_run_of_the_shipped_configs_is_a_spec(overlays):
         assert (spec.model.detector is not None) == (block.get("task") == "detect")
     mr = run_spec(cfg["experiments"]["mr_exp1"])
     assert isinstance(mr.model.detector.anchor_sizes, tuple) and mr.detect.iou_threshold == 0.45
+
+
+def test_every_output_of_the_shipped_papers_is_a_spec():
+    papers = demo_config()["papers"]
+    outputs = [specs.output_spec(o, f"{p}.{o['name']}") for p in papers.values() for o in p["outputs"]]
+    assert len(outputs) > 50 and all(o.kind and o.name for o in outputs)
+    table = next(o for o in outputs if o.name == "table2_opacity_detection")
+    assert table.runs == ["mr_exp1", "mr_exp2", "mr_exp3"] and table.columns["f1"] == "opacity.f1"
+    assert table.split is None  # not given: the kind's own default applies
+    with pytest.raises(SpecError, match='can not match "colums"'):
+        specs.output_spec({"kind": "metrics_table", "name": "t", "colums": {}}, "t")
 
 
 def test_a_study_run_is_its_candidate_frozen_with_the_shared_settings():

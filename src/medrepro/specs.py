@@ -254,6 +254,39 @@ class StudySpec:
                        augment=tuple(self.augment or ()) if augment else (), threshold=0.5)
 
 
+@dataclass(frozen=True)
+class OutputSpec:
+    """One table or figure of a paper (``papers.<paper>.outputs``): its ``kind`` and file ``name``,
+    and the options of its kind (``None``: the option does not apply, or the kind's own default,
+    :mod:`medrepro.publish.outputs` and :mod:`medrepro.publish.study`)."""
+    kind: str
+    name: str
+    caption: str | None = None
+    layout: str | None = None
+    covers: tuple[str, ...] | None = None
+    experiment: str | None = None
+    experiments: tuple[str, ...] | None = None
+    split: str | None = None
+    stage: int | str | None = None
+    best_per: str | None = None
+    method: str | None = None
+    pick: str | None = None
+    class_names: tuple[str, ...] | None = None
+    row_labels: Mapping[str, str] | None = None
+    columns: Mapping[str, str] | None = None
+    metrics: tuple[str, ...] | None = None
+    label: str | None = None
+    n: int | None = None
+    size: int | None = None
+    index: int | None = None
+    seed: int | None = None
+
+    @property
+    def runs(self) -> list[str | None]:
+        """The experiments or studies it shows: ``experiments``, else ``[experiment]``."""
+        return list(self.experiments or [self.experiment])
+
+
 def _plain(obj):
     """Tuples as lists and mappings as dicts, all the way down (JSON's and YAML's shapes)."""
     if isinstance(obj, Mapping):
@@ -274,12 +307,11 @@ _DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _number})
 _NOT_RUN = ("paper", "subset", "split")
 
 
-def _from_block(cls, block, where: str):
-    """``cls`` from a validated block without its ``paper``, ``subset`` and ``split``; a ``cls``
-    passes through."""
+def _from_block(cls, block, where: str, drop=()):
+    """``cls`` from a validated block without its keys ``drop``; a ``cls`` passes through."""
     if isinstance(block, cls):
         return block
-    data = {k: v for k, v in block.items() if k not in _NOT_RUN}
+    data = {k: v for k, v in block.items() if k not in drop}
     try:
         return dacite.from_dict(cls, data, config=_DACITE)
     except dacite.DaciteError as exc:
@@ -291,13 +323,18 @@ def run_spec(block: Mapping | RunSpec, where: str = "run") -> RunSpec:
     a :class:`RunSpec` passes through.  The block's ``paper``, ``subset`` and ``split`` (the split
     step's and the report's) are left out; in the model block, the keys of the other
     architectures are ``None``."""
-    return _from_block(RunSpec, block, where)
+    return _from_block(RunSpec, block, where, _NOT_RUN)
 
 
 def study_spec(block: Mapping | StudySpec, where: str = "study") -> StudySpec:
     """The :class:`StudySpec` of a validated study block (or of a stage's part of one); a
     :class:`StudySpec` passes through.  The block's ``paper``, ``subset`` and ``split`` are left out."""
-    return _from_block(StudySpec, block, where)
+    return _from_block(StudySpec, block, where, _NOT_RUN)
+
+
+def output_spec(block: Mapping | OutputSpec, where: str = "output") -> OutputSpec:
+    """A validated ``outputs`` entry as an :class:`OutputSpec`; an :class:`OutputSpec` passes through."""
+    return _from_block(OutputSpec, block, where)
 
 
 def device_spec(block: Mapping | TrainSpec | DeviceSpec) -> DeviceSpec:

@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+from ..specs import output_spec
+
 WHAT = {
     "classification_report": "precision, recall, F1 and support per class",
     "confusion_matrix": "confusion matrix",
@@ -79,16 +81,17 @@ def _paper_key(name: str, covers: list, published: dict) -> tuple[str | None, st
 def captions(paper_cfg: dict, published: dict) -> dict[str, str]:
     """``{output name: caption}`` for a paper's configured outputs and its fixed tables."""
     out = {}
-    for o in paper_cfg["outputs"]:
-        exps = o.get("experiments") or [o.get("experiment", paper_cfg["experiments"][0])]
-        what = WHAT.get(o["kind"], o["kind"].replace("_", " "))
-        key, desc = _paper_key(o["name"], o.get("covers", []), published)
+    for i, block in enumerate(paper_cfg["outputs"]):
+        o = output_spec(block, f"outputs[{i}]")
+        exps = list(o.experiments or [o.experiment or paper_cfg["experiments"][0]])
+        what = WHAT.get(o.kind, o.kind.replace("_", " "))
+        key, desc = _paper_key(o.name, o.covers or (), published)
         text = f"{what[0].upper()}{what[1:]} ({', '.join(exps)})."
         if key:
             text += f" Reproduces the paper's {key}" + (f": “{desc}”." if desc else ".")
         else:
             text += " Not a numbered table or figure of the paper."
-        out[o["name"]] = text
+        out[o.name] = text
     return {**out, **FIXED}
 
 

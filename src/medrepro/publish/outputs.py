@@ -45,6 +45,7 @@ from PIL import Image
 from ..figures import OKABE_ITO, apply_style, confusion_matrix_figure, learning_curves_figure, save_figure
 from ..io import read_csv
 from ..metrics import report_table
+from ..specs import OutputSpec
 from ..tables import write_table
 from .compare import lookup
 
@@ -82,40 +83,40 @@ class Context:
                            layout=self.layouts.get(name))
 
 
-def _classification_report(ctx: Context, o: dict):
-    m = ctx.metrics()[o.get("split", "test")]
-    return ctx.table(report_table(m, ctx.labels), o["name"], f"classification report ({o.get('split', 'test')})")
+def _classification_report(ctx: Context, o: OutputSpec):
+    m = ctx.metrics()[(o.split or "test")]
+    return ctx.table(report_table(m, ctx.labels), o.name, f"classification report ({o.split or 'test'})")
 
 
-def _confusion_matrix(ctx: Context, o: dict):
-    split = o.get("split", "test")
+def _confusion_matrix(ctx: Context, o: OutputSpec):
+    split = o.split or "test"
     m = ctx.metrics()[split]
     names = [ctx.label(n) for n in m["class_names"]]
     return ctx.figure(confusion_matrix_figure(m["confusion_matrix"], names, f"{ctx.paper}: confusion matrix ({split})"),
-                      o["name"])
+                      o.name)
 
 
-def _learning_curves(ctx: Context, o: dict):
-    metrics = o.get("metrics", ["accuracy", "loss"])
+def _learning_curves(ctx: Context, o: OutputSpec):
+    metrics = list(o.metrics or ("accuracy", "loss"))
     # named after the experiment where a paper has several (transfer_kermany's three figures shared one title)
     who = ctx.paper if ctx.experiment in (None, ctx.paper) else f"{ctx.paper}, {ctx.experiment}"
-    return ctx.figure(learning_curves_figure(ctx.history(), f"{who}: learning curves", metrics), o["name"])
+    return ctx.figure(learning_curves_figure(ctx.history(), f"{who}: learning curves", metrics), o.name)
 
 
-def _history(ctx: Context, o: dict):
-    return ctx.table(ctx.history(), o["name"], "per-epoch training log")
+def _history(ctx: Context, o: OutputSpec):
+    return ctx.table(ctx.history(), o.name, "per-epoch training log")
 
 
-def _model_summary(ctx: Context, o: dict):
-    return ctx.table(pd.read_csv(ctx.files["model_summary"]), o["name"], "model summary")
+def _model_summary(ctx: Context, o: OutputSpec):
+    return ctx.table(pd.read_csv(ctx.files["model_summary"]), o.name, "model summary")
 
 
-def _class_counts(ctx: Context, o: dict):
+def _class_counts(ctx: Context, o: OutputSpec):
     s = ctx.split()
     counts = s.groupby(["split", "class"]).size().unstack(fill_value=0)
     counts = counts.reindex([x for x in ("train", "val", "test") if x in counts.index])
     table = counts.reset_index().rename_axis(None, axis=1)
-    paths = ctx.table(table, o["name"], "images per class and split")
+    paths = ctx.table(table, o.name, "images per class and split")
     fig, ax = plt.subplots(figsize=(4.5, 3))
     counts.T.rename(index=ctx.label).plot.bar(ax=ax, rot=0)
     ax.set_ylabel("images")
@@ -123,17 +124,17 @@ def _class_counts(ctx: Context, o: dict):
     ax.set_title(f"{ctx.paper}: images per class")
     for cont in ax.containers:
         ax.bar_label(cont, fontsize=7)
-    return paths + ctx.figure(fig, o["name"])
+    return paths + ctx.figure(fig, o.name)
 
 
-def _sample_grid(ctx: Context, o: dict):
+def _sample_grid(ctx: Context, o: OutputSpec):
     s = ctx.split()
-    label, n, size, split = o["label"], int(o.get("n", 25)), int(o.get("size", 128)), o.get("split", "train")
+    label, n, size, split = o.label, (o.n or 25), (o.size or 128), (o.split or "train")
     pool = s[(s["class"] == label) & (s["split"] == split)]
     if pool.empty:
-        raise ValueError(f"output {o['name']}: no {split} image of class {label!r}; classes are "
+        raise ValueError(f"output {o.name}: no {split} image of class {label!r}; classes are "
                          f"{sorted(s['class'].unique())}")
-    rng = np.random.default_rng(int(o.get("seed", 0)))
+    rng = np.random.default_rng(o.seed or 0)
     pick = pool.iloc[np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
     side = int(np.ceil(np.sqrt(n)))
     fig, axes = plt.subplots(side, side, figsize=(side * 1.3, side * 1.3))
@@ -144,13 +145,13 @@ def _sample_grid(ctx: Context, o: dict):
             ax.imshow(np.asarray(im.convert("L").resize((size, size), Image.BILINEAR)), cmap="gray", vmin=0, vmax=255)
     fig.suptitle(f"{ctx.paper}: {ctx.label(label)} ({split}, {size}x{size})")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
-def _intensity_histogram(ctx: Context, o: dict):
+def _intensity_histogram(ctx: Context, o: OutputSpec):
     s = ctx.split()
-    part = s[s["split"] == o.get("split", "train")]
-    row = part.iloc[int(o.get("index", 0)) % len(part)]
+    part = s[s["split"] == (o.split or "train")]
+    row = part.iloc[(o.index or 0) % len(part)]
     with Image.open(row["png"]) as im:
         arr = np.asarray(im.convert("L"))
     fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3))
@@ -162,34 +163,34 @@ def _intensity_histogram(ctx: Context, o: dict):
     b.set_ylabel("pixels")
     fig.suptitle(f"{ctx.paper}: pixel-intensity histogram")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 MASK_NOTES = {"ellipse": "instance masks are ellipses inscribed in the RSNA boxes",
               "box": "instance masks are the RSNA boxes filled"}
 
 
-def _metrics_table(ctx: Context, o: dict):
+def _metrics_table(ctx: Context, o: OutputSpec):
     rows, shapes = [], set()
-    for exp in o.get("experiments") or [o.get("experiment")]:
+    for exp in o.runs:
         m = json.loads(Path(ctx.all_files[exp]["metrics"]).read_text())
         if m.get("mask_shape"):
             shapes.add(m["mask_shape"])
-        row = {"experiment": (o.get("row_labels") or {}).get(exp, exp)}
-        for col, path in o["columns"].items():
+        row = {"experiment": (o.row_labels or {}).get(exp, exp)}
+        for col, path in o.columns.items():
             v = lookup(m, path)
             row[col] = v if isinstance(v, str) else float(v) if isinstance(v, (int, float)) else None
         rows.append(row)
-    caption = o.get("caption", "metrics")
+    caption = o.caption or "metrics"
     if shapes:  # a detection table: say how its ground truth was made
         caption += " (" + "; ".join(MASK_NOTES[s] for s in sorted(shapes)) + ": the paper drew them by hand)"
-    return ctx.table(pd.DataFrame(rows), o["name"], caption)
+    return ctx.table(pd.DataFrame(rows), o.name, caption)
 
 
-def _roc_curve(ctx: Context, o: dict):
+def _roc_curve(ctx: Context, o: OutputSpec):
     from sklearn.metrics import RocCurveDisplay
 
-    split = o.get("split", "test")
+    split = o.split or "test"
     pred = pd.read_csv(ctx.files["predictions"])
     pred = pred[pred["split"] == split]
     positive = [c for c in pred.columns if c.startswith("prob_")][-1]
@@ -197,23 +198,23 @@ def _roc_curve(ctx: Context, o: dict):
     RocCurveDisplay.from_predictions(pred["target"], pred[positive], ax=ax, name=ctx.label(positive[5:]))
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
     ax.set_title(f"{ctx.paper}: ROC ({split})")
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
-def _equalization(ctx: Context, o: dict):
+def _equalization(ctx: Context, o: OutputSpec):
     from ..preprocessing import equalize
 
-    split = o.get("split", "test")
+    split = o.split or "test"
     table = ctx.split()
-    table = table[(table["split"] == split) & ((table["class"] == o["label"]) if o.get("label") else True)]
+    table = table[(table["split"] == split) & ((table["class"] == o.label) if o.label else True)]
     if table.empty:
-        which = f" of class {o['label']!r}" if o.get("label") else ""
-        raise ValueError(f"output {o['name']}: no {split} image{which}")
-    png = table.iloc[min(o.get("index", 0), len(table) - 1)]["png"]
+        which = f" of class {o.label!r}" if o.label else ""
+        raise ValueError(f"output {o.name}: no {split} image{which}")
+    png = table.iloc[min(o.index or 0, len(table) - 1)]["png"]
     img = np.asarray(Image.open(png).convert("L"))
-    if o.get("size"):
-        img = np.asarray(Image.fromarray(img).resize((o["size"], o["size"]), Image.BILINEAR))
-    method = o.get("method", "global")
+    if o.size:
+        img = np.asarray(Image.fromarray(img).resize((o.size, o.size), Image.BILINEAR))
+    method = o.method or "global"
     eq = equalize(img, method)
     fig, axes = plt.subplots(2, 2, figsize=(6.4, 5.6), gridspec_kw={"height_ratios": [3, 1.4]})
     for col, (im, title) in enumerate([(img, "a) original"), (eq, f"b) equalised ({method})")]):
@@ -230,7 +231,7 @@ def _equalization(ctx: Context, o: dict):
         ax.set_xlabel("intensity")
         ax.set_yticks([])
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 def _detections(files: dict, coco_id: int, min_score: float) -> tuple[list, list]:
@@ -243,12 +244,12 @@ def _detections(files: dict, coco_id: int, min_score: float) -> tuple[list, list
     return true, pred
 
 
-def _mask_overlay(ctx: Context, o: dict):
+def _mask_overlay(ctx: Context, o: OutputSpec):
     per = pd.read_csv(ctx.files["per_image"])
     pos = per[per["n_true"] > 0].sort_values(["image_iou", "image_id"], kind="stable").reset_index(drop=True)
     if pos.empty:
-        raise ValueError(f"output {o['name']}: no test image with opacities")
-    pick = o.get("pick", "median")
+        raise ValueError(f"output {o.name}: no test image with opacities")
+    pick = o.pick or "median"
     row = pos.iloc[{"best": len(pos) - 1, "worst": 0, "median": len(pos) // 2}[pick]]
     m = ctx.metrics()
     true, pred = _detections(ctx.files, int(row["coco_id"]), m["score_threshold"])
@@ -270,12 +271,12 @@ def _mask_overlay(ctx: Context, o: dict):
     fig.suptitle(f"{ctx.paper}: image IoU {row['image_iou']:.3f} ({pick} of {len(pos)} test images with opacities)",
                  fontsize="small")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
-def _iou_distribution(ctx: Context, o: dict):
-    exps = o.get("experiments") or [o.get("experiment")]
-    labels = o.get("row_labels") or {}
+def _iou_distribution(ctx: Context, o: OutputSpec):
+    exps = o.runs
+    labels = o.row_labels or {}
     data = [pd.read_csv(ctx.all_files[e]["per_image"])["image_iou"].dropna().to_numpy() for e in exps]
     names = [labels.get(e, e) for e in exps]
     fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3.2))
@@ -291,15 +292,15 @@ def _iou_distribution(ctx: Context, o: dict):
     b.set_xlabel("experiment")
     b.set_title("b) box plot")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
-def _detection_confusion(ctx: Context, o: dict):
+def _detection_confusion(ctx: Context, o: OutputSpec):
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    exps = o.get("experiments") or [o.get("experiment")]
-    labels = o.get("row_labels") or {}
-    names = [ctx.label(n) for n in o.get("class_names", ["healthy", "pneumonia"])]
+    exps = o.runs
+    labels = o.row_labels or {}
+    names = [ctx.label(n) for n in (o.class_names or ("healthy", "pneumonia"))]
     fig, axes = plt.subplots(1, len(exps), figsize=(3.1 * len(exps), 3.0), squeeze=False)
     for ax, e in zip(axes[0], exps):
         im = json.loads(Path(ctx.all_files[e]["metrics"]).read_text())["image"]
@@ -307,7 +308,7 @@ def _detection_confusion(ctx: Context, o: dict):
         ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, colorbar=False, cmap="Blues")
         ax.set_title(labels.get(e, e), fontsize="small")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {

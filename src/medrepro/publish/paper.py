@@ -14,6 +14,7 @@ import yaml
 
 from ..config import scale_note
 from ..io import atomic_dir, write_json, write_text
+from ..specs import output_spec
 from .compare import comparison_table, coverage_table, departures_table, expand_table_comparisons, headline_table
 from .outputs import OUTPUTS, Context
 
@@ -37,19 +38,17 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     labels = paper_cfg["class_labels"]
     default_exp = paper_cfg["experiments"][0]
     written: list[Path] = []
+    outputs = [output_spec(o, f"papers.{paper}.outputs[{i}]") for i, o in enumerate(paper_cfg["outputs"])]
+    layouts = {o.name: o.layout for o in outputs if o.layout}
     with atomic_dir(out_dir) as tmp:
-        for o in paper_cfg["outputs"]:
-            exp = o.get("experiment", default_exp)
-            for e in [exp] + list(o.get("experiments") or []):
+        for o in outputs:
+            exp = o.experiment or default_exp
+            for e in [exp, *(o.experiments or ())]:
                 if e not in inputs:
-                    raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {e!r} is not one of the "
+                    raise ValueError(f"papers.{paper}.outputs {o.name}: experiment {e!r} is not one of the "
                                      f"paper's experiments {list(inputs)}")
-            if exp not in inputs:
-                raise ValueError(f"papers.{paper}.outputs {o['name']}: experiment {exp!r} is not one of the "
-                                 f"paper's experiments {list(inputs)}")
-            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp,
-                          layouts={x["name"]: x["layout"] for x in paper_cfg["outputs"] if x.get("layout")})
-            written += OUTPUTS[o["kind"]](ctx, o)
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp, layouts=layouts)
+            written += OUTPUTS[o.kind](ctx, o)
         comps, results = [], {}
         metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in paper_cfg["experiments"]}
         compare = [{**c, "experiment": c.get("experiment", default_exp)} for c in paper_cfg["compare"]]

@@ -41,7 +41,7 @@ NAMES = {"vgg16": "VGG-16", "vgg19": "VGG-19", "resnet50": "ResNet-50", "incepti
 
 
 def _studies(ctx, o) -> list[str]:
-    return list(o.get("experiments") or [o.get("experiment")])
+    return o.runs
 
 
 def _metrics(ctx, st) -> dict:
@@ -54,15 +54,15 @@ def _split_counts(ctx, o):
         m = _metrics(ctx, st)
         for split, counts in m["split_counts"].items():
             rows.append({"dataset": m["label"], "split": split, **counts, "total": sum(counts.values())})
-    return ctx.table(pd.DataFrame(rows).fillna(""), o["name"], "images per class and split (Table 4.1)")
+    return ctx.table(pd.DataFrame(rows).fillna(""), o.name, "images per class and split (Table 4.1)")
 
 
 def _runs(ctx, o):
-    split, stage = o.get("split", "test"), o.get("stage", 1)
+    split, stage = o.split or "test", o.stage or 1
     frames = []
     for st in _studies(ctx, o):
         runs = pd.read_csv(ctx.all_files[st][f"stage{stage}_runs"])
-        if o.get("best_per") == "backbone":
+        if o.best_per == "backbone":
             sel = _metrics(ctx, st)["stage1"]["best_per_backbone"]
             runs = runs[[int(r.batch_size) == sel[r.backbone]["batch_size"] for r in runs.itertuples()]]
         df = runs[["backbone", "batch_size", "lr", "epochs_run"] + [f"{split}_{c}" for c in COLUMNS]].copy()
@@ -72,7 +72,7 @@ def _runs(ctx, o):
         df["lr"] = df["lr"].map(full_number)  # 0.00001, not 0.000 at three decimals
         frames.append(df)
     what = {1: "batch size (stage 1)", 2: "learning rate (stage 2)"}.get(stage, f"stage {stage}")
-    return ctx.table(pd.concat(frames, ignore_index=True), o["name"], f"{what}, {split} split")
+    return ctx.table(pd.concat(frames, ignore_index=True), o.name, f"{what}, {split} split")
 
 
 def _after_stage(m: dict, stage) -> int:
@@ -85,14 +85,14 @@ STAGE_WHAT = {3: "before (a) and after (b) augmentation", 4: "before (a) and aft
 
 
 def _stage_comparison(ctx, o):
-    stage, rows = o["stage"], []
+    stage, rows = o.stage, []
     for st in _studies(ctx, o):
         m = _metrics(ctx, st)
         after = _after_stage(m, stage)
         for tag, k in (("a (stage 2)", 2), (f"b (stage {after})", after)):
             t = m[f"stage{k}"]["test"]
             rows.append({"dataset": m["label"], "model": tag, **{c: t[c] for c in COLUMNS}})
-    return ctx.table(pd.DataFrame(rows), o["name"], f"{STAGE_WHAT[stage]}, test split")
+    return ctx.table(pd.DataFrame(rows), o.name, f"{STAGE_WHAT[stage]}, test split")
 
 
 def _class_counts(t: dict, classes: list[str]) -> dict:
@@ -104,7 +104,7 @@ def _class_counts(t: dict, classes: list[str]) -> dict:
 def _stage_per_class(ctx, o):
     """Tables B.5/B.6: per class and on average (P/T), precision/recall/F1, accuracy (the split's,
     as the thesis prints it on every row), correct, incorrect and total, a = stage 2, b = after."""
-    stage, rows = o["stage"], []
+    stage, rows = o.stage, []
     for st in _studies(ctx, o):
         m = _metrics(ctx, st)
         ta, tb = m["stage2"]["test"], m[f"stage{_after_stage(m, stage)}"]["test"]
@@ -121,7 +121,7 @@ def _stage_per_class(ctx, o):
                      "accuracy_a": ta["accuracy"], "accuracy_b": tb["accuracy"], "correct_a": ta["correct"],
                      "correct_b": tb["correct"], "incorrect_a": ta["incorrect"], "incorrect_b": tb["incorrect"],
                      "total": ta["total"]})
-    return ctx.table(pd.DataFrame(rows), o["name"], f"per class, {STAGE_WHAT[stage]}, test split")
+    return ctx.table(pd.DataFrame(rows), o.name, f"per class, {STAGE_WHAT[stage]}, test split")
 
 
 def _best(ctx, o):
@@ -147,7 +147,7 @@ def _best(ctx, o):
                              "accuracy": alt["accuracy"] if same else None,
                              "chosen_by": key[len("if_selected_on_"):] + " (alternative: stages 2-4 ran on the "
                                                                      "choice above)"})
-    return ctx.table(pd.DataFrame(rows), o["name"], "best configuration per dataset (Table 5.8), and what "
+    return ctx.table(pd.DataFrame(rows), o.name, "best configuration per dataset (Table 5.8), and what "
                                                      "selecting on the other split picks")
 
 
@@ -164,12 +164,12 @@ def _parameters(ctx, o):
                          "total_keras_convention": n["keras_total"], "trainable_frozen": n["trainable"],
                          "trainable_fine_tuning": p.get("trainable_fine_tuning") if b == sel else None,
                          "selected": "yes" if b == sel else "no"})
-    return ctx.table(pd.DataFrame(rows), o["name"], "parameters per backbone: total, trainable with the backbone "
+    return ctx.table(pd.DataFrame(rows), o.name, "parameters per backbone: total, trainable with the backbone "
                                                      "frozen and (the selected model) when fine-tuning")
 
 
 def _bars(ctx, o):
-    st = o.get("experiment")
+    st = o.experiment
     runs = pd.read_csv(ctx.all_files[st]["stage1_runs"])
     label = _metrics(ctx, st)["label"]
     metrics = ["recall", "precision", "f1", "accuracy"]
@@ -189,7 +189,7 @@ def _bars(ctx, o):
     axes[0].legend(fontsize="xx-small")
     fig.suptitle(f"{label}: test metrics per model and batch size (stage 1)", fontsize="small")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 def _lr_curve(ctx, o):
@@ -208,13 +208,13 @@ def _lr_curve(ctx, o):
                      f"batch {sel['batch_size']}", fontsize="small")
     axes[0][0].legend(fontsize="x-small")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 def _stage_confusion(ctx, o):
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    stage, studies = o.get("stage", 4), _studies(ctx, o)
+    stage, studies = o.stage or 4, _studies(ctx, o)
     fig, axes = plt.subplots(len(studies), 2, figsize=(7.2, 3.3 * len(studies)), squeeze=False)
     for row, st in zip(axes, studies):
         m = _metrics(ctx, st)
@@ -229,11 +229,11 @@ def _stage_confusion(ctx, o):
         row[1].set_ylabel("")   # the left matrix names the rows (same classes, same order)
         row[1].set_yticklabels([])
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 def _study_curves(ctx, o):
-    studies, metrics = _studies(ctx, o), o.get("metrics", ["loss"])
+    studies, metrics = _studies(ctx, o), list(o.metrics or ("loss",))
     fig, axes = plt.subplots(1, len(studies), figsize=(3.4 * len(studies), 3.0), squeeze=False)
     for ax, st in zip(axes[0], studies):
         m = _metrics(ctx, st)
@@ -251,11 +251,11 @@ def _study_curves(ctx, o):
                      fontsize="small")
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 def _prediction_examples(ctx, o):
-    st, n = o.get("experiment"), o.get("n", 8)
+    st, n = o.experiment, o.n or 8
     m = _metrics(ctx, st)
     pred = pd.read_csv(ctx.all_files[st][f"stage{m['best']['stage']}_predictions"], dtype={"image_id": str})
     pred = pred[pred["split"] == "test"]
@@ -278,19 +278,19 @@ def _prediction_examples(ctx, o):
         ax.set_title(f"true {ctx.label(names[r.target])}\npred {ctx.label(names[r.pred])} ({p:.2f})",
                      fontsize="x-small", color=RIGHT if ok else WRONG)
     fig.suptitle(f"{m['label']}: test predictions (stage {m['best']['stage']})", fontsize="small")
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 def _augmentation_examples(ctx, o):
     from ..data import build_augmentation
 
-    studies, n = _studies(ctx, o), o.get("n", 4)
+    studies, n = _studies(ctx, o), o.n or 4
     fig, axes = plt.subplots(len(studies), n + 1, figsize=(1.8 * (n + 1), 1.9 * len(studies)), squeeze=False)
     for row, st in zip(axes, studies):
         m = _metrics(ctx, st)
         table = pd.read_csv(ctx.all_files[st]["split"])
         img = np.asarray(Image.open(table[table["split"] == "train"]["png"].iloc[0]).convert("RGB"))
-        aug = build_augmentation(m.get("augment"), o.get("seed", 0))
+        aug = build_augmentation(m.get("augment"), o.seed or 0)
         row[0].imshow(img)
         row[0].set_title(f"{m['label']}: original", fontsize="x-small")
         for k in range(n):
@@ -299,7 +299,7 @@ def _augmentation_examples(ctx, o):
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
-    return ctx.figure(fig, o["name"])
+    return ctx.figure(fig, o.name)
 
 
 OUTPUTS = {
