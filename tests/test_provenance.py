@@ -116,6 +116,7 @@ def test_learning_curve_titles_name_the_experiment(tmp_path):
     """A paper with several models (transfer_kermany) gets one learning-curve figure per model, each
     titled with its experiment (they shared one title naming none)."""
     from medrepro.publish.outputs import Context, _learning_curves
+    from medrepro.specs import output_spec
 
     hist = tmp_path / "history.csv"
     pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.0, 0.6]}).to_csv(hist, index=False)
@@ -129,8 +130,8 @@ def test_learning_curve_titles_name_the_experiment(tmp_path):
 
     for e in ("tk_resnet50", "tk_vgg19"):
         _learning_curves(Drawn("transfer_kermany", {"history": hist}, {}, None, "", tmp_path, experiment=e),
-                         {"name": "x", "metrics": ["loss"]})
+                         output_spec({"kind": "learning_curves", "name": "x", "metrics": ["loss"]}))
     _learning_curves(Drawn("cnn_kermany", {"history": hist}, {}, None, "", tmp_path, experiment="cnn_kermany"),
-                     {"name": "x", "metrics": ["loss"]})
+                     output_spec({"kind": "learning_curves", "name": "x", "metrics": ["loss"]}))
     assert titles == ["transfer_kermany, tk_resnet50: learning curves", "transfer_kermany, tk_vgg19: learning curves",
                       "cnn_kermany: learning curves"]
