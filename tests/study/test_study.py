@@ -99,9 +99,25 @@ def tc(tmp_path_factory):
     return root, st, feats
 
 
-def test_four_stages_select_and_summarize(tc):
+@pytest.fixture(scope="module")
+def staged(tc):
+    """The four stages on ``tc`` (stage 3 on the cached features) and the study's metrics.json."""
     root, st, feats = tc
-    runs1 = stages.stage1(root / "split.csv", {b: str(p) for b, p in feats.items()}, st, root / "s1")
+    stages.stage1(root / "split.csv", {b: str(p) for b, p in feats.items()}, st, root / "s1")
+    sel1 = json.loads((root / "s1" / "selection.json").read_text())
+    stages.stage2(root / "split.csv", feats[sel1["backbone"]], root / "s1" / "selection.json", st, root / "s2")
+    sel2 = json.loads((root / "s2" / "selection.json").read_text())
+    stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3",
+                  features=feats[sel2["backbone"]])
+    stages.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
+    m = summarize("tm_TC", st, root / "split.csv", {1: root / "s1", 2: root / "s2", 3: root / "s3",
+                                                          4: root / "s4"}, root / "metrics.json")
+    return root, st, feats, m
+
+
+def test_four_stages_select_and_summarize(staged):
+    root, st, feats, m = staged
+    runs1 = pd.read_csv(root / "s1" / "runs.csv")
     assert len(runs1) == 4 and set(runs1["backbone"]) == {"resnet50", "inception_v3"}
     sel1 = json.loads((root / "s1" / "selection.json").read_text())
     best = runs1.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
@@ -112,14 +128,11 @@ def test_four_stages_select_and_summarize(tc):
     for r in runs1.itertuples():
         assert r.test_correct + r.test_incorrect == r.test_total and r.test_accuracy == r.test_correct / r.test_total
 
-    stages.stage2(root / "split.csv", feats[sel1["backbone"]], root / "s1" / "selection.json", st, root / "s2")
     runs2 = pd.read_csv(root / "s2" / "runs.csv")
     assert runs2["lr"].tolist() == [0.01, 0.001] and (runs2["backbone"] == sel1["backbone"]).all()
     assert (runs2["batch_size"] == sel1["batch_size"]).all()
     sel2 = json.loads((root / "s2" / "selection.json").read_text())
 
-    stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3",
-                  features=feats[sel2["backbone"]])
     r3 = pd.read_csv(root / "s3" / "runs.csv").iloc[0]
     assert bool(r3["augmentation"]) and r3["lr"] == sel2["lr"] and r3["backbone"] == sel2["backbone"]
     # validation and predictions from the cached features equal those from the images (the frozen
@@ -133,14 +146,11 @@ def test_four_stages_select_and_summarize(tc):
     with pytest.raises(ValueError, match="stage 3 needs"):
         stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3x", features=feats[other])
 
-    stages.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
     params = json.loads((root / "s4" / "parameters.json").read_text())
     assert params["trainable_fine_tuning"] == params["trainable_frozen"] + params["backbone_unfrozen"]
     h4 = pd.read_csv(root / "s4" / "history.csv")
     assert len(h4) == 1 and h4["lr"].iloc[0] == pytest.approx(1e-5)
 
-    m = summarize("tm_TC", st, root / "split.csv", {1: root / "s1", 2: root / "s2", 3: root / "s3",
-                                                          4: root / "s4"}, root / "metrics.json")
     assert m["stage1"]["selected"]["backbone"] == sel1["backbone"]
     # the stage-2 head re-applied to the cached features reproduces its saved test predictions
     pred2 = pd.read_csv(root / "s2" / "predictions.csv")
@@ -155,12 +165,10 @@ def test_four_stages_select_and_summarize(tc):
     assert alt["stage2"]["lr"] in (0.01, 0.001)
 
 
-def test_fine_tuning_starts_from_the_stage2_model(tc):
+def test_fine_tuning_starts_from_the_stage2_model(staged):
     """Before any fine-tuning step, the rebuilt model (backbone + stage-2 head) gives the stage-2
     predictions that were computed on cached features."""
-    root, st, feats = tc
-    if not (root / "s2" / "model.pt").is_file():
-        pytest.skip("needs test_four_stages_select_and_summarize")
+    root, st, _, _ = staged
     model, spec, _ = stages.fine_tune_model(root / "s2" / "model.pt", st)
     table = pd.read_csv(root / "split.csv", dtype={"image_id": str})
     test = table[table["split"] == "test"]
@@ -191,3 +199,112 @@ def test_learning_rate_run_names_are_distinct():
     lrs = [1e-1, 1e-2, 1e-3, 1e-4, 1.2e-4, 1.5e-4, 1e-5]
     assert len({stages.lr_key(x) for x in lrs}) == len(lrs)
     assert stages.lr_key(1e-4) == "lr_0.0001" and stages.lr_key(1e-5) == "lr_1e-05"
+
+
+def test_every_study_output_kind_shows_the_studys_files(staged, tmp_path):
+    """Each output kind of :mod:`medrepro.publish.study` on the staged study above: tables hold the
+    runs' and metrics' numbers, figures draw them."""
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from medrepro.publish import study as study_outputs
+    from medrepro.publish.outputs import OUTPUTS, Context
+    from medrepro.specs import output_spec
+
+    root, st, _, m = staged
+    files = {"metrics": root / "metrics.json", "split": root / "split.csv",
+             **{f"stage{k}_runs": root / f"s{k}" / "runs.csv" for k in (1, 2, 3, 4)},
+             **{f"stage{k}_predictions": root / f"s{k}" / "predictions.csv" for k in (2, 3, 4)},
+             "stage2_history": root / "s2" / "history.csv", "stage4_parameters": root / "s4" / "parameters.json"}
+    figures = {}
+
+    class Drawn(Context):
+        def figure(self, fig, name):
+            figures[name] = fig
+            return super().figure(fig, name)
+
+    ctx = Drawn("transfer_multidataset", files, {}, {"dpi": 30, "formats": ["png"]}, "", tmp_path, {"tc": files},
+                experiment="tc")
+    done = set()
+
+    def out(kind, **options):
+        done.add(kind)
+        paths = OUTPUTS[kind](ctx, output_spec({"kind": kind, "name": kind, "experiments": ["tc"], **options}))
+        assert paths and all(p.is_file() for p in paths)
+        csv = tmp_path / "tables" / f"{kind}.csv"
+        return pd.read_csv(csv) if csv.is_file() else figures[kind]
+
+    split = pd.read_csv(root / "split.csv")
+    names = [c["name"] for c in st["classes"]]
+    t = out("study_split_counts").set_index("split")
+    want = pd.crosstab(split["split"], split["class"])
+    assert all(t.loc[s, c] == want.loc[s, c] for s in ("train", "val", "test") for c in names)
+    assert (t["total"] == t[names].sum(1)).all()
+
+    runs1 = pd.read_csv(files["stage1_runs"])
+    t = out("study_runs", stage=1)
+    assert len(t) == len(runs1) and t["accuracy"].tolist() == pytest.approx(runs1["test_accuracy"].tolist())
+    assert set(t["backbone"]) == {"ResNet-50", "Inception-V3"}
+    t = out("study_runs", stage=1, best_per="backbone")
+    assert sorted(zip(t["backbone"], t["batch_size"])) == sorted(
+        (study_outputs.NAMES[b], v["batch_size"]) for b, v in m["stage1"]["best_per_backbone"].items())
+
+    t = out("stage_comparison", stage=3)
+    for row, k in zip(t.itertuples(), (2, 3)):
+        assert row.accuracy == pytest.approx(m[f"stage{k}"]["test"]["accuracy"]) and row.f1 == pytest.approx(
+            m[f"stage{k}"]["test"]["f1"])
+
+    t = out("stage_per_class", stage=4).set_index("class")
+    cm4 = np.array(m["stage4"]["test"]["confusion_matrix"])
+    for i, c in enumerate(names):
+        assert t.loc[c, "recall_b"] == pytest.approx(m["stage4"]["test"]["per_class"][c]["recall"])
+        assert (t.loc[c, "correct_b"], t.loc[c, "total"]) == (cm4[i, i], cm4[i].sum())
+    assert t.loc["P/T (average / total)", "correct_a"] == m["stage2"]["test"]["correct"]
+
+    t = out("study_best")
+    assert t["accuracy"].iloc[0] == pytest.approx(m["best"]["accuracy"])
+    assert t["augmentation"].iloc[0] == ("yes" if m["best"]["stage"] == 3 else "no")
+
+    t = out("fine_tune_parameters").set_index("model")
+    params = json.loads(files["stage4_parameters"].read_text())
+    sel = study_outputs.NAMES[m["stage2"]["selected"]["backbone"]]
+    assert t.loc[sel, "trainable_fine_tuning"] == params["trainable_fine_tuning"]
+    assert {k: t.loc[study_outputs.NAMES[k], "total"] for k in m["parameters"]} == {
+        k: v["total"] for k, v in m["parameters"].items()}
+
+    fig = out("batch_size_bars", experiment="tc")
+    bars = sorted(p.get_height() for p in fig.axes[3].patches if isinstance(p, Rectangle))
+    assert bars == pytest.approx(sorted(runs1["test_accuracy"]))  # one run per backbone and batch size
+
+    runs2 = pd.read_csv(files["stage2_runs"]).sort_values("lr")
+    fig = out("lr_curve")
+    acc = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "accuracy")
+    assert acc.get_xdata().tolist() == runs2["lr"].tolist()
+    assert acc.get_ydata().tolist() == pytest.approx(runs2["test_accuracy"].tolist())
+
+    fig = out("stage_confusion", stage=4)
+    for ax, k in zip(fig.axes, (2, 4)):
+        assert np.array_equal(np.asarray(ax.images[0].get_array()), m[f"stage{k}"]["test"]["confusion_matrix"])
+
+    fig = out("study_learning_curves", metrics=["loss"])
+    hist = pd.read_csv(files["stage2_history"])
+    h = hist[hist["run"] == stages.lr_key(m["stage2"]["selected"]["lr"])]
+    lines = {ln.get_label(): ln.get_ydata() for ln in fig.axes[0].get_lines()}
+    assert lines["train loss"].tolist() == pytest.approx(h["loss"].tolist())
+    assert lines["validation loss"].tolist() == pytest.approx(h["val_loss"].tolist())
+
+    fig = out("prediction_examples", experiment="tc", n=4)
+    pred = pd.read_csv(files[f"stage{m['best']['stage']}_predictions"], dtype={"image_id": str})
+    pred = pred[pred["split"] == "test"]
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert len(titles) == min(4, len(pred))
+    shown = {(t.split("\n")[0][5:], t.split("\n")[1][5:].split(" (")[0]) for t in titles}
+    assert shown <= {(names[a], names[b]) for a, b in zip(pred["target"], pred["pred"])}
+
+    fig = out("augmentation_examples", n=3)
+    first = split[split["split"] == "train"]["png"].iloc[0]
+    assert np.array_equal(np.asarray(fig.axes[0].images[0].get_array()),
+                          np.asarray(Image.open(first).convert("RGB")))
+    assert sum(1 for ax in fig.axes if ax.images) == 4
+
+    assert done == {k for k, f in OUTPUTS.items() if f.__module__ == study_outputs.__name__}

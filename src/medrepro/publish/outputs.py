@@ -311,7 +311,7 @@ def _detection_confusion(ctx: Context, o: OutputSpec):
     return ctx.figure(fig, o.name)
 
 
-OUTPUTS: dict[str, Callable[[Context, dict], list[Path]]] = {
+OUTPUTS: dict[str, Callable[[Context, OutputSpec], list[Path]]] = {
     "equalization": _equalization,
     "mask_overlay": _mask_overlay,
     "iou_distribution": _iou_distribution,
