@@ -15,6 +15,7 @@ from .test_config_docs import SCHEMA, resolve
 
 EXPERIMENT = resolve(SCHEMA["properties"]["experiments"]["additionalProperties"])
 STUDY = resolve(SCHEMA["properties"]["studies"]["additionalProperties"])
+PAPER = resolve(SCHEMA["properties"]["papers"]["additionalProperties"])
 
 
 def props(node: dict) -> set[str]:
@@ -40,12 +41,21 @@ def fields(cls) -> set[str]:
     (specs.StudyModelSpec, STUDY["properties"]["model"]),
     (specs.CandidateSpec, STUDY["properties"]["backbones"]["additionalProperties"]),
     (specs.FineTuneSpec, STUDY["properties"]["fine_tune"]),
-    (specs.OutputSpec, SCHEMA["properties"]["papers"]["additionalProperties"]["properties"]["outputs"]["items"]),
+    (specs.OutputSpec, PAPER["properties"]["outputs"]["items"]),
+    (specs.PaperSpec, PAPER),
+    (specs.CompareRow, PAPER["properties"]["compare"]["items"]),
+    (specs.TablePattern, PAPER["properties"]["compare_tables"]["items"]),
+    (specs.NotCompared, PAPER["properties"]["not_compared"]["items"]),
+    (specs.NotProduced, PAPER["properties"]["not_produced"]["items"]),
+    (specs.HeadlineSpec, PAPER["properties"]["headline"]["items"]),
+    (specs.Departure, PAPER["properties"]["departures"]["items"]),
 ])
 def test_each_spec_has_the_schemas_keys(cls, node):
     """A key added to the schema and not to its spec (or the other way round) fails here, not in a
     run; the run spec leaves out only what the split step and the report read."""
     expected = props(node) - ({"paper", "subset", "split"} if cls in (specs.RunSpec, specs.StudySpec) else set())
+    if cls is specs.Departure:  # what the workflow resolves from the setting (config.resolved_departures)
+        expected |= {"value", "follows"}
     assert fields(cls) == expected
     assert fields(specs.DeviceSpec) < fields(specs.TrainSpec)
 
@@ -65,6 +75,22 @@ def test_every_run_of_the_shipped_configs_is_a_spec(overlays):
         assert (spec.model.detector is not None) == (block.get("task") == "detect")
     mr = run_spec(cfg["experiments"]["mr_exp1"])
     assert isinstance(mr.model.detector.anchor_sizes, tuple) and mr.detect.iou_threshold == 0.45
+
+
+@pytest.mark.parametrize("overlays", [(), ("full.yaml",)])
+def test_every_shipped_paper_is_a_spec_with_its_departures_resolved(overlays):
+    from medrepro.config import resolved_departures
+
+    cfg = demo_config(*overlays)
+    for name, block in cfg["papers"].items():
+        paper = specs.paper_spec({**block, "departures": resolved_departures(cfg, name)}, name)
+        assert paper.experiments == tuple(block["experiments"]) and len(paper.outputs) == len(block["outputs"])
+        assert all(isinstance(c, specs.CompareRow) for c in paper.compare)
+        assert all(d.follows is not None for d in paper.departures if d.setting)
+    mr = specs.paper_spec(cfg["papers"]["maskrcnn_opacity"])
+    assert {h.experiment for h in mr.headline} == {"mr_exp1", "mr_exp2", "mr_exp3"}
+    with pytest.raises(SpecError, match="headline 0"):
+        specs.as_specs(specs.HeadlineSpec, [{"experiment": "e", "metric": "m", "reproduced": "r"}], "headline")
 
 
 def test_every_output_of_the_shipped_papers_is_a_spec():

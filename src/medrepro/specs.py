@@ -1,12 +1,14 @@
-"""Typed, frozen views of a validated run: what the training, prediction and evaluation engines read.
+"""Typed, frozen views of the validated config: what the engines, the output kinds and the report read.
 
 The config is validated against ``config/schema.yaml``, which fills every default
 (:func:`medrepro.config.validate_config`); :func:`run_spec` then turns one experiment's block
-into a :class:`RunSpec` of frozen dataclasses (:func:`study_spec` a study's into a
-:class:`StudySpec`, whose :meth:`StudySpec.run` makes each of its runs' :class:`RunSpec`), built by ``dacite`` in strict
-mode: a key the dataclasses do not know, or a key they need that the block lacks, is an error
-that names it.  So no engine keeps a default of its own, and a typo in a key cannot pass
-silently (``tests/test_specs.py`` checks that the dataclasses and the schema list the same keys).
+into a :class:`RunSpec` of frozen dataclasses, :func:`study_spec` a study's into a
+:class:`StudySpec` (whose :meth:`StudySpec.run` makes each of its runs' :class:`RunSpec`) and
+:func:`paper_spec` a paper's into a :class:`PaperSpec` (its outputs, comparison rows, headline
+metrics and departures), built by ``dacite`` in strict mode: a key the dataclasses do not know,
+or a key they need that the block lacks, is an error that names it.  So no engine keeps a
+default of its own, and a typo in a key cannot pass silently (``tests/test_specs.py`` checks
+that the dataclasses and the schema list the same keys).
 
 Keys that only a later step reads are not passed to the earlier ones (a rule's params are what
 its step depends on: ``workflow/rules/common.smk``, ``LATER_KEYS``): there the field is
@@ -287,6 +289,85 @@ class OutputSpec:
         return list(self.experiments or [self.experiment])
 
 
+@dataclass(frozen=True)
+class CompareRow:
+    """One ``compare`` row: a reproduced metric (a dotted path into the experiment's metrics.json)
+    beside a published one (a dotted path into the paper's YAML); ``experiment`` ``None``: the
+    paper's first."""
+    metric: str
+    reproduced: str
+    published: str
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class TablePattern:
+    """One ``compare_tables`` entry: comparison rows for a whole published table, from patterns
+    (:func:`medrepro.publish.compare.expand_table_comparisons`)."""
+    published: str
+    experiment: str
+    reproduced: str
+    metric: str
+    derive: Mapping[str, Any] | None = None
+    only: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NotCompared:
+    """Published values (a dotted path prefix) that no comparison row sets beside a reproduced one, and why."""
+    published: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NotProduced:
+    """A numbered table or figure of the paper that the workflow does not make, and why."""
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class HeadlineSpec:
+    """A metric that shows whether a run learnt, beside its chance level (both paths into the same metrics.json)."""
+    experiment: str
+    metric: str
+    reproduced: str
+    chance: str
+
+
+@dataclass(frozen=True)
+class Departure:
+    """Where the reproduction departs from the paper (or follows it by a ``setting``).  ``value``
+    and ``follows`` are not written in config: :func:`medrepro.config.resolved_departures` fills
+    them with the setting's value in this run and whether it is ``paper_value``."""
+    topic: str
+    paper: str
+    here: str
+    why: str
+    touches: str
+    setting: str | None = None
+    paper_value: Any = None
+    value: Any = None
+    follows: bool | None = None
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    """A paper's validated block (``papers.<paper>``): its runs, outputs and what the report sets
+    beside the published numbers."""
+    published: str
+    experiments: tuple[str, ...]
+    class_labels: Mapping[str, str]
+    not_produced: tuple[NotProduced, ...]
+    compare_tables: tuple[TablePattern, ...]
+    not_compared: tuple[NotCompared, ...]
+    departures: tuple[Departure, ...]
+    outputs: tuple[OutputSpec, ...]
+    headline: tuple[HeadlineSpec, ...]
+    compare: tuple[CompareRow, ...]
+    title: str | None = None
+
+
 def _plain(obj):
     """Tuples as lists and mappings as dicts, all the way down (JSON's and YAML's shapes)."""
     if isinstance(obj, Mapping):
@@ -337,6 +418,11 @@ def output_spec(block: Mapping | OutputSpec, where: str = "output") -> OutputSpe
     return _from_block(OutputSpec, block, where)
 
 
+def paper_spec(block: Mapping | PaperSpec, where: str = "paper") -> PaperSpec:
+    """A validated ``papers.<paper>`` block as a :class:`PaperSpec`; a :class:`PaperSpec` passes through."""
+    return _from_block(PaperSpec, block, where)
+
+
 def device_spec(block: Mapping | TrainSpec | DeviceSpec) -> DeviceSpec:
     """The device keys (``device``, ``gpus``, ``amp``, ``allow_cpu``, ``channels_last``) of a
     ``train`` block or of a device block, as a :class:`DeviceSpec`."""
@@ -369,7 +455,10 @@ def model_spec(block: Mapping | ModelSpec) -> ModelSpec:
     return block if isinstance(block, ModelSpec) else from_plain(ModelSpec, block)
 
 
-def _items(cls, items, what: str) -> tuple:
+def as_specs(cls, items, what: str | None = None) -> tuple:
+    """A list of mappings (or of ``cls``) as a tuple of ``cls``; an item that does not fit is an
+    error naming ``what`` and its index."""
+    what = what or cls.__name__
     out = []
     for i, v in enumerate(items or ()):
         try:
@@ -381,12 +470,12 @@ def _items(cls, items, what: str) -> tuple:
 
 def augment_steps(items) -> tuple[AugmentStep, ...]:
     """A list of ``{name, params}`` mappings (or :class:`AugmentStep`) as :class:`AugmentStep`."""
-    return _items(AugmentStep, items, "augmentation step")
+    return as_specs(AugmentStep, items, "augmentation step")
 
 
 def layer_specs(layers) -> tuple[LayerSpec, ...]:
     """A list of layer mappings (or :class:`LayerSpec`) as :class:`LayerSpec`."""
-    return _items(LayerSpec, layers, "layer")
+    return as_specs(LayerSpec, layers, "layer")
 
 
 def replace(spec, **changes):

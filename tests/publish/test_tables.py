@@ -45,13 +45,13 @@ def test_table_patterns_compare_every_published_number_or_say_why_not():
                     "name": {"from": "cls", "map": "datasets/{ds}/classes"},
                     "metric": {"from": "column", "map": ["precision", "recall"]}}}]
     rows, skipped = expand_table_comparisons(entries, published, metrics)
-    got = {r["published"]: (r["reproduced"], r["metric"]) for r in rows}
+    got = {r.published: (r.reproduced, r.metric) for r in rows}
     assert got["reported.tableB1_TC.VGG-16.32.2"] == ("stage1.runs.vgg16.bs32.test.f1", "B1 VGG-16 32 f1")
     assert got["reported.per_class.TC.b.per_class.1.0"] == ("stage4.test.per_class.b.precision", "b precision")
     assert [p for p, _, _ in skipped] == [f"reported.tableB1_TC.VGG-16.256.{i}" for i in range(3)]
     assert "not run in this configuration" in skipped[0][1]
     assert skipped[0][2] == "tm_TC: stage1.runs.vgg16.bs256.test.recall"
-    cov = coverage_table(published, rows, [{"published": p, "reason": r, "detail": d} for p, r, d in skipped])
+    cov = coverage_table(published, rows, [], skipped)
     assert len(cov) == 3 + 3 + 4 + 1 and (cov["status"] == "compared").sum() == 7
     cov = cov.set_index("published path")
     assert cov.loc["reported.note_value", "reason"] == "no comparison row configured"
@@ -70,8 +70,9 @@ def test_repeats_table_gives_mean_and_sd_over_the_runs(tmp_path):
         f = tmp_path / f"m{k}.json"
         f.write_text(json.dumps({"test": {"accuracy": acc}}))
         files.append(str(f))
-    t = repeats_table([{"experiment": "e", "metric": "acc", "reproduced": "test.accuracy"},
-                       {"experiment": "other", "metric": "x", "reproduced": "test.accuracy"}], {"e": files})
+    t = repeats_table([{"experiment": "e", "metric": "acc", "reproduced": "test.accuracy", "chance": "c"},
+                       {"experiment": "other", "metric": "x", "reproduced": "test.accuracy", "chance": "c"}],
+                      {"e": files})
     row = t.iloc[0]
     assert len(t) == 1 and row["runs"] == 3 and row["values"] == "0.800, 0.900, 0.700"
     assert row["mean"] == np.mean([0.8, 0.9, 0.7]) and abs(row["sd"] - 0.1) < 1e-12

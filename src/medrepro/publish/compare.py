@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..config import scale_note
 from ..io import atomic_dir
+from ..specs import CompareRow, Departure, HeadlineSpec, NotCompared, TablePattern, as_specs
 from ..tables import write_table
 
 
@@ -58,8 +59,8 @@ def lookup_strict(tree, dotted: str, where: str):
     return cur
 
 
-def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_exp: dict,
-                             where: str = "compare_tables") -> tuple[list[dict], list[tuple[str, str]]]:
+def expand_table_comparisons(entries, published: dict, metrics_by_exp: dict,
+                             where: str = "compare_tables") -> tuple[list[CompareRow], list[tuple[str, str, str]]]:
     """Comparison rows for whole published tables, from patterns (``papers.<name>.compare_tables``).
 
     Each entry: ``published`` (a ``/``-separated pattern into the paper's YAML with ``{name}``
@@ -67,21 +68,22 @@ def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_ex
     that experiment's metrics.json) and ``metric`` (the row's label), all formatted with the
     bindings; ``derive`` ({new: {from: name or "{a}{b}", map: list | mapping | published path}}) names more
     values (a column index -> a metric name, a model's printed name -> a backbone); ``only``
-    ({name: [values]}) keeps those bindings.  Returns the rows (``compare`` entries) and, for
+    ({name: [values]}) keeps those bindings (:class:`medrepro.specs.TablePattern`, or mappings with
+    its keys).  Returns the rows (:class:`medrepro.specs.CompareRow`) and, for
     published values whose reproduced path does not exist (a batch size the configuration does
     not run), ``(published path, reason, the missing experiment and path)``.
     """
     from .audit import find
 
     rows, skipped = [], []
-    for k, e in enumerate(entries):
-        matches = [m for m in find(published, e["published"]) if isinstance(m[1], (int, float))
+    for k, e in enumerate(as_specs(TablePattern, entries, where)):
+        matches = [m for m in find(published, e.published) if isinstance(m[1], (int, float))
                    and not isinstance(m[1], bool)]
         if not matches:
-            raise MissingPath(f"{where}[{k}]: published {e['published']!r} matches no number in the paper's YAML")
+            raise MissingPath(f"{where}[{k}]: published {e.published!r} matches no number in the paper's YAML")
         for path, _, b in matches:
             b = dict(b)
-            for new, d in (e.get("derive") or {}).items():
+            for new, d in (e.derive or {}).items():
                 table = d["map"]
                 if isinstance(table, str):
                     table = find(published, table.format(**b))[0][1]
@@ -91,16 +93,16 @@ def expand_table_comparisons(entries: list[dict], published: dict, metrics_by_ex
                 else:
                     keyed = {str(x): v for x, v in table.items()}
                     b[new] = keyed.get(str(src))
-            if any(b.get(n) not in vals for n, vals in (e.get("only") or {}).items()) or None in b.values():
+            if any(b.get(n) not in vals for n, vals in (e.only or {}).items()) or None in b.values():
                 continue
             dotted = path.replace("/", ".")
-            exp = e["experiment"].format(**b)
-            rep = e["reproduced"].format(**b)
+            exp = e.experiment.format(**b)
+            rep = e.reproduced.format(**b)
             if exp not in metrics_by_exp or lookup(metrics_by_exp[exp], rep) is None:
                 skipped.append((dotted, "not run in this configuration (no reproduced value at the table "
                                         "pattern's path)", f"{exp}: {rep}"))
                 continue
-            rows.append({"experiment": exp, "metric": e["metric"].format(**b), "reproduced": rep, "published": dotted})
+            rows.append(CompareRow(experiment=exp, metric=e.metric.format(**b), reproduced=rep, published=dotted))
     return rows, skipped
 
 
@@ -113,9 +115,10 @@ def interval(metrics: dict, path: str) -> tuple[float | None, float | None]:
     return (float(ci[0]), float(ci[1])) if ci else (None, None)
 
 
-def comparison_table(metrics: dict, published: dict, compare: list[dict], where: str = "compare",
+def comparison_table(metrics: dict, published: dict, compare, where: str = "compare",
                      scale: str = "full") -> pd.DataFrame:
-    """Published beside reproduced, a row per ``compare`` entry, with the reproduced value's 95 %
+    """Published beside reproduced, a row per ``compare`` entry (:class:`medrepro.specs.CompareRow`,
+    or a mapping with its keys), with the reproduced value's 95 %
     bootstrap interval (``ci_low``, ``ci_high``: test images resampled by patient) and a verdict in
     words (:func:`medrepro.uncertainty.verdict`).  A path that names nothing (in the metrics or in
     the published YAML) is a :class:`MissingPath` error, never a blank cell; a value that exists but
@@ -123,15 +126,15 @@ def comparison_table(metrics: dict, published: dict, compare: list[dict], where:
     from ..uncertainty import verdict
 
     rows = []
-    for c in compare:
-        label = f"{where} {c['metric']!r}"
-        rep = lookup_strict(metrics, c["reproduced"],
-                            f"{label}: reproduced (metrics.json of {c.get('experiment', 'its experiment')})")
-        pub = lookup_strict(published, c["published"], f"{label}: published (the paper's YAML)")
+    for c in as_specs(CompareRow, compare, where):
+        label = f"{where} {c.metric!r}"
+        rep = lookup_strict(metrics, c.reproduced,
+                            f"{label}: reproduced (metrics.json of {c.experiment or 'its experiment'})")
+        pub = lookup_strict(published, c.published, f"{label}: published (the paper's YAML)")
         rep = float(rep) if isinstance(rep, (int, float)) else None
         pub = float(pub) if isinstance(pub, (int, float)) else None
-        low, high = interval(metrics, c["reproduced"])
-        rows.append({"metric": c["metric"], "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
+        low, high = interval(metrics, c.reproduced)
+        rows.append({"metric": c.metric, "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
                      "difference": (rep - pub) if rep is not None and pub is not None else None,
                      "verdict": verdict(pub, low, high, scale)})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
@@ -150,45 +153,48 @@ def published_values(tree, prefix: str = "reported"):
         yield prefix, tree
 
 
-def coverage_table(published: dict, compare: list[dict], not_compared: list[dict]) -> pd.DataFrame:
-    """Every transcribed number of the paper (``reported``), and whether a comparison row sets it
-    beside a reproduced one; if not, the reason (``not_compared``: the longest matching path
-    prefix's; 'no comparison row configured' when none matches)."""
+def coverage_table(published: dict, compare, not_compared, skipped=()) -> pd.DataFrame:
+    """Every transcribed number of the paper (``reported``), and whether a comparison row
+    (``compare``) sets it beside a reproduced one; if not, the reason: ``skipped``'s (``(path,
+    reason, detail)`` of :func:`expand_table_comparisons`) for that path, else ``not_compared``'s
+    (:class:`medrepro.specs.NotCompared`: the longest matching path prefix's), else 'no comparison
+    row configured'."""
     compared: dict = {}
-    for c in compare:
-        compared.setdefault(c["published"], []).append(f"{c.get('experiment', '')}: {c['metric']}".lstrip(": "))
-    rules = sorted(not_compared, key=lambda r: -len(r["published"]))
+    for c in as_specs(CompareRow, compare, "compare"):
+        compared.setdefault(c.published, []).append(f"{c.experiment or ''}: {c.metric}".lstrip(": "))
+    rules = sorted([(r.published, r.reason, "") for r in as_specs(NotCompared, not_compared, "not_compared")]
+                   + [tuple(s) for s in skipped], key=lambda r: -len(r[0]))
     rows = []
     for path, value in published_values(published.get("reported") or {}):
         if path in compared:
             status, reason, detail = "compared", "", "; ".join(compared[path])
         else:
-            rule = next((r for r in rules if path == r["published"] or path.startswith(r["published"] + ".")), None)
+            rule = next((r for r in rules if path == r[0] or path.startswith(r[0] + ".")), None)
             status = "not compared"
-            reason = rule["reason"] if rule else "no comparison row configured"
-            detail = (rule or {}).get("detail", "")
+            reason, detail = (rule[1], rule[2]) if rule else ("no comparison row configured", "")
         rows.append({"published path": path, "published": value, "status": status, "reason": reason,
                      "row or detail": detail})
     return pd.DataFrame(rows, columns=["published path", "published", "status", "reason", "row or detail"])
 
 
-def repeats_table(headlines: list[dict], runs: dict[str, list[str]]) -> pd.DataFrame:
-    """Each headline metric of a repeated experiment over its runs (``runs``: experiment -> the
-    metrics.json of the original and of each seed repeat): mean, sample sd, min, max and values."""
+def repeats_table(headlines, runs: dict[str, list[str]]) -> pd.DataFrame:
+    """Each headline metric (:class:`medrepro.specs.HeadlineSpec`, or a mapping with its keys) of a
+    repeated experiment over its runs (``runs``: experiment -> the metrics.json of the original and
+    of each seed repeat): mean, sample sd, min, max and values."""
     rows = []
-    for h in headlines:
-        files = runs.get(h["experiment"])
+    for h in as_specs(HeadlineSpec, headlines, "headline"):
+        files = runs.get(h.experiment)
         if not files:
             continue
-        vals = [float(lookup_strict(json.loads(Path(f).read_text()), h["reproduced"],
-                                    f"headline {h['metric']!r} of {f}")) for f in files]
-        rows.append({"experiment": h["experiment"], "metric": h["metric"], "runs": len(vals),
+        vals = [float(lookup_strict(json.loads(Path(f).read_text()), h.reproduced,
+                                    f"headline {h.metric!r} of {f}")) for f in files]
+        rows.append({"experiment": h.experiment, "metric": h.metric, "runs": len(vals),
                      "mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
                      "min": min(vals), "max": max(vals), "values": ", ".join(f"{v:.3f}" for v in vals)})
     return pd.DataFrame(rows, columns=["experiment", "metric", "runs", "mean", "sd", "min", "max", "values"])
 
 
-def write_repeats(headlines: list[dict], runs: dict[str, list[str]], out_dir, scale: str = "demo") -> pd.DataFrame:
+def write_repeats(headlines, runs: dict[str, list[str]], out_dir, scale: str = "demo") -> pd.DataFrame:
     """:func:`repeats_table` as ``repeats`` (CSV, Markdown, LaTeX) in ``out_dir``."""
     from ..provenance import record, short
 
@@ -199,20 +205,21 @@ def write_repeats(headlines: list[dict], runs: dict[str, list[str]], out_dir, sc
     return table
 
 
-def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
-    """One row per headline metric: its value, the chance level it must beat (both read from the
-    experiment's metrics.json), the margin, and whether it is above chance."""
+def headline_table(metrics_by_exp: dict, headline) -> pd.DataFrame:
+    """One row per headline metric (:class:`medrepro.specs.HeadlineSpec`, or a mapping with its
+    keys): its value, the chance level it must beat (both read from the experiment's metrics.json),
+    the margin, and whether it is above chance."""
     rows = []
-    for h in headline:
-        m = metrics_by_exp[h["experiment"]]
-        where = f"headline {h['metric']!r} of {h['experiment']}"
-        rep, chance = lookup_strict(m, h["reproduced"], where), lookup_strict(m, h["chance"], where)
+    for h in as_specs(HeadlineSpec, headline, "headline"):
+        m = metrics_by_exp[h.experiment]
+        where = f"headline {h.metric!r} of {h.experiment}"
+        rep, chance = lookup_strict(m, h.reproduced, where), lookup_strict(m, h.chance, where)
         for key, v in (("reproduced", rep), ("chance", chance)):
             if not isinstance(v, (int, float)):
-                raise ValueError(f"headline {h['metric']!r} of {h['experiment']}: {h[key]!r} is not a number in "
+                raise ValueError(f"headline {h.metric!r} of {h.experiment}: {getattr(h, key)!r} is not a number in "
                                  f"its metrics.json (got {v!r})")
-        low, high = interval(m, h["reproduced"])
-        rows.append({"experiment": h["experiment"], "metric": h["metric"], "reproduced": float(rep),
+        low, high = interval(m, h.reproduced)
+        rows.append({"experiment": h.experiment, "metric": h.metric, "reproduced": float(rep),
                      "ci_low": low, "ci_high": high, "chance": float(chance), "margin": float(rep) - float(chance),
                      "above chance": "yes" if rep > chance else "no",
                      "CI above chance": "-" if low is None else ("yes" if low > chance else "no")})
@@ -220,15 +227,15 @@ def headline_table(metrics_by_exp: dict, headline: list[dict]) -> pd.DataFrame:
                                        "above chance", "CI above chance"])
 
 
-def departures_table(departures: list[dict]) -> pd.DataFrame:
-    """One row per departure: what the paper did, what this run does (with the deciding setting
-    and its value), why, and which numbers it touches."""
+def departures_table(departures) -> pd.DataFrame:
+    """One row per departure (:class:`medrepro.specs.Departure`, or a mapping with its keys, as
+    :func:`medrepro.config.resolved_departures` writes them): what the paper did, what this run does
+    (with the deciding setting and its value), why, and which numbers it touches."""
     rows = []
-    for d in departures:
-        here = d["here"]
-        if d.get("setting"):
-            state = "as the paper" if d.get("follows") else "departs"
-            here += f" [{d['setting']} = {d.get('value')!r}: {state}]"
-        rows.append({"topic": d["topic"], "paper": d["paper"], "this run": here, "why": d["why"],
-                     "touches": d["touches"]})
+    for d in as_specs(Departure, departures, "departure"):
+        here = d.here
+        if d.setting:
+            state = "as the paper" if d.follows else "departs"
+            here += f" [{d.setting} = {d.value!r}: {state}]"
+        rows.append({"topic": d.topic, "paper": d.paper, "this run": here, "why": d.why, "touches": d.touches})
     return pd.DataFrame(rows, columns=["topic", "paper", "this run", "why", "touches"])

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from ..specs import output_spec
+from ..specs import PaperSpec, paper_spec
 
 WHAT = {
     "classification_report": "precision, recall, F1 and support per class",
@@ -78,12 +78,13 @@ def _paper_key(name: str, covers: list, published: dict) -> tuple[str | None, st
     return None, None
 
 
-def captions(paper_cfg: dict, published: dict) -> dict[str, str]:
-    """``{output name: caption}`` for a paper's configured outputs and its fixed tables."""
+def captions(paper_cfg: dict | PaperSpec, published: dict) -> dict[str, str]:
+    """``{output name: caption}`` for a paper's configured outputs (its validated block or
+    :class:`medrepro.specs.PaperSpec`) and its fixed tables."""
     out = {}
-    for i, block in enumerate(paper_cfg["outputs"]):
-        o = output_spec(block, f"outputs[{i}]")
-        exps = list(o.experiments or [o.experiment or paper_cfg["experiments"][0]])
+    spec = paper_spec(paper_cfg)
+    for o in spec.outputs:
+        exps = list(o.experiments or [o.experiment or spec.experiments[0]])
         what = WHAT.get(o.kind, o.kind.replace("_", " "))
         key, desc = _paper_key(o.name, o.covers or (), published)
         text = f"{what[0].upper()}{what[1:]} ({', '.join(exps)})."

@@ -6,6 +6,7 @@ special-cased: a paper is the list of its outputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import yaml
 
 from ..config import scale_note
 from ..io import atomic_dir, write_json, write_text
-from ..specs import output_spec
+from ..specs import paper_spec
 from .compare import comparison_table, coverage_table, departures_table, expand_table_comparisons, headline_table
 from .outputs import OUTPUTS, Context
 
@@ -26,6 +27,8 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     ``captions`` (:func:`medrepro.publish.html.captions`; computed from the config when not given)
     go to ``captions.json``, which the HTML report reads.
 
+    ``paper_cfg`` is the validated ``papers.<paper>`` block (its departures resolved:
+    :func:`medrepro.config.resolved_departures`), read as a :class:`medrepro.specs.PaperSpec`.
     ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
     """
     out_dir = Path(out_dir)
@@ -34,63 +37,64 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     note = scale_note(scale)
     prov = record(paper_cfg)
     line = short(prov)
-    published = yaml.safe_load(Path(paper_cfg["published"]).read_text())
-    labels = paper_cfg["class_labels"]
-    default_exp = paper_cfg["experiments"][0]
+    spec = paper_spec(paper_cfg, f"papers.{paper}")
+    published = yaml.safe_load(Path(spec.published).read_text())
+    labels = dict(spec.class_labels)
+    default_exp = spec.experiments[0]
     written: list[Path] = []
-    outputs = [output_spec(o, f"papers.{paper}.outputs[{i}]") for i, o in enumerate(paper_cfg["outputs"])]
-    layouts = {o.name: o.layout for o in outputs if o.layout}
+    layouts = {o.name: o.layout for o in spec.outputs if o.layout}
+
+    def known(exp: str, what: str) -> None:
+        if exp not in inputs:
+            raise ValueError(f"papers.{paper}.{what}: experiment {exp!r} is not one of the paper's experiments "
+                             f"{list(inputs)}")
+
     with atomic_dir(out_dir) as tmp:
-        for o in outputs:
+        for o in spec.outputs:
             exp = o.experiment or default_exp
             for e in [exp, *(o.experiments or ())]:
-                if e not in inputs:
-                    raise ValueError(f"papers.{paper}.outputs {o.name}: experiment {e!r} is not one of the "
-                                     f"paper's experiments {list(inputs)}")
+                known(e, f"outputs {o.name}")
             ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp, layouts=layouts)
             written += OUTPUTS[o.kind](ctx, o)
         comps, results = [], {}
-        metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in paper_cfg["experiments"]}
-        compare = [{**c, "experiment": c.get("experiment", default_exp)} for c in paper_cfg["compare"]]
-        extra, skipped = expand_table_comparisons(paper_cfg["compare_tables"], published, metrics_all,
+        metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in spec.experiments}
+        compare = [dataclasses.replace(c, experiment=c.experiment or default_exp) for c in spec.compare]
+        extra, skipped = expand_table_comparisons(spec.compare_tables, published, metrics_all,
                                                   where=f"papers.{paper}.compare_tables")
-        seen = {c["published"] for c in compare}
+        seen = {c.published for c in compare}
         for r in extra:   # a value an explicit row already compares is not compared twice
-            if r["published"] not in seen:
-                seen.add(r["published"])
+            if r.published not in seen:
+                seen.add(r.published)
                 compare.append(r)
-        for exp in paper_cfg["experiments"]:
+        for exp in spec.experiments:
             metrics = metrics_all[exp]
             results[exp] = metrics.get("provenance")
-            comp = comparison_table(metrics, published, [c for c in compare if c["experiment"] == exp],
+            comp = comparison_table(metrics, published, [c for c in compare if c.experiment == exp],
                                     where=f"papers.{paper}.compare", scale=scale)
             comp.insert(0, "experiment", exp)
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
-        cov = coverage_table(published, compare, paper_cfg["not_compared"]
-                             + [{"published": p, "reason": r, "detail": d} for p, r, d in skipped])
+        cov = coverage_table(published, compare, spec.not_compared, skipped)
         n_done = int((cov["status"] == "compared").sum())
         written += ctx.table(cov, "published_values",
                              f"every transcribed number: {n_done} of {len(cov)} set beside a reproduced value")
-        if paper_cfg.get("headline"):
-            for h in paper_cfg["headline"]:
-                if h["experiment"] not in inputs:
-                    raise ValueError(f"papers.{paper}.headline {h['metric']!r}: experiment {h['experiment']!r} is not "
-                                     f"one of the paper's experiments {list(inputs)}")
+        if spec.headline:
+            for h in spec.headline:
+                known(h.experiment, f"headline {h.metric!r}")
             metrics_by_exp = {e: json.loads(Path(inputs[e]["metrics"]).read_text())
-                              for e in {h["experiment"] for h in paper_cfg["headline"]}}
-            written += ctx.table(headline_table(metrics_by_exp, paper_cfg["headline"]), "headline",
+                              for e in {h.experiment for h in spec.headline}}
+            written += ctx.table(headline_table(metrics_by_exp, spec.headline), "headline",
                                  "headline metrics against chance (the most frequent class of the same test set)")
         write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
         written.append(tmp / "provenance.json")
         if captions is None:
             from .html import captions as make_captions
-            captions = make_captions(paper_cfg, published)
+            captions = make_captions(spec, published)
         write_json(tmp / "captions.json", captions)
         written.append(tmp / "captions.json")
-        if paper_cfg.get("departures"):
-            written += ctx.table(departures_table(paper_cfg["departures"]), "departures",
+        if spec.departures:
+            written += ctx.table(departures_table(spec.departures), "departures",
                                  "where this reproduction departs from the paper")
         incons = published.get("inconsistencies", [])
         write_text(tmp / "inconsistencies.md", "# Inconsistencies in the published paper\n\n"

@@ -9,13 +9,15 @@ import pandas as pd
 
 from ..config import scale_note
 from ..io import write_text
+from ..specs import paper_spec
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
            leakage_dir=None, repeats_dir=None) -> None:
-    """The reproduction report: every paper's comparison table, the audit of its published tables
-    (``audit_dirs``: :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit
-    (``leakage_dir``: :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
+    """The reproduction report: every paper's (``papers``: the validated ``papers`` block)
+    comparison table, the audit of its published tables (``audit_dirs``:
+    :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit (``leakage_dir``:
+    :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
              "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
@@ -51,9 +53,10 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         if (ld / "planted.md").is_file():
             lines += ["The demo's synthetic stand-ins plant copies for the audit to find:", "",
                       (ld / "planted.md").read_text(), ""]
-    for name, cfg in papers.items():
+    for name, block in papers.items():
+        cfg = paper_spec(block, f"papers.{name}")
         d = Path(paper_dirs[name])
-        lines += [f"## {name}: {cfg.get('title', '')}", ""]
+        lines += [f"## {name}: {cfg.title or ''}", ""]
         comp = d / "tables" / "comparison.md"
         if comp.is_file():
             lines += [comp.read_text(), ""]
@@ -77,8 +80,8 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         dep = d / "tables" / "departures.md"
         if dep.is_file():
             lines += ["### Departures from the paper", "", dep.read_text(), ""]
-        if cfg.get("not_produced"):
-            lines += ["### Not produced", ""] + [f"- `{x['name']}`: {x['reason']}" for x in cfg["not_produced"]] + [""]
+        if cfg.not_produced:
+            lines += ["### Not produced", ""] + [f"- `{x.name}`: {x.reason}" for x in cfg.not_produced] + [""]
         inc = d / "inconsistencies.md"
         if inc.is_file():
             lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
