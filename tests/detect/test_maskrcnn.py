@@ -202,6 +202,43 @@ def test_detectron2_backend_writes_the_same_formats(rsna, tmp_path):
     assert m["run"]["backend"] == "detectron2"
 
 
+@pytest.mark.skipif(not detectron2_backend.available(), reason="detectron2 is not installed (envs/detectron2.yaml)")
+def test_detectron2_resumed_training_equals_uninterrupted(rsna, tmp_path):
+    e = _experiment(lr=0.01, warmup_iterations=3)  # the warm-up spans the interruption: the schedule resumes
+    e["model"]["detector"]["backend"] = "detectron2"
+    spec = run_spec(e)
+
+    def run(name, annotations=rsna / "ann", **kw):
+        out = tmp_path / name
+        detectron2_backend.train(annotations, spec, out / "model.pt", out / "history.csv", out / "summary.csv", **kw)
+        return torch.load(out / "model.pt", weights_only=False)["model"], pd.read_csv(out / "history.csv")
+
+    full, hist_full = run("full")
+    ck = tmp_path / "ck.pt"
+    run("part", checkpoint=ck, stop_after=1)
+    saved = torch.load(ck, weights_only=False)
+    assert saved["epoch"] == 0 and saved["backend"] == "detectron2" and len(saved["history"]) == 1
+    resumed, hist = run("resumed", checkpoint=ck)
+    for (k, a), b in zip(full.items(), resumed.values()):
+        assert torch.equal(a, b), k
+    assert hist["loss"].tolist() == hist_full["loss"].tolist() and hist["lr"].tolist() == hist_full["lr"].tolist()
+    assert len(hist) == 2 and not ck.exists()  # a finished run removes its checkpoint
+    # a checkpoint written on other annotations is not resumed
+    run("part2", checkpoint=ck, stop_after=1)
+    other = tmp_path / "ann_other"
+    other.mkdir()
+    for f in ("train", "val", "test"):
+        coco = _coco(rsna, f)
+        if f == "train":
+            coco["images"] = coco["images"][1:]
+        (other / f"{f}.json").write_text(json.dumps(coco))
+    fresh, _ = run("other_fresh", annotations=other)
+    assert ck.exists()
+    trained, _ = run("other_ck", annotations=other, checkpoint=ck)  # trained from the start, not resumed
+    for (k, a), b in zip(fresh.items(), trained.values()):
+        assert torch.equal(a, b), k
+
+
 def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
     """full.yaml's detector has the architecture of torchvision's maskrcnn_resnet50_fpn, so its COCO
     weights load (class-specific heads of another shape are skipped and reported)."""

@@ -3,7 +3,9 @@
 A backend is a module with ``train(annotations_dir, experiment, model_out, history_out,
 summary_out, checkpoint=None, weights=None)`` and ``predict(model_path, coco, experiment)``
 returning a COCO results list; both read the same COCO JSON through
-:class:`medrepro.detect.dataset.DetectionSet`, so evaluation does not know which one ran.
+:class:`medrepro.detect.dataset.DetectionSet`, so evaluation does not know which one ran, and
+both save ``checkpoint`` every epoch and resume from it when
+:func:`medrepro.detect.dataset.resume_fingerprint` (spec, weights, annotations) matches.
 """
 from __future__ import annotations
 

@@ -5,14 +5,33 @@ and, for training, augmented together with its masks by albumentations; target b
 tight boxes of the (augmented) masks."""
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
 
 from ..annotation import decode
 from ..preprocessing import detection_augmentation, equalize
+from ..specs import RunSpec, as_plain
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+
+def annotations_digest(annotations_dir) -> str:
+    """SHA-256 of a run's training and validation annotations (``train.json``, ``val.json``)."""
+    d = Path(annotations_dir)
+    return hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
+
+
+def resume_fingerprint(spec: RunSpec, weights_note: str, data_digest: str) -> str:
+    """What a per-epoch checkpoint of either backend must match to be resumed: the run's spec, the
+    starting weights and the training data (:func:`annotations_digest`), so that a checkpoint of a
+    run on other settings, weights or images is not resumed."""
+    cfg = as_plain(spec) | {"w": weights_note, "data": data_digest}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class DetectionSet(torch.utils.data.Dataset):

@@ -8,8 +8,9 @@ results list, so evaluation and the paper's outputs do not know which backend ra
 
 The model is detectron2's ``mask_rcnn_R_50_FPN_3x`` configuration with the experiment's
 depth, normalisation, anchors, RPN/ROI sampling, solver (SGD, momentum, warm-up, gradient
-clipping, AMP on GPU) and input size.  The run ends with a weights file; unlike the
-torchvision backend it does not resume from per-epoch checkpoints.
+clipping, AMP on GPU) and input size.  The run ends with a weights file; as with the
+torchvision backend, a run given a checkpoint path saves it every epoch and a rerun (a SLURM
+retry after a time limit or preemption) resumes from it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 from ..annotation import encode
 from ..io import atomic_path, write_csv
 from ..specs import RunSpec, as_plain, run_spec
-from .dataset import LOSS_KEYS, DetectionSet
+from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, resume_fingerprint
 
 DEPTH = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 # detectron2 loss names -> torchvision's, so both backends write the same history columns
@@ -126,14 +127,17 @@ def _item(ds: DetectionSet, i: int) -> dict:
 
 
 def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, checkpoint=None,
-          weights: str | None = None) -> None:
+          weights: str | None = None, stop_after: int | None = None) -> None:
     """Train on ``annotations_dir``'s ``train.json``; writes the model, its history and summary.
-    ``checkpoint`` is accepted for the common interface and unused: this backend does not resume."""
+    With ``checkpoint``, the model, optimizer, learning-rate schedule, AMP scale and history are
+    saved after every epoch and a rerun resumes from them when the run's spec, weights and
+    annotations are those of the checkpoint (:func:`medrepro.detect.dataset.resume_fingerprint`);
+    each epoch reseeds torch's generator, so a resumed run ends with the uninterrupted one's
+    weights.  ``stop_after`` ends after that many epochs (to test resuming)."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer, hooks
     from detectron2.modeling import build_model
     from detectron2.solver import build_lr_scheduler, build_optimizer
-    from detectron2.utils.events import EventStorage
 
     from ..accel import deterministic_setting, epoch_seed, from_train, seed_everything
 
@@ -141,8 +145,8 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     size = spec.model.input_size[0]
     accel = from_train(t, channels_last=False)
     seed_everything(t.seed, deterministic_setting(t.deterministic, accel, roi_align=True))
-    coco = {k: json.loads((Path(annotations_dir) / f"{k}.json").read_text()) for k in ("train", "val")}
-    ds = DetectionSet(coco["train"], size, d.equalization, spec.augment, t.seed,
+    coco = json.loads((Path(annotations_dir) / "train.json").read_text())
+    ds = DetectionSet(coco, size, d.equalization, spec.augment, t.seed,
                       list(d.train_classes) if d.train_classes else None)
     cfg = config(spec, weights)
     model = build_model(cfg)
@@ -153,11 +157,28 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     opt = build_optimizer(cfg, model)
     if t.clip_grad_norm:
         clip_whole_model(opt, float(t.clip_grad_norm))
+    sched = build_lr_scheduler(cfg, opt)
     steps, batch = t.steps_per_epoch, t.batch_size
+    trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+    fp = resume_fingerprint(spec, note, annotations_digest(annotations_dir))
+    rows: list[dict] = []
+    start = 0  # epochs done
+    resumed = None
+    if checkpoint and Path(checkpoint).is_file():
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if ck.get("fingerprint") == fp and ck.get("backend") == "detectron2":
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            rows, start, resumed = ck["history"], ck["epoch"] + 1, ck
+            print(f"resuming from epoch {start} ({checkpoint})", file=sys.stderr)
+        else:
+            print(f"ignoring {checkpoint}: written for another config, weights, data or backend", file=sys.stderr)
 
     def loader():
-        epoch = 0
+        epoch = start
         while True:
+            torch.manual_seed(epoch_seed(t.seed, epoch))  # the heads' sampling: the same on a resumed run
             ds.set_epoch_seed(epoch_seed(t.seed, epoch))
             gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch))
             order: list[int] = []
@@ -167,8 +188,10 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
                 yield [_item(ds, i) for i in order[k * batch:(k + 1) * batch]]
             epoch += 1
 
-    trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, loader(), opt)
-    rows: list[dict] = []
+    trainer = trainer_cls(model, loader(), opt)
+    scaler = getattr(trainer, "grad_scaler", None)
+    if resumed and scaler is not None and resumed.get("scaler"):
+        scaler.load_state_dict(resumed["scaler"])
 
     class History(HookBase):
         def before_train(self):
@@ -186,11 +209,17 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
                            iterations=it)
                 rows.append(row)
                 print(f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.0f} s)", file=sys.stderr)
+                if checkpoint:  # after the LRScheduler hook (registered first) stepped the schedule
+                    with atomic_path(checkpoint) as tmp:
+                        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "scheduler": sched.state_dict(), "history": rows, "epoch": row["epoch"] - 1,
+                                    "scaler": scaler.state_dict() if scaler is not None else None,
+                                    "fingerprint": fp, "backend": "detectron2"}, tmp)
                 self.t0, self.sums = time.time(), dict.fromkeys(LOSS_NAMES, 0.0)
 
-    trainer.register_hooks([hooks.LRScheduler(optimizer=opt, scheduler=build_lr_scheduler(cfg, opt)), History()])
-    with EventStorage(0):
-        trainer.train(0, cfg.SOLVER.MAX_ITER)
+    trainer.register_hooks([hooks.LRScheduler(optimizer=opt, scheduler=sched), History()])
+    end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
+    trainer.train(start * steps, end * steps)
     with atomic_path(model_out) as tmp:
         torch.save({"model": model.state_dict(), "config": as_plain(spec.model), "backend": "detectron2",
                     "weights": note, "experiment": spec.as_dict()}, tmp)
@@ -200,6 +229,8 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     write_csv(summary_out, pd.DataFrame([{"layer": "total", "type": f"detectron2 GeneralizedRCNN "
                                           f"(R-{DEPTH[spec.model.detector.backbone]}-FPN)",
                                           "params": params, "trainable": trainable, "initialisation": note}]))
+    if checkpoint and end == t.epochs:
+        Path(checkpoint).unlink(missing_ok=True)
 
 
 def load(model_path):

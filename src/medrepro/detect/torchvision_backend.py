@@ -14,7 +14,6 @@ backend writes too.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from ..accel import Accel, describe, deterministic_setting, epoch_seed, from_tra
 from ..annotation import encode
 from ..io import atomic_path
 from ..specs import ModelSpec, RunSpec, as_plain, model_spec
-from .dataset import LOSS_KEYS, DetectionSet, collate
+from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, collate, resume_fingerprint
 
 log = logging.getLogger(__name__)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -116,10 +115,6 @@ def model_summary(model: nn.Module, spec: ModelSpec, weights_note: str) -> pd.Da
 
 
 # ----------------------------------------------------------------------------- training
-def _fingerprint(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _batches(n: int, steps: int, batch: int, gen: torch.Generator) -> list[list[int]]:
     """``steps`` batches drawn without replacement, reshuffled each pass over the data."""
     order: list[int] = []
@@ -197,7 +192,7 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    fp = _fingerprint(as_plain(spec) | {"w": note, "data": data_digest})
+    fp = resume_fingerprint(spec, note, data_digest)
     history: list[dict] = []
     start = 0
     scaler = accel.scaler()
@@ -313,13 +308,11 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     """Train on ``annotations_dir``'s ``train.json`` (validation loss on ``val.json``); writes the
     model, its history and its summary.  The resume fingerprint covers the experiment and both
     annotation files, so a checkpoint of a run on other images is not resumed."""
-    import hashlib
-
     from ..accel import summary_rows
     from ..io import write_csv
 
     d = Path(annotations_dir)
-    digest = hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
+    digest = annotations_digest(d)
     train_coco, val_coco = (json.loads((d / f"{s}.json").read_text()) for s in ("train", "val"))
     model, _, note = train_detector(train_coco, val_coco, spec, model_out, history_out, checkpoint, weights,
                                     data_digest=digest)
