@@ -218,6 +218,7 @@ def test_detectron2_resumed_training_equals_uninterrupted(rsna, tmp_path):
     run("part", checkpoint=ck, stop_after=1)
     saved = torch.load(ck, weights_only=False)
     assert saved["epoch"] == 0 and saved["backend"] == "detectron2" and len(saved["history"]) == 1
+    assert "optimizer" in saved["trainer"] and "LRScheduler" in saved["trainer"]["hooks"]
     resumed, hist = run("resumed", checkpoint=ck)
     for (k, a), b in zip(full.items(), resumed.values()):
         assert torch.equal(a, b), k

@@ -168,9 +168,7 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if ck.get("fingerprint") == fp and ck.get("backend") == "detectron2":
             model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            rows, start, resumed = ck["history"], ck["epoch"] + 1, ck
+            rows, start, resumed = ck["history"], ck["epoch"] + 1, ck["trainer"]
             print(f"resuming from epoch {start} ({checkpoint})", file=sys.stderr)
         else:
             print(f"ignoring {checkpoint}: written for another config, weights, data or backend", file=sys.stderr)
@@ -189,9 +187,6 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
             epoch += 1
 
     trainer = trainer_cls(model, loader(), opt)
-    scaler = getattr(trainer, "grad_scaler", None)
-    if resumed and scaler is not None and resumed.get("scaler"):
-        scaler.load_state_dict(resumed["scaler"])
 
     class History(HookBase):
         def before_train(self):
@@ -210,14 +205,15 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
                 rows.append(row)
                 print(f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.0f} s)", file=sys.stderr)
                 if checkpoint:  # after the LRScheduler hook (registered first) stepped the schedule
-                    with atomic_path(checkpoint) as tmp:
-                        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "scheduler": sched.state_dict(), "history": rows, "epoch": row["epoch"] - 1,
-                                    "scaler": scaler.state_dict() if scaler is not None else None,
-                                    "fingerprint": fp, "backend": "detectron2"}, tmp)
+                    with atomic_path(checkpoint) as tmp:  # trainer: optimizer, schedule, AMP's scaler
+                        torch.save({"model": model.state_dict(), "trainer": self.trainer.state_dict(),
+                                    "history": rows, "epoch": row["epoch"] - 1, "fingerprint": fp,
+                                    "backend": "detectron2"}, tmp)
                 self.t0, self.sums = time.time(), dict.fromkeys(LOSS_NAMES, 0.0)
 
     trainer.register_hooks([hooks.LRScheduler(optimizer=opt, scheduler=sched), History()])
+    if resumed:
+        trainer.load_state_dict(resumed)
     end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
     trainer.train(start * steps, end * steps)
     with atomic_path(model_out) as tmp:
