@@ -30,6 +30,7 @@ demo: $(BIN)/.medrepro-installed
 	@echo
 	@echo "Done. Results are in results/:"
 	@echo "  results/html/index.html             the report in a browser: every table and figure, captioned"
+	@echo "                                      ($(BIN)/medrepro report opens it)"
 	@echo "  results/report.md                   published vs reproduced, every paper"
 	@echo "  results/papers/<paper>/             tables (CSV, Markdown, LaTeX) and figures (PNG, PDF)"
 	@echo "  results/figures/contact_sheets/     a look at each dataset"

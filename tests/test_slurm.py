@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medrepro.doctor import slurm_checks
+
 from .conftest import REPO
 
 NEEDED = ("munged", "slurmctld", "slurmd", "sinfo", "squeue")
@@ -262,6 +264,16 @@ def test_profile_on_slurm_gives_each_job_its_resources_and_resumes_a_cancelled_t
     from .test_workflow import tiny_config
 
     env, _ = slurm
+    # medrepro doctor on the submitting node: the unmodified profile takes the cluster's default
+    # partition; a profile naming a partition the cluster lacks fails with the ones it has
+    checks = {c.name: c for c in slurm_checks(REPO / "profiles" / "slurm", env)}
+    assert checks["slurm.partition"].status == "ok" and "'debug'" in checks["slurm.partition"].message
+    (tmp_path / "prof").mkdir()
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    prof["default-resources"]["slurm_partition"] = "gpu-a100"
+    (tmp_path / "prof" / "config.yaml").write_text(yaml.safe_dump(prof))
+    checks = {c.name: c for c in slurm_checks(tmp_path / "prof", env)}
+    assert checks["slurm.partition"].status == "fail" and "['debug']" in checks["slurm.partition"].message
     cfg = tiny_config(tmp_path / "results")
     cfg["experiments"]["cnn_kermany"]["train"].update(gpus=1, epochs=25)  # epochs long enough to cancel one
     cfg["allow_cpu"] = True
