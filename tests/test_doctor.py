@@ -109,6 +109,7 @@ def test_an_invalid_config_fails_with_its_key_and_stops_the_checks_that_read_it(
     assert checks[-1].status == FAIL and "experiments.cnn_kermany.train.epochs" in checks[-1].message
     assert cli.main(["doctor", "--config-dir", str(CONFIG), "--configfile", str(over)]) == 1
     assert "1 failure(s)" in capsys.readouterr().out
+    assert "run medrepro in the workflow's folder" in run_checks(tmp_path / "config")[-1].message
 
 
 def test_gpus_asked_for_and_not_seen(tmp_path):

@@ -279,6 +279,9 @@ def run_checks(config_dir: str | Path = "config", overlays=(), profile: str | Pa
     from .config import ConfigError, load_config
 
     checks = [python_check(), packages_check(constraints)]
+    if not (Path(config_dir) / "config.yaml").is_file():
+        return checks + [Check("config", FAIL, f"{Path(config_dir) / 'config.yaml'} not found: run medrepro in the "
+                                               "workflow's folder (the one holding config/), or give --config-dir")]
     try:
         cfg = load_config(config_dir, overlays)
     except (ConfigError, OSError, yaml.YAMLError) as exc:
