@@ -39,9 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 def doctor(args) -> int:
     from .doctor import FAIL, format_checks, run_checks
 
-    constraints = Path(args.config_dir).resolve().parent / "constraints.txt"
-    checks = run_checks(args.config_dir, args.configfile, args.profile, args.gpu_node,
-                        constraints if constraints.is_file() else None)
+    constraints = Path(args.config_dir).resolve().parent / "constraints.txt"  # beside config/
+    checks = run_checks(args.config_dir, args.configfile, args.profile, args.gpu_node, constraints)
     print(format_checks(checks))
     return 1 if any(c.status == FAIL for c in checks) else 0
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -47,30 +50,31 @@ def python_check(version=sys.version_info) -> Check:
 
 
 def read_pins(constraints: str | Path) -> dict[str, str]:
-    """``name==version`` lines of a pip constraints file (comments and other lines skipped)."""
+    """The exact pins (``name==version``) of a pip constraints file, by canonical name."""
     pins = {}
     for line in Path(constraints).read_text().splitlines():
-        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
-        if m:
-            pins[_norm(m[1])] = m[2]
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            exact = [sp.version for sp in req.specifier if sp.operator == "=="]
+            if exact:
+                pins[canonicalize_name(req.name)] = exact[0]
     return pins
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def packages_check(constraints: str | Path | None) -> Check:
-    """Installed versions against the pins; a package pinned but not installed is an extra's
-    (``[slurm]``, ``[download]``, ``[test]``) and not counted."""
+    """Installed versions against the pins (local labels such as torch's ``+cu130`` aside); a
+    package pinned but not installed is an extra's (``[slurm]``, ``[download]``, ``[test]``) and
+    not counted."""
     if constraints is None or not Path(constraints).is_file():
         return Check("packages", WARN, "constraints.txt not found: installed versions not compared with the pins")
-    installed = {_norm(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
-                 if d.metadata["Name"]}
     differ = []
     for name, pin in sorted(read_pins(constraints).items()):
-        have = installed.get(name)
-        if have is not None and have.split("+")[0] != pin.split("+")[0]:
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if Version(have).public != Version(pin).public:
             differ.append(f"{name} {have} (pinned {pin})")
     if differ:
         return Check("packages", WARN, f"{len(differ)} installed version(s) differ from {Path(constraints).name}: "
