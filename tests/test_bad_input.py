@@ -148,7 +148,8 @@ def _demo_config():
     (lambda c: c["studies"]["tm_TC"]["split"].update(fractions={"train": 0.72, "val": 0.14, "test": 0.14}),
      "studies.tm_TC.split.fractions: split fractions {'train': 0.72, 'val': 0.14, 'test': 0.14} are not whole"),
     (lambda c: c["studies"]["tm_TC"]["backbones"].update(efficientnet_b4=c["studies"]["tm_TC"]["backbones"]["vgg16"]),
-     "studies.tm_TC.fine_tune.count_layers: 'keras', but there is no Keras layer list for backbone 'efficientnet_b4'"),
+     "studies.tm_TC.fine_tune.count_layers: 'keras', but there is no Keras layer list for the torchvision "
+         "network of backbone 'efficientnet_b4'"),
     (lambda c: c["studies"]["tm_TC"]["train"].update(deterministic="yes"),
      "studies.tm_TC.train.deterministic: 'yes' is not one of ['auto', True, False]"),
 ])

@@ -39,7 +39,14 @@ def test_full_config_plans_every_paper(profile):
     n = job_counts(out)
     full = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
     assert n["download"] == len(full["datasets"]) and "synthesize" not in n
-    assert n["download_weights"] == sum(w == "imagenet" for w in full["weights"].values())
+    assert n["download_weights"] == sum(w in ("imagenet", "keras") for w in full["weights"].values())
+    # the transfer papers' backbones: the Keras applications' files, and Keras' networks on their features
+    keras_files = set(re.findall(r"output: results-full/weights/(\w+)\.h5", out))
+    assert keras_files == {"vgg16", "vgg19", "resnet50", "inception_v3", "efficientnet_b4"}
+    assert "output: results-full/weights/maskrcnn_resnet50_fpn.pth" in out
+    features = set(re.findall(r"output: results-full/features/\w+/(\w+)\.pt", out))
+    assert features and all("_keras_" in f for f in features), features
+    assert any(f.startswith("vgg16_keras_224x224_c3_caffe") for f in features)
     assert n["publish_paper"] == len(PAPERS) and n["report"] == 1
     assert n["train"] == 8 and n["train_detector"] == 3 and n["study_stage1"] == 3
     assert n["features"] == 9  # 3 backbones per study (transfer_kermany augments: full forward passes)

@@ -17,7 +17,7 @@ from typing import Mapping
 import jsonschema
 import yaml
 
-from .backbones import resolve_normalize
+from .backbones import resolve_normalize, weights_kind
 from .specs import ModelSpec, model_spec, study_spec
 
 
@@ -214,13 +214,15 @@ def _cross_checks(cfg: dict) -> list[str]:
                            f"{st['model']['output']!r} with {n_cls} classes needs {want}")
         out += _fraction_problems(f"studies.{name}", st["split"]["fractions"])
         if st["fine_tune"]["count_layers"] == "keras":
-            from .keras_layers import APPLICATIONS
+            from .keras_layers import APPLICATIONS, TORCHVISION_MAPPED
 
             for b in st["backbones"]:
-                if b not in APPLICATIONS:
+                keras_net = weights_kind(cfg["weights"].get(b)) == "keras"
+                if b not in APPLICATIONS or not (keras_net or b in TORCHVISION_MAPPED):
                     out.append(f"studies.{name}.fine_tune.count_layers: 'keras', but there is no Keras layer list "
-                               f"for backbone {b!r} (have {sorted(APPLICATIONS)}); set 'torch' to count its "
-                               "torch modules")
+                               f"for the torchvision network of backbone {b!r} (have {sorted(TORCHVISION_MAPPED)}; "
+                               f"with weights.{b}: keras also {sorted(set(APPLICATIONS) - TORCHVISION_MAPPED)}); "
+                               "set 'torch' to count its torch modules")
         if st["train"]["validate_on"] not in _made_splits(st["split"]):
             out.append(f"studies.{name}.train.validate_on: {st['train']['validate_on']!r} is not a split "
                        "this study makes")
@@ -350,13 +352,16 @@ def uses_feature_cache(experiment: dict) -> bool:
             and experiment["train"]["feature_cache"] == "auto")
 
 
-def feature_key(experiment: dict) -> str:
-    """The name of an experiment's features file: what the features depend on."""
+def feature_key(experiment: dict, weights: dict | None = None) -> str:
+    """The name of an experiment's features file: what the features depend on (``weights``: the
+    config's ``weights`` block; Keras' weights mean Keras' network, marked ``_keras``)."""
     m = experiment["model"]
     h, w = m["input_size"]
     pool = "_flat" if m["pool"] == "flatten" else ""
-    norm = resolve_normalize(m["backbone"], m["normalize"])
-    return f"{m['backbone']}_{h}x{w}_c{m['channels']}_{norm}{pool}"
+    kind = weights_kind((weights or {}).get(m["backbone"]))
+    norm = resolve_normalize(m["backbone"], m["normalize"], kind)
+    impl = "_keras" if kind == "keras" else ""
+    return f"{m['backbone']}{impl}_{h}x{w}_c{m['channels']}_{norm}{pool}"
 
 
 def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,
@@ -366,6 +371,7 @@ def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr
     return study_spec(study).run(backbone, batch_size, lr, augment).as_dict()
 
 
-def study_features(study: dict) -> dict[str, tuple[str, dict]]:
+def study_features(study: dict, weights: dict | None = None) -> dict[str, tuple[str, dict]]:
     """backbone -> (features file key, model spec) of a study's stage-1 candidates."""
-    return {b: (feature_key(study_run_spec(study, b)), study_run_spec(study, b)["model"]) for b in study["backbones"]}
+    return {b: (feature_key(study_run_spec(study, b), weights), study_run_spec(study, b)["model"])
+            for b in study["backbones"]}

@@ -150,6 +150,21 @@ def weights_checks(cfg: dict) -> list[Check]:
             have = Path(cfg["results"]) / "weights" / f"{name}.pth"
             out.append(Check(key, OK, f"downloaded already ({have})" if have.is_file() else
                              "torchvision's file, downloaded by rule download_weights (needs internet)"))
+        elif w == "keras":
+            from .backbones import KERAS_WEIGHTS
+            from .download import keras_cache_dirs
+
+            have = Path(cfg["results"]) / "weights" / f"{name}.h5"
+            file = Path(KERAS_WEIGHTS[name][0]).name if name in KERAS_WEIGHTS else None
+            cached = [d / file for d in keras_cache_dirs() if file and (d / file).is_file()]
+            if name not in KERAS_WEIGHTS:
+                out.append(Check(key, FAIL, f"{key}: Keras has no application weights for {name}; "
+                                            f"it has {sorted(KERAS_WEIGHTS)}"))
+            elif have.is_file():
+                out.append(Check(key, OK, f"downloaded already ({have})"))
+            else:
+                out.append(Check(key, OK, f"Keras' {file}, copied from {cached[0]}" if cached else
+                                 f"Keras' {file}, downloaded by rule download_weights (needs internet)"))
         elif Path(w).is_file():
             out.append(Check(key, OK, f"local file {w}"))
         else:

@@ -246,3 +246,40 @@ def fetch_torchvision_weights(backbone: str, dest: str | Path, url: str | None =
         raise DownloadError(f"{url}: SHA-256 {h[:8]}... does not start with {prefix} (corrupt download)")
     os.replace(path, dest)
     return Path(dest)
+
+
+def keras_cache_dirs() -> list[Path]:
+    """Where Keras keeps the weights it downloaded: ``$KERAS_HOME/models`` and ``~/.keras/models``
+    (``keras.utils.get_file``'s cache folder)."""
+    dirs = [Path(os.environ["KERAS_HOME"]) / "models"] if os.environ.get("KERAS_HOME") else []
+    return dirs + [Path.home() / ".keras" / "models"]
+
+
+def fetch_keras_weights(backbone: str, dest: str | Path, url: str | None = None, md5: str | None = None,
+                        cache_dirs: list[Path] | None = None) -> Path:
+    """The Keras application's ImageNet weights of ``backbone`` (``include_top=False``: the
+    ``*_notop.h5`` file ``keras.applications`` downloads) at ``dest``, with the MD5 Keras checks.
+
+    A copy already in Keras' cache folder (:func:`keras_cache_dirs`) with that MD5 is copied
+    instead of downloading it again; otherwise it comes from Keras' own location (through
+    :func:`fetch_url`: retried, resumed, checked)."""
+    from .backbones import KERAS_WEIGHTS
+
+    if backbone not in KERAS_WEIGHTS:
+        raise DownloadError(f"no Keras application weights for {backbone!r}; Keras has {sorted(KERAS_WEIGHTS)}")
+    default_url, default_md5 = KERAS_WEIGHTS[backbone]
+    url, md5 = url or default_url, (md5 or default_md5).lower()
+    dest = Path(dest)
+    name = Path(unquote(urlparse(url).path)).name
+    for folder in keras_cache_dirs() if cache_dirs is None else cache_dirs:
+        cached = Path(folder) / name
+        if cached.is_file():
+            if _digest(cached, "md5") == md5:
+                print(f"{backbone}: Keras' cached {cached} (MD5 {md5})", file=sys.stderr)
+                with atomic_path(dest) as tmp:
+                    shutil.copyfile(cached, tmp)
+                return dest
+            print(f"{backbone}: {cached} has another MD5 than Keras' {md5}: not used", file=sys.stderr)
+    path = fetch_url(url, dest.with_name(f".{dest.name}.download"), md5=md5)
+    os.replace(path, dest)
+    return dest

@@ -30,7 +30,19 @@ from pathlib import Path
 
 PATH = Path(__file__).with_name("keras_layers.json")
 APPLICATIONS = {"vgg16": ("VGG16", 224), "vgg19": ("VGG19", 224), "resnet50": ("ResNet50", 224),
-                "inception_v3": ("InceptionV3", 299)}
+                "inception_v3": ("InceptionV3", 299), "efficientnet_b4": ("EfficientNetB4", 380)}
+# backbones whose Keras layers map onto torchvision's network too (same module names); EfficientNet-B4's
+# map onto Keras' network in torch only (timm's modules: weights keras)
+TORCHVISION_MAPPED = {"vgg16", "vgg19", "resnet50", "inception_v3"}
+# EfficientNet's Keras layers -> timm's module names (medrepro.classify.keras_apps): block 1 is a
+# depthwise-separable block (expand ratio 1), the others inverted residuals
+_EFFNET_TOP = {"normalization": "normalization", "stem_conv": "conv_stem", "stem_bn": "bn1", "top_conv": "conv_head",
+               "top_bn": "bn2"}
+_EFFNET_DS = {"dwconv": "conv_dw", "bn": "bn1", "se_reduce": "se.conv_reduce", "se_expand": "se.conv_expand",
+              "project_conv": "conv_pw", "project_bn": "bn2"}
+_EFFNET_IR = {"expand_conv": "conv_pw", "expand_bn": "bn1", "dwconv": "conv_dw", "bn": "bn2",
+              "se_reduce": "se.conv_reduce", "se_expand": "se.conv_expand", "project_conv": "conv_pwl",
+              "project_bn": "bn3"}
 
 
 def generate() -> dict:
@@ -87,6 +99,14 @@ def torch_module(backbone: str, keras_name: str) -> str:
         if not m:
             raise KeyError(f"{backbone}: no torch module for Keras layer {keras_name!r}")
         return f"{_inception_blocks()[int(m[2] or 0)]}.{'conv' if m[1] == 'conv2d' else 'bn'}"
+    if backbone == "efficientnet_b4":
+        if keras_name in _EFFNET_TOP:
+            return _EFFNET_TOP[keras_name]
+        m = re.fullmatch(r"block(\d)([a-z])_(\w+)", keras_name)
+        parts = _EFFNET_DS if m and m[1] == "1" else _EFFNET_IR
+        if not m or m[3] not in parts:
+            raise KeyError(f"{backbone}: no torch module for Keras layer {keras_name!r}")
+        return f"blocks.{int(m[1]) - 1}.{ord(m[2]) - 97}.{parts[m[3]]}"
     raise KeyError(f"no Keras layer list for backbone {backbone!r}; have {sorted(APPLICATIONS)}")
 
 

@@ -176,7 +176,8 @@ def test_shipped_keras_layer_lists_are_keras_own():
 
     fresh = keras_layers.generate()["backbones"]
     assert fresh == keras_layers.load()
-    assert {b: len(v) for b, v in fresh.items()} == {"vgg16": 19, "vgg19": 22, "resnet50": 175, "inception_v3": 311}
+    assert {b: len(v) for b, v in fresh.items()} == {"vgg16": 19, "vgg19": 22, "resnet50": 175, "inception_v3": 311,
+                                                "efficientnet_b4": 474}
     assert fresh["inception_v3"][248][0] == "mixed8"
 
 

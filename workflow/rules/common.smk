@@ -104,18 +104,20 @@ def experiment_dataset(wildcards):
 
 def features_file(experiment):
     exp = config["experiments"][experiment]
-    return f"{RESULTS}/features/{exp['dataset']}/{feature_key(exp)}.pt"
+    return (
+        f"{RESULTS}/features/{exp['dataset']}/{feature_key(exp, config['weights'])}.pt"
+    )
 
 
 # (dataset, key) -> the model config whose backbone makes those features
 FEATURE_SPECS = {
-    (e["dataset"], feature_key(e)): e["model"]
+    (e["dataset"], feature_key(e, config["weights"])): e["model"]
     for e in config["experiments"].values()
     if uses_feature_cache(e)
 }
 STUDIES = config["studies"]
 for _name, _study in STUDIES.items():
-    for _key, _model in study_features(_study).values():
+    for _key, _model in study_features(_study, config["weights"]).values():
         FEATURE_SPECS[(_study["dataset"], _key)] = _model
 
 
@@ -152,7 +154,7 @@ def study_feature_files(wildcards):
     s = STUDIES[wildcards.study]
     return {
         b: f"{RESULTS}/features/{s['dataset']}/{key}.pt"
-        for b, (key, _) in study_features(s).items()
+        for b, (key, _) in study_features(s, config["weights"]).items()
     }
 
 
@@ -166,7 +168,7 @@ def stage1_choice(study):
 def chosen_features(study):
     """The features file of the backbone stage 1 chose."""
     s = STUDIES[study]
-    key, _ = study_features(s)[stage1_choice(study)]
+    key, _ = study_features(s, config["weights"])[stage1_choice(study)]
     return f"{RESULTS}/features/{s['dataset']}/{key}.pt"
 
 
@@ -220,14 +222,19 @@ def experiment_inputs(extra):
     return inputs
 
 
-# the weights the workflow downloads: every `weights:` entry set to 'imagenet' (schema: the names)
-DOWNLOADED_WEIGHTS = [b for b, w in config["weights"].items() if w == "imagenet"]
+# the weights the workflow downloads: every `weights:` entry set to 'imagenet' (torchvision's, .pth)
+# or 'keras' (the Keras application's, .h5)
+WEIGHTS_FORMAT = {"imagenet": "pth", "keras": "h5"}
+DOWNLOADED_WEIGHTS = [b for b, w in config["weights"].items() if w in WEIGHTS_FORMAT]
 
 
 def weights_file(backbone):
-    """The weights file of a backbone: a local path, the download target for 'imagenet', or None."""
+    """The weights file of a backbone: a local path, the download target for 'imagenet' or
+    'keras', or None."""
     w = config["weights"].get(backbone)
-    return f"{RESULTS}/weights/{backbone}.pth" if w == "imagenet" else w
+    if w in WEIGHTS_FORMAT:
+        return f"{RESULTS}/weights/{backbone}.{WEIGHTS_FORMAT[w]}"
+    return w
 
 
 def backbone_weights(wildcards):

@@ -26,13 +26,15 @@ rule features:
 
 
 rule download_weights:
-    """torchvision's ImageNet weights of a backbone set to 'imagenet' under `weights:` (needs internet)."""
+    """A backbone's weights set to 'imagenet' (torchvision's, .pth) or 'keras' (the Keras
+    application's, .h5) under `weights:` (needs internet, or Keras' cache folder)."""
     output:
-        f"{RESULTS}/weights/{{backbone}}.pth",
+        f"{RESULTS}/weights/{{backbone}}.{{fmt}}",
     log:
-        f"{RESULTS}/logs/download_weights/{{backbone}}.log",
+        f"{RESULTS}/logs/download_weights/{{backbone}}.{{fmt}}.log",
     wildcard_constraints:
         backbone=one_of(DOWNLOADED_WEIGHTS),
+        fmt="pth|h5",
     localrule: True
     conda:
         ENV

@@ -32,13 +32,16 @@ from torch import nn
 
 from ..backbones import (
     BACKBONES,
+    BGR,
     KERAS_BN_WITHOUT_SCALE,
     KERAS_CONV_BIAS,
     NORMALIZATIONS,
     ModelSpecError,
     resolve_normalize,
+    weights_kind,
 )
 from ..specs import ModelSpec, layer_specs, model_spec
+from .keras_apps import EfficientNetInput
 
 ACTIVATIONS = {"none": None, "linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
                "softmax": lambda: nn.Softmax(dim=1)}
@@ -179,13 +182,17 @@ def l2_penalty(model: nn.Module) -> float:
 
 
 class Backbone(nn.Module):
-    """A torchvision classifier cut before its head: image in [0, 1] -> pooled feature vector.
+    """A pretrained classifier cut before its head: image in [0, 1] -> pooled feature vector.
 
+    ``weights`` is a local weights file or None for a seeded random initialisation. A Keras
+    weights file (``.h5``, the applications' ``*_notop.h5``) builds the Keras application's network
+    (:mod:`medrepro.classify.keras_apps`: Keras' ResNet-50 v1, Inception-V3 and EfficientNet-B4 are
+    not torchvision's) and loads it as Keras does; anything else is torchvision's network, with a
+    torchvision state-dict file (e.g. ``resnet50-11ad3fa6.pth``) or random weights.
     Grayscale inputs are repeated to three channels; ``normalize: weights`` scales them as the
-    backbone's weights expect (ImageNet mean/std; [-1, 1] for Inception-V3), ``imagenet``,
-    ``inception`` or ``none`` force one scaling (see :data:`NORMALIZATIONS`).
-    ``weights`` is a local torchvision state-dict file (e.g. ``resnet50-11ad3fa6.pth``), or
-    None for a seeded random initialisation.  When ``frozen``, its parameters take no
+    weights expect (torchvision's: ImageNet mean/std, [-1, 1] for Inception-V3; Keras': each
+    application's ``preprocess_input``, :data:`~medrepro.backbones.KERAS_PREPROCESS`), or one scaling
+    of :data:`~medrepro.backbones.NORMALIZATIONS` is forced. When ``frozen``, its parameters take no
     gradient and it stays in inference mode (BatchNorm uses its running statistics), as a
     Keras base model with ``trainable = False``.
     """
@@ -193,27 +200,25 @@ class Backbone(nn.Module):
     def __init__(self, name: str, weights: str | None = None, frozen: bool = True, normalize: str = "weights",
                  seed: int = 0, pool: str = "avg", input_size: tuple[int, int] | None = None):
         super().__init__()
-        import torchvision
-        from torchvision.models.feature_extraction import create_feature_extractor
-
         if name not in BACKBONES:
             raise ModelSpecError(f"model.backbone {name!r}; expected one of {sorted(BACKBONES)}")
         node, self.dim, kw = BACKBONES[name]
         self.name = name
+        self.kind = weights_kind(weights)
+        self.pretrained = weights is not None
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            net = getattr(torchvision.models, name)(weights=None, **kw)
-        self.pretrained = weights is not None
-        if weights:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not k.startswith(("fc.", "classifier.", "AuxLogits."))]
-            if missing:
-                raise ModelSpecError(f"{weights}: not a {name} state dict (missing {missing[:3]} ...)")
-        self.body = create_feature_extractor(net, {node: "features"})
+            if self.kind == "keras":
+                from .keras_apps import build_trunk, load_keras_h5
+
+                self.body = build_trunk(name)
+                load_keras_h5(self.body, name, weights)
+            else:
+                self.body = _torchvision_body(name, node, kw, weights)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.normalize = resolve_normalize(name, normalize)
+        self.normalize = resolve_normalize(name, normalize, self.kind)
         mean, std = NORMALIZATIONS[self.normalize]
+        self.bgr = self.normalize in BGR
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         self.frozen = frozen
@@ -274,8 +279,25 @@ class Backbone(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
+        if self.bgr:
+            x = x.flip(1)
         f = self.body(x)["features"]
         return torch.flatten(self.pool(f) if self.pool_mode == "avg" else f, 1)
+
+
+def _torchvision_body(name: str, node: str, kw: dict, weights: str | None) -> nn.Module:
+    """torchvision's network ``name`` up to ``node``, from a state-dict file or random weights."""
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    net = getattr(torchvision.models, name)(weights=None, **kw)
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(("fc.", "classifier.", "AuxLogits."))]
+        if missing:
+            raise ModelSpecError(f"{weights}: not a {name} state dict (missing {missing[:3]} ...)")
+    return create_feature_extractor(net, {node: "features"})
 
 
 class TransferNet(nn.Module):
@@ -339,7 +361,7 @@ def keras_parameter_count(model: nn.Module, backbone: str | None = None) -> int:
             n += 2 * m.num_features  # moving mean and variance
             if backbone in KERAS_BN_WITHOUT_SCALE and m.weight is not None:
                 n -= m.num_features
-        elif isinstance(m, Normalization):
+        elif isinstance(m, (Normalization, EfficientNetInput)):
             n += 2 * m.mean.numel() + 1  # Keras' mean, variance and count weights
         elif isinstance(m, nn.Conv2d) and m.bias is None and backbone in KERAS_CONV_BIAS:
             n += m.out_channels
