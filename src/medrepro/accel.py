@@ -169,5 +169,17 @@ def deterministic_setting(value, accel: Accel, roi_align: bool = False) -> bool:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch of a run seeded with ``seed``, for every model the package trains (torch,
     the shuffling generator, the augmentation): distinct for every (seed, epoch) pair with
-    epoch < 100,003, so a resumed run re-draws exactly what an uninterrupted one drew."""
-    return int(seed) * 100003 + int(epoch)
+    epoch < 100,003, so a resumed run re-draws exactly what an uninterrupted one drew. Never negative
+    (numpy's generators refuse negative seeds): seed 0's epoch -1, the draw before training, wraps
+    to 2**63 - 1."""
+    return (int(seed) * 100003 + int(epoch)) % 2**63
+
+
+def sample_seed(epoch_seed: int, index: int) -> int:
+    """The augmentation seed of image ``index`` in the epoch seeded ``epoch_seed``.
+
+    albumentations 2 draws from its Compose's own generator, which a DataLoader copies into every
+    worker process: seeded once per epoch, each worker would repeat the others' draws (16 images, 2
+    workers: 8 distinct augmentations) and the results would change with the worker count. Seeded
+    per image from (epoch seed, index), every image draws its own, whatever process reads it."""
+    return int(np.random.SeedSequence([int(epoch_seed), int(index)]).generate_state(1, np.uint64)[0] % 2**63)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .accel import sample_seed
 from .specs import augment_steps
 
 
@@ -98,6 +99,7 @@ class ImageTable(Dataset):
         self.targets = table["target"].astype(int).to_numpy()
         self.ids = table["image_id"].tolist()
         self.size, self.channels, self.transform = tuple(size), channels, transform
+        self.epoch_seed = 0
         self.cache = None
         if cache:  # one (N, H, W, C) uint8 block, and a (N, C, H, W) tensor view of it
             self.cache = np.stack([load_image(p, self.size, channels) for p in self.paths]) if self.paths else \
@@ -112,11 +114,13 @@ class ImageTable(Dataset):
             return self.cache_t[i].float().div_(255.0), int(self.targets[i])
         img = self.cache[i] if self.cache is not None else load_image(self.paths[i], self.size, self.channels)
         if self.transform is not None:
+            self.transform.set_random_seed(sample_seed(self.epoch_seed, i))
             img = self.transform(image=img)["image"]
         x = torch.from_numpy(np.array(img.transpose(2, 0, 1))).float().div_(255.0)
         return x, int(self.targets[i])
 
     def set_epoch_seed(self, seed: int) -> None:
-        """Re-seed augmentation so that epoch ``e`` draws the same whatever happened before."""
-        if self.transform is not None:
-            self.transform.set_random_seed(seed)
+        """Re-seed augmentation so that epoch ``e`` draws the same whatever happened before: each
+        image from a stream of its own (:func:`sample_seed`), so what it draws depends neither on the
+        loader's worker count nor on which worker reads it."""
+        self.epoch_seed = int(seed)

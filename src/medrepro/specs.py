@@ -134,6 +134,7 @@ class TrainSpec:
     class_weights: str
     sampling: str
     early_stopping: EarlyStoppingSpec | None
+    tested_weights: str
     reduce_lr: ReduceLRSpec | None
     seed: int
     feature_cache: str

@@ -10,7 +10,7 @@ from sklearn.metrics import log_loss
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medrepro.classify.models import build_sequential, l2_penalty, regularization_loss
+from medrepro.classify.models import KerasBatchNorm, build_sequential, l2_penalty, regularization_loss
 from medrepro.classify.training import TrainConfig, _loss_fn, fit, predict_proba
 from medrepro.metrics import classification_metrics, prediction_table
 
@@ -92,7 +92,7 @@ def test_restored_weights_are_the_last_epoch_better_by_min_delta_and_only_on_a_s
 
 
 def test_batchnorm_has_keras_constants():
-    bn = [m for m in _head(bn=True).modules() if isinstance(m, nn.BatchNorm1d)][0]
+    bn = [m for m in _head(bn=True).modules() if isinstance(m, KerasBatchNorm)][0]
     assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.01)
     # one training step moves the running mean 1 % of the way to the batch mean (Keras momentum 0.99)
     x = torch.full((4, 8), 5.0)

@@ -84,6 +84,37 @@ class Normalization(nn.Module):
 
 
 
+class KerasBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Keras' ``BatchNormalization`` in training: the batch's mean and (biased) variance normalise it,
+    and the moving statistics follow ``moving = momentum * moving + (1 - momentum) * batch`` with the
+    biased variance too (torch's BatchNorm keeps the unbiased one, n / (n - 1) larger, and refuses a
+    batch of one sample, which Keras normalises to its offset ``beta``: a last training batch of one
+    image). In inference, the moving statistics, as torch's. ``momentum`` here is torch's
+    (1 - Keras'); weights, buffers and state-dict keys are torch's BatchNorm's."""
+
+    def _check_input_dim(self, x):
+        if x.dim() not in (2, 4):
+            raise ValueError(f"KerasBatchNorm expects a 2-d or 4-d input, got {x.dim()}-d")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if x.dtype in (torch.float16, torch.bfloat16):  # Keras' mixed precision keeps BatchNorm in float32
+            return self.forward(x.float()).to(x.dtype)
+        if not self.training:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
+        dims = [0] if x.dim() == 2 else [0, 2, 3]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
+            self.num_batches_tracked.add_(1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
 def _activation(name, where):
     if name not in ACTIVATIONS:
         raise ModelSpecError(f"{where}: activation {name!r} unknown; expected one of {sorted(ACTIVATIONS)}")
@@ -141,8 +172,7 @@ def build_sequential(layers, input_shape: tuple[int, ...], init: str = "glorot_u
             eps = float(_or(spec.epsilon, KERAS_BN_EPS))
             if eps <= 0:
                 raise ModelSpecError(f"{where}: batchnorm epsilon must be above 0, got {spec.epsilon}")
-            bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-            mods.append(bn(shape[0], eps=eps, momentum=1.0 - float(_or(spec.momentum, KERAS_BN_MOMENTUM))))
+            mods.append(KerasBatchNorm(shape[0], eps=eps, momentum=1.0 - float(_or(spec.momentum, KERAS_BN_MOMENTUM))))
         elif kind == "normalization":
             if len(shape) != 1:
                 raise ModelSpecError(f"{where}: normalization needs a flat input (feature vectors)")

@@ -84,7 +84,7 @@ def train_config(spec: RunSpec, targets, **over) -> TrainConfig:
     w = class_weights(targets, len(spec.classes)) if t.class_weights == "balanced" else None
     kw = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
               weight_decay=t.weight_decay, early_stopping=asdict(t.early_stopping) if t.early_stopping else None,
-              reduce_lr=asdict(t.reduce_lr) if t.reduce_lr else None,
+              tested_weights=t.tested_weights, reduce_lr=asdict(t.reduce_lr) if t.reduce_lr else None,
               class_weights=w, sampling=t.sampling, seed=t.seed, device=t.device,
               num_workers=t.num_workers, amp=t.amp, gpus=t.gpus, allow_cpu=t.allow_cpu,
               deterministic=t.deterministic, channels_last=t.channels_last)
@@ -116,9 +116,12 @@ def fit(model, spec: RunSpec, train_ds, val_ds, checkpoint=None, fingerprint: st
 
 
 def predict_splits(model, table: pd.DataFrame, spec: RunSpec, make_ds: Callable[[pd.DataFrame], object],
-                   splits=SPLITS, accel=None) -> pd.DataFrame:
+                   splits=SPLITS, accel=None, name: str = "the model") -> pd.DataFrame:
     """One prediction row per image of each of ``splits`` (:func:`medrepro.metrics.prediction_table`),
-    the threshold of a binary task the spec's ``threshold``."""
+    the threshold of a binary task the spec's ``threshold``. Probabilities that are not finite stop
+    here, naming ``name`` (the run), the split and the images, never downstream in a metric."""
+    import numpy as np
+
     from ..accel import from_train
     from .models import l2_penalty
     from .training import predict_proba
@@ -130,6 +133,13 @@ def predict_splits(model, table: pd.DataFrame, spec: RunSpec, make_ds: Callable[
         part = table[table["split"] == s]
         if len(part):
             proba = predict_proba(model, make_ds(part), accel=accel)
+            bad = ~np.isfinite(proba).all(axis=1)
+            if bad.any():
+                ids = part["image_id"].to_numpy()[bad][:3].tolist()
+                raise FloatingPointError(
+                    f"{name}: {int(bad.sum())} of {len(part)} {s} images get NaN or infinite class probabilities "
+                    f"(e.g. {ids}): the model's outputs are not finite"
+                    + (" (float16 overflow under mixed precision: set train.amp false)" if accel.amp else ""))
             frames.append(prediction_table(part["image_id"], part["target"].astype(int), proba, names, s,
                                            spec.threshold, penalty))
     return pd.concat(frames, ignore_index=True)

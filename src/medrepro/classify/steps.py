@@ -78,7 +78,7 @@ def predict(split_csv, model_path, experiment: dict | RunSpec, predictions_out, 
     else:
         make_ds = lambda part: run.image_dataset(ck["spec"], part)  # noqa: E731
     pred = run.predict_splits(model, table, replace(ck["spec"], threshold=spec.threshold), make_ds,
-                              accel=accel)
+                              accel=accel, name=f"experiment {Path(model_path).parent.name}")
     write_csv(predictions_out, pred)
     return pred
 

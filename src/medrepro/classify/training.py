@@ -8,9 +8,14 @@ two runs with one config give the same numbers on the CPU.
 Losses and callbacks follow Keras (TensorFlow 2.x, the papers' framework): ``val_loss`` is
 the unweighted data loss plus the L2 penalty; ``class_weight`` weighs each training sample and
 the batch mean divides by the batch size; early stopping on ``val_loss`` with ``patience`` and
-``min_delta``, and ``restore_best_weights`` brings back the last epoch that improved by more
-than ``min_delta``, only when training stops early; reduce-LR-on-plateau via
-:class:`torch.optim.lr_scheduler.ReduceLROnPlateau` with an absolute ``min_delta``.
+``min_delta``; reduce-LR-on-plateau via :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` with an
+absolute ``min_delta``. The weights a run ends with (``tested_weights``): ``restore`` is Keras'
+``EarlyStopping(restore_best_weights=True)``, the last epoch that improved by more than
+``min_delta``, brought back only when training stops early; ``best`` is a
+``ModelCheckpoint(monitor='val_loss', save_best_only=True)`` file loaded before testing, the epoch
+of the lowest ``val_loss`` (strictly lower than every earlier one); ``last`` the last epoch's.
+A loss that is not finite stops the run with the epoch and what to change (never a model whose
+predictions are NaN).
 """
 from __future__ import annotations
 
@@ -67,13 +72,14 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     early_stopping: dict | None = None
+    tested_weights: str = "restore"
     reduce_lr: dict | None = None
     class_weights: list[float] | None = None
     sampling: str = "none"
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    amp: bool = True
+    amp: bool = False
     gpus: int = 0
     allow_cpu: bool = False
     deterministic: bool | str = "auto"
@@ -185,8 +191,12 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                             pin_memory=accel.pin_memory)
 
+    if cfg.tested_weights not in ("restore", "best", "last"):
+        raise ValueError(f"train.tested_weights {cfg.tested_weights!r}; expected restore, best or last")
     history: list[dict] = []
     best_state, best_val, start, stop = None, float("inf"), 0, False
+    # ModelCheckpoint(save_best_only=True): the state of the lowest val_loss so far (np.less: strictly)
+    ck_state, ck_val = None, float("inf")
     ck = None
     if checkpoint and Path(checkpoint).is_file():
         ck = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -203,6 +213,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
         if accel.amp and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         history, best_state, best_val, start = ck["history"], ck["best_state"], ck["best_val"], ck["epoch"] + 1
+        ck_state, ck_val = ck.get("ck_state"), ck.get("ck_val", float("inf"))
         log.info("resumed from %s after epoch %d", checkpoint, start)
         if ck.get("stopped"):
             start, stop = cfg.epochs, True
@@ -250,6 +261,11 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             n += len(y)
         total, n, correct = distributed.all_sum(float(total), n, int(correct))  # every rank's shard
         val_loss, val_acc = evaluate_loss(model, val_loader, val_loss_fn, accel)  # the whole set, on each rank
+        if not (np.isfinite(total) and np.isfinite(val_loss)):
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: the training loss is {total / max(n, 1)} and val_loss {val_loss}: not finite"
+                + (" (float16 overflow under mixed precision: set train.amp false)" if accel.amp else
+                   " (lower train.lr?)"))
         row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
                "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
         if accel.amp:
@@ -264,12 +280,15 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             improved, stop = stopper.step(val_loss, epoch)
             if improved:  # Keras keeps the weights of the last epoch better by more than min_delta
                 best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
+        if cfg.tested_weights == "best" and val_loss < ck_val:
+            ck_val, ck_state = val_loss, copy.deepcopy(model.state_dict())
         if checkpoint and main:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched else None,
                             "stopper": dict(stopper.__dict__) if stopper else None, "history": history,
                             "best_state": best_state, "best_val": best_val, "epoch": epoch, "stopped": stop,
+                            "ck_state": ck_state, "ck_val": ck_val,
                             "scaler": scaler.state_dict() if accel.amp else None,
                             "fingerprint": fingerprint}, tmp)
         if stop:
@@ -277,9 +296,19 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
             break
         if stop_after is not None and epoch + 1 >= stop_after:
             return model, pd.DataFrame(history)
-    if stop and stopper.restore_best_weights and best_state is not None:  # Keras 2 restores them only
-        model.load_state_dict(best_state)  # when it stops early; a run to the last epoch keeps its weights
+    model.load_state_dict(tested_state(cfg, stop, stopper, best_state, ck_state, model))
     return model, pd.DataFrame(history)
+
+
+def tested_state(cfg: TrainConfig, stopped: bool, stopper, best_state, ck_state, model: nn.Module) -> dict:
+    """The weights the run ends with (``cfg.tested_weights``): Keras' restore (the best epoch, only
+    when training stopped early: a run to the last epoch keeps its weights), the best-val_loss
+    checkpoint, or the last epoch's."""
+    if cfg.tested_weights == "best" and ck_state is not None:
+        return ck_state
+    if cfg.tested_weights == "restore" and stopped and stopper.restore_best_weights and best_state is not None:
+        return best_state
+    return model.state_dict()
 
 
 def adapt_normalization(model: nn.Module, dataset, batch_size: int, accel: Accel, workers: int = 0) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..accel import sample_seed
 from ..annotation import decode
 from ..preprocessing import detection_augmentation, equalize
 from ..specs import RunSpec, as_plain
@@ -26,11 +27,16 @@ def annotations_digest(annotations_dir) -> str:
     return hashlib.sha256((d / "train.json").read_bytes() + (d / "val.json").read_bytes()).hexdigest()
 
 
-def resume_fingerprint(spec: RunSpec, weights_note: str, data_digest: str) -> str:
+def resume_fingerprint(spec: RunSpec, weights: str | None, data_digest: str) -> str:
     """What a per-epoch checkpoint of either backend must match to be resumed: the run's spec, the
-    starting weights and the training data (:func:`annotations_digest`), so that a checkpoint of a
-    run on other settings, weights or images is not resumed."""
-    cfg = as_plain(spec) | {"w": weights_note, "data": data_digest}
+    starting weights (the file's bytes, so a file replaced at the same path is another start) and
+    the training data (:func:`annotations_digest`), so that a checkpoint of a run on other
+    settings, weights or images is not resumed."""
+    w = None
+    if weights:
+        with open(weights, "rb") as fh:
+            w = hashlib.file_digest(fh, "sha256").hexdigest()
+    cfg = as_plain(spec) | {"w": w, "data": data_digest}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -65,10 +71,15 @@ class DetectionSet(torch.utils.data.Dataset):
         return len(self.images)
 
     def set_epoch_seed(self, seed: int) -> None:
+        """Augmentation of the epoch seeded ``seed``: each image draws from a stream of its own
+        (:func:`medrepro.data.sample_seed`), the same in any loader worker and for any worker count."""
+        self.epoch_seed = seed
         self.transform = detection_augmentation(self.augment_cfg, seed) if self.augment_cfg else None
 
     def __getitem__(self, i: int):
         img, masks = self.images[i], self.masks[i]
+        if self.transform is not None:
+            self.transform.set_random_seed(sample_seed(self.epoch_seed, i))
         if self.transform is not None and len(masks):
             from torchvision.ops import masks_to_boxes
 

@@ -160,7 +160,7 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     sched = build_lr_scheduler(cfg, opt)
     steps, batch = t.steps_per_epoch, t.batch_size
     trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-    fp = resume_fingerprint(spec, note, annotations_digest(annotations_dir))
+    fp = resume_fingerprint(spec, weights, annotations_digest(annotations_dir))
     rows: list[dict] = []
     start = 0  # epochs done
     resumed = None

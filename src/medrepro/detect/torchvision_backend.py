@@ -192,7 +192,7 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    fp = resume_fingerprint(spec, note, data_digest)
+    fp = resume_fingerprint(spec, weights, data_digest)
     history: list[dict] = []
     start = 0
     scaler = accel.scaler()

@@ -73,13 +73,20 @@ def _selection(runs: pd.DataFrame, study: StudySpec, keys: list[str]) -> dict:
     return out
 
 
+def run_name(spec: RunSpec) -> str:
+    """A study run in words, for messages: its backbone, batch size, learning rate and augmentation."""
+    aug = ", augmented" if spec.augment else ""
+    return f"study run {spec.model.backbone} (batch {spec.train.batch_size}, lr {spec.train.lr:g}{aug})"
+
+
 def _frozen_run(table, features: dict, spec: RunSpec) -> tuple:
     """One run of a head on cached features: (model, history, validation and test predictions)."""
     tr, va = run.split_parts(table, spec)
     train_ds, val_ds = feature_table(features, tr), feature_table(features, va)
     head = run.build(spec, feature_dim=int(train_ds.tensors[0].shape[1]))
     model, hist = run.fit(head, spec, train_ds, val_ds, progress=False)
-    pred = run.predict_splits(model, table, spec, lambda p: feature_table(features, p), EVAL_SPLITS)
+    pred = run.predict_splits(model, table, spec, lambda p: feature_table(features, p), EVAL_SPLITS,
+                              name=run_name(spec))
     return model, hist, pred
 
 
@@ -170,7 +177,8 @@ def stage3(split_csv, selection2, study: dict | StudySpec, out_dir, weights: str
     train_ds = run.image_dataset(spec, tr, augment=True)
     model, hist = run.fit(model, spec, train_ds, unaugmented(va), Path(out_dir) / "checkpoint.pt",
                           run.fingerprint(spec, weights, backbone_seed, split_csv, cached))
-    pred = run.predict_splits(model, table, spec, unaugmented, EVAL_SPLITS)
+    pred = run.predict_splits(model, table, spec, unaugmented, EVAL_SPLITS,
+                              name=run_name(spec))
     return _write_single(out_dir, 3, spec, pred, hist, names)
 
 
@@ -223,6 +231,7 @@ def stage4(split_csv, stage2_model, study: dict | StudySpec, out_dir, weights: s
     print(f"fine-tuning: {params}", file=sys.stderr)
     model, hist = run.fit(model, spec, train_ds, val_ds, Path(out_dir) / "checkpoint.pt",
                           run.fingerprint(spec, weights, backbone_seed, split_csv, stage2_model))
-    pred = run.predict_splits(model, table, spec, lambda p: run.image_dataset(spec, p), EVAL_SPLITS)
+    pred = run.predict_splits(model, table, spec, lambda p: run.image_dataset(spec, p), EVAL_SPLITS,
+                              name=run_name(spec))
     write_json(Path(out_dir) / "parameters.json", params)
     return _write_single(out_dir, 4, spec, pred, hist, names, fine_tuning=True)
