@@ -104,7 +104,7 @@ def test_a_gpu_job_without_a_gpu_stops_with_the_reason(monkeypatch):
     assert resolve("auto", gpus=1, allow_cpu=True).device.type == "cpu"
     # on the CPU: no AMP, pinned memory or asynchronous copies; channels-last as the setting says
     train = run_spec(demo_config()["experiments"]["cnn_kermany"]).train
-    assert train.device == "auto" and train.amp and train.channels_last
+    assert train.device == "auto" and not train.amp and train.channels_last  # AMP: a choice, off by default
     assert from_train(train) == Accel(torch.device("cpu"), channels_last=True)
     assert not from_train(dataclasses.replace(train, channels_last=False)).channels_last
     assert not from_train(train, channels_last=False).channels_last

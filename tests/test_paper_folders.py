@@ -53,3 +53,29 @@ def test_full_settings_come_from_the_paper_folders_and_an_overlay_still_wins(tmp
     switch = tmp_path / "switch.yaml"
     switch.write_text("paper_settings: full\n")
     assert compose_config(CONFIG, [switch])["studies"]["tm_TC"]["batch_sizes"] == [32, 64, 128, 256]
+
+
+def test_every_setting_a_paper_states_is_followed_in_full_or_named_in_its_departures():
+    """config/full.yaml does what each paper did; where it does not, the paper's departures name the
+    key. Each paper lists the settings it states (``stated``: key, value, where the paper says it)."""
+    import copy
+
+    from medrepro.config import unnamed_departures
+
+    from .conftest import demo_config
+
+    full = demo_config("full.yaml")
+    assert all(len(block["stated"]) >= 3 for block in full["papers"].values())
+    assert unnamed_departures(full) == []
+    # a setting changed without a departure is found, named by key and paper
+    changed = copy.deepcopy(full)
+    changed["studies"]["tm_TC"]["fine_tune"]["lr"] = 1e-4
+    assert unnamed_departures(changed) == [
+        "papers.transfer_multidataset: studies.tm_TC.fine_tune.lr is 0.0001 here, the paper states 1e-05 "
+        "(stage 4: learning rate 1e-5), and no departure names it"]
+    # ... and one that a departure names is not
+    changed["papers"]["transfer_multidataset"]["departures"].append(
+        {"topic": "t", "paper": "p", "here": "h", "why": "w", "touches": "x", "setting": "studies.tm_TC.fine_tune.lr"})
+    assert unnamed_departures(changed) == []
+    # the demo departs on purpose (sizes, epochs, weights), and says so: its differences are many
+    assert len(unnamed_departures(demo_config())) > 5

@@ -322,10 +322,11 @@ def test_replanning_and_narrow_params(tiny_run):
     assert planned({"experiments": {"cnn_kermany": {"model": {"input_size": [40, 40]}}}}) == \
         {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1, "html_report": 1}
     # a study stage reruns for its own settings only: fine-tuning's epochs retrain stage 4 alone, the
-    # augmented stage's epochs stage 3 alone (stage 4 starts from stage 2's model), not stages 1-2
+    # augmented stage's epochs stage 3 and 4 (stage 4 starts from the better of stages 2 and 3:
+    # fine_tune.start best_of_2_3), not stages 1-2
     after = {"study_summary": 1, "publish_paper": 1, "report": 1, "html_report": 1}
     assert planned({"studies": {"tm_TC": {"fine_tune": {"epochs": 2}}}}) == {"study_stage4": 1, **after}
-    assert planned({"studies": {"tm_TC": {"augment_epochs": 1}}}) == {"study_stage3": 1, **after}
+    assert planned({"studies": {"tm_TC": {"augment_epochs": 1}}}) == {"study_stage3": 1, "study_stage4": 1, **after}
 
 
 @pytest.mark.slow

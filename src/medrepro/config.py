@@ -270,6 +270,22 @@ def resolved_departures(cfg: dict, paper: str) -> list[dict]:
     return out
 
 
+def unnamed_departures(cfg: dict) -> list[str]:
+    """Settings a paper states (``papers.<paper>.stated``) that this config sets otherwise without a
+    departure naming the key: each as a sentence (empty when every departure is declared)."""
+    out = []
+    for paper, block in cfg["papers"].items():
+        named = {d.get("setting") for d in block.get("departures", [])}
+        for st in block.get("stated", []):
+            have = _get(cfg, st["setting"])
+            if have is _MISSING:
+                out.append(f"papers.{paper}.stated: {st['setting']} is not a key of this config")
+            elif have != st["value"] and st["setting"] not in named:
+                out.append(f"papers.{paper}: {st['setting']} is {have!r} here, the paper states {st['value']!r} "
+                           f"({st['source']}), and no departure names it")
+    return out
+
+
 def _fraction_problems(where: str, fractions: dict) -> list[str]:
     from .splits import fold_counts
 

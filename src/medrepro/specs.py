@@ -217,6 +217,7 @@ class FineTuneSpec:
     count_layers: str
     lr: float
     epochs: int
+    start: str
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,7 @@ class OutputSpec:
     metrics: tuple[str, ...] | None = None
     label: str | None = None
     n: int | None = None
+    bins: int | None = None
     size: int | None = None
     index: int | None = None
     seed: int | None = None
@@ -353,6 +355,14 @@ class Departure:
 
 
 @dataclass(frozen=True)
+class StatedSetting:
+    """A setting the paper states (``papers.<paper>.stated``): a config key, the paper's value, where."""
+    setting: str
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
 class PaperSpec:
     """A paper's validated block (``papers.<paper>``): its runs, outputs and what the report sets
     beside the published numbers."""
@@ -363,6 +373,7 @@ class PaperSpec:
     compare_tables: tuple[TablePattern, ...]
     not_compared: tuple[NotCompared, ...]
     departures: tuple[Departure, ...]
+    stated: tuple[StatedSetting, ...]
     outputs: tuple[OutputSpec, ...]
     headline: tuple[HeadlineSpec, ...]
     compare: tuple[CompareRow, ...]

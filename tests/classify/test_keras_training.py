@@ -42,9 +42,13 @@ STEPS = 6
 
 @pytest.fixture(autouse=True)
 def float64():
+    """Keras in float64 for these tests (the dtype policy: once a layer was built, Keras keeps the
+    policy it made from floatx, so both are set), float32 again after them."""
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
     keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
 
 
 def keras_model(layers: list[dict], input_shape: tuple, output: str):

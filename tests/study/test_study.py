@@ -109,10 +109,43 @@ def staged(tc):
     sel2 = json.loads((root / "s2" / "selection.json").read_text())
     stages.stage3(root / "split.csv", root / "s2" / "selection.json", st, root / "s3",
                   features=feats[sel2["backbone"]])
-    stages.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4")
+    stages.stage4(root / "split.csv", root / "s2" / "model.pt", st, root / "s4",
+                  stage3=(root / "s2" / "runs.csv", root / "s3" / "model.pt", root / "s3" / "runs.csv"))
     m = summarize("tm_TC", st, root / "split.csv", {1: root / "s1", 2: root / "s2", 3: root / "s3",
                                                           4: root / "s4"}, root / "metrics.json")
     return root, st, feats, m
+
+
+def test_fine_tuning_starts_from_the_better_of_stages_2_and_3(staged, tmp_path):
+    """The thesis fine-tuned stage 2's models "because augmentation did not help": with
+    ``fine_tune.start: best_of_2_3`` stage 4 starts from whichever of stage 2's choice and stage 3
+    scores higher on ``select_on``; ``stage2`` always from stage 2's."""
+    root, st, feats, m = staged
+    from medrepro.specs import study_spec
+
+    spec = study_spec(st)
+    assert spec.fine_tune.start == "best_of_2_3"
+    s2, s3 = pd.read_csv(root / "s2" / "runs.csv"), pd.read_csv(root / "s3" / "runs.csv")
+    b2, r3 = stages.select(s2, spec), s3.iloc[0]
+    want = 3 if (r3["val_accuracy"], -r3["val_loss"]) > (b2["val_accuracy"], -b2["val_loss"]) else 2
+    params = json.loads((root / "s4" / "parameters.json").read_text())
+    assert params["started_from_stage"] == want
+    assert pd.read_csv(root / "s4" / "runs.csv")["started_from_stage"].iloc[0] == want
+    # a stage 3 that beats stage 2 is the start; one that only ties is not
+    better = s3.assign(val_accuracy=1.0, val_loss=0.0)
+    better.to_csv(tmp_path / "s3.csv", index=False)
+    files = (root / "s2" / "runs.csv", root / "s3" / "model.pt", tmp_path / "s3.csv")
+    assert stages.fine_tune_start(spec, root / "s2" / "model.pt", files) == (root / "s3" / "model.pt", 3)
+    best2 = stages.select(s2, spec)
+    s3.assign(val_accuracy=best2["val_accuracy"], val_loss=best2["val_loss"]).to_csv(tmp_path / "tie.csv", index=False)
+    files = (root / "s2" / "runs.csv", root / "s3" / "model.pt", tmp_path / "tie.csv")
+    assert stages.fine_tune_start(spec, root / "s2" / "model.pt", files) == (root / "s2" / "model.pt", 2)
+    from medrepro.specs import replace
+
+    only2 = replace(spec, **{"fine_tune.start": "stage2"})
+    assert stages.fine_tune_start(only2, root / "s2" / "model.pt", files) == (root / "s2" / "model.pt", 2)
+    with pytest.raises(ValueError, match="best_of_2_3 needs"):
+        stages.fine_tune_start(spec, root / "s2" / "model.pt", None)
 
 
 def test_four_stages_select_and_summarize(staged):

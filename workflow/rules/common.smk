@@ -82,7 +82,7 @@ STUDY_STAGE_KEYS = {
     1: STUDY_SHARED + ("batch_sizes", "select_on", "select_metric"),
     2: STUDY_SHARED + ("learning_rates", "select_on", "select_metric"),
     3: STUDY_SHARED + ("augment", "augment_epochs"),
-    4: STUDY_SHARED + ("fine_tune",),
+    4: STUDY_SHARED + ("fine_tune", "select_on", "select_metric"),
 }
 
 
@@ -180,14 +180,25 @@ def study_stage2_inputs(wildcards):
     }
 
 
-def study_stage_inputs(extra, features=False):
+def study_stage_inputs(extra, features=False, fine_tune=False):
     """Stages 3 and 4: the split, ``extra`` stage-2 files, the chosen backbone's weights, if any,
-    and with ``features`` its features file (stage 3 reads its unaugmented images' features there).
-    """
+    with ``features`` its features file (stage 3 reads its unaugmented images' features there), and
+    with ``fine_tune`` the stage-2 and -3 results stage 4 picks its start from (fine_tune.start)."""
 
     def inputs(wildcards):
         d = {"split": f"{study_dir(wildcards.study)}/split.csv"}
         d.update({k: f"{study_dir(wildcards.study)}/{v}" for k, v in extra.items()})
+        if fine_tune and STUDIES[wildcards.study]["fine_tune"]["start"] == "best_of_2_3":
+            d.update(
+                {
+                    k: f"{study_dir(wildcards.study)}/{v}"
+                    for k, v in (
+                        ("runs2", "stage2/runs.csv"),
+                        ("model3", "stage3/model.pt"),
+                        ("runs3", "stage3/runs.csv"),
+                    )
+                }
+            )
         if features:
             d["features"] = chosen_features(wildcards.study)
         w = weights_file(stage1_choice(wildcards.study))

@@ -84,6 +84,7 @@ rule study_stage3:
         runs=f"{RESULTS}/studies/{{study}}/stage3/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage3/history.csv",
         predictions=f"{RESULTS}/studies/{{study}}/stage3/predictions.csv",
+        model=f"{RESULTS}/studies/{{study}}/stage3/model.pt",
     log:
         f"{RESULTS}/logs/study/{{study}}/stage3.log",
     benchmark:
@@ -103,7 +104,7 @@ rule study_stage3:
 
 rule study_stage4:
     input:
-        unpack(study_stage_inputs({"model": "stage2/model.pt"})),
+        unpack(study_stage_inputs({"model": "stage2/model.pt"}, fine_tune=True)),
     output:
         runs=f"{RESULTS}/studies/{{study}}/stage4/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage4/history.csv",

@@ -17,4 +17,5 @@ with logging_to(snakemake.log[0]):
     elif stage == "3":
         stages.stage3(i.split, i.selection, p.study, out, i.get("weights"), p.backbone_seed, i.features)
     else:
-        stages.stage4(i.split, i.model, p.study, out, i.get("weights"), p.backbone_seed)
+        stages.stage4(i.split, i.model, p.study, out, i.get("weights"), p.backbone_seed,
+                      stage3=(i.runs2, i.model3, i.runs3) if "model3" in i.keys() else None)

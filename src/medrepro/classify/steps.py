@@ -100,7 +100,10 @@ def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: d
 
 def evaluate(predictions_csv, history_csv, experiment: dict | RunSpec, metrics_out, summary_csv=None, split_csv=None,
              bootstrap: dict | None = None) -> dict:
-    """Metrics per split, the training curve's landmarks and the provenance (the training step's
+    """Metrics per split (``train``: the final model on the training images, as Keras'
+    ``model.evaluate``, beside ``train.last``, the last epoch's running log), the training curve's
+    landmarks (epochs as Keras' log counts them, from 1, and as TensorBoard's axis does, from 0) and
+    the provenance (the training step's
     runtime read from ``summary_csv``, the model summary).  With ``bootstrap`` (the config's
     ``n_resamples``, ``confidence``, ``seed``), ``ci`` holds a percentile interval of every test
     metric, the test images resampled by patient (ids from ``split_csv``), and ``ci_delong`` the
@@ -125,7 +128,10 @@ def evaluate(predictions_csv, history_csv, experiment: dict | RunSpec, metrics_o
                     "max_val_accuracy": float(hist.loc[best_acc, "val_accuracy"]),
                     "max_val_accuracy_epoch": int(hist.loc[best_acc, "epoch"]),
                     "min_val_loss": float(hist.loc[best_loss, "val_loss"]),
-                    "min_val_loss_epoch": int(hist.loc[best_loss, "epoch"])}
+                    "min_val_loss_epoch": int(hist.loc[best_loss, "epoch"]),
+                    # TensorBoard's horizontal axis counts epochs from 0 (Keras' log from 1)
+                    "max_val_accuracy_tensorboard_step": int(hist.loc[best_acc, "epoch"]) - 1,
+                    "min_val_loss_tensorboard_step": int(hist.loc[best_loss, "epoch"]) - 1}
     out["provenance"] = record(experiment, runtime_from_summary(summary_csv))
     write_json(metrics_out, out)
     return out

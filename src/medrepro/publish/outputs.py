@@ -16,7 +16,9 @@ kind                        writes  options
 ``model_summary``           table   layers, output shapes, parameters (trainable too)
 ``class_counts``            both    images per class and split
 ``sample_grid``             figure  ``label`` (a class name), ``n`` (25), ``size`` (128), ``split`` (train)
-``intensity_histogram``     figure  ``index`` (0), ``split`` (train): one image beside its histogram
+``intensity_histogram``     figure  ``index`` (0), ``split`` (train), ``size`` (as converted), ``bins`` (64): one image
+                                    beside its histogram; ``size`` resizes it first (bilinear, as a notebook's
+                                    loader does before its model: the intensities the model sees)
 ``metrics_table``           table   ``experiments`` (rows), ``columns`` ({column: dotted path into metrics.json}),
                                     ``row_labels``
 ``roc_curve``               figure  ``split`` (test): ROC of a binary classifier with its AUC
@@ -153,12 +155,15 @@ def _intensity_histogram(ctx: Context, o: OutputSpec):
     part = s[s["split"] == (o.split or "train")]
     row = part.iloc[(o.index or 0) % len(part)]
     with Image.open(row["png"]) as im:
-        arr = np.asarray(im.convert("L"))
+        im = im.convert("L")
+        if o.size:
+            im = im.resize((o.size, o.size), Image.BILINEAR)
+        arr = np.asarray(im)
     fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3))
     a.imshow(arr, cmap="gray", vmin=0, vmax=255)
     a.set_title(f"{row['image_id']} ({ctx.label(row['class'])})", fontsize=7)
     a.axis("off")
-    b.hist(arr.ravel(), bins=64, range=(0, 255), color="0.3")
+    b.hist(arr.ravel(), bins=o.bins or 64, range=(0, 255), color="0.3")
     b.set_xlabel("pixel intensity")
     b.set_ylabel("pixels")
     fig.suptitle(f"{ctx.paper}: pixel-intensity histogram")

@@ -92,7 +92,7 @@ def _stage_comparison(ctx, o):
         for tag, k in (("a (stage 2)", 2), (f"b (stage {after})", after)):
             t = m[f"stage{k}"]["test"]
             rows.append({"dataset": m["label"], "model": tag, **{c: t[c] for c in COLUMNS}})
-    return ctx.table(pd.DataFrame(rows), o.name, f"{STAGE_WHAT[stage]}, test split")
+    return ctx.table(pd.DataFrame(rows), o.name, o.caption or f"{STAGE_WHAT[stage]}, test split")
 
 
 def _class_counts(t: dict, classes: list[str]) -> dict:

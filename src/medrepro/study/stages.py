@@ -179,6 +179,7 @@ def stage3(split_csv, selection2, study: dict | StudySpec, out_dir, weights: str
                           run.fingerprint(spec, weights, backbone_seed, split_csv, cached))
     pred = run.predict_splits(model, table, spec, unaugmented, EVAL_SPLITS,
                               name=run_name(spec))
+    run.save(Path(out_dir) / "model.pt", model, spec, weights, backbone_seed, None)  # stage 4 may start from it
     return _write_single(out_dir, 3, spec, pred, hist, names)
 
 
@@ -193,7 +194,7 @@ def _write_single(out_dir, stage, spec, pred, hist, names, **extra) -> pd.DataFr
 
 
 def fine_tune_model(stage2_model, study: dict | StudySpec, weights: str | None = None, backbone_seed: int = 0):
-    """The stage-2 model on its backbone with the last ``unfreeze_fraction`` of the backbone's layers
+    """The stage-2 (or -3) model on its backbone with the last ``unfreeze_fraction`` of the backbone's layers
     trainable (counted as ``fine_tune.count_layers`` says: Keras' layers or torch's leaf modules);
     returns (model, spec, parameter counts)."""
     from ..classify.models import TransferNet, build_backbone
@@ -218,20 +219,39 @@ def fine_tune_model(stage2_model, study: dict | StudySpec, weights: str | None =
     return model, spec, params
 
 
-def stage4(split_csv, stage2_model, study: dict | StudySpec, out_dir, weights: str | None = None, backbone_seed: int = 0
-           ) -> pd.DataFrame:
-    """Fine-tuning of the stage-2 model (no augmentation): ``fine_tune.lr`` for ``fine_tune.epochs``."""
+def fine_tune_start(study: StudySpec, stage2_model, stage3: tuple | None) -> tuple[str, int]:
+    """The model stage 4 fine-tunes and its stage: stage 2's, or with ``fine_tune.start:
+    best_of_2_3`` and ``stage3`` = (stage-2 runs.csv, stage-3 model.pt, stage-3 runs.csv) the better
+    of stage 2's chosen run and stage 3's by ``select_on`` and ``select_metric`` (a tie keeps stage 2)."""
+    if study.fine_tune.start == "stage2":
+        return stage2_model, 2
+    if stage3 is None:
+        raise ValueError("fine_tune.start best_of_2_3 needs stage 2's runs and stage 3's model and runs")
+    runs2, model3, runs3 = stage3
+    runs2 = pd.read_csv(runs2)  # numbers (medrepro.io.read_csv keeps every column text)
+    both = pd.concat([runs2.loc[[select(runs2, study).name]], pd.read_csv(runs3).iloc[[0]]], ignore_index=True)
+    return (stage2_model, 2) if select(both, study)["stage"] == 2 else (model3, 3)
+
+
+def stage4(split_csv, stage2_model, study: dict | StudySpec, out_dir, weights: str | None = None,
+           backbone_seed: int = 0, stage3: tuple | None = None) -> pd.DataFrame:
+    """Fine-tuning (no augmentation) at ``fine_tune.lr`` for ``fine_tune.epochs`` of the model
+    :func:`fine_tune_start` picks: stage 2's, or the better of stages 2 and 3 (``stage3``: stage 2's
+    runs.csv, stage 3's model.pt and runs.csv)."""
     study = study_spec(study)
     table, names = read_csv(split_csv), study.class_names
-    model, spec, params = fine_tune_model(stage2_model, study, weights, backbone_seed)
+    start, from_stage = fine_tune_start(study, stage2_model, stage3)
+    model, spec, params = fine_tune_model(start, study, weights, backbone_seed)
+    spec = replace(spec, augment=())  # fine-tuning trains on the unaugmented images
+    params["started_from_stage"] = from_stage
     ft = study.fine_tune
     spec = replace(spec, **{"train.lr": ft.lr, "train.epochs": ft.epochs})
     tr, va = run.split_parts(table, spec, split_csv)
     train_ds, val_ds = run.image_dataset(spec, tr), run.image_dataset(spec, va)
     print(f"fine-tuning: {params}", file=sys.stderr)
     model, hist = run.fit(model, spec, train_ds, val_ds, Path(out_dir) / "checkpoint.pt",
-                          run.fingerprint(spec, weights, backbone_seed, split_csv, stage2_model))
+                          run.fingerprint(spec, weights, backbone_seed, split_csv, start))
     pred = run.predict_splits(model, table, spec, lambda p: run.image_dataset(spec, p), EVAL_SPLITS,
                               name=run_name(spec))
     write_json(Path(out_dir) / "parameters.json", params)
-    return _write_single(out_dir, 4, spec, pred, hist, names, fine_tuning=True)
+    return _write_single(out_dir, 4, spec, pred, hist, names, fine_tuning=True, started_from_stage=from_stage)
