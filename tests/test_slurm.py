@@ -129,22 +129,23 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
 
 def write_weights(folder: Path) -> dict[str, str]:
-    """torchvision state dicts under the names full.yaml fetches (random values: the files and
-    the loading path are real, the numbers are not ImageNet's)."""
+    """The files full.yaml fetches, in their formats (random values: the files and the loading path
+    are real, the numbers are not ImageNet's): Keras' legacy .h5 weights of the five transfer
+    backbones, written by Keras itself, and a torchvision state dict of the COCO Mask R-CNN."""
     import torch
     import torchvision
 
+    from .classify.test_keras_equivalence import keras_weights_file
+
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in ("vgg16", "vgg19", "resnet50", "inception_v3", "efficientnet_b4", "maskrcnn_resnet50_fpn"):
-        torch.manual_seed(0)
-        kw = {"weights": None}
-        if name.startswith("maskrcnn"):
-            kw["weights_backbone"] = None
-        if name == "inception_v3":
-            kw["init_weights"] = False
-        torch.save(torchvision.models.get_model(name, **kw).state_dict(), folder / f"{name}.pth")
-        out[name] = str(folder / f"{name}.pth")
+    for name in ("vgg16", "vgg19", "resnet50", "inception_v3", "efficientnet_b4"):
+        keras_weights_file(name, folder / f"{name}_notop.h5", 224 if name != "inception_v3" else 299)
+        out[name] = str(folder / f"{name}_notop.h5")
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("maskrcnn_resnet50_fpn", weights=None, weights_backbone=None)
+    torch.save(model.state_dict(), folder / "maskrcnn_resnet50_fpn.pth")
+    out["maskrcnn_resnet50_fpn"] = str(folder / "maskrcnn_resnet50_fpn.pth")
     return out
 
 

@@ -72,6 +72,19 @@ def keras_imagenet_model(backbone: str, path, size: int, monkeypatch):
     return getattr(keras.applications, app)(weights="imagenet", include_top=False, input_shape=(size, size, 3))
 
 
+def keras_reference(backbone: str, folder, monkeypatch, n: int, seed: int):
+    """A random Keras weights file of ``backbone``, ``n`` random 0-255 images, and Keras' own
+    feature maps of them after its ``preprocess_input`` (N, H, W, C); and the Keras model."""
+    size = APPS[backbone][2]
+    path = folder / f"{backbone}_notop.h5"
+    keras_weights_file(backbone, path, size)
+    km = keras_imagenet_model(backbone, path, size, monkeypatch)
+    images = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype("float32")
+    prep = getattr(keras.applications, PREPROCESS[backbone]).preprocess_input
+    want = keras.ops.convert_to_numpy(km(prep(images.copy()), training=False))
+    return path, images, want, km
+
+
 def rel_diff(a, b) -> float:
     return float(np.abs(a - b).max() / np.abs(a).max())
 
@@ -79,13 +92,7 @@ def rel_diff(a, b) -> float:
 @pytest.mark.parametrize("backbone", list(APPS))
 def test_backbone_computes_keras_features_from_keras_weights_file(backbone, tmp_path, monkeypatch):
     size = APPS[backbone][2]
-    path = tmp_path / f"{backbone}_notop.h5"
-    keras_weights_file(backbone, path, size)
-    km = keras_imagenet_model(backbone, path, size, monkeypatch)
-    images = np.random.default_rng(1).integers(0, 256, (2, size, size, 3)).astype("float32")
-    prep = getattr(keras.applications, PREPROCESS[backbone]).preprocess_input
-    want = keras.ops.convert_to_numpy(km(prep(images.copy()), training=False))  # (N, H, W, C)
-
+    path, images, want, km = keras_reference(backbone, tmp_path, monkeypatch, 2, 1)  # want: (N, H, W, C)
     x = torch.from_numpy(images / 255.0).float().permute(0, 3, 1, 2)
     flat = Backbone(backbone, str(path), pool="flatten", input_size=(size, size)).eval()
     with torch.no_grad():
@@ -107,13 +114,8 @@ def test_the_comparison_sees_each_keras_difference_from_torchvision(tmp_path, mo
     """The harness is strict enough to see what makes Keras' networks other than torchvision's:
     ResNet-50 with v1.5's strides, or Inception-V3 averaging its border windows over 9, differ."""
     for backbone, spoil in (("resnet50", "stride"), ("inception_v3", "pool")):
-        size = APPS[backbone][2]
-        path = tmp_path / f"{backbone}.h5"
-        keras_weights_file(backbone, path, size)
-        km = keras_imagenet_model(backbone, path, size, monkeypatch)
-        images = np.random.default_rng(2).integers(0, 256, (1, size, size, 3)).astype("float32")
-        prep = getattr(keras.applications, PREPROCESS[backbone]).preprocess_input
-        want = keras.ops.convert_to_numpy(km(prep(images.copy()), training=False)).mean(axis=(1, 2))
+        path, images, want, _ = keras_reference(backbone, tmp_path, monkeypatch, 1, 2)
+        want = want.mean(axis=(1, 2))
         b = Backbone(backbone, str(path), pool="avg").eval()
         if spoil == "stride":
             for layer in (b.body.layer2, b.body.layer3, b.body.layer4):
