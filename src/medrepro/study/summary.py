@@ -57,6 +57,8 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
             entry["runs"][key] = {s: {k[len(s) + 1:]: plain(v) for k, v in r.items() if k.startswith(s + "_")}
                                   for s in EVAL_SPLITS}
             entry["runs"][key].update(backbone=r["backbone"], batch_size=int(r["batch_size"]), lr=float(r["lr"]))
+        if "started_from_stage" in runs:  # stage 4: the model it fine-tuned (fine_tune.start)
+            entry["started_from_stage"] = int(runs["started_from_stage"].iloc[0])
         if stage == 1:
             entry["best_per_backbone"] = {}
             for b, grp in runs.groupby("backbone", sort=False):
@@ -84,8 +86,9 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
 
     best_k = best_stage(s)
     sel2 = out_d["stage2"]["selected"]
+    augmented = best_k == 3 or (best_k == 4 and out_d["stage4"].get("started_from_stage") == 3)
     out_d["best"] = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
-                     "augmentation": best_k == 3, "fine_tuning": best_k == 4, "stage": best_k,
+                     "augmentation": augmented, "fine_tuning": best_k == 4, "stage": best_k,
                      "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}",
                      "majority_rate": out_d[f"stage{best_k}"]["test"]["majority_rate"]}
     other = "test" if s == "val" else "val"
