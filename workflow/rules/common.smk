@@ -183,12 +183,16 @@ def study_stage2_inputs(wildcards):
 def study_stage_inputs(extra, features=False, fine_tune=False):
     """Stages 3 and 4: the split, ``extra`` stage-2 files, the chosen backbone's weights, if any,
     with ``features`` its features file (stage 3 reads its unaugmented images' features there), and
-    with ``fine_tune`` the stage-2 and -3 results stage 4 picks its start from (fine_tune.start)."""
+    with ``fine_tune`` the stage-2 and -3 results stage 4 picks its start from (fine_tune.start).
+    """
 
     def inputs(wildcards):
         d = {"split": f"{study_dir(wildcards.study)}/split.csv"}
         d.update({k: f"{study_dir(wildcards.study)}/{v}" for k, v in extra.items()})
-        if fine_tune and STUDIES[wildcards.study]["fine_tune"]["start"] == "best_of_2_3":
+        if (
+            fine_tune
+            and STUDIES[wildcards.study]["fine_tune"]["start"] == "best_of_2_3"
+        ):
             d.update(
                 {
                     k: f"{study_dir(wildcards.study)}/{v}"
