@@ -46,7 +46,7 @@ test: $(BIN)/.medrepro-test-installed lint
 	$(BIN)/python -m pytest
 
 # config/full.yaml + config/smoke.yaml through profiles/slurm on a single-node SLURM started by
-# the test (about 25 minutes on 2 cores: the papers' real models and heads, every job once)
+# the test (20 minutes on an idle 2-core AVX-512 machine: the papers' real models and heads, every job once)
 test-slurm: $(BIN)/.medrepro-test-installed
 	$(BIN)/python -m pytest -m slurm -p no:cacheprovider
 

@@ -15,7 +15,7 @@ Two kinds, set under ``datasets.<name>.download`` in config:
     pinned to ``version``; the command's progress goes to the rule's log as it comes.
 
 Every zip is unpacked only after each member is checked to stay inside the folder (no
-absolute paths, no ``..``, no links).  When complete, ``SHA256SUMS`` (one line per raw file,
+absolute paths, no ``..``, no links).  When complete, ``<raw>.sha256`` (one line per raw file,
 ``sha256sum`` format) is written beside the raw folder; :func:`verify_checksums` checks the
 raw files against it on later runs.  The download is assembled in a temporary sibling folder
 and moved into place only when complete, so an interrupted download never looks finished.
@@ -136,7 +136,7 @@ def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> Non
     if kind == "kaggle_dataset":
         if version is None:
             print(f"warning: {slug}: no download.version set; downloading Kaggle's latest version, which may differ "
-                  "from the papers' (SHA256SUMS records what came)", file=sys.stderr)
+                  "from the papers' (<raw>.sha256 records what came)", file=sys.stderr)
         ref = f"{slug}/{version}" if version else slug
         sub = ["datasets", "download", "-d", ref]
     else:
@@ -157,7 +157,7 @@ def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> Non
 
 
 def write_checksums(root: str | Path, out: str | Path) -> int:
-    """``SHA256SUMS`` of every file under ``root`` (paths relative to it, sorted)."""
+    """A SHA-256 manifest (``sha256sum`` format) of every file under ``root`` (paths relative to it, sorted)."""
     root = Path(root)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     with atomic_path(out) as tmp:
