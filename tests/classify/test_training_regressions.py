@@ -114,6 +114,19 @@ def test_batchnorm_training_step_equals_keras_batchnormalization():
                                keras.ops.convert_to_numpy(ref(x, training=False)), rtol=1e-5, atol=1e-6)
 
 
+def test_batchnorm_in_half_precision_computes_in_float32():
+    """Under AMP (a GPU branch, forced here on the CPU with bfloat16 input) Keras' mixed precision keeps
+    BatchNorm in float32: the output is the float32 computation cast back, the statistics float32."""
+    bn = build_sequential([{"type": "batchnorm"}], (3,))[0]
+    ref = build_sequential([{"type": "batchnorm"}], (3,))[0]
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    bn.train(), ref.train()
+    out = bn(x)
+    assert out.dtype == torch.bfloat16 and bn.running_var.dtype == torch.float32
+    assert torch.equal(out, ref(x.float()).to(torch.bfloat16))
+    assert torch.equal(bn.running_mean, ref.running_mean) and torch.equal(bn.running_var, ref.running_var)
+
+
 def _run(tested, epochs=6, stop=None):
     torch.manual_seed(0)
     head = build_sequential([{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 2}], (6,))
