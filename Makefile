@@ -22,7 +22,7 @@ $(BIN)/.medrepro-installed: pyproject.toml constraints.txt
 	touch $@
 
 $(BIN)/.medrepro-test-installed: $(BIN)/.medrepro-installed
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,download]"
 	touch $@
 
 demo: $(BIN)/.medrepro-installed

@@ -1,9 +1,9 @@
 """The ``medrepro`` command.
 
 ``medrepro doctor``
-    checks what a run will need (:mod:`medrepro.doctor`) with the same config files as the
-    run, e.g. ``medrepro doctor --profile profiles/slurm --configfile config/full.yaml``; exits
-    with status 1 when a check fails.
+    checks what a run will need (:mod:`medrepro.doctor`) with the same config files and
+    targets as the run, e.g. ``medrepro doctor cnn_kermany --profile profiles/slurm --configfile
+    config/full.yaml``; exits with status 1 when a check fails.
 ``medrepro report``
     prints where a finished run's report is and opens its HTML pages in a browser.
 
@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the config files given to snakemake (laid over config/config.yaml)")
         s.add_argument("--config-dir", default="config", help="the workflow's config folder (default: config)")
         if name == "doctor":
+            s.add_argument("targets", nargs="*", metavar="TARGET",
+                           help="snakemake's targets: paper names check only what those papers need (before "
+                                "--configfile, as with snakemake); none checks everything")
             s.add_argument("--profile", help="the snakemake profile of the run, e.g. profiles/slurm")
             s.add_argument("--gpu-node", action="store_true",
                            help="this is a GPU node (e.g. under srun --gpus=1): a GPU torch cannot see is a failure")
@@ -40,7 +43,8 @@ def doctor(args) -> int:
     from .doctor import FAIL, format_checks, run_checks
 
     constraints = Path(args.config_dir).resolve().parent / "constraints.txt"  # beside config/
-    checks = run_checks(args.config_dir, args.configfile, args.profile, args.gpu_node, constraints)
+    checks = run_checks(args.config_dir, args.configfile, args.profile, args.gpu_node, constraints,
+                        targets=args.targets)
     print(format_checks(checks))
     return 1 if any(c.status == FAIL for c in checks) else 0
 

@@ -5,19 +5,22 @@ a torch build that cannot see the nodes' GPUs wastes the day; these checks take 
 login node (or, with ``--gpu-node``, on a GPU node through ``srun``).  Each check gives
 ``ok``, ``warn`` (works, but not as a cluster run would want, or cannot be judged here) or
 ``fail`` (the run would stop), with the config key, file or command concerned and what to do.
+Given snakemake's targets (paper names), only what those papers read is checked.
 
 Checked: the Python and the installed packages against ``constraints.txt``'s pins; the config
 (schema and cross-checks, as the Snakefile validates it); each dataset's source (a local folder
-that exists and is not empty, the ``kaggle`` command and an API token for Kaggle downloads, data
-already downloaded); each weights entry (a local file that exists, or torchvision's download);
-the GPUs the runs ask for (torch's CUDA build against the NVIDIA driver's, the devices torch
-sees); detectron2 where an experiment uses it; with ``--profile``, the SLURM executor plugin,
+that exists and is not empty; for Kaggle, the ``kaggle`` command, the credentials where kaggle 2.x
+finds them and, for a competition, its accepted rules; data already downloaded) and the DICOM
+decoders its files need; each weights entry (a local file, or a download); the GPUs the runs ask
+for (torch's CUDA build against the NVIDIA driver by NVIDIA's compatibility rules, the devices
+torch sees); detectron2 where an experiment uses it; with ``--profile``, the SLURM executor plugin,
 ``sbatch`` and the profile's partition; and the free space where results go.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -84,30 +87,141 @@ def packages_check(constraints: str | Path | None) -> Check:
 
 
 # ----------------------------------------------------------------------------- data and weights
-def kaggle_token(env=os.environ, home: Path | None = None) -> str | None:
-    """Where the Kaggle API finds credentials, or None: the ``KAGGLE_USERNAME`` and ``KAGGLE_KEY``
-    variables, ``KAGGLE_API_TOKEN``, or ``kaggle.json`` / ``access_token`` in ``$KAGGLE_CONFIG_DIR``
-    (default ``~/.kaggle``)."""
-    if env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME and KAGGLE_KEY"
-    if env.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    folder = Path(env["KAGGLE_CONFIG_DIR"]) if env.get("KAGGLE_CONFIG_DIR") else (home or Path.home()) / ".kaggle"
-    for name in ("kaggle.json", "access_token"):
-        if (folder / name).is_file():
-            return str(folder / name)
-    return None
+@dataclass(frozen=True)
+class KaggleCredentials:
+    """Credentials as kaggle 2.x finds them: ``how`` (access token, API key, OAuth), ``where``
+    (a file or the variables), and ``notes`` on what kaggle would ignore or warn about."""
+
+    how: str | None
+    where: str | None
+    notes: tuple[str, ...] = ()
 
 
-def dataset_checks(cfg: dict, env=os.environ, home: Path | None = None) -> list[Check]:
+def kaggle_config_dir(env=os.environ, home: Path | None = None) -> Path:
+    """kaggle.json's folder, as kaggle 2.x chooses it: ``$KAGGLE_CONFIG_DIR``; else ``~/.kaggle``
+    when it exists; else (Linux) ``$XDG_CONFIG_HOME/kaggle``, default ``~/.config/kaggle``."""
+    home = home or Path(env.get("HOME") or Path.home())
+    if env.get("KAGGLE_CONFIG_DIR"):
+        return Path(env["KAGGLE_CONFIG_DIR"])
+    legacy = home / ".kaggle"
+    if sys.platform.startswith("linux") and not legacy.exists():
+        return Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"
+    return legacy
+
+
+def kaggle_credentials(env=os.environ, home: Path | None = None) -> KaggleCredentials:
+    """The credentials the ``kaggle`` command (2.x: kaggle_api_extended.authenticate and
+    kagglesdk's get_access_token_from_env) would use, in its order: an access token
+    (``KAGGLE_API_TOKEN``, its value or a file it names, then ``~/.kaggle/access_token``); an API
+    key (``username`` and ``key`` from ``kaggle.json`` in :func:`kaggle_config_dir`, each
+    overridden by ``KAGGLE_USERNAME`` / ``KAGGLE_KEY``); the OAuth login ``kaggle auth login``
+    keeps in ``~/.kaggle/credentials.json``.  A token is checked online by kaggle; here only found."""
+    home = home or Path(env.get("HOME") or Path.home())
+    notes = []
+
+    def text(path: Path) -> str:
+        try:
+            return path.read_text().strip() if path.is_file() else ""
+        except OSError:
+            return ""
+
+    token = env.get("KAGGLE_API_TOKEN")
+    if token:
+        if Path(token).exists():
+            if text(Path(token)):
+                return KaggleCredentials("access token", f"{token} (KAGGLE_API_TOKEN)")
+            notes.append(f"KAGGLE_API_TOKEN names {token}, which is empty")
+        else:
+            return KaggleCredentials("access token", "KAGGLE_API_TOKEN")
+    for name in ("access_token", "access_token.txt"):
+        if text(home / ".kaggle" / name):
+            return KaggleCredentials("access token", str(home / ".kaggle" / name))
+    config = kaggle_config_dir(env, home) / "kaggle.json"
+    in_file = {}
+    if config.is_file():
+        try:
+            in_file = json.loads(config.read_text()) or {}
+        except (OSError, ValueError) as exc:
+            notes.append(f"{config} is not valid JSON ({exc}); kaggle ignores it")
+        if in_file and os.name != "nt" and config.stat().st_mode & 0o044:
+            notes.append(f"{config} is readable by other users (kaggle warns): chmod 600 {config}")
+    in_env = {k[len("KAGGLE_"):].lower(): v for k, v in env.items() if k.startswith("KAGGLE_")}
+    values = {**in_file, **in_env}
+    if values.get("username") and values.get("key"):
+        where = [str(config)] if any(in_file.get(k) and not in_env.get(k) for k in ("username", "key")) else []
+        where += [f"KAGGLE_{k.upper()}" for k in ("username", "key") if in_env.get(k)]
+        return KaggleCredentials("API key", " and ".join(where), tuple(notes))
+    if values.get("username") or values.get("key"):
+        notes.append(f"an API key needs both username and key ({config}, KAGGLE_USERNAME, KAGGLE_KEY); one is "
+                     "missing")
+    oauth = home / ".kaggle" / "credentials.json"
+    if oauth.is_file():
+        try:
+            if (json.loads(oauth.read_text()) or {}).get("refresh_token"):
+                return KaggleCredentials("OAuth login", str(oauth), tuple(notes))
+        except (OSError, ValueError):
+            pass
+        notes.append(f"{oauth} holds no refresh_token: log in again with `kaggle auth login`")
+    return KaggleCredentials(None, None, tuple(notes))
+
+
+def where_kaggle_looks(env=os.environ, home: Path | None = None) -> str:
+    home = home or Path(env.get("HOME") or Path.home())
+    return (f"KAGGLE_API_TOKEN, {home / '.kaggle' / 'access_token'}, {kaggle_config_dir(env, home) / 'kaggle.json'} "
+            f"or KAGGLE_USERNAME and KAGGLE_KEY, {home / '.kaggle' / 'credentials.json'} (kaggle auth login)")
+
+
+def _run(cmd: list[str], env, timeout: float = 60) -> tuple[int | None, str]:
+    """A command's exit status and its output (stdout and stderr), None on a timeout or OSError."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(env))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    return res.returncode, (res.stdout + res.stderr).strip()
+
+
+def competition_rules(exe: str, slug: str, env=os.environ) -> Check | None:
+    """Whether the account may download the competition's files: ``kaggle competitions files``
+    lists them only once its rules are accepted (HTTP 403 otherwise).  None when kaggle.com
+    cannot be asked (no internet here, say): a warning says so."""
+    key = "rules"
+    code, out = _run([exe, "competitions", "files", slug, "--page-size", "1", "--csv"], env)
+    said = " ".join(out.split())[-300:]
+    url = f"https://www.kaggle.com/competitions/{slug}/rules"
+    if code == 0:
+        return Check(key, OK, "its rules are accepted (kaggle lists its files)")
+    if re.search(r"\b403\b|forbidden|rules|denied", out, re.I):
+        return Check(key, FAIL, f"kaggle.com refuses its files ({said}): accept its rules at {url}")
+    if re.search(r"\b401\b|unauthori[sz]ed|credentials", out, re.I):
+        return Check(key, FAIL, f"kaggle.com rejects the credentials ({said}): renew them "
+                                "(https://www.kaggle.com/settings/api)")
+    return Check(key, WARN, f"could not ask kaggle.com whether its rules are accepted ({said or 'no answer'}); "
+                            f"they must be, at {url}")
+
+
+def kaggle_version(exe: str, env=os.environ) -> Version | None:
+    code, out = _run([exe, "--version"], env, timeout=30)
+    m = re.search(r"(\d+\.\d+(\.\d+)?)", out) if code == 0 else None
+    return Version(m[1]) if m else None
+
+
+def dataset_checks(cfg: dict, env=os.environ, home: Path | None = None, datasets=None,
+                   ask_kaggle: bool = True) -> list[Check]:
+    """The data of ``datasets`` (default: every dataset of the config): what each source needs.
+    A public Kaggle dataset needs the ``kaggle`` command only (kaggle 2.x downloads it without a
+    login); a competition also needs credentials and its rules accepted (asked of kaggle.com when
+    ``ask_kaggle``)."""
     out = []
     results = Path(cfg["results"])
-    for name, ds in sorted(cfg["datasets"].items()):
+    creds = exe = version = None
+    for name in sorted(cfg["datasets"] if datasets is None else datasets):
+        ds = cfg["datasets"][name]
         key = f"datasets.{name}"
         src = ds["source"]
         if src == "synthetic":
             out.append(Check(key, OK, "synthetic stand-ins in the real layout (the demo; no real data)"))
-        elif src == "local":
+            continue
+        if src == "local":
             path = ds["path"]  # required with source 'local' (the config's cross-checks)
             if not Path(path).is_dir():
                 out.append(Check(key, FAIL, f"{key}.path: {path} is not a folder"))
@@ -115,34 +229,100 @@ def dataset_checks(cfg: dict, env=os.environ, home: Path | None = None) -> list[
                 out.append(Check(key, FAIL, f"{key}.path: {path} is empty"))
             else:
                 out.append(Check(key, OK, f"local data in {path}"))
+            continue
+        dl = ds["download"]
+        if (results / "raw" / f"{name}.sha256").is_file():
+            out.append(Check(key, OK, f"downloaded already ({results / 'raw' / name}; its SHA-256 manifest is "
+                                      "checked on every run)"))
+            continue
+        if dl["kind"] == "urls":
+            hosts = sorted({re.sub(r"^\w+://([^/]+).*$", r"\1", f["url"]) for f in dl["files"]})
+            out.append(Check(key, OK, f"{len(dl['files'])} file(s) from {', '.join(hosts)} "
+                                      "(needs internet on the submitting node)"))
+            continue
+        competition = dl["kind"] == "kaggle_competition"
+        what = f"Kaggle {'competition' if competition else 'dataset'} {dl['slug']}"
+        if exe is None:
+            from .download import kaggle_command
+
+            exe = kaggle_command(env.get("PATH") if env is not os.environ else None)
+            creds = kaggle_credentials(env, home)
+            version = kaggle_version(exe, env) if exe else None
+        if exe is None:
+            out.append(Check(key, FAIL, f"{what}: the 'kaggle' command is not installed (pip install -e "
+                                        "\".[download]\")"))
+            continue
+        old = version is not None and version.major < 2
+        if creds.how is None and (competition or old):
+            why = ("a competition's files need a Kaggle login" if competition else
+                   f"kaggle {version} needs a login for every download (2.x does not for public datasets)")
+            out.append(Check(key, FAIL, f"{what}: {why}; kaggle finds no credentials in {where_kaggle_looks(env, home)}"
+                                        " (https://www.kaggle.com/docs/api)"
+                             + "".join(f"; {n}" for n in creds.notes)))
+            continue
+        login = (f"with the {creds.how} from {creds.where}" if creds.how else
+                 "without a login (a public dataset; kaggle 2.x needs none)")
+        notes = "".join(f"; note: {n}" for n in creds.notes)
+        if not competition:
+            out.append(Check(key, OK, f"{what} {login}{notes}"))
+            continue
+        rules = competition_rules(exe, dl["slug"], env) if ask_kaggle else None
+        if rules is None:
+            out.append(Check(key, OK, f"{what} {login} (its rules must be accepted on kaggle.com){notes}"))
         else:
-            dl = ds["download"]
-            raw = results / "raw" / name
-            if (results / "raw" / f"{name}.sha256").is_file():
-                out.append(Check(key, OK, f"downloaded already ({raw}; its SHA-256 manifest is checked on every run)"))
-            elif dl["kind"] == "urls":
-                hosts = sorted({re.sub(r"^\w+://([^/]+).*$", r"\1", f["url"]) for f in dl["files"]})
-                out.append(Check(key, OK, f"{len(dl['files'])} file(s) from {', '.join(hosts)} "
-                                          "(needs internet on the submitting node)"))
-            else:
-                what = f"Kaggle {'competition' if dl['kind'] == 'kaggle_competition' else 'dataset'} {dl['slug']}"
-                token = kaggle_token(env, home)
-                exe = shutil.which("kaggle", path=env.get("PATH"))
-                if exe is None:
-                    out.append(Check(key, FAIL, f"{what}: the 'kaggle' command is not installed "
-                                                "(pip install -e \".[download]\")"))
-                elif token is None:
-                    out.append(Check(key, FAIL, f"{what}: no Kaggle API token (~/.kaggle/kaggle.json, or "
-                                                "KAGGLE_USERNAME and KAGGLE_KEY; https://www.kaggle.com/docs/api)"))
-                else:
-                    extra = " (its rules must be accepted on kaggle.com)" if dl["kind"] == "kaggle_competition" else ""
-                    out.append(Check(key, OK, f"{what} with the token from {token}{extra}"))
+            out.append(Check(key, rules.status, f"{what} {login}: {rules.message}{notes}"))
     return out
 
 
-def weights_checks(cfg: dict) -> list[Check]:
+def dicom_check(cfg: dict, datasets, sample: int = 200) -> list[Check]:
+    """The DICOM decoders the data needs: the transfer syntaxes of up to ``sample`` DICOM files
+    of each dataset already on disk (a local folder or a finished download), against what the
+    installed plugins decode.  JPEG Lossless and 12-bit JPEG Extended need pylibjpeg-libjpeg
+    (GPL-3.0: the optional ``jpeg-lossless`` extra); RSNA's JPEG Baseline files decode with Pillow."""
+    import pydicom
+    from pydicom.pixels import get_decoder
+
+    out = []
+    for name in sorted(datasets):
+        ds = cfg["datasets"][name]
+        root = Path(ds["path"]) if ds["source"] == "local" else Path(cfg["results"]) / "raw" / name
+        if ds["source"] == "synthetic" or not root.is_dir():
+            continue
+        syntaxes: dict[str, str] = {}
+        for i, f in enumerate(root.rglob("*.dcm")):
+            if i >= sample:
+                break
+            try:
+                meta = pydicom.dcmread(f, stop_before_pixels=True, force=True).file_meta
+                syntaxes.setdefault(str(meta.get("TransferSyntaxUID", "")), str(f))
+            except Exception:  # noqa: BLE001 - the converter reports unreadable files one by one
+                continue
+        missing = []
+        for uid, example in sorted(syntaxes.items()):
+            try:
+                decoder = get_decoder(pydicom.uid.UID(uid))
+            except NotImplementedError:
+                missing.append(f"{uid} (no decoder in pydicom; e.g. {example})")
+                continue
+            if not decoder.is_available:
+                needs = "; ".join(decoder.missing_dependencies) or "a plugin"
+                missing.append(f"{pydicom.uid.UID(uid).name} (e.g. {example}) needs {needs}")
+        if missing:
+            out.append(Check(f"dicom.{name}", FAIL, f"{len(missing)} transfer syntax(es) no installed plugin decodes: "
+                             + "; ".join(missing) + ". JPEG Lossless and 12-bit JPEG need pylibjpeg-libjpeg "
+                             "(GPL-3.0): pip install -e \".[jpeg-lossless]\""))
+        elif syntaxes:
+            names = ", ".join(sorted(pydicom.uid.UID(u).name for u in syntaxes))
+            out.append(Check(f"dicom.{name}", OK, f"the sampled DICOMs ({names}) decode with the installed plugins"))
+    return out
+
+
+def weights_checks(cfg: dict, names=None) -> list[Check]:
+    """Each ``weights:`` entry among ``names`` (default: all): a download, a local file or none."""
     out = []
     for name, w in sorted(cfg["weights"].items()):
+        if names is not None and name not in names:
+            continue
         key = f"weights.{name}"
         if w is None:
             out.append(Check(key, OK, "none: random initialisation"))
@@ -179,19 +359,52 @@ def driver_cuda(nvidia_smi_output: str) -> str | None:
     return m[1] if m else None
 
 
+def driver_version(nvidia_smi_output: str) -> str | None:
+    m = re.search(r"Driver Version:\s*([0-9.]+)", nvidia_smi_output)
+    return m[1] if m else None
+
+
+# The oldest Linux driver that runs every toolkit of a CUDA major version ("minor version
+# compatibility"; NVIDIA's CUDA Compatibility guide and the CUDA Toolkit release notes, table 3)
+MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+
+
+def cuda_compatibility(built: str, nvidia_smi_output: str) -> Check:
+    """Whether a torch built for CUDA ``built`` runs on the driver ``nvidia-smi`` describes, by
+    NVIDIA's rules: a driver runs every CUDA of its own major version or older (minor version
+    compatibility: a 12.4 driver runs a 12.6 build; PTX compiled for a newer minor would not
+    JIT, and torch's wheels ship compiled kernels), never a newer major."""
+    drv, version = driver_cuda(nvidia_smi_output), driver_version(nvidia_smi_output)
+    if drv is None:
+        return Check("gpu.driver", WARN, "nvidia-smi printed no 'CUDA Version': the driver cannot be judged")
+    b_major, b_minor = _version(built)
+    d_major, d_minor = _version(drv)
+    have = f"the driver{f' {version}' if version else ''} supports CUDA {drv}; torch is built for CUDA {built}"
+    if d_major < b_major:
+        need = f" (driver {MIN_DRIVER[b_major]} or newer)" if b_major in MIN_DRIVER else ""
+        return Check("gpu.driver", FAIL, f"{have}: a CUDA {b_major} build needs a CUDA {b_major} driver{need}; "
+                     "install the torch build for the driver's CUDA (README, 'GPU nodes')")
+    if version and b_major in MIN_DRIVER and Version(version) < Version(MIN_DRIVER[b_major]):
+        return Check("gpu.driver", FAIL, f"{have}: CUDA {b_major} needs driver {MIN_DRIVER[b_major]} or newer")
+    if d_major == b_major and d_minor < b_minor:
+        return Check("gpu.driver", OK, f"{have}: runs by CUDA's minor version compatibility")
+    return Check("gpu.driver", OK, have)
+
+
 def _version(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split(".")[:2])
 
 
-def gpu_checks(cfg: dict, on_gpu_node: bool = False, env=os.environ) -> list[Check]:
-    """Whether the runs that ask for GPUs (``train.gpus``) will find them with this torch.  On a
-    login node without GPUs a missing device is a warning (the jobs run elsewhere); with
-    ``on_gpu_node`` it is a failure."""
+def gpu_checks(cfg: dict, on_gpu_node: bool = False, env=os.environ, runs: dict | None = None) -> list[Check]:
+    """Whether the runs that ask for GPUs (``train.gpus``; default: every run of the config) will
+    find them with this torch.  On a login node without GPUs a missing device is a warning (the
+    jobs run elsewhere); with ``on_gpu_node`` it is a failure."""
     import torch
 
     from .accel import cuda_diagnosis
 
-    runs = {**cfg.get("experiments", {}), **cfg.get("studies", {})}
+    if runs is None:
+        runs = {**cfg.get("experiments", {}), **cfg.get("studies", {})}
     asking = sorted(n for n, r in runs.items() if r["train"]["gpus"] > 0)
     if not asking:
         return [Check("gpu", OK, "no run asks for a GPU (train.gpus is 0): every job runs on the CPU")]
@@ -203,18 +416,11 @@ def gpu_checks(cfg: dict, on_gpu_node: bool = False, env=os.environ) -> list[Che
         return out
     smi = shutil.which("nvidia-smi", path=env.get("PATH"))
     if smi:
-        try:
-            text = subprocess.run([smi], capture_output=True, text=True, timeout=60).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            text = ""
-            out.append(Check("gpu.driver", WARN, f"nvidia-smi did not answer: {exc}"))
-        drv = driver_cuda(text)
-        if drv and _version(drv) < _version(built):
-            out.append(Check("gpu.driver", FAIL, f"torch {torch.__version__} is built for CUDA {built} but the "
-                             f"NVIDIA driver supports CUDA {drv} at most: install the torch build for the driver's "
-                             "CUDA (README, 'GPU nodes')"))
-        elif drv:
-            out.append(Check("gpu.driver", OK, f"the driver supports CUDA {drv}; torch is built for {built}"))
+        code, text = _run([smi], env)
+        if code is None:
+            out.append(Check("gpu.driver", WARN, f"nvidia-smi did not answer: {text}"))
+        else:
+            out.append(cuda_compatibility(built, text))
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         out.append(Check("gpu.devices", OK, f"{who}; torch sees {len(names)}: {', '.join(names)}"))
@@ -226,8 +432,9 @@ def gpu_checks(cfg: dict, on_gpu_node: bool = False, env=os.environ) -> list[Che
     return out
 
 
-def detectron2_check(cfg: dict) -> list[Check]:
-    using = sorted(n for n, e in cfg.get("experiments", {}).items()
+def detectron2_check(cfg: dict, runs: dict | None = None) -> list[Check]:
+    runs = cfg.get("experiments", {}) if runs is None else runs
+    using = sorted(n for n, e in runs.items()
                    if e.get("model", {}).get("detector", {}).get("backend") == "detectron2")
     if not using:
         return []
@@ -293,9 +500,13 @@ def disk_check(results: str | Path) -> Check:
 # ----------------------------------------------------------------------------- all
 def run_checks(config_dir: str | Path = "config", overlays=(), profile: str | Path | None = None,
                on_gpu_node: bool = False, constraints: str | Path | None = None,
-               env=os.environ, home: Path | None = None) -> list[Check]:
-    """Every check, in order; a config that does not validate stops the checks that read it."""
+               env=os.environ, home: Path | None = None, targets=(), ask_kaggle: bool = True) -> list[Check]:
+    """Every check, in order; a config that does not validate stops the checks that read it.
+
+    ``targets`` are snakemake's: paper names check only what those papers read (their datasets,
+    weights and runs, :func:`medrepro.plan.needs`); none, or ``all``, checks everything."""
     from .config import ConfigError, load_config
+    from .plan import needs
 
     checks = [python_check(), packages_check(constraints)]
     if not (Path(config_dir) / "config.yaml").is_file():
@@ -305,11 +516,20 @@ def run_checks(config_dir: str | Path = "config", overlays=(), profile: str | Pa
         cfg = load_config(config_dir, overlays)
     except (ConfigError, OSError, yaml.YAMLError) as exc:
         return checks + [Check("config", FAIL, str(exc))]
-    papers = ", ".join(sorted(cfg.get("papers", {})))
+    papers = [t for t in targets if t in cfg["papers"]]
+    others = [t for t in targets if t not in cfg["papers"] and t != "all"]
+    want = needs(cfg, papers if papers and not others and "all" not in targets else None)
     checks.append(Check("config", OK, f"valid ({cfg['scale']} scale, paper settings {cfg['paper_settings']}; "
-                                      f"papers {papers})"))
-    checks += dataset_checks(cfg, env, home) + weights_checks(cfg)
-    checks += gpu_checks(cfg, on_gpu_node, env) + detectron2_check(cfg)
+                                      f"papers {', '.join(sorted(cfg['papers']))})"))
+    if others:
+        checks.append(Check("targets", WARN, f"{', '.join(others)}: not a paper of this config "
+                                             f"({', '.join(cfg['papers'])}); checking what every paper needs"))
+    elif papers and "all" not in targets:
+        checks.append(Check("targets", OK, f"{', '.join(papers)}: datasets {', '.join(sorted(want.datasets))}; "
+                                           f"{len(want.runs)} run(s)"))
+    checks += dataset_checks(cfg, env, home, want.datasets, ask_kaggle) + dicom_check(cfg, want.datasets)
+    checks += weights_checks(cfg, want.weights if len(want.papers) < len(cfg["papers"]) else None)
+    checks += gpu_checks(cfg, on_gpu_node, env, want.runs) + detectron2_check(cfg, want.runs)
     if profile:
         checks += slurm_checks(profile, env)
     checks.append(disk_check(cfg["results"]))

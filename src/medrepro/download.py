@@ -10,9 +10,13 @@ Two kinds, set under ``datasets.<name>.download`` in config:
     file does not cost the others.  Zips are unpacked when ``unpack`` is true (the brain
     tumour zips stay zipped: the reader reads them as they are).
 ``kaggle_dataset`` / ``kaggle_competition``
-    the official ``kaggle`` command (``pip install -e ".[download]"`` and an API token in
-    ``~/.kaggle/kaggle.json``; competitions need their rules accepted first); datasets are
-    pinned to ``version``; the command's progress goes to the rule's log as it comes.
+    the official ``kaggle`` command (``pip install -e ".[download]"``; kaggle 2.x downloads a
+    public dataset without a login, a competition needs Kaggle credentials and its rules
+    accepted; ``medrepro doctor`` says what each dataset needs); datasets are pinned to
+    ``version``; the command's progress goes to the rule's log as it comes.  Its zip is written
+    to ``<raw>.downloads/``, which survives a failed or killed run, so the next run resumes it:
+    kaggle 2.x continues a partial file with an HTTP Range request when its ``.kaggle-partial``
+    marker matches the server's ETag (a 3.9 GB competition archive does not start again).
 
 Every zip is unpacked only after each member is checked to stay inside the folder (no
 absolute paths, no ``..``, no links).  When complete, ``<raw>.sha256`` (one line per raw file,
@@ -22,7 +26,6 @@ and moved into place only when complete, so an interrupted download never looks 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -41,16 +44,11 @@ class DownloadError(RuntimeError):
     pass
 
 
-def _digest(path: str | Path, algo: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def _digest(path: str | Path, algo: str) -> str:
+    """The file's hex digest, by pooch (which checks downloads the same way)."""
+    import pooch
 
-
-def md5sum(path: str | Path) -> str:
-    return _digest(path, "md5")
+    return pooch.file_hash(str(path), alg=algo)
 
 
 class ResumingDownloader:
@@ -127,11 +125,22 @@ def safe_extract(archive: str | Path, into: str | Path) -> list[Path]:
     return out
 
 
-def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> None:
-    exe = shutil.which("kaggle")
+def kaggle_command(path: str | None = None) -> str | None:
+    """The ``kaggle`` command of this Python's environment (beside ``sys.executable``: a venv's
+    scripts need not be on PATH), else the first on ``path`` (default: PATH)."""
+    here = Path(sys.executable).with_name("kaggle")
+    if path is None and here.is_file() and os.access(here, os.X_OK):
+        return str(here)
+    return shutil.which("kaggle", path=path)
+
+
+def _kaggle(kind: str, slug: str, into: Path, cache: Path, version: int | None = None) -> None:
+    """Run the kaggle command into ``cache`` (kept across runs: kaggle resumes its partial zip
+    there) and unpack what it downloaded into ``into``."""
+    exe = kaggle_command()
     if exe is None:
         raise DownloadError("the 'kaggle' command is not installed: pip install -e \".[download]\" (or use "
-                            "envs/medrepro.yaml), and put your API token in ~/.kaggle/kaggle.json "
+                            "envs/medrepro.yaml); `medrepro doctor` says which credentials each dataset needs "
                             "(https://www.kaggle.com/docs/api)")
     if kind == "kaggle_dataset":
         if version is None:
@@ -141,8 +150,12 @@ def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> Non
         sub = ["datasets", "download", "-d", ref]
     else:
         sub = ["competitions", "download", "-c", slug]
-    print(f"kaggle {' '.join(sub)} -p {into}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen([exe, *sub, "-p", str(into)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = sorted(p.name for p in cache.glob("*.kaggle-partial"))
+    if partial:
+        print(f"{cache}: resuming the partial download of an earlier run ({', '.join(partial)})", file=sys.stderr)
+    print(f"kaggle {' '.join(sub)} -p {cache}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen([exe, *sub, "-p", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     tail = []
     for line in proc.stdout:  # progress as it comes, into the rule's log
@@ -150,14 +163,24 @@ def _kaggle(kind: str, slug: str, into: Path, version: int | None = None) -> Non
         sys.stderr.flush()
         tail = (tail + [line.strip()])[-5:]
     if proc.wait() != 0:
-        raise DownloadError(f"kaggle {' '.join(sub)} failed (exit {proc.returncode}): {' | '.join(tail)}")
-    for z in sorted(into.glob("*.zip")):
-        safe_extract(z, into)
-        z.unlink()
+        raise DownloadError(f"kaggle {' '.join(sub)} failed (exit {proc.returncode}): {' | '.join(tail)} "
+                            f"(what came is kept in {cache}: the next run resumes it)")
+    got = sorted(p for p in cache.iterdir() if p.is_file() and not p.name.endswith(".kaggle-partial"))
+    if not got:
+        raise DownloadError(f"kaggle {' '.join(sub)} wrote nothing into {cache}")
+    for f in got:
+        if zipfile.is_zipfile(f):
+            safe_extract(f, into)
+        else:  # a single file Kaggle serves unzipped
+            shutil.copyfile(f, into / f.name)
 
 
 def write_checksums(root: str | Path, out: str | Path) -> int:
-    """A SHA-256 manifest (``sha256sum`` format) of every file under ``root`` (paths relative to it, sorted)."""
+    """A SHA-256 manifest (``sha256sum`` format) of every file under ``root`` (paths relative to it, sorted).
+
+    The ``sha256sum`` format (``sha256sum -c`` checks it) and a progress bar, rather than pooch's
+    ``make_registry`` (one space between hash and name, no progress on a 30,000-file folder);
+    the hashes are pooch's."""
     root = Path(root)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     with atomic_path(out) as tmp:
@@ -212,7 +235,7 @@ def fetch_dataset(spec: dict, out_dir: str | Path, checksums: str | Path | None 
         elif kind in ("kaggle_dataset", "kaggle_competition"):
             if not spec.get("slug"):
                 raise DownloadError(f"download.slug is required for kind {kind}")
-            _kaggle(kind, spec["slug"], tmp, spec.get("version"))
+            _kaggle(kind, spec["slug"], tmp, cache, spec.get("version"))
         else:
             raise DownloadError(f"download.kind {kind!r}; expected urls, kaggle_dataset or kaggle_competition")
         n = write_checksums(tmp, checksums or out_dir.with_name(out_dir.name + ".sha256"))
@@ -234,12 +257,19 @@ def torchvision_weights_url(backbone: str) -> str:
 def fetch_torchvision_weights(backbone: str, dest: str | Path, url: str | None = None) -> Path:
     """Download torchvision's ImageNet weights of ``backbone`` to ``dest``.
 
-    torchvision names its files ``<name>-<first 8 hex digits of the SHA-256>.pth``; that
-    prefix is checked, as ``torch.hub`` does.
+    torchvision names its files ``<name>-<first hex digits of the SHA-256>.pth``; that prefix
+    (parsed by ``torch.hub.HASH_REGEX``) is checked, as ``torch.hub`` does.  The transfer goes
+    through :func:`fetch_url` rather than ``torch.hub.download_url_to_file``, which neither
+    retries nor resumes.
     """
+    import torch.hub
+
     url = url or torchvision_weights_url(backbone)
+    m = torch.hub.HASH_REGEX.search(Path(unquote(urlparse(url).path)).name)
+    if m is None:
+        raise DownloadError(f"{url}: the file name carries no SHA-256 prefix (<name>-<hash>.pth) to check it by")
+    prefix = m.group(1)
     path = fetch_url(url, Path(dest).with_name(f".{Path(dest).name}.download"))
-    prefix = Path(unquote(urlparse(url).path)).stem.rsplit("-", 1)[-1]
     h = _digest(path, "sha256")
     if not h.startswith(prefix):
         path.unlink()
