@@ -13,8 +13,9 @@ help:
 	@echo "make bench  - the benchmarks in bench/"
 	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
 
-# constraints.txt pins every package, direct and indirect (pip freeze of a working install);
-# the demo needs the package alone, the tests and benchmarks add the [test] extra
+# constraints.txt pins every package, direct and indirect, of the package and all its extras
+# (tests/test_project.py checks it against the installed closure); the demo needs
+# the package alone, the tests and benchmarks add the [test] and [download] extras
 $(BIN)/.medrepro-installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"

@@ -186,6 +186,31 @@ def test_a_paper_as_target_checks_only_what_that_paper_needs(tmp_path):
     assert c["targets"].status == WARN and len([n for n in c if n.startswith("datasets.")]) == 5
 
 
+def test_doctor_names_the_dicom_decoders_a_local_folder_needs(tmp_path, monkeypatch):
+    """JPEG Baseline decodes with Pillow; JPEG Lossless and 12-bit JPEG Extended need the GPL-3.0
+    pylibjpeg-libjpeg (the jpeg-lossless extra): with it the folder passes, without it doctor
+    names the files, their transfer syntaxes and the extra (the converter's message without the
+    decoder: tests/test_project.py's fresh venv)."""
+    import importlib.util
+
+    import pydicom.data
+
+    root = tmp_path / "rsna"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(pydicom.data.get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"), root / "baseline.dcm")
+    shutil.copy(pydicom.data.get_testdata_file("SC_rgb_jpeg_gdcm.dcm"), root / "sub" / "lossless.dcm")
+    shutil.copy(pydicom.data.get_testdata_file("JPEG-lossy.dcm"), root / "sub" / "extended12.dcm")
+    cfg = {"results": str(tmp_path / "results"), "datasets": {"rsna": {"source": "local", "path": str(root)}}}
+    [c] = doctor.dicom_check(cfg, ["rsna"])
+    assert c.status == OK and "JPEG Lossless" in c.message and "JPEG Baseline" in c.message, c.message
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "libjpeg" else real(name, *a))
+    [c] = doctor.dicom_check(cfg, ["rsna"])
+    assert c.status == FAIL and "2 transfer syntax(es)" in c.message, c.message
+    assert "lossless.dcm" in c.message and "extended12.dcm" in c.message and "baseline.dcm" not in c.message
+    assert c.message.count('pip install -e ".[jpeg-lossless]"') == 2
+
+
 def test_local_data_and_weights_paths(tmp_path):
     full = tmp_path / "kermany"
     (full / "train").mkdir(parents=True)

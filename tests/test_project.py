@@ -20,28 +20,88 @@ from .conftest import REPO
 
 def test_pyproject_ranges_admit_the_exact_pins_of_constraints_and_the_conda_env():
     """pyproject.toml gives compatible ranges (a library user is not forced onto one patch
-    release); constraints.txt pins exactly what `make` installs and envs/medrepro.yaml lists the
-    same pins; every pin lies in its range."""
+    release); constraints.txt pins every installed package, direct and indirect, of the package
+    and all its extras; envs/medrepro.yaml lists the closure of the package and its download
+    extra at the same pins; every pin lies in its range."""
     from packaging.requirements import Requirement
+
+    from medrepro.licences import closure
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    assert set(extras) == {"slurm", "download", "test"}
+    assert set(extras) == {"slurm", "download", "jpeg-lossless", "test"}
     norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
     constraints = {norm(k): v for k, v in (line.strip().split("==") for line in
                                            (REPO / "constraints.txt").read_text().splitlines() if "==" in line)}
-    reqs = [Requirement(r) for r in project["dependencies"] + extras["download"] + extras["test"] + extras["slurm"]]
+    reqs = [Requirement(r) for r in project["dependencies"] + [r for rs in extras.values() for r in rs]]
     for r in reqs:
         assert not any(sp.operator == "==" for sp in r.specifier), f"{r}: a range, the pin is in constraints.txt"
         assert norm(r.name) in constraints, f"{r.name} is not pinned in constraints.txt"
         assert r.specifier.contains(constraints[norm(r.name)]), f"{r.name}=={constraints[norm(r.name)]} not in {r}"
+    # complete: every package the installed closure holds (setuptools through torch), and nothing else
+    assert constraints == closure("medrepro", tuple(extras))
     env = yaml.safe_load((REPO / "envs" / "medrepro.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     env_pins = {norm(n): v for n, v in (p.split("==") for p in pip)}
     # the env runs the rules (snakemake itself runs outside it) and the download rule (kaggle)
-    wanted = {norm(r.name) for r in reqs if r in [Requirement(x) for x in project["dependencies"] + extras["download"]]}
-    assert set(env_pins) == wanted - {"snakemake"}
-    assert all(constraints[n] == v for n, v in env_pins.items())
+    assert env_pins == closure("medrepro", ("download",), without=("snakemake",))
+
+
+def test_required_dependencies_are_permissive_but_the_noted_ones_and_gpl_is_an_extra():
+    """medrepro is MIT: no required dependency, direct or not, is GPL or proprietary unless
+    licences.NOTED says why; the GPL-3.0 JPEG decoder comes only with the jpeg-lossless extra."""
+    from medrepro.licences import OPTIONAL_GPL, closure, is_copyleft_or_proprietary, licence, noted, table
+
+    base = closure("medrepro")
+    assert "pylibjpeg-libjpeg" not in base and "pylibjpeg-libjpeg" in closure("medrepro", ("jpeg-lossless",))
+    unexplained = {n: licence(n) for n in base if is_copyleft_or_proprietary(licence(n)) and not noted(n)}
+    assert unexplained == {}
+    assert is_copyleft_or_proprietary(licence("pylibjpeg-libjpeg"))
+    assert OPTIONAL_GPL == {"pylibjpeg-libjpeg": "jpeg-lossless"}
+    assert not any(licence(n) == "not stated" for n in base)
+    assert "pylibjpeg-libjpeg" in table(("jpeg-lossless",)) and "pylibjpeg-libjpeg" not in table()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"   # an SPDX string (PEP 639), not the deprecated table
+
+
+@pytest.mark.slow
+def test_constraints_install_into_a_fresh_venv_without_resolving_and_pip_check_passes(tmp_path):
+    """constraints.txt alone (``--no-deps``) gives a consistent environment: ``pip check`` finds
+    every requirement of every package met.  Without the jpeg-lossless extra a JPEG DICOM that
+    needs the GPL decoder is rejected with the extra named."""
+    import shutil
+    import subprocess
+    import venv
+
+    env = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env)
+    py = env / "bin" / "python"
+    pip = lambda *a: subprocess.run([py, "-m", "pip", "--disable-pip-version-check", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    try:
+        done = pip("install", "--no-deps", "-r", str(REPO / "constraints.txt"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        project = tmp_path / "project"
+        shutil.copytree(REPO / "src" / "medrepro", project / "src" / "medrepro",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for f in ("pyproject.toml", "README.md", "LICENSE"):
+            shutil.copy(REPO / f, project / f)
+        done = pip("install", "--no-deps", "--no-build-isolation", str(project))
+        assert done.returncode == 0, done.stderr[-3000:]
+        done = pip("check")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert pip("uninstall", "-y", "pylibjpeg-libjpeg").returncode == 0
+        script = (
+            "import pydicom.data, sys\n"
+            "from medrepro.dicom import DicomError, read_dicom\n"
+            "path = pydicom.data.get_testdata_file('SC_rgb_jpeg_gdcm.dcm')\n"
+            "try:\n    read_dicom(path)\nexcept DicomError as e:\n    print(e)\n    sys.exit(0)\n"
+            "sys.exit('read without the decoder')\n")
+        done = subprocess.run([py, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "jpeg-lossless" in done.stdout, done.stdout
+    finally:
+        shutil.rmtree(env, ignore_errors=True)
 
 
 def test_tables_three_formats(tmp_path):

@@ -6,6 +6,8 @@
     config/full.yaml``; exits with status 1 when a check fails.
 ``medrepro report``
     prints where a finished run's report is and opens its HTML pages in a browser.
+``medrepro licences``
+    lists the installed dependencies (``--extra download`` adds an extra's) and their licences.
 
 Run from the workflow's folder (the one with ``config/``), as snakemake is.
 """
@@ -20,6 +22,10 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medrepro", description="medrepro: checks before a run, and its report")
     sub = p.add_subparsers(dest="command", required=True)
+    lic = sub.add_parser("licences", help="list the installed dependencies and their licences",
+                         description="the installed dependencies of medrepro (and of the extras named) and their "
+                                     "licences, from the installed packages' metadata")
+    lic.add_argument("--extra", action="append", default=[], help="an extra to include (download, slurm, ...)")
     for name, text in (("doctor", "check the environment, config, data, weights, GPUs and SLURM before a run"),
                        ("report", "show where the report of a finished run is and open it in a browser")):
         s = sub.add_parser(name, help=text, description=text)
@@ -69,9 +75,16 @@ def report(args) -> int:
     return 0
 
 
+def licences(args) -> int:
+    from .licences import table
+
+    print(table(tuple(args.extra)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return {"doctor": doctor, "report": report}[args.command](args)
+    return {"doctor": doctor, "report": report, "licences": licences}[args.command](args)
 
 
 if __name__ == "__main__":

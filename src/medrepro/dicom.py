@@ -1,9 +1,11 @@
 """DICOM decoding to one image contract, and writing of RSNA-like DICOMs.
 
 :func:`read_dicom` decodes any transfer syntax that pydicom can decode with the
-installed plugins (native little/big endian, deflated, RLE, JPEG baseline,
-extended and lossless via pylibjpeg-libjpeg or Pillow, JPEG 2000 via
-pylibjpeg-openjpeg, JPEG-LS via pyjpegls) and returns a display-ready image:
+installed plugins (native little/big endian, deflated, RLE, JPEG baseline and
+8-bit extended via Pillow, JPEG 2000 via pylibjpeg-openjpeg, JPEG-LS via pyjpegls;
+JPEG lossless and 12-bit extended via pylibjpeg-libjpeg, GPL-3.0, installed by the
+optional ``jpeg-lossless`` extra: :func:`decoder_hint` says so when a file needs it)
+and returns a display-ready image:
 
 1. the first frame of a multi-frame object (``notes`` says so);
 2. the modality LUT (RescaleSlope/Intercept) and then the VOI LUT or window
@@ -15,6 +17,7 @@ pylibjpeg-openjpeg, JPEG-LS via pyjpegls) and returns a display-ready image:
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -77,6 +80,32 @@ def dcmread(path: str | Path, **kwargs) -> tuple[pydicom.Dataset, list[str]]:
     return ds, [NO_META_NOTE]
 
 
+# the transfer syntaxes only pylibjpeg-libjpeg (GPL-3.0, the jpeg-lossless extra) or GDCM decode
+LIBJPEG_SYNTAXES = {"1.2.840.10008.1.2.4.57": "JPEG Lossless", "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+                    "1.2.840.10008.1.2.4.51": "JPEG Extended (12-bit)"}
+
+
+def decoder_hint(tsuid, bits_stored: int = 8) -> str:
+    """What to install when no plugin here decodes ``tsuid`` at ``bits_stored`` ('' when one does;
+    Pillow decodes 8-bit JPEG Extended, not 12-bit)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    try:
+        decoder = get_decoder(UID(str(tsuid)))
+    except NotImplementedError:
+        return f"pydicom has no decoder for transfer syntax {tsuid}"
+    if decoder.is_available and str(tsuid) not in LIBJPEG_SYNTAXES:
+        return ""
+    needs_libjpeg = str(tsuid) in LIBJPEG_SYNTAXES and (bits_stored > 8 or not str(tsuid).endswith(".51"))
+    if needs_libjpeg and importlib.util.find_spec("libjpeg") is None:
+        return (f"{LIBJPEG_SYNTAXES[str(tsuid)]} needs pylibjpeg-libjpeg (GPL-3.0, not installed by default): "
+                "pip install -e \".[jpeg-lossless]\"")
+    if not decoder.is_available:
+        return "no installed plugin decodes it (" + "; ".join(decoder.missing_dependencies) + ")"
+    return ""
+
+
 def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> DecodedImage:
     """Decode ``path`` into a :class:`DecodedImage` (see the module docstring).
 
@@ -95,9 +124,10 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
     try:
         arr = ds.pixel_array
     except Exception as exc:
+        hint = decoder_hint(tsuid, int(ds.get("BitsStored", 8) or 8))
         raise DicomError(
             f"{path}: cannot decode pixel data with transfer syntax {tsuid} "
-            f"({getattr(tsuid, 'name', tsuid)}): {exc}"
+            f"({getattr(tsuid, 'name', tsuid)}): {exc}" + (f". {hint}" if hint else "")
         ) from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:

@@ -280,7 +280,8 @@ def dicom_check(cfg: dict, datasets, sample: int = 200) -> list[Check]:
     installed plugins decode.  JPEG Lossless and 12-bit JPEG Extended need pylibjpeg-libjpeg
     (GPL-3.0: the optional ``jpeg-lossless`` extra); RSNA's JPEG Baseline files decode with Pillow."""
     import pydicom
-    from pydicom.pixels import get_decoder
+
+    from .dicom import decoder_hint
 
     out = []
     for name in sorted(datasets):
@@ -288,31 +289,23 @@ def dicom_check(cfg: dict, datasets, sample: int = 200) -> list[Check]:
         root = Path(ds["path"]) if ds["source"] == "local" else Path(cfg["results"]) / "raw" / name
         if ds["source"] == "synthetic" or not root.is_dir():
             continue
-        syntaxes: dict[str, str] = {}
+        syntaxes: dict[tuple[str, int], str] = {}  # (transfer syntax, bits stored) -> an example file
         for i, f in enumerate(root.rglob("*.dcm")):
             if i >= sample:
                 break
             try:
-                meta = pydicom.dcmread(f, stop_before_pixels=True, force=True).file_meta
-                syntaxes.setdefault(str(meta.get("TransferSyntaxUID", "")), str(f))
+                ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+                uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
+                syntaxes.setdefault((uid, int(ds.get("BitsStored", 8) or 8)), str(f))
             except Exception:  # noqa: BLE001 - the converter reports unreadable files one by one
                 continue
-        missing = []
-        for uid, example in sorted(syntaxes.items()):
-            try:
-                decoder = get_decoder(pydicom.uid.UID(uid))
-            except NotImplementedError:
-                missing.append(f"{uid} (no decoder in pydicom; e.g. {example})")
-                continue
-            if not decoder.is_available:
-                needs = "; ".join(decoder.missing_dependencies) or "a plugin"
-                missing.append(f"{pydicom.uid.UID(uid).name} (e.g. {example}) needs {needs}")
+        missing = [f"{pydicom.uid.UID(uid).name} (e.g. {example}): {decoder_hint(uid, bits)}"
+                   for (uid, bits), example in sorted(syntaxes.items()) if decoder_hint(uid, bits)]
         if missing:
-            out.append(Check(f"dicom.{name}", FAIL, f"{len(missing)} transfer syntax(es) no installed plugin decodes: "
-                             + "; ".join(missing) + ". JPEG Lossless and 12-bit JPEG need pylibjpeg-libjpeg "
-                             "(GPL-3.0): pip install -e \".[jpeg-lossless]\""))
+            out.append(Check(f"dicom.{name}", FAIL, f"{len(missing)} transfer syntax(es) of its files no installed "
+                             "plugin decodes: " + "; ".join(missing)))
         elif syntaxes:
-            names = ", ".join(sorted(pydicom.uid.UID(u).name for u in syntaxes))
+            names = ", ".join(sorted({pydicom.uid.UID(u).name for u, _ in syntaxes}))
             out.append(Check(f"dicom.{name}", OK, f"the sampled DICOMs ({names}) decode with the installed plugins"))
     return out
 
