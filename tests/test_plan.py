@@ -13,6 +13,10 @@ from .conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PAPERS = ["cnn_kermany", "maskrcnn_opacity", "cnn_pediatric", "transfer_kermany", "transfer_multidataset"]
+# rules that run on the submitting node under profiles/slurm: downloads, and seconds of work that
+# would wait in a busy queue longer than they run
+LOCAL = {"download", "download_weights", "split", "study_split", "annotate", "contact_sheet", "evaluate",
+         "leakage", "study_summary", "audit_paper", "publish_paper", "report", "html_report", "seed_repeats"}
 
 
 def dry_run(*args: str) -> str:
@@ -25,6 +29,14 @@ def dry_run(*args: str) -> str:
 def job_counts(out: str) -> dict[str, int]:
     table = out.split("Job stats:", 1)[1].split("total", 1)[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def local_rules() -> set[str]:
+    """The rules of workflow/rules/*.smk that say ``localrule: True``."""
+    text = "\n".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    blocks = re.split(r"\n(?=(?:rule|checkpoint) \w+:\n)", text)
+    return {re.match(r"\w+ (\w+):", b)[1] for b in blocks
+            if re.match(r"(?:rule|checkpoint) \w+:\n", b) and "\n    localrule: True\n" in b}
 
 
 def rule_resources(out: str, rule: str) -> list[str]:
@@ -58,7 +70,12 @@ def test_full_config_plans_every_paper(profile):
         for rule in ("train", "train_detector", "predict_detector", "predict", "study_stage1"):
             res = rule_resources(out, rule)
             assert res and all("gpu=1" in r for r in res), (rule, res)
-        assert all("gpu=" not in r for r in rule_resources(out, "split") + rule_resources(out, "evaluate"))
+        assert all("gpu=" not in r for r in rule_resources(out, "convert") + rule_resources(out, "evaluate_detector"))
+        # light rules stay off the queue (tests/test_slurm.py sees them run on the submitting
+        # node); the profile gives resources only to rules it submits
+        assert local_rules() == LOCAL and LOCAL - {"seed_repeats", "html_report"} <= set(n)
+        prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+        assert not (set(prof["set-threads"]) | set(prof["set-resources"])) & LOCAL
         assert all("runtime=720" in r and "mem_mb=64000" in r for r in rule_resources(out, "train_detector"))
 
 

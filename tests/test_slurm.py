@@ -25,6 +25,7 @@ import yaml
 from medrepro.doctor import slurm_checks
 
 from .conftest import REPO
+from .test_plan import LOCAL
 
 NEEDED = ("munged", "slurmctld", "slurmd", "sinfo", "squeue")
 pytestmark = [
@@ -261,7 +262,8 @@ def _check_resumed(env, done: dict, results: Path, configfiles: list[Path], tmp_
 
 
 def test_profile_on_slurm_gives_each_job_its_resources_and_resumes_a_cancelled_training(slurm, tmp_path):
-    """profiles/slurm, unmodified, on a tiny config up to cnn_kermany's model (five kinds of job)."""
+    """profiles/slurm, unmodified, on a tiny config up to cnn_kermany's model (four kinds of SLURM
+    job; the split on the submitting node)."""
     from .test_workflow import tiny_config
 
     env, _ = slurm
@@ -281,7 +283,8 @@ def test_profile_on_slurm_gives_each_job_its_resources_and_resumes_a_cancelled_t
     target = str(tmp_path / "results" / "experiments" / "cnn_kermany" / "model.pt")
     results, done, overlay = _run_on_slurm(env, tmp_path, [], cfg, [target], timeout=900)
     assert Path(target).is_file()
-    assert _check_resources(env, done) == {"synthesize", "ingest", "convert", "split", "train"}
+    assert _check_resources(env, done) == {"synthesize", "ingest", "convert", "train"}
+    assert (results / "experiments" / "cnn_kermany" / "split.csv").is_file()  # made on the submitting node
     _check_resumed(env, done, results, [overlay], tmp_path)
 
 
@@ -301,5 +304,6 @@ def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
     summary = (results / "experiments" / "mr_exp1" / "model_summary.csv").read_text()
     assert "maskrcnn_resnet50_fpn.pth" in summary and "runtime: device" in summary  # the COCO-style weights file
     seen = _check_resources(env, done)
-    assert GPU_RULES | {"synthesize", "ingest", "convert", "split", "publish_paper", "report"} <= seen, sorted(seen)
+    assert GPU_RULES | {"synthesize", "ingest", "convert", "image_hashes", "evaluate_detector"} <= seen, sorted(seen)
+    assert not seen & LOCAL, sorted(seen & LOCAL)  # the light rules ran on the submitting node
     _check_resumed(env, done, results, [REPO / c for c in configs] + [path], tmp_path)

@@ -66,6 +66,7 @@ rule evaluate:
         f"{RESULTS}/benchmarks/evaluate/{{experiment}}.tsv"
     wildcard_constraints:
         experiment=one_of(CLASSIFY),
+    localrule: True
     conda:
         ENV
     params:

@@ -34,6 +34,7 @@ rule contact_sheet:
         f"{RESULTS}/logs/contact_sheet/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/contact_sheet/{{dataset}}.tsv"
+    localrule: True
     conda:
         ENV
     params:

@@ -18,6 +18,7 @@ rule annotate:
     wildcard_constraints:
         experiment=one_of(DETECT),
     priority: chain_priority
+    localrule: True
     conda:
         ENV
     params:

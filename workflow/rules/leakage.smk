@@ -39,6 +39,7 @@ rule leakage:
         f"{RESULTS}/logs/leakage.log",
     benchmark:
         f"{RESULTS}/benchmarks/leakage.tsv"
+    localrule: True
     conda:
         ENV
     params:

@@ -21,6 +21,7 @@ rule publish_paper:
         f"{RESULTS}/logs/publish/{{paper}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/publish/{{paper}}.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -69,6 +70,7 @@ rule report:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
+    localrule: True
     conda:
         ENV
     params:

@@ -12,6 +12,7 @@ rule split:
     benchmark:
         f"{RESULTS}/benchmarks/split/{{experiment}}.tsv"
     priority: chain_priority
+    localrule: True
     conda:
         ENV
     params:

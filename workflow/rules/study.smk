@@ -15,6 +15,7 @@ rule study_split:
     benchmark:
         f"{RESULTS}/benchmarks/study_split/{{study}}.tsv"
     priority: chain_priority
+    localrule: True
     conda:
         ENV
     params:
@@ -146,6 +147,7 @@ rule study_summary:
     benchmark:
         f"{RESULTS}/benchmarks/study/{{study}}/summary.tsv"
     priority: chain_priority
+    localrule: True
     conda:
         ENV
     params:
