@@ -67,6 +67,12 @@ def test_delong_matches_roc_auc_and_brute_force_placement_values():
     assert d["low"] == pytest.approx(max(0, d["auc"] - z * se))
     assert d["high"] == pytest.approx(min(1, d["auc"] + z * se))
     assert delong_ci(np.zeros(5), np.arange(5))["auc"] is None
+    # and as MLstatkit computes it (its per-model intervals of the DeLong test, by its own midranks)
+    from MLstatkit import Delong_test
+
+    *_, ci, _, auc, _, info = Delong_test(y, s, rng.normal(0, 1, 70))
+    assert info["method"] == "delong" and auc == pytest.approx(d["auc"], rel=1e-12)
+    assert ci == pytest.approx((d["low"], d["high"]), rel=1e-10)
 
 
 def test_verdicts_in_words():

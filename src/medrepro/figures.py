@@ -149,16 +149,18 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
 
 
 def confusion_matrix_figure(cm, class_names: list[str], title: str = "Confusion matrix"):
+    """Counts and, below them, each true class's share (row percentages), coloured by the share:
+    scikit-learn's ConfusionMatrixDisplay of the row-normalised matrix, its cell texts set to both."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(class_names), 1.0 + 1.0 * len(class_names)))
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]}\n({norm[i, j]:.0%})", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.55 else "black")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
+    disp = ConfusionMatrixDisplay(norm, display_labels=class_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=30, im_kw={"vmin": 0, "vmax": 1})
+    for (i, j), text in np.ndenumerate(disp.text_):
+        text.set_text(f"{cm[i, j]}\n({norm[i, j]:.0%})")
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

@@ -10,7 +10,11 @@ method, seeded).
 
 :func:`delong_ci` is DeLong, DeLong & Clarke-Pearson (1988), *Biometrics* 44:837-845,
 doi:10.2307/2531595, in the fast midrank form of Sun & Xu (2014), *IEEE Signal Processing
-Letters* 21:1389-1393, doi:10.1109/LSP.2014.2337313 (no maintained Python package provides it).
+Letters* 21:1389-1393, doi:10.1109/LSP.2014.2337313.  Two packages on PyPI compute it and neither
+is used: MLstatkit's ``Delong_test`` gives one model's interval only beside a two-model test, and
+falls back to a bootstrap when the variance degenerates; confidenceinterval requires
+``setuptools~=68.2`` at run time (this project builds with 77 or later) and statsmodels.  These
+25 lines are checked against MLstatkit and against DeLong's placement values in the tests.
 """
 from __future__ import annotations
 

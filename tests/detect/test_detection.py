@@ -89,6 +89,22 @@ def test_paper_metrics_hand_made_cases():
     assert m["iou_mean"] == pytest.approx(ious.mean()) and m["iou_std"] == pytest.approx(ious.std())
 
 
+def test_mask_iou_matrix_by_pycocotools_equals_pixel_counts_for_arrays_and_rle():
+    """pycocotools' RLE IoU equals |A & B| / |A | B| counted on the pixels, from arrays and from
+    COCO RLE (bytes or JSON's str counts); empty unions give 0."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(3)
+    true = [rng.random((37, 29)) < p for p in (0.2, 0.5)] + [np.zeros((37, 29), bool)]
+    pred = [rng.random((37, 29)) < p for p in (0.1, 0.4, 0.7)] + [np.zeros((37, 29), bool)]
+    want = np.array([[(t & q).sum() / (t | q).sum() if (t | q).any() else 0.0 for q in pred] for t in true])
+    assert mask_iou_matrix(true, pred) == pytest.approx(want, abs=1e-12)
+    rle = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in pred]
+    as_json = [{**r, "counts": r["counts"].decode("ascii")} for r in rle]
+    assert mask_iou_matrix(true, as_json) == pytest.approx(want, abs=1e-12)
+    assert mask_iou_matrix(true[:1], rle[:1]).shape == (1, 1) and mask_iou_matrix([], rle).shape == (0, 4)
+
+
 def test_rsna_metric_hand_made_cases():
     box = [[10, 10, 20, 20]]
     assert rsna_image_score(box, box, [0.9]) == 1.0

@@ -65,7 +65,7 @@ def test_training_images_and_targets_line_up(rsna):
 
 
 def test_resumed_training_equals_uninterrupted(rsna, tmp_path):
-    e = _experiment()
+    e = _experiment(warmup_iterations=3)  # the warm-up spans the interruption: the schedule resumes
     tr, va = _coco(rsna, "train"), _coco(rsna, "val")
     e = run_spec(e)
     full, hist_full, _ = train_detector(tr, va, e, None, None)
@@ -76,6 +76,10 @@ def test_resumed_training_equals_uninterrupted(rsna, tmp_path):
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert hist["loss"].tolist() == hist_full["loss"].tolist() and len(hist) == 2
+    assert hist["lr"].tolist() == hist_full["lr"].tolist()
+    # linear warm-up: iteration i (from 0) runs at lr * min(1, (i + 1) / 3); the history's lr is
+    # that of each epoch's last iteration (iterations 1 and 3 of 2 x 2)
+    assert hist["lr"].tolist() == pytest.approx([e.train.lr * 2 / 3, e.train.lr], rel=1e-12)
 
 
 def test_predictions_and_evaluation(rsna, tmp_path):

@@ -24,19 +24,25 @@ is left out without any (as public replicas do; ``empty="one"`` scores it 1 inst
 from __future__ import annotations
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 RSNA_THRESHOLDS = np.round(np.arange(0.40, 0.751, 0.05), 2)
 
 
-def mask_iou_matrix(true: list[np.ndarray], pred: list[np.ndarray]) -> np.ndarray:
-    """Pixel IoU between every true and every predicted mask, (T, P)."""
+def _rle(mask) -> dict:
+    """COCO RLE of a mask given as an (H, W) array or as an RLE dict (JSON's str counts too)."""
+    if isinstance(mask, dict):
+        return {**mask, "counts": mask["counts"].encode("ascii")} if isinstance(mask["counts"], str) else mask
+    return mask_utils.encode(np.asfortranarray(np.asarray(mask).astype(bool).astype(np.uint8)))
+
+
+def mask_iou_matrix(true: list, pred: list) -> np.ndarray:
+    """Pixel IoU between every true and every predicted mask, (T, P), by pycocotools on RLE
+    (masks as (H, W) arrays or COCO RLE dicts; an empty union gives 0)."""
     if not true or not pred:
         return np.zeros((len(true), len(pred)))
-    t = np.stack([m.reshape(-1).astype(bool) for m in true]).astype(np.float64)
-    p = np.stack([m.reshape(-1).astype(bool) for m in pred]).astype(np.float64)
-    inter = t @ p.T
-    union = t.sum(1)[:, None] + p.sum(1)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = mask_utils.iou([_rle(m) for m in pred], [_rle(m) for m in true], [0] * len(true))
+    return np.asarray(iou, dtype=np.float64).reshape(len(pred), len(true)).T
 
 
 def greedy_match(iou: np.ndarray) -> list[tuple[int, int, float]]:
@@ -53,9 +59,9 @@ def greedy_match(iou: np.ndarray) -> list[tuple[int, int, float]]:
     return pairs
 
 
-def paper_image_metrics(true: list[np.ndarray], pred: list[np.ndarray], threshold: float = 0.45,
+def paper_image_metrics(true: list, pred: list, threshold: float = 0.45,
                         false_positive: str = "no_overlap") -> dict:
-    """Per-image quantities of the paper's metrics (see the module docstring)."""
+    """Per-image quantities of the paper's metrics (see the module docstring); masks as arrays or COCO RLE."""
     return image_metrics_from_iou(mask_iou_matrix(true, pred), threshold, false_positive)
 
 
@@ -143,12 +149,10 @@ def rsna_image_score(true_boxes, pred_boxes, scores, empty: str = "exclude") -> 
     if n_p == 0:
         return 0.0
 
-    from pycocotools import mask as coco_mask  # box IoU of [x, y, w, h] boxes, without loading torch
-
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
     pred = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)[order]
     true = np.asarray(true_boxes, dtype=np.float64).reshape(-1, 4)
-    iou = np.asarray(coco_mask.iou(pred, true, [0] * n_t)).reshape(n_p, n_t)  # (P, T)
+    iou = np.asarray(mask_utils.iou(pred, true, [0] * n_t))  # box IoU.reshape(n_p, n_t)  # (P, T)
     precisions = []
     for t in RSNA_THRESHOLDS:
         matched, tp = set(), 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..annotation import coco_from_table, decode, via_v1_from_table
+from ..annotation import coco_from_table, via_v1_from_table
 from ..io import read_csv, write_csv, write_json
 from ..specs import DetectSpec, RunSpec, run_spec
 from . import backends
@@ -74,8 +74,7 @@ def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.
     out = []
     for im in gt["images"]:
         p = pred.get(im["id"], [])
-        iou = mask_iou_matrix([decode(a["segmentation"]) for a in true.get(im["id"], [])],
-                              [decode(r["segmentation"]) for r in p])
+        iou = mask_iou_matrix([a["segmentation"] for a in true.get(im["id"], [])], [r["segmentation"] for r in p])
         out.append((iou, np.array([r["score"] for r in p], dtype=float)))
     return out
 
@@ -126,7 +125,7 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metri
     rows, per = [], []
     for im in gt["images"]:
         t, p = true.get(im["id"], []), pred.get(im["id"], [])
-        m = paper_image_metrics([decode(a["segmentation"]) for a in t], [decode(r["segmentation"]) for r in p],
+        m = paper_image_metrics([a["segmentation"] for a in t], [r["segmentation"] for r in p],
                                 d.iou_threshold, d.false_positive)
         rsna = rsna_image_score([a["bbox"] for a in t], [r["bbox"] for r in p], [r["score"] for r in p])
         per.append(m)

@@ -192,6 +192,10 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    # linear warm-up over the first warmup_iterations iterations, lr * (it + 1) / warmup, as
+    # torchvision's detection reference does it (LinearLR, stepped per iteration)
+    warmup = t.warmup_iterations
+    sched = torch.optim.lr_scheduler.LinearLR(opt, 1 / warmup, 1.0, warmup - 1) if warmup else None
     fp = resume_fingerprint(spec, weights, data_digest)
     history: list[dict] = []
     start = 0
@@ -201,6 +205,11 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         if ck.get("fingerprint") == fp:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
+            if sched is not None and ck.get("scheduler"):
+                sched.load_state_dict(ck["scheduler"])
+            elif sched is not None:  # a checkpoint of a version that set the lr by hand
+                for _ in range((ck["epoch"] + 1) * t.steps_per_epoch):
+                    sched.step()
             if accel.amp and ck.get("scaler"):
                 scaler.load_state_dict(ck["scaler"])
             history, start = ck["history"], ck["epoch"] + 1
@@ -208,7 +217,6 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         else:
             print(f"ignoring {checkpoint}: written for another config, weights or data", file=sys.stderr)
     steps, batch = t.steps_per_epoch, t.batch_size
-    warmup = t.warmup_iterations
     for epoch in range(start, t.epochs):
         torch.manual_seed(epoch_seed(t.seed, epoch))
         gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch))
@@ -218,12 +226,12 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         bar = tqdm(_batches(len(train_ds), steps, batch, gen), desc=f"epoch {epoch + 1}/{t.epochs}",
                    file=sys.stderr, mininterval=5)
         for k, idx in enumerate(bar):
-            it = epoch * steps + k
-            for g in opt.param_groups:
-                g["lr"] = t.lr * min(1.0, (it + 1) / warmup) if warmup else t.lr
+            lr = opt.param_groups[0]["lr"]  # this iteration's (the history's lr: the last one's)
             imgs, tgts = collate([train_ds[i] for i in idx])
             losses = train_step(model, opt, scaler, accel, imgs, tgts, t.clip_grad_norm, params)
             loss = sum(losses.values())
+            if sched is not None:
+                sched.step()
             for key in LOSS_KEYS:  # summed on the device: no host-GPU wait per iteration
                 sums[key] = sums[key] + losses[key].detach().double()
             if k % 20 == 0:
@@ -231,7 +239,7 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         sums = {key: float(v) for key, v in sums.items()}
         row = {"epoch": epoch + 1, "loss": sum(sums.values()) / steps,
                **{key: v / steps for key, v in sums.items()},
-               "val_loss": _val_loss(model, val_ds, accel, batch), "lr": opt.param_groups[0]["lr"],
+               "val_loss": _val_loss(model, val_ds, accel, batch), "lr": lr,
                "seconds": time.time() - t0, "iterations": (epoch + 1) * steps}
         if accel.amp:
             row["amp_scale"] = float(scaler.get_scale())
@@ -241,6 +249,7 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         if checkpoint:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                            "scheduler": sched.state_dict() if sched is not None else None,
                             "scaler": scaler.state_dict() if accel.amp else None, "epoch": epoch,
                             "fingerprint": fp}, tmp)
         if stop_after is not None and epoch + 1 - start >= stop_after:

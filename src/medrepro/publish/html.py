@@ -6,13 +6,12 @@ paper's YAML); :func:`medrepro.publish.paper.publish_paper` writes them to ``cap
 Snakemake's ``--report`` shows them (``workflow/report/output.rst``).
 
 :func:`write_site` turns ``report.md`` and each paper's folder into ``html/index.html`` and one
-page per paper (Markdown rendered with markdown-it-py): the comparison, learning check, audit
+page per paper (Markdown rendered with markdown-it-py, pages by jinja2 templates): the comparison, learning check, audit
 and departures, then every table and every figure with its caption.  Pages link to the files in
 the results folder by relative paths, so the folder can be moved or zipped whole.
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -114,9 +113,35 @@ def _md(text: str) -> str:
     return MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
 
 
-def _page(title: str, body: str, nav: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><nav>{nav}</nav>\n{body}\n</body></html>\n")
+_TEMPLATES = {
+    "page.html": """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title><style>{{ css }}</style></head><body>
+<nav><a href="index.html">index</a>{% for n in papers %}<a href="{{ n }}.html">{{ n }}</a>{% endfor %}</nav>
+{% block body %}{% endblock %}
+</body></html>
+""",
+    "index.html": """{% extends "page.html" %}{% block body %}{{ head|safe }}<h2>Papers</h2><ul>
+{% for n in papers %}<li><a href="{{ n }}.html">{{ n }}</a></li>
+{% endfor %}</ul>{{ tail|safe }}{% endblock %}""",
+    "paper.html": """{% extends "page.html" %}{% block body %}{{ section|safe }}<h2>Tables</h2>
+{% for t in tables %}<section id="table-{{ t.stem }}"><h3>{{ t.stem }}</h3><p>{{ t.caption }}
+<a href="{{ t.dir }}/{{ t.stem }}.md">md</a> · <a href="{{ t.dir }}/{{ t.stem }}.csv">csv</a> ·
+<a href="{{ t.dir }}/{{ t.stem }}.tex">tex</a></p>{{ t.body|safe }}</section>
+{% endfor %}<h2>Figures</h2>
+{% for f in figures %}<figure id="figure-{{ f.stem }}"><img src="{{ f.png }}" alt="{{ f.caption or f.stem }}">
+<figcaption><b>{{ f.stem }}</b>: {{ f.caption }}
+{%- if f.pdf %} <a href="{{ f.pdf }}">pdf</a>{% endif %}</figcaption></figure>
+{% endfor %}{% endblock %}""",
+}
+
+
+def _render(template: str, **context) -> str:
+    """A page of the site by jinja2: every value escaped but the Markdown rendered to HTML (``|safe``)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.DictLoader(_TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(template).render(css=_CSS, **context)
 
 
 def _sections(report_md: str) -> tuple[str, dict[str, str], str]:
@@ -143,33 +168,23 @@ def write_site(report_md, paper_dirs: dict, out_dir) -> list[Path]:
     out_dir = Path(out_dir)
     head, sections, tail = _sections(Path(report_md).read_text())
     names = list(paper_dirs)
-    nav = "<a href=\"index.html\">index</a>" + "".join(f"<a href=\"{n}.html\">{n}</a>" for n in names)
     pages = []
     with atomic_dir(out_dir) as tmp:
-        links = "<h2>Papers</h2><ul>" + "".join(
-            f"<li><a href=\"{n}.html\">{n}</a></li>" for n in names) + "</ul>"
-        write_text(tmp / "index.html", _page("medrepro reproduction report", _md(head) + links + _md(tail), nav))
+        write_text(tmp / "index.html", _render("index.html", title="medrepro reproduction report", papers=names,
+                                               head=_md(head), tail=_md(tail)))
         pages.append(out_dir / "index.html")
         for name in names:
             d = Path(paper_dirs[name])
             rel = Path(os.path.relpath(d, out_dir))
             caps = json.loads((d / "captions.json").read_text()) if (d / "captions.json").is_file() else {}
-            body = _md(_relink(sections.get(name, f"## {name}\n"), rel))
-            body += "<h2>Tables</h2>"
-            for t in sorted((d / "tables").glob("*.md")):
-                body += (f"<section id=\"table-{t.stem}\"><h3>{html.escape(t.stem)}</h3>"
-                         f"<p>{html.escape(caps.get(t.stem, ''))} <a href=\"{rel / 'tables' / t.name}\">md</a> · "
-                         f"<a href=\"{rel / 'tables' / (t.stem + '.csv')}\">csv</a> · "
-                         f"<a href=\"{rel / 'tables' / (t.stem + '.tex')}\">tex</a></p>{_md(t.read_text())}</section>")
-            body += "<h2>Figures</h2>"
-            for f in sorted((d / "figures").glob("*.png")):
-                pdf = f.with_suffix(".pdf")
-                body += (f"<figure id=\"figure-{f.stem}\"><img src=\"{rel / 'figures' / f.name}\" "
-                         f"alt=\"{html.escape(caps.get(f.stem, f.stem))}\"><figcaption><b>{html.escape(f.stem)}</b>: "
-                         f"{html.escape(caps.get(f.stem, ''))}"
-                         + (f" <a href=\"{rel / 'figures' / pdf.name}\">pdf</a>" if pdf.is_file() else "")
-                         + "</figcaption></figure>")
-            write_text(tmp / f"{name}.html", _page(name, body, nav))
+            tables = [{"stem": t.stem, "caption": caps.get(t.stem, ""), "dir": (rel / "tables").as_posix(),
+                       "body": _md(t.read_text())} for t in sorted((d / "tables").glob("*.md"))]
+            figures = [{"stem": f.stem, "caption": caps.get(f.stem, ""), "png": (rel / "figures" / f.name).as_posix(),
+                        "pdf": (rel / "figures" / f"{f.stem}.pdf").as_posix() if f.with_suffix(".pdf").is_file()
+                        else None} for f in sorted((d / "figures").glob("*.png"))]
+            section = _md(_relink(sections.get(name, f"## {name}\n"), rel))
+            write_text(tmp / f"{name}.html", _render("paper.html", title=name, papers=names, section=section,
+                                                     tables=tables, figures=figures))
             pages.append(out_dir / f"{name}.html")
     return pages
 
