@@ -92,3 +92,47 @@ def test_multiclass_predictions_are_the_arg_max_and_the_paper_columns_add_up():
     table = report_table(classification_metrics(rows, names), {"glioma": "0 glioma"})
     assert list(table["class"]) == ["0 glioma", "meningioma", "pituitary", "accuracy", "macro avg", "weighted avg"]
     assert table.loc[table["class"] == "accuracy", "f1-score"].item() == pytest.approx(r["accuracy"])
+
+
+def test_calibration_brier_and_ece_against_scikit_learns_curve_and_hand_counts():
+    """ECE from scikit-learn's calibration curve (its uniform bins: observed and mean predicted
+    frequency per non-empty bin) weighted by the bins' counts; Brier from its definition; a
+    perfectly calibrated model's ECE shrinks towards 0 and an overconfident one's does not."""
+    from sklearn.calibration import calibration_curve
+
+    from medrepro.metrics import ECE_BINS, calibration
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3):
+        y = rng.integers(0, k, 400)
+        proba = rng.dirichlet(np.ones(k), 400)
+        proba[np.arange(400), y] += 0.6
+        proba /= proba.sum(1, keepdims=True)
+        pred = proba.argmax(1)
+        got = calibration(y, proba, pred)
+        conf, correct = proba.max(1), (pred == y).astype(int)
+        frac, mean = calibration_curve(correct, conf, n_bins=ECE_BINS, strategy="uniform")
+        counts = np.bincount(np.searchsorted(np.linspace(0, 1, ECE_BINS + 1)[1:-1], conf), minlength=ECE_BINS)
+        counts = counts[counts > 0]
+        assert got["ece"] == pytest.approx(float((counts / 400 * np.abs(frac - mean)).sum()), abs=1e-12)
+        onehot = np.eye(k)[y]
+        want = ((proba[:, 1] - y) ** 2).mean() if k == 2 else ((proba - onehot) ** 2).sum(1).mean()
+        assert got["brier"] == pytest.approx(want, abs=1e-12)
+    # hand counts: 4 images, two bins used; bin [0.8, 0.867): conf 0.8, 0.8, one right -> |0.5 - 0.8|;
+    # bin [0.6, 0.667): conf 0.6, 0.6, both right -> |1 - 0.6|
+    y = np.array([0, 1, 1, 1])
+    proba = np.array([[0.8, 0.2], [0.8, 0.2], [0.4, 0.6], [0.4, 0.6]])
+    pred = np.array([0, 0, 1, 1])
+    assert calibration(y, proba, pred)["ece"] == pytest.approx((2 * 0.3 + 2 * 0.4) / 4)
+    assert calibration(y, proba, pred)["brier"] == pytest.approx(np.mean([0.04, 0.64, 0.16, 0.16]))
+    # calibrated by construction (y drawn from the probabilities) vs overconfident
+    p1 = rng.uniform(0, 1, 20000)
+    yy = (rng.uniform(0, 1, 20000) < p1).astype(int)
+    calibrated = np.c_[1 - p1, p1]
+    sharp = np.c_[1 - (p1 > 0.5), (p1 > 0.5)].astype(float) * 0.98 + 0.01
+    assert calibration(yy, calibrated, calibrated.argmax(1))["ece"] < 0.02
+    assert calibration(yy, sharp, sharp.argmax(1))["ece"] > 0.15
+    # the metrics of every classifier carry them
+    table = prediction_table(range(4), y, proba, ["a", "b"])
+    m = classification_metrics(table, ["a", "b"])
+    assert m["ece"] == pytest.approx((2 * 0.3 + 2 * 0.4) / 4) and m["brier"] == pytest.approx(0.25)

@@ -1,6 +1,7 @@
 """A real Snakemake run of the whole chain on a tiny config."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -146,6 +148,24 @@ def test_cnn_kermany_and_the_report(tiny_run):
     assert head_ck["above chance"] == ("yes" if head_ck["reproduced"] > head_ck["chance"] else "no")
     tk_head = pd.read_csv(results / "papers" / "transfer_kermany" / "tables" / "headline.csv")
     assert len(tk_head) == 6 and (tk_head["margin"] == tk_head["reproduced"] - tk_head["chance"]).all()
+    # calibration, which no paper reported: Brier and ECE of the test probabilities, recomputed here
+    # by scikit-learn (Brier) and from the calibration curve weighted by its bins' counts (ECE)
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    cal = pd.read_csv(paper / "tables" / "calibration.csv").set_index("experiment").loc["cnn_kermany"]
+    p1 = test["prob_pneumonia"] if "prob_pneumonia" in test else test.filter(like="prob_").iloc[:, 1]
+    assert cal["brier"] == pytest.approx(brier_score_loss(test["target"], p1), abs=1e-6)  # float32 rows
+    conf = test.filter(like="prob_").to_numpy()[np.arange(len(test)), test["pred"].to_numpy()]
+    correct = (test["target"] == test["pred"]).astype(int).to_numpy()
+    frac, mean = calibration_curve(correct, conf, n_bins=15)
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, 16)[1:-1], conf), minlength=15)
+    assert cal["ece"] == pytest.approx((counts[counts > 0] / len(test) * np.abs(frac - mean)).sum(), abs=1e-6)
+    assert cal["ece_low"] <= cal["ece"] <= cal["ece_high"] and cal["brier_low"] <= cal["brier"] <= cal["brier_high"]
+    assert report.count("### Calibration (not reported by the paper)") == 4  # every paper with a classifier or study
+    for ext in ("png", "pdf"):
+        assert (paper / "figures" / f"reliability_cnn_kermany.{ext}").is_file()
+    assert len(pd.read_csv(results / "papers" / "transfer_kermany" / "tables" / "calibration.csv")) == 6
 
 
 @pytest.mark.slow
@@ -273,6 +293,18 @@ def test_transfer_multidataset(tiny_run):
     assert (cov.loc[cov["status"] == "not compared", "reason"] != "no comparison row configured").all()
     params = pd.read_csv(tm / "tables" / "model_parameters.csv")
     assert len(params) == 9 and (params["selected"] == "yes").sum() == 3
+    # calibration of each study's best configuration, from that stage's test predictions
+    from sklearn.metrics import brier_score_loss
+
+    cal = pd.read_csv(tm / "tables" / "calibration.csv").set_index("experiment")
+    assert set(cal.index) == {"tm_TC", "tm_C19", "tm_ER"}
+    m = json.loads((tc / "metrics.json").read_text())
+    best = pd.read_csv(tc / f"stage{m['best']['stage']}" / "predictions.csv")
+    best = best[best["split"] == "test"]
+    proba = best.filter(like="prob_").to_numpy()
+    assert cal.loc["tm_TC", "brier"] == pytest.approx(brier_score_loss(best["target"], proba,
+                                                                      labels=range(proba.shape[1])), abs=1e-6)
+    assert cal.loc["tm_TC", "n"] == len(best) and (tm / "figures" / "reliability_tm_TC.png").is_file()
 
 
 @pytest.mark.slow
@@ -373,7 +405,7 @@ def test_html_report_in_a_browser(tiny_run):
             assert links and broken == [], (page, broken)
             assert not [h for h in links if not h.startswith("file://")], page
     tm_page = (html_dir / "transfer_multidataset.html").read_text()
-    assert "Reproduces the paper&#x27;s fig5_5" in tm_page or "Reproduces the paper's fig5_5" in tm_page
+    assert "Reproduces the paper's fig5_5" in html.unescape(tm_page)
 
 
 @pytest.mark.slow

@@ -167,6 +167,31 @@ def confusion_matrix_figure(cm, class_names: list[str], title: str = "Confusion 
     return fig
 
 
+def reliability_figure(target, proba, pred, title: str = "Reliability", bins: int | None = None):
+    """Reliability diagram of the predicted class's probability (its confidence): observed accuracy
+    against mean confidence per equal-width bin (scikit-learn's CalibrationDisplay, the bins of
+    the expected calibration error), and below it how many images fall in each bin."""
+    from sklearn.calibration import CalibrationDisplay
+
+    from .metrics import ECE_BINS
+
+    bins = bins or ECE_BINS
+    target, pred, proba = np.asarray(target, int), np.asarray(pred, int), np.asarray(proba, float)
+    conf = proba[np.arange(len(pred)), pred]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(3.8, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    CalibrationDisplay.from_predictions((pred == target).astype(int), conf, n_bins=bins, strategy="uniform",
+                                        ax=ax, name="this model", ref_line=True)
+    ax.set_xlabel("")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
+    hist.hist(conf, bins=np.linspace(0, 1, bins + 1), color="0.5")
+    hist.set_xlabel("confidence (probability of the predicted class)")
+    hist.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves_figure(history: pd.DataFrame, title: str = "Learning curves",
                            metrics: tuple[str, ...] | list[str] = ("accuracy", "loss")):
     """Train vs validation per epoch, one panel per metric of the history."""

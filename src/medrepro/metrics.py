@@ -3,12 +3,24 @@
 One vocabulary for every classifier run, experiment or study stage: ``precision``, ``recall``,
 ``f1``, ``support`` per class and as ``macro_avg``/``weighted_avg`` (scikit-learn's
 classification report, whose printed table alone keeps its ``f1-score`` header), and the
-papers' columns of :func:`run_metrics`."""
+papers' columns of :func:`run_metrics`; and calibration, which none of the papers reported
+(:func:`calibration`: Brier score and expected calibration error)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+# equal-width confidence bins of the expected calibration error: Guo, Pleiss, Sun & Weinberger
+# (2017), "On calibration of modern neural networks", ICML, arXiv:1706.04599
+ECE_BINS = 15
 
 
 def prediction_table(ids, targets, proba: np.ndarray, class_names: list[str], split: str = "test",
@@ -65,6 +77,7 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
     out["data_loss"] = float(log_loss(y, proba, labels=labels))
     out["l2_penalty"] = float(pred["l2_penalty"].iloc[0]) if "l2_penalty" in pred else 0.0
     out["loss"] = out["data_loss"] + out["l2_penalty"]
+    out.update(calibration(y, proba, yhat, labels))
     if len(class_names) == 2:
         tn, fp, fn, tp = cm.ravel()
         out.update(tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp))
@@ -73,6 +86,32 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
         # undefined with one class in the set: present but empty, so a comparison row naming it stays valid
         out["auc"] = float(roc_auc_score(y, pred[f"prob_{class_names[1]}"])) if len(np.unique(y)) == 2 else None
     return out
+
+
+def calibration(y, proba, pred, labels=None, bins: int = ECE_BINS) -> dict:
+    """How far the predicted probabilities are from the observed frequencies.
+
+    ``brier``: scikit-learn's ``brier_score_loss`` (two classes: the mean squared error of the
+    positive class's probability; more: summed over the classes).  ``ece``: the expected
+    calibration error of the probability each image's predicted class got (its confidence), over
+    ``bins`` equal-width bins of [0, 1] (scikit-learn's ``calibration_curve(strategy="uniform")``
+    bins): the mean over images of |accuracy - mean confidence| of their bin."""
+    y, pred, proba = np.asarray(y, int), np.asarray(pred, int), np.asarray(proba, float)
+    if not len(y):
+        return {"brier": float("nan"), "ece": float("nan")}
+    labels = list(range(proba.shape[1])) if labels is None else labels
+    conf = proba[np.arange(len(y)), pred]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    b = np.searchsorted(edges[1:-1], conf)
+    gap = np.bincount(b, weights=(pred == y), minlength=bins) - np.bincount(b, weights=conf, minlength=bins)
+    return {"brier": float(brier_score_loss(y, proba, labels=labels)), "ece": float(np.abs(gap).sum() / len(y))}
+
+
+def table_calibration(pred: pd.DataFrame, class_names: list[str]) -> dict:
+    """:func:`calibration` of a prediction table's rows (its ``target``, ``pred`` and ``prob_*`` columns)."""
+    proba = pred[[f"prob_{c}" for c in class_names]].to_numpy(dtype=float)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    return calibration(pred["target"].to_numpy(), proba, pred["pred"].to_numpy(), list(range(len(class_names))))
 
 
 def report_table(metrics: dict, labels: dict[str, str] | None = None) -> pd.DataFrame:

@@ -227,6 +227,23 @@ def headline_table(metrics_by_exp: dict, headline) -> pd.DataFrame:
                                        "above chance", "CI above chance"])
 
 
+def calibration_table(entries: dict) -> pd.DataFrame:
+    """One row per classifier: ``entries`` maps a row label to (metrics.json, the path of its
+    calibrated numbers: ``test`` for an experiment, ``best`` for a study's best configuration); the
+    test images, accuracy, Brier score and expected calibration error
+    (:func:`medrepro.metrics.calibration`), each with its bootstrap interval."""
+    rows = []
+    for label, (m, at) in entries.items():
+        n = m[at]["n"] if "n" in m[at] else m[at]["total"]
+        row = {"experiment": label, "n": int(n), "accuracy": float(m[at]["accuracy"])}
+        for key in ("brier", "ece"):
+            low, high = interval(m, f"{at}.{key}")
+            row.update({key: float(m[at][key]), f"{key}_low": low, f"{key}_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["experiment", "n", "accuracy", "brier", "brier_low", "brier_high", "ece",
+                                       "ece_low", "ece_high"])
+
+
 def departures_table(departures) -> pd.DataFrame:
     """One row per departure (:class:`medrepro.specs.Departure`, or a mapping with its keys, as
     :func:`medrepro.config.resolved_departures` writes them): what the paper did, what this run does

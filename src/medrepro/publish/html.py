@@ -51,6 +51,9 @@ FIXED = {
     "comparison": "Published against reproduced: each value with its 95 % bootstrap interval and a verdict.",
     "headline": "Headline metrics against chance (the most frequent class of the same test set).",
     "departures": "Where this reproduction departs from the paper, and which setting decides it.",
+    "calibration": "Calibration of the test probabilities, which the paper did not report: Brier score and "
+                   "expected calibration error (15 equal-width confidence bins), each with its 95 % bootstrap "
+                   "interval.",
 }
 
 

@@ -16,8 +16,26 @@ import yaml
 from ..config import scale_note
 from ..io import atomic_dir, write_json, write_text
 from ..specs import paper_spec
-from .compare import comparison_table, coverage_table, departures_table, expand_table_comparisons, headline_table
+from .compare import (
+    calibration_table,
+    comparison_table,
+    coverage_table,
+    departures_table,
+    expand_table_comparisons,
+    headline_table,
+)
+from .html import FIXED as FIXED_CAPTIONS
 from .outputs import OUTPUTS, Context
+
+
+def reliability(predictions_csv, title: str):
+    """The reliability diagram of a classifier's test predictions (:func:`medrepro.figures.reliability_figure`)."""
+    from ..figures import reliability_figure
+
+    pred = pd.read_csv(predictions_csv, dtype={"image_id": str})
+    test = pred[pred["split"] == "test"]
+    proba = test[[c for c in test.columns if c.startswith("prob_")]].to_numpy(float)
+    return reliability_figure(test["target"], proba, test["pred"], title)
 
 
 def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,
@@ -86,12 +104,31 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
                               for e in {h.experiment for h in spec.headline}}
             written += ctx.table(headline_table(metrics_by_exp, spec.headline), "headline",
                                  "headline metrics against chance (the most frequent class of the same test set)")
+        # calibration (no paper reported it): every classifier experiment's test probabilities, and
+        # each study's best configuration
+        calibrated, files = {}, {}
+        for e in spec.experiments:
+            m = metrics_all[e]
+            if "brier" in m.get("test", {}) and "predictions" in inputs[e]:
+                calibrated[e], files[e] = (m, "test"), inputs[e]["predictions"]
+            elif "brier" in m.get("best", {}):
+                calibrated[e], files[e] = (m, "best"), inputs[e][f"stage{m['best']['stage']}_predictions"]
+        figure_captions = {}
+        if calibrated:
+            written += ctx.table(calibration_table(calibrated), "calibration", FIXED_CAPTIONS["calibration"])
+            for e, f in files.items():
+                m, at = calibrated[e]
+                which = f"{e}, test" if at == "test" else f"{e}, best: stage {m['best']['stage']}"
+                written += ctx.figure(reliability(f, f"{paper}: reliability ({which})"), f"reliability_{e}")
+                figure_captions[f"reliability_{e}"] = (
+                    f"Reliability diagram ({which}): accuracy against the predicted class's probability on "
+                    "the test images, in the bins of the expected calibration error. Not reported by the paper.")
         write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
         written.append(tmp / "provenance.json")
         if captions is None:
             from .html import captions as make_captions
             captions = make_captions(spec, published)
-        write_json(tmp / "captions.json", captions)
+        write_json(tmp / "captions.json", {**captions, **figure_captions})
         written.append(tmp / "captions.json")
         if spec.departures:
             written += ctx.table(departures_table(spec.departures), "departures",

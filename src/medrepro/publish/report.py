@@ -77,6 +77,14 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
                       (f"**{len(below)} of {len(h)} at or below chance: " + ", ".join(
                           f"{r.experiment} ({r.metric})" for r in below.itertuples()) + ".**" if len(below)
                        else f"All {len(h)} above chance."), "", (d / "tables" / "headline.md").read_text(), ""]
+        cal = d / "tables" / "calibration.csv"
+        if cal.is_file():
+            c = pd.read_csv(cal)
+            lines += ["### Calibration (not reported by the paper)", "",
+                      f"Expected calibration error {c['ece'].min():.3f} to {c['ece'].max():.3f} and Brier score "
+                      f"{c['brier'].min():.3f} to {c['brier'].max():.3f} over {len(c)} classifier(s); each "
+                      "classifier's reliability diagram is `figures/reliability_<experiment>.png`.", "",
+                      (d / "tables" / "calibration.md").read_text(), ""]
         dep = d / "tables" / "departures.md"
         if dep.is_file():
             lines += ["### Departures from the paper", "", dep.read_text(), ""]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..classify.run import n_outputs
 from ..io import plain, read_csv, write_json
-from ..metrics import paper_scores, run_metrics
+from ..metrics import paper_scores, run_metrics, table_calibration
 from ..specs import StudySpec, as_plain, study_spec
 from .stages import EVAL_SPLITS, lr_key, select
 
@@ -40,7 +40,8 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
     With ``bootstrap``, ``ci`` holds percentile intervals of the test metrics of stages 2-4 (the
     stages whose predictions are kept), of the best configuration and of every stage-1 and stage-2
     run (the paper's columns, from each run's test predictions), test images resampled by
-    patient."""
+    patient.  Calibration (Brier score, expected calibration error) is computed for the stages
+    whose predictions are kept and for the best configuration."""
     spec = study_spec(study, study_name)
     names = spec.class_names
     table = read_csv(split_csv)
@@ -70,7 +71,8 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
         pred = Path(d) / "predictions.csv"
         if pred.is_file():
             p = pd.read_csv(pred, dtype={"image_id": str})
-            entry["test"] = run_metrics(p[p["split"] == "test"], names)
+            test = p[p["split"] == "test"]
+            entry["test"] = {**run_metrics(test, names), **table_calibration(test, names)}
             entry["val"] = run_metrics(p[p["split"] == "val"], names)
         out_d[f"stage{stage}"] = entry
     out_d["parameters"] = parameter_counts(spec)
@@ -90,7 +92,9 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
     out_d["best"] = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
                      "augmentation": augmented, "fine_tuning": best_k == 4, "stage": best_k,
                      "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}",
-                     "majority_rate": out_d[f"stage{best_k}"]["test"]["majority_rate"]}
+                     "majority_rate": out_d[f"stage{best_k}"]["test"]["majority_rate"],
+                     "n": out_d[f"stage{best_k}"]["test"]["total"],
+                     **{k: out_d[f"stage{best_k}"]["test"][k] for k in ("brier", "ece")}}
     other = "test" if s == "val" else "val"
     if all(other in out_d[f"stage{k}"] for k in (2, 3, 4) if f"stage{k}" in out_d):
         # the other split's choices: stage 1 and 2 among the runs made (later stages were only run on the
@@ -145,13 +149,14 @@ def _stage_intervals(out_d: dict, stage_dirs: dict, table: pd.DataFrame, names: 
             continue
         p = pd.read_csv(pred, dtype={"image_id": str})
         ci = bootstrap_by_patient(p[p["split"] == "test"],
-                                  lambda rows, k=stage: {f"stage{k}": {"test": paper_scores(rows, names)}},
+                                  lambda rows, k=stage: {f"stage{k}": {"test": {
+                                      **paper_scores(rows, names), **table_calibration(rows, names)}}},
                                   bootstrap, table)
         if not merged:
             merged = {k: v for k, v in ci.items() if k != "intervals"} | {"intervals": {}}
         merged["intervals"].update(ci["intervals"])
     best = out_d["best"]["stage"]
-    for key in ("accuracy", "majority_rate"):
+    for key in ("accuracy", "majority_rate", "brier", "ece"):
         if f"stage{best}.test.{key}" in merged.get("intervals", {}):
             merged["intervals"][f"best.{key}"] = merged["intervals"][f"stage{best}.test.{key}"]
     return merged
