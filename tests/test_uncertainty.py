@@ -46,10 +46,41 @@ def test_bootstrap_covers_every_classification_metric_and_says_when_a_resample_l
     rows = pd.DataFrame({"target": y, "pred": (p > 0.5).astype(int), "prob_a": 1 - p, "prob_b": p})
     point = {"test": classification_metrics(rows, ["a", "b"])}
     ci = bootstrap_metrics(rows, lambda r: {"test": classification_metrics(r, ["a", "b"])}, n_resamples=300)
-    assert set(ci["intervals"]) == set(flatten(point))  # every number, per-class ones and the matrix included
+    # every number, per-class ones and the matrix included, but the totals the test set fixes
+    fixed = {k for k in flatten(point) if k.rpartition(".")[2] in ("n", "support")}
+    assert fixed and set(ci["intervals"]) == set(flatten(point)) - fixed
     low, high = ci["intervals"]["test.accuracy"]
     assert low <= point["test"]["accuracy"] <= high
     assert ci["undefined"]["test.auc"] > 0  # resamples without a positive have no AUC
+
+
+def test_intervals_mean_something_exact_at_0_and_1_integers_for_counts_and_the_basis_said():
+    """Precision 12 of 12 gets Clopper-Pearson's interval (from the beta distribution here), not
+    [1, 1]; counts get integer bounds; totals none; few units and missing patient ids are said."""
+    y = np.r_[np.zeros(30, int), np.ones(20, int)]
+    pred = y.copy()
+    pred[30:38] = 0  # class b: 12 of 20 found, and every b prediction right (precision 12 of 12)
+    rows = pd.DataFrame({"target": y, "pred": pred, "prob_a": 1.0 - pred * 0.8, "prob_b": pred * 0.8,
+                         "patient_id": [f"p{i // 2}" for i in range(50)]})
+    fn = lambda r: {"test": classification_metrics(r, ["a", "b"])}  # noqa: E731
+    ci = bootstrap_metrics(rows, fn, "patient_id", n_resamples=200)
+    assert ci["unit"] == "patient_id" and ci["units"] == 25 and "warning" not in ci and "fallback" not in ci
+    low, high = ci["intervals"]["test.per_class.b.precision"]
+    assert (low, high) == pytest.approx((stats.beta.ppf(0.025, 12, 1), 1.0))
+    assert ci["exact"]["test.per_class.b.precision"] == "Clopper-Pearson, 12 of 12"
+    low, high = ci["intervals"]["test.per_class.a.recall"]  # 30 of 30 a images called a
+    assert (low, high) == pytest.approx((stats.beta.ppf(0.025, 30, 1), 1.0))
+    for path in ("test.tp", "test.fn", "test.per_class.b.predicted", "test.confusion_matrix.1.0"):
+        assert all(float(b).is_integer() for b in ci["intervals"][path]), path
+    assert "test.n" not in ci["intervals"] and "test.per_class.a.support" not in ci["intervals"]
+    # nine patients: rough, and said; a missing patient id: resampled by row, and said
+    few = bootstrap_metrics(rows.assign(patient_id=[f"p{i % 9}" for i in range(50)]), fn, "patient_id",
+                            n_resamples=50)
+    assert few["warning"] == "only 9 resampling units (patient_id): the intervals are rough"
+    holes = rows.assign(patient_id=[None, ""] + list(rows["patient_id"][2:]))
+    fb = bootstrap_metrics(holes, fn, "patient_id", n_resamples=50)
+    assert fb["unit"] == "row" and fb["units"] == 50 and fb["fallback"] == "2 of 50 rows have no patient_id: " \
+        "resampled row by row"
 
 
 def test_delong_matches_roc_auc_and_brute_force_placement_values():

@@ -63,7 +63,8 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
         "majority_rate": float(np.bincount(y.astype(int), minlength=len(labels)).max() / len(y)) if len(y)
         else float("nan"),
         "per_class": {c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-                          "support": float(support[i])} for i, c in enumerate(class_names)},
+                          "support": float(support[i]), "predicted": int(cm[:, i].sum())}
+                      for i, c in enumerate(class_names)},
         "macro_avg": dict(zip(("precision", "recall", "f1"), map(float, per.mean(axis=1)))),
         "weighted_avg": dict(zip(("precision", "recall", "f1"), map(float, weighted))),
         "confusion_matrix": cm.tolist(),
@@ -131,9 +132,11 @@ def report_table(metrics: dict, labels: dict[str, str] | None = None) -> pd.Data
 
 
 def _class_counts(cm, i: int) -> dict:
-    """A class's test images (its confusion-matrix row), those called right and those called wrong."""
+    """A class's test images (its confusion-matrix row), those called right and those called wrong,
+    and the images predicted as the class (its column: precision's denominator)."""
     total = int(sum(cm[i]))
-    return {"correct": int(cm[i][i]), "incorrect": total - int(cm[i][i]), "total": total}
+    return {"correct": int(cm[i][i]), "incorrect": total - int(cm[i][i]), "total": total,
+            "predicted": int(sum(row[i] for row in cm))}
 
 
 def run_metrics(pred: pd.DataFrame, names: list[str]) -> dict:

@@ -49,22 +49,62 @@ def flatten(tree, prefix: str = "") -> dict[str, float]:
     return out
 
 
+# leaves that are fixed by the test set (no interval) and leaves that count images (integer bounds)
+FIXED_LEAVES = {"n", "total", "support"}
+COUNT_LEAVES = {"correct", "incorrect", "predicted", "tp", "fp", "fn", "tn"}
+FEW_UNITS = 20  # fewer resampling units than this: the interval is flagged as unreliable
+
+
+def proportion_base(point: dict[str, float], path: str) -> int | None:
+    """The denominator of the proportion at ``path`` of a flattened metrics dict, read from its
+    siblings: accuracy (``n``, ``total``, or tp+fp+fn+tn), recall (``support``, ``total``, or
+    tp+fn), precision (``predicted``, or tp+fp), sensitivity (tp+fn), specificity (tn+fp); None
+    for anything else (F1, AUC, loss: not a proportion of images)."""
+    parent, _, leaf = path.rpartition(".")
+    pre = parent + "." if parent else ""
+
+    def get(*names):
+        vals = [point.get(pre + n) for n in names]
+        return int(round(sum(vals))) if all(v is not None for v in vals) else None
+
+    rules = {"accuracy": (("n",), ("total",), ("tp", "fp", "fn", "tn")),
+             "recall": (("support",), ("total",), ("tp", "fn")),
+             "precision": (("predicted",), ("tp", "fp")),
+             "sensitivity": (("tp", "fn"),), "specificity": (("tn", "fp"),)}
+    for names in rules.get(leaf, ()):
+        n = get(*names)
+        if n is not None:
+            return n
+    return None
+
+
 def bootstrap_metrics(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], dict], group: str | None = None,
                       n_resamples: int = 1000, seed: int = 0, confidence: float = CONFIDENCE) -> dict:
-    """Percentile bootstrap intervals of every number ``metric_fn(rows)`` returns.
+    """Percentile bootstrap intervals of the numbers ``metric_fn(rows)`` returns.
 
-    ``group`` names a column (``patient_id``) whose values are resampled instead of single rows.
+    ``group`` names a column (``patient_id``) whose values are resampled instead of single rows;
+    when some rows lack it, the rows are resampled one by one and ``"fallback"`` says why.
     Returns ``{"method", "unit", "units", "n_resamples", "confidence", "seed", "intervals":
-    {path: [low, high]}}``; a path whose resamples are sometimes undefined (a class missing from a
-    resample) gets the interval of the defined ones and its count in ``"undefined"``.
+    {path: [low, high]}}``, where a path whose resamples are sometimes undefined (a class missing
+    from a resample) gets the interval of the defined ones and its count in ``"undefined"``.
+    Intervals mean something or are not given: none for totals the test set fixes
+    (:data:`FIXED_LEAVES`); integer bounds for counts (:data:`COUNT_LEAVES`); where every resample
+    gives the same 0 or 1 (precision 23 of 23), Clopper-Pearson's exact interval of k of n
+    (:func:`proportion_base`), listed in ``"exact"``; ``"warning"`` when there are fewer than
+    :data:`FEW_UNITS` resampling units.
     """
     rows = rows.reset_index(drop=True)
-    if group and group in rows and rows[group].astype(str).str.len().gt(0).all():
-        keys = rows[group].astype(str).to_numpy()
+    fallback = None
+    ids = rows[group].fillna("").astype(str) if group and group in rows else None
+    if ids is not None and ids.str.len().gt(0).all():
+        keys = ids.to_numpy()
         unit = group
     else:
         keys = np.arange(len(rows)).astype(str)
         unit = "row"
+        if ids is not None:
+            fallback = (f"{int(ids.str.len().eq(0).sum())} of {len(rows)} rows have no {group}: "
+                        "resampled row by row")
     uniq, inverse = np.unique(keys, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
     point = flatten(metric_fn(rows))
@@ -85,17 +125,36 @@ def bootstrap_metrics(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], di
     dist = np.asarray(res.bootstrap_distribution, float).reshape(len(paths), -1)
     intervals, undefined = {}, {}
     alpha = (1 - confidence) / 2
+    exact = {}
     for i, p in enumerate(paths):
+        leaf = p.rpartition(".")[2]
+        if leaf in FIXED_LEAVES:
+            continue
         col = dist[i]
         ok = col[~np.isnan(col)]
         if ok.size < col.size:  # a class missing from some resamples: the defined ones' percentiles
             undefined[p] = int(col.size - ok.size)
-        if ok.size:
-            intervals[p] = [float(np.quantile(ok, alpha)), float(np.quantile(ok, 1 - alpha))]
+        if not ok.size:
+            continue
+        method = "inverted_cdf" if leaf in COUNT_LEAVES else "linear"  # counts: values the resamples took
+        low, high = float(np.quantile(ok, alpha, method=method)), float(np.quantile(ok, 1 - alpha, method=method))
+        n = proportion_base(point, p) if low == high and point[p] in (0.0, 1.0) else None
+        if n:
+            k = int(round(point[p] * n))
+            ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+            low, high = float(ci.low), float(ci.high)
+            exact[p] = f"Clopper-Pearson, {k} of {n}"
+        intervals[p] = [low, high]
     out = {"method": "percentile bootstrap (scipy.stats.bootstrap)", "unit": unit, "units": int(len(uniq)),
            "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed, "intervals": intervals}
     if undefined:
         out["undefined"] = undefined
+    if exact:
+        out["exact"] = exact
+    if fallback:
+        out["fallback"] = fallback
+    if len(uniq) < FEW_UNITS:
+        out["warning"] = f"only {len(uniq)} resampling units ({unit}): the intervals are rough"
     return out
 
 

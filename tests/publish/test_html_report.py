@@ -45,9 +45,11 @@ def _paper_dir(root, name):
 
 def test_site_pages_link_every_table_and_figure(tmp_path):
     dirs = {n: _paper_dir(tmp_path, n) for n in ("p1", "p2")}
+    comparison = (dirs["p1"] / "tables" / "comparison.md").read_text()
     (tmp_path / "report.md").write_text(
         "# medrepro reproduction report\n\n_demo_\n\n## Audit of the published tables\n\n| paper | checks |\n"
-        "|---|---|\n| p1 | 3 |\n\n## p1: First paper\n\nOutputs: `tables/comparison.md`, `figures/f1.png`\n\n"
+        f"|---|---|\n| p1 | 3 |\n\n## p1: First paper\n\n{comparison}\n\n"
+        "Outputs: `tables/comparison.md`, `figures/f1.png`\n\n"
         "## p2: Second\n\ntext\n\n## Provenance\n\ncommit x\n")
     pages = write_site(tmp_path / "report.md", dirs, tmp_path / "html")
     assert [p.name for p in pages] == ["index.html", "p1.html", "p2.html"]
@@ -58,6 +60,9 @@ def test_site_pages_link_every_table_and_figure(tmp_path):
     assert "First paper" in p1 and "Reproduces the paper's fig1." in html.unescape(p1)
     assert "Reproduces the paper's" not in p1  # captions are escaped (jinja2's autoescape)
     assert 'href="../papers/p1/tables/comparison.md"' in p1 and 'src="../papers/p1/figures/f1.png"' in p1
+    # the comparison the report's section prints is not printed again under Tables; p2's is
+    assert p1.count("<table>") == 1 and "(shown above)" in p1
+    assert (tmp_path / "html" / "p2.html").read_text().count("<table>") == 1
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     for page in pages:

@@ -106,13 +106,34 @@ def expand_table_comparisons(entries, published: dict, metrics_by_exp: dict,
     return rows, skipped
 
 
-COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "difference", "verdict"]
+COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "interval", "difference", "verdict"]
+UNIT_NAMES = {"patient_id": "patients", "row": "images"}
 
 
 def interval(metrics: dict, path: str) -> tuple[float | None, float | None]:
     """The bootstrap interval of ``path`` that the evaluation step recorded (None, None without one)."""
     ci = ((metrics.get("ci") or {}).get("intervals") or {}).get(path)
     return (float(ci[0]), float(ci[1])) if ci else (None, None)
+
+
+def interval_basis(metrics: dict, path: str) -> str:
+    """What the interval of ``path`` rests on, in a few words: the resamples and resampling units
+    (flagged when few, or when images were resampled for want of patient ids), Clopper-Pearson's
+    k of n where the bootstrap could only give 0 or 1, 'fixed by the test set' for its totals, ''
+    without an interval."""
+    from ..uncertainty import FIXED_LEAVES
+
+    ci = metrics.get("ci") or {}
+    if path in (ci.get("exact") or {}):
+        return ci["exact"][path].replace("Clopper-Pearson, ", "exact (Clopper-Pearson): ")
+    if path not in (ci.get("intervals") or {}):
+        return "fixed by the test set" if ci and path.rpartition(".")[2] in FIXED_LEAVES else ""
+    text = f"{ci['n_resamples']} resamples of {ci['units']} {UNIT_NAMES.get(ci['unit'], ci['unit'])}"
+    if ci.get("fallback"):
+        text += " (some without a patient id)"
+    elif ci.get("warning"):
+        text += " (few: rough)"
+    return text
 
 
 def comparison_table(metrics: dict, published: dict, compare, where: str = "compare",
@@ -135,6 +156,7 @@ def comparison_table(metrics: dict, published: dict, compare, where: str = "comp
         pub = float(pub) if isinstance(pub, (int, float)) else None
         low, high = interval(metrics, c.reproduced)
         rows.append({"metric": c.metric, "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
+                     "interval": interval_basis(metrics, c.reproduced),
                      "difference": (rep - pub) if rep is not None and pub is not None else None,
                      "verdict": verdict(pub, low, high, scale)})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

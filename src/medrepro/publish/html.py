@@ -129,7 +129,8 @@ _TEMPLATES = {
     "paper.html": """{% extends "page.html" %}{% block body %}{{ section|safe }}<h2>Tables</h2>
 {% for t in tables %}<section id="table-{{ t.stem }}"><h3>{{ t.stem }}</h3><p>{{ t.caption }}
 <a href="{{ t.dir }}/{{ t.stem }}.md">md</a> · <a href="{{ t.dir }}/{{ t.stem }}.csv">csv</a> ·
-<a href="{{ t.dir }}/{{ t.stem }}.tex">tex</a></p>{{ t.body|safe }}</section>
+<a href="{{ t.dir }}/{{ t.stem }}.tex">tex</a>{% if not t.body %} (shown above){% endif %}</p>
+{{ t.body|safe }}</section>
 {% endfor %}<h2>Figures</h2>
 {% for f in figures %}<figure id="figure-{{ f.stem }}"><img src="{{ f.png }}" alt="{{ f.caption or f.stem }}">
 <figcaption><b>{{ f.stem }}</b>: {{ f.caption }}
@@ -180,12 +181,15 @@ def write_site(report_md, paper_dirs: dict, out_dir) -> list[Path]:
             d = Path(paper_dirs[name])
             rel = Path(os.path.relpath(d, out_dir))
             caps = json.loads((d / "captions.json").read_text()) if (d / "captions.json").is_file() else {}
+            section_md = sections.get(name, f"## {name}\n")
             tables = [{"stem": t.stem, "caption": caps.get(t.stem, ""), "dir": (rel / "tables").as_posix(),
-                       "body": _md(t.read_text())} for t in sorted((d / "tables").glob("*.md"))]
+                       # a table the report's section already prints (the comparison, ...) is printed once
+                       "body": "" if t.read_text().strip() in section_md else _md(t.read_text())}
+                      for t in sorted((d / "tables").glob("*.md"))]
             figures = [{"stem": f.stem, "caption": caps.get(f.stem, ""), "png": (rel / "figures" / f.name).as_posix(),
                         "pdf": (rel / "figures" / f"{f.stem}.pdf").as_posix() if f.with_suffix(".pdf").is_file()
                         else None} for f in sorted((d / "figures").glob("*.png"))]
-            section = _md(_relink(sections.get(name, f"## {name}\n"), rel))
+            section = _md(_relink(section_md, rel))
             write_text(tmp / f"{name}.html", _render("paper.html", title=name, papers=names, section=section,
                                                      tables=tables, figures=figures))
             pages.append(out_dir / f"{name}.html")

@@ -72,18 +72,16 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         head = d / "tables" / "headline.csv"
         if head.is_file():
             h = pd.read_csv(head)
-            below = h[h["above chance"] != "yes"]
-            lines += ["### Learning check: headline metrics against chance", "",
-                      (f"**{len(below)} of {len(h)} at or below chance: " + ", ".join(
-                          f"{r.experiment} ({r.metric})" for r in below.itertuples()) + ".**" if len(below)
-                       else f"All {len(h)} above chance."), "", (d / "tables" / "headline.md").read_text(), ""]
+            lines += ["### Learning check: headline metrics against chance", "", learning_check(h), "",
+                      (d / "tables" / "headline.md").read_text(), ""]
         cal = d / "tables" / "calibration.csv"
         if cal.is_file():
             c = pd.read_csv(cal)
             lines += ["### Calibration (not reported by the paper)", "",
                       f"Expected calibration error {c['ece'].min():.3f} to {c['ece'].max():.3f} and Brier score "
-                      f"{c['brier'].min():.3f} to {c['brier'].max():.3f} over {len(c)} classifier(s); each "
-                      "classifier's reliability diagram is `figures/reliability_<experiment>.png`.", "",
+                      f"{c['brier'].min():.3f} to {c['brier'].max():.3f} over {len(c)} classifier(s); "
+                      "reliability diagrams: " + ", ".join(f"`figures/reliability_{e}.png`" for e in c["experiment"])
+                      + ".", "",
                       (d / "tables" / "calibration.md").read_text(), ""]
         dep = d / "tables" / "departures.md"
         if dep.is_file():
@@ -103,6 +101,24 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
     lines += provenance_section(paper_dirs)
     write_text(out_md, "\n".join(lines))
+
+
+def learning_check(h: pd.DataFrame) -> str:
+    """The learning check in words, decided by each interval's lower bound (a metric whose
+    interval reaches down to chance has not shown that it learnt), by the point estimate where
+    there is no interval."""
+    clear = h["CI above chance"].eq("yes") | (h["CI above chance"].eq("-") & h["above chance"].eq("yes"))
+    point_only = h[~clear & h["above chance"].eq("yes")]
+    below = h[h["above chance"] != "yes"]
+    name = lambda rows: ", ".join(f"{r.experiment} ({r.metric})" for r in rows.itertuples())  # noqa: E731
+    if clear.all():
+        return f"All {len(h)} above chance, by their intervals' lower bounds."
+    text = f"**{int(clear.sum())} of {len(h)} above chance by their intervals' lower bounds.**"
+    if len(point_only):
+        text += f" Above by the point estimate only (the interval reaches chance): {name(point_only)}."
+    if len(below):
+        text += f" At or below chance: {name(below)}."
+    return text
 
 
 def provenance_section(paper_dirs: dict) -> list[str]:
