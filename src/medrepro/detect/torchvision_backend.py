@@ -308,11 +308,6 @@ def predict_coco(model: nn.Module, coco: dict, spec: RunSpec, batch: int = 4, ac
     return out
 
 
-def write_results(path, results: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(results))
-
-
 # ----------------------------------------------------------------------------- the backend interface
 def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, checkpoint=None,
           weights: str | None = None) -> None:

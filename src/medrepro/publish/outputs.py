@@ -50,6 +50,7 @@ from ..metrics import report_table
 from ..specs import OutputSpec
 from ..tables import write_table
 from .compare import lookup
+from .study import OUTPUTS as STUDY_OUTPUTS
 
 
 class Context:
@@ -316,7 +317,7 @@ def _detection_confusion(ctx: Context, o: OutputSpec):
     return ctx.figure(fig, o.name)
 
 
-OUTPUTS: dict[str, Callable[[Context, OutputSpec], list[Path]]] = {
+EXPERIMENT_OUTPUTS: dict[str, Callable[[Context, OutputSpec], list[Path]]] = {
     "equalization": _equalization,
     "mask_overlay": _mask_overlay,
     "iou_distribution": _iou_distribution,
@@ -333,11 +334,5 @@ OUTPUTS: dict[str, Callable[[Context, OutputSpec], list[Path]]] = {
     "intensity_histogram": _intensity_histogram,
 }
 
-
-def _register_study_outputs() -> None:
-    from .study import OUTPUTS as study_outputs
-
-    OUTPUTS.update(study_outputs)
-
-
-_register_study_outputs()
+# every output kind: the experiments' above and the studies' (medrepro.publish.study)
+OUTPUTS: dict[str, Callable[[Context, OutputSpec], list[Path]]] = {**EXPERIMENT_OUTPUTS, **STUDY_OUTPUTS}

@@ -8,7 +8,7 @@ kind                        writes  options
                                     (backbone), ``split`` (test): one row per run, the paper's columns
 ``stage_comparison``        table   ``experiments``, ``stage`` (3, 4): stage 2's choice (a) vs the stage (b)
 ``stage_per_class``         table   ``experiments``, ``stage``: per-class precision/recall/F1, a vs b
-``study_best``              table   ``experiments``: the best configuration per dataset (Table 5.8)
+``study_best``              table   ``experiments``: the best configuration per dataset
 ``fine_tune_parameters``    table   ``experiments``: parameters, trainable frozen and when fine-tuning
 ``batch_size_bars``         figure  ``experiment``: recall/precision/F1/accuracy per backbone and batch size
 ``lr_curve``                figure  ``experiments``: test metrics against the learning rate (stage 2)
@@ -54,7 +54,7 @@ def _split_counts(ctx, o):
         m = _metrics(ctx, st)
         for split, counts in m["split_counts"].items():
             rows.append({"dataset": m["label"], "split": split, **counts, "total": sum(counts.values())})
-    return ctx.table(pd.DataFrame(rows).fillna(""), o.name, "images per class and split (Table 4.1)")
+    return ctx.table(pd.DataFrame(rows).fillna(""), o.name, o.caption or "images per class and split")
 
 
 def _runs(ctx, o):
@@ -147,8 +147,8 @@ def _best(ctx, o):
                              "accuracy": alt["accuracy"] if same else None,
                              "chosen_by": key[len("if_selected_on_"):] + " (alternative: stages 2-4 ran on the "
                                                                      "choice above)"})
-    return ctx.table(pd.DataFrame(rows), o.name, "best configuration per dataset (Table 5.8), and what "
-                                                     "selecting on the other split picks")
+    return ctx.table(pd.DataFrame(rows), o.name, o.caption or "best configuration per dataset, and what "
+                                                                  "selecting on the other split picks")
 
 
 def _parameters(ctx, o):
