@@ -130,3 +130,48 @@ def test_bootstrap_by_patient_takes_patients_from_the_split_file(tmp_path):
     assert by_file["confidence"] == 0.9 and by_file["n_resamples"] == 50
     alone = bootstrap_by_patient(rows, lambda r: {"m": r["v"].mean()}, settings)
     assert alone["unit"] == "row" and alone["units"] == 40
+
+
+def test_verdicts_on_simulated_reproductions_have_the_nominal_error_rate_and_the_expected_power():
+    """Published and reproduced accuracies both drawn from a test set of 624 images: a perfect
+    reproduction reads 'different' about 5 % of the time; one 5 points lower is found at the power
+    the normal theory gives; with a 5-point margin a perfect one reads 'consistent' as often as
+    the two one-sided tests allow."""
+    from medrepro.uncertainty import compare_estimates, published_se
+
+    rng = np.random.default_rng(11)
+    n, sims = 624, 4000
+    z = stats.norm.ppf(0.975)
+
+    def verdicts(p_pub, p_rep, margin=None):
+        pub, rep = rng.binomial(n, p_pub, sims) / n, rng.binomial(n, p_rep, sims) / n
+        out = []
+        for a, b in zip(pub, rep):
+            ci = stats.binomtest(int(round(b * n)), n).proportion_ci(method="wilson")  # the reproduced interval
+            se, _ = published_se(a, n, None, n, n)
+            out.append(compare_estimates(a, b, ci.low, ci.high, se, margin)["verdict"])
+        return np.array(out)
+
+    perfect = verdicts(0.85, 0.85)
+    assert abs((perfect == "different").mean() - 0.05) < 0.015
+    shifted = verdicts(0.85, 0.80)
+    se = np.sqrt(0.85 * 0.15 / n + 0.80 * 0.20 / n)
+    power = stats.norm.cdf(-z + 0.05 / se) + stats.norm.cdf(-z - 0.05 / se)
+    assert abs((shifted == "different").mean() - power) < 0.04, power
+    equivalent = verdicts(0.85, 0.85, margin=0.05)
+    se0 = np.sqrt(2 * 0.85 * 0.15 / n)
+    tost = 2 * stats.norm.cdf((0.05 - stats.norm.ppf(0.95) * se0) / se0) - 1
+    assert abs((equivalent == "consistent").mean() - tost) < 0.05, tost
+    assert set(np.unique(perfect)) <= {"different", "inconclusive"}  # no margin, no claim of equivalence
+
+
+def test_published_error_from_its_base_or_scaled_or_none():
+    from medrepro.uncertainty import published_se
+
+    se, how = published_se(0.86, base=12, rep_se=0.1, rep_n=12, pub_n=624)  # accuracy: 624 of the paper's images
+    ci = stats.binomtest(537, 624).proportion_ci(method="wilson")
+    assert se == pytest.approx((ci.high - ci.low) / (2 * stats.norm.ppf(0.975))) and "624" in how
+    se, how = published_se(0.9, base=None, rep_se=0.08, rep_n=16, pub_n=64)  # an F1: the error scaled
+    assert se == pytest.approx(0.04) and "scaled" in how
+    assert published_se(0.9, 10, 0.1, 10, None) == (None, "published value taken as exact (the paper gives no "
+                                                           "test-set size)")

@@ -135,7 +135,24 @@ def test_cnn_kermany_and_the_report(tiny_run):
     lo, hi = m["ci"]["intervals"]["test.accuracy"]
     assert lo <= m["test"]["accuracy"] <= hi and m["ci"]["unit"] == "patient_id"
     assert m["ci_delong"]["test.auc"]["low"] <= m["test"]["auc"] <= m["ci_delong"]["test.auc"]["high"]
-    assert comp["verdict"].eq("not comparable: synthetic demo data").all()
+    # each row judged as two estimates: the difference's interval holds both errors (wider than the
+    # reproduced interval alone), the published one binomial on the paper's 624 test images
+    judged = comp[comp["verdict"].isin(["consistent", "different", "inconclusive"])]
+    assert len(judged) and set(comp["verdict"]) <= {"consistent", "different", "inconclusive",
+                                                     "no interval (a training-curve or selection value)"}
+    assert ((judged["diff_high"] - judged["diff_low"]) > (judged["ci_high"] - judged["ci_low"]) - 1e-12).all()
+    assert set(judged["published error"]) <= {"binomial", "scaled"}
+    from scipy import stats
+
+    acc = comp.set_index("metric").loc["test accuracy"]  # recomputed: Wilson on 624 images, errors combined
+    z = stats.norm.ppf(0.975)
+    w = stats.binomtest(round(acc["published"] * 624), 624).proportion_ci(method="wilson")
+    se = np.hypot((acc["ci_high"] - acc["ci_low"]) / (2 * z), (w.high - w.low) / (2 * z))
+    d = acc["reproduced"] - acc["published"]
+    assert (acc["diff_low"], acc["diff_high"]) == pytest.approx((d - z * se, d + z * se))
+    assert acc["verdict"] == ("different" if d - z * se > 0 or d + z * se < 0 else "consistent"
+                              if abs(d) + stats.norm.ppf(0.95) * se < 0.05 else "inconclusive")
+    assert "### How a comparison is judged" in report and report.count("**Verdicts of ") == 5
     assert comp[["ci_low", "ci_high"]].notna().any(axis=1).any()
     for f, path in ((results / "experiments" / "mr_exp2" / "metrics.json", "opacity.recall"),
                     (results / "studies" / "tm_TC" / "metrics.json", "best.accuracy")):
@@ -287,7 +304,11 @@ def test_transfer_multidataset(tiny_run):
     # the thesis' tables compared row by row, every test score with its interval (stage 1's runs too)
     tmc = pd.read_csv(tm / "tables" / "comparison.csv")
     runs_rows = tmc[tmc["metric"].str.contains("best batch size: ")]
-    assert len(runs_rows) == 3 * 3 * 7 and runs_rows[["ci_low", "ci_high"]].notna().all().all()
+    totals = runs_rows["metric"].str.contains("total")
+    assert len(runs_rows) == 3 * 3 * 7 and totals.sum() == 9
+    assert runs_rows.loc[~totals, ["ci_low", "ci_high"]].notna().all().all()
+    assert runs_rows.loc[totals, "ci_low"].isna().all()  # the test set fixes it: no interval
+    assert (runs_rows.loc[totals, "verdict"] == "a count the test set fixes").all()
     cov = pd.read_csv(tm / "tables" / "published_values.csv")
     assert len(cov) == 896 and set(cov["status"]) == {"compared", "not compared"}
     assert (cov.loc[cov["status"] == "not compared", "reason"] != "no comparison row configured").all()

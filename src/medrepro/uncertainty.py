@@ -198,6 +198,62 @@ def delong_ci(y_true, score, confidence: float = CONFIDENCE) -> dict:
     return {"auc": auc, "se": se, "low": max(0.0, auc - z * se), "high": min(1.0, auc + z * se)}
 
 
+VERDICTS = ("consistent", "different", "inconclusive")
+
+
+def published_se(published: float, base: int | None, rep_se: float | None, rep_n: int | None,
+                 pub_n: int | None, confidence: float = CONFIDENCE) -> tuple[float | None, str]:
+    """The published value's standard error and how it was had.
+
+    A proportion (``base``: its denominator in this test set, :func:`proportion_base`) measured by
+    the paper on ``pub_n`` test images: binomial, Wilson's score interval's half-width over z for
+    ``published`` on ``base * pub_n / rep_n`` images (the paper's test set, its classes in this
+    one's proportions; Wilson's stays above 0 at 0 and 1).  Any other metric (F1, AUC, a mean
+    IoU): the reproduced standard error scaled to the paper's test-set size,
+    ``rep_se * sqrt(rep_n / pub_n)``.  Without ``pub_n`` (the paper gives no test-set size): None,
+    and the published value is taken as exact."""
+    if not pub_n:
+        return None, "published value taken as exact (the paper gives no test-set size)"
+    if base and rep_n and 0 <= published <= 1:
+        n = max(1, int(round(base * pub_n / rep_n)))
+        k = min(n, max(0, int(round(published * n))))
+        ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        z = stats.norm.ppf(1 - (1 - confidence) / 2)
+        return (ci.high - ci.low) / (2 * z), f"binomial (Wilson) on {n} of the paper's images"
+    if rep_se is not None and rep_n:
+        return rep_se * math.sqrt(rep_n / pub_n), f"this test set's error scaled to the paper's {pub_n} images"
+    return None, "published value taken as exact (no base for its error)"
+
+
+def compare_estimates(published: float, reproduced: float, low: float | None, high: float | None,
+                      pub_se: float | None, margin: float | None = None, confidence: float = CONFIDENCE) -> dict:
+    """Published against reproduced as two estimates, each with its error.
+
+    The reproduced standard error is read from its interval (half-width over z); the difference
+    ``reproduced - published`` gets the normal interval with both errors combined.  The verdict:
+    ``different`` when that interval excludes 0 (a two-sided test at 1 - ``confidence``);
+    ``consistent`` when the two one-sided tests (Schuirmann 1987) put the difference inside
+    ±``margin`` (its 1 - 2 alpha interval within the margin); ``inconclusive`` otherwise (and always
+    without a margin, when not different)."""
+    z = stats.norm.ppf(1 - (1 - confidence) / 2)
+    z_tost = stats.norm.ppf(confidence)  # the 1 - 2 alpha interval of the two one-sided tests
+    rep_se = (high - low) / (2 * z)
+    se = math.sqrt(rep_se ** 2 + (pub_se or 0.0) ** 2)
+    d = reproduced - published
+    out = {"difference": d, "diff_low": d - z * se, "diff_high": d + z * se, "se": se}
+    if se == 0:
+        out["verdict"] = "consistent" if d == 0 else "different"
+        return out
+    out["p_value"] = float(2 * stats.norm.sf(abs(d) / se))
+    if out["diff_low"] > 0 or out["diff_high"] < 0:
+        out["verdict"] = "different"
+    elif margin and d - z_tost * se > -margin and d + z_tost * se < margin:
+        out["verdict"] = "consistent"
+    else:
+        out["verdict"] = "inconclusive"
+    return out
+
+
 def verdict(published, low, high, scale: str) -> str:
     """Plain words for one comparison row."""
     if published is None or (isinstance(published, float) and math.isnan(published)):

@@ -34,6 +34,7 @@ rule publish_paper:
         style=canonical(config["figures"]),
         scale=config["scale"],
         captions=lambda wc: paper_captions(wc.paper),
+        verdict=canonical(config["verdict"]),
     script:
         "../scripts/publish_paper.py"
 

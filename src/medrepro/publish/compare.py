@@ -5,6 +5,7 @@ metrics against chance, the departures from the paper and the seed repeats."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..config import scale_note
 from ..io import atomic_dir
 from ..specs import CompareRow, Departure, HeadlineSpec, NotCompared, TablePattern, as_specs
 from ..tables import write_table
+from ..uncertainty import flatten
 
 
 def _step(cur, parts: list[str], i: int):
@@ -106,7 +108,8 @@ def expand_table_comparisons(entries, published: dict, metrics_by_exp: dict,
     return rows, skipped
 
 
-COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "interval", "difference", "verdict"]
+COMPARISON_COLUMNS = ["metric", "published", "reproduced", "ci_low", "ci_high", "interval", "difference",
+                      "diff_low", "diff_high", "published error", "verdict"]
 UNIT_NAMES = {"patient_id": "patients", "row": "images"}
 
 
@@ -136,16 +139,46 @@ def interval_basis(metrics: dict, path: str) -> str:
     return text
 
 
-def comparison_table(metrics: dict, published: dict, compare, where: str = "compare",
-                     scale: str = "full") -> pd.DataFrame:
-    """Published beside reproduced, a row per ``compare`` entry (:class:`medrepro.specs.CompareRow`,
-    or a mapping with its keys), with the reproduced value's 95 %
-    bootstrap interval (``ci_low``, ``ci_high``: test images resampled by patient) and a verdict in
-    words (:func:`medrepro.uncertainty.verdict`).  A path that names nothing (in the metrics or in
-    the published YAML) is a :class:`MissingPath` error, never a blank cell; a value that exists but
-    is empty (no detections, say) stays blank."""
-    from ..uncertainty import verdict
+def test_size(flat: dict[str, float], path: str) -> int | None:
+    """The number of test images behind ``path`` of a flattened metrics.json: the nearest
+    ancestor's ``n`` or ``total``, else the detection metrics' ``test_images``."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        pre = ".".join(parts[:i]) + "." if i else ""
+        for key in ("n", "total", "test_images"):
+            if pre + key in flat:
+                return int(flat[pre + key])
+    return None
 
+
+def published_test_size(spec_value, published: dict, experiment: str) -> int | None:
+    """The paper's test-set size for ``experiment`` from ``papers.<paper>.published_test_size``:
+    a number, a dotted path into the published YAML (a mapping there is summed), or a mapping
+    from experiment to either; None when not given."""
+    v = spec_value.get(experiment) if isinstance(spec_value, Mapping) else spec_value
+    if isinstance(v, str):
+        v = lookup_strict(published, v, f"published_test_size of {experiment}")
+        v = sum(flatten(v).values()) if isinstance(v, (dict, list)) else v
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def comparison_table(metrics: dict, published: dict, compare, where: str = "compare",
+                     verdict: dict | None = None, published_n: int | None = None) -> pd.DataFrame:
+    """Published beside reproduced, a row per ``compare`` entry (:class:`medrepro.specs.CompareRow`,
+    or a mapping with its keys), with the reproduced value's 95 % bootstrap interval (``ci_low``,
+    ``ci_high``: test images resampled by patient) and what it rests on (``interval``), and the
+    difference as two estimates compared (:func:`medrepro.uncertainty.compare_estimates`): its
+    interval with both errors (``published error``: how the published value's was had from the
+    paper's test-set size ``published_n``, :func:`medrepro.uncertainty.published_se`) and a
+    verdict, consistent / different / inconclusive (``verdict``: the config's ``margin`` and
+    ``confidence``).  A path that names nothing (in the metrics or in the published YAML) is a
+    :class:`MissingPath` error, never a blank cell; a value that exists but is empty (no
+    detections, say) stays blank."""
+    from ..uncertainty import CONFIDENCE, FIXED_LEAVES, compare_estimates, proportion_base, published_se
+
+    # without the config's block: the intervals' confidence and no equivalence claimed
+    confidence, margin = (verdict["confidence"], verdict["margin"]) if verdict else (CONFIDENCE, None)
+    flat = flatten(metrics)
     rows = []
     for c in as_specs(CompareRow, compare, where):
         label = f"{where} {c.metric!r}"
@@ -155,11 +188,33 @@ def comparison_table(metrics: dict, published: dict, compare, where: str = "comp
         rep = float(rep) if isinstance(rep, (int, float)) else None
         pub = float(pub) if isinstance(pub, (int, float)) else None
         low, high = interval(metrics, c.reproduced)
-        rows.append({"metric": c.metric, "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
-                     "interval": interval_basis(metrics, c.reproduced),
-                     "difference": (rep - pub) if rep is not None and pub is not None else None,
-                     "verdict": verdict(pub, low, high, scale)})
+        row = {"metric": c.metric, "published": pub, "reproduced": rep, "ci_low": low, "ci_high": high,
+               "interval": interval_basis(metrics, c.reproduced),
+               "difference": (rep - pub) if rep is not None and pub is not None else None,
+               "diff_low": None, "diff_high": None, "published error": ""}
+        if pub is None:
+            row["verdict"] = "no published value"
+        elif rep is None:
+            row["verdict"] = "no reproduced value"
+        elif low is None:
+            row["verdict"] = ("a count the test set fixes" if c.reproduced.rpartition(".")[2] in FIXED_LEAVES
+                              else "no interval (a training-curve or selection value)")
+        else:
+            z = _z(confidence)
+            pub_se, how = published_se(pub, proportion_base(flat, c.reproduced), (high - low) / (2 * z),
+                                       test_size(flat, c.reproduced), published_n, confidence)
+            res = compare_estimates(pub, rep, low, high, pub_se, margin, confidence)
+            kind = "binomial" if how.startswith("binomial") else "scaled" if "scaled" in how else "none (exact)"
+            row.update(diff_low=res["diff_low"], diff_high=res["diff_high"], verdict=res["verdict"],
+                       **{"published error": kind})
+        rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _z(confidence: float) -> float:
+    from scipy import stats
+
+    return float(stats.norm.ppf(1 - (1 - confidence) / 2))
 
 
 def published_values(tree, prefix: str = "reported"):

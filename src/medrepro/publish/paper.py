@@ -23,6 +23,7 @@ from .compare import (
     departures_table,
     expand_table_comparisons,
     headline_table,
+    published_test_size,
 )
 from .html import FIXED as FIXED_CAPTIONS
 from .outputs import OUTPUTS, Context
@@ -39,11 +40,12 @@ def reliability(predictions_csv, title: str):
 
 
 def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,
-                  scale: str = "demo", captions: dict | None = None) -> list[Path]:
+                  scale: str = "demo", captions: dict | None = None, verdict: dict | None = None) -> list[Path]:
     """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
 
     ``captions`` (:func:`medrepro.publish.html.captions`; computed from the config when not given)
-    go to ``captions.json``, which the HTML report reads.
+    go to ``captions.json``, which the HTML report reads.  ``verdict`` is the config's
+    ``{margin, confidence}`` of the comparison's verdicts.
 
     ``paper_cfg`` is the validated ``papers.<paper>`` block (its departures resolved:
     :func:`medrepro.config.resolved_departures`), read as a :class:`medrepro.specs.PaperSpec`.
@@ -88,7 +90,8 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             metrics = metrics_all[exp]
             results[exp] = metrics.get("provenance")
             comp = comparison_table(metrics, published, [c for c in compare if c.experiment == exp],
-                                    where=f"papers.{paper}.compare", scale=scale)
+                                    where=f"papers.{paper}.compare", verdict=verdict,
+                                    published_n=published_test_size(spec.published_test_size, published, exp))
             comp.insert(0, "experiment", exp)
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)

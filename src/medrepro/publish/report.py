@@ -20,11 +20,21 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
     :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
+             "### How a comparison is judged", "",
              "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
-             "bootstrap over the test images, resampled by patient where patient ids exist; `bootstrap` in the "
-             "config) and a verdict: the published value inside or outside that interval, or why the two are not "
-             "comparable. Values read off a training curve or a selection have no interval. Binary AUCs also carry "
-             "DeLong's interval in their `metrics.json` (`ci_delong`).", ""]
+             "bootstrap over the test images, resampled by patient where patient ids exist, `bootstrap` in the "
+             "config; where every resample gives the same 0 or 1, Clopper-Pearson's exact interval; counts get "
+             "integer bounds and the test set's totals none) and what it rests on (`interval`: resamples and units, "
+             "flagged under 20 units). The published value is an estimate too, made on the paper's test set: its "
+             "error is binomial (Wilson) for a proportion on the paper's test-set size "
+             "(`papers.<paper>.published_test_size`), this test set's error scaled to that size for any other "
+             "metric, or none where the paper gives no size (`published error`). The difference, reproduced minus "
+             "published, gets a normal interval with both errors (`diff_low`, `diff_high`), and the verdict is "
+             "**different** when it excludes 0, **consistent** when the two one-sided tests put it within the "
+             "equivalence margin (`verdict.margin` in the config), **inconclusive** otherwise. Values read off a "
+             "training curve or a selection have no interval. Binary AUCs also carry DeLong's interval in their "
+             "`metrics.json` (`ci_delong`). On the demo's synthetic stand-ins the verdicts exercise the method; "
+             "they say nothing about the papers.", ""]
     if audits:
         lines += ["## Audit of the published tables", "",
                   "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
@@ -59,7 +69,7 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         lines += [f"## {name}: {cfg.title or ''}", ""]
         comp = d / "tables" / "comparison.md"
         if comp.is_file():
-            lines += [comp.read_text(), ""]
+            lines += [verdict_counts(pd.read_csv(d / "tables" / "comparison.csv")), "", comp.read_text(), ""]
         cov_csv = d / "tables" / "published_values.csv"
         if cov_csv.is_file():
             cov = pd.read_csv(cov_csv)
@@ -101,6 +111,15 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
     lines += provenance_section(paper_dirs)
     write_text(out_md, "\n".join(lines))
+
+
+def verdict_counts(comp: pd.DataFrame) -> str:
+    """The comparison's verdicts counted, in a line."""
+    counts = comp["verdict"].value_counts()
+    judged = [f"{int(counts.get(v, 0))} {v}" for v in ("consistent", "different", "inconclusive")]
+    rest = int(len(comp) - sum(counts.get(v, 0) for v in ("consistent", "different", "inconclusive")))
+    return (f"**Verdicts of {len(comp)} comparison rows: " + ", ".join(judged) + "**"
+            + (f"; {rest} without a verdict (no interval or no published value)." if rest else "."))
 
 
 def learning_check(h: pd.DataFrame) -> str:
