@@ -9,7 +9,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from medrepro.metrics import classification_metrics
-from medrepro.uncertainty import bootstrap_metrics, delong_ci, flatten, verdict
+from medrepro.uncertainty import bootstrap_metrics, delong_ci, flatten
 
 
 def test_bootstrap_interval_of_a_mean_matches_normal_theory():
@@ -104,14 +104,6 @@ def test_delong_matches_roc_auc_and_brute_force_placement_values():
     *_, ci, _, auc, _, info = Delong_test(y, s, rng.normal(0, 1, 70))
     assert info["method"] == "delong" and auc == pytest.approx(d["auc"], rel=1e-12)
     assert ci == pytest.approx((d["low"], d["high"]), rel=1e-10)
-
-
-def test_verdicts_in_words():
-    assert verdict(0.86, 0.78, 0.9, "full") == "published value inside the 95 % CI"
-    assert verdict(0.95, 0.78, 0.9, "full") == "published value outside the 95 % CI"
-    assert verdict(0.86, 0.78, 0.9, "demo") == "not comparable: synthetic demo data"
-    assert verdict(0.86, None, None, "full").startswith("no interval")
-    assert verdict(None, 0.1, 0.2, "full") == "no published value"
 
 
 def test_bootstrap_by_patient_takes_patients_from_the_split_file(tmp_path):

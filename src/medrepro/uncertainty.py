@@ -1,5 +1,8 @@
-"""How sure is a reproduced number?  Bootstrap confidence intervals over the test images, and
-DeLong's interval for a ROC AUC.
+"""How sure is a reproduced number, and does it agree with the published one?  Bootstrap
+confidence intervals over the test images, DeLong's interval for a ROC AUC, and the verdict of a
+comparison as two estimates, each with its error (:func:`published_se`, :func:`compare_estimates`:
+different when the difference's interval excludes 0, consistent when Schuirmann's two one-sided
+tests put it within an equivalence margin, inconclusive otherwise).
 
 :func:`bootstrap_metrics` resamples the rows a metric is computed from (test predictions, or one
 row per test image of a detector), **by patient** where the rows carry a patient id (slices or
@@ -252,14 +255,3 @@ def compare_estimates(published: float, reproduced: float, low: float | None, hi
     else:
         out["verdict"] = "inconclusive"
     return out
-
-
-def verdict(published, low, high, scale: str) -> str:
-    """Plain words for one comparison row."""
-    if published is None or (isinstance(published, float) and math.isnan(published)):
-        return "no published value"
-    if scale == "demo":
-        return "not comparable: synthetic demo data"
-    if low is None or high is None:
-        return "no interval (a training-curve or selection value)"
-    return "published value inside the 95 % CI" if low <= published <= high else "published value outside the 95 % CI"
