@@ -153,6 +153,10 @@ def test_cnn_kermany_and_the_report(tiny_run):
     assert acc["verdict"] == ("different" if d - z * se > 0 or d + z * se < 0 else "consistent"
                               if abs(d) + stats.norm.ppf(0.95) * se < 0.05 else "inconclusive")
     assert "### How a comparison is judged" in report and report.count("**Verdicts of ") == 5
+    summary = report.split("## Summary", 1)[1].split("\n## ", 1)[0]  # a row per paper, on the index page too
+    assert all(f"| {p} " in summary for p in ("cnn_kermany", "cnn_pediatric", "maskrcnn_opacity",
+                                               "transfer_kermany", "transfer_multidataset"))
+    assert "<h2>Summary</h2>" in (results / "html" / "index.html").read_text()
     assert comp[["ci_low", "ci_high"]].notna().any(axis=1).any()
     for f, path in ((results / "experiments" / "mr_exp2" / "metrics.json", "opacity.recall"),
                     (results / "studies" / "tm_TC" / "metrics.json", "best.accuracy")):

@@ -23,3 +23,17 @@ def test_verdict_counts_name_each_verdict_and_the_rest():
     comp = pd.DataFrame({"verdict": ["consistent", "different", "different", "inconclusive", "no published value"]})
     assert verdict_counts(comp) == ("**Verdicts of 5 comparison rows: 1 consistent, 2 different, 1 inconclusive**; "
                                     "1 without a verdict (no interval or no published value).")
+
+
+def test_the_summary_counts_each_papers_verdicts_learning_check_and_audit(tmp_path):
+    from medrepro.publish.report import summary_table
+
+    d = tmp_path / "p1" / "tables"
+    d.mkdir(parents=True)
+    pd.DataFrame({"verdict": ["consistent", "different", "inconclusive", "inconclusive", "no published value"]}
+                 ).to_csv(d / "comparison.csv", index=False)
+    pd.DataFrame({"experiment": ["a", "b"], "metric": ["acc", "acc"], "above chance": ["yes", "yes"],
+                  "CI above chance": ["yes", "no"]}).to_csv(d / "headline.csv", index=False)
+    t = summary_table({"p1": {}}, {"p1": tmp_path / "p1"}, {"p1": {"inconsistent": 3, "checks": 40}})
+    assert t.to_dict("records") == [{"paper": "p1", "compared": 5, "consistent": 1, "different": 1,
+                                     "inconclusive": 2, "above chance": "1 of 2", "audit findings": "3 of 40"}]

@@ -35,6 +35,7 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
              "training curve or a selection have no interval. Binary AUCs also carry DeLong's interval in their "
              "`metrics.json` (`ci_delong`). On the demo's synthetic stand-ins the verdicts exercise the method; "
              "they say nothing about the papers.", ""]
+    lines += ["## Summary", "", summary_table(papers, paper_dirs, audits).to_markdown(index=False), ""]
     if audits:
         lines += ["## Audit of the published tables", "",
                   "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
@@ -113,6 +114,26 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
     write_text(out_md, "\n".join(lines))
 
 
+def summary_table(papers: dict, paper_dirs: dict, audits: dict) -> pd.DataFrame:
+    """One row per paper: its comparison rows by verdict, its learning check (headlines above
+    chance by the interval's lower bound, of all) and the audit's findings (of its checks)."""
+    rows = []
+    for name in papers:
+        d = Path(paper_dirs[name]) / "tables"
+        comp = pd.read_csv(d / "comparison.csv") if (d / "comparison.csv").is_file() else pd.DataFrame(
+            {"verdict": []})
+        v = comp["verdict"].value_counts()
+        row = {"paper": name, "compared": len(comp),
+               **{k: int(v.get(k, 0)) for k in ("consistent", "different", "inconclusive")}}
+        if (d / "headline.csv").is_file():
+            h = pd.read_csv(d / "headline.csv")
+            row["above chance"] = f"{int(above_chance(h).sum())} of {len(h)}"
+        if name in audits:
+            row["audit findings"] = f"{audits[name]['inconsistent']} of {audits[name]['checks']}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
 def verdict_counts(comp: pd.DataFrame) -> str:
     """The comparison's verdicts counted, in a line."""
     counts = comp["verdict"].value_counts()
@@ -122,11 +143,17 @@ def verdict_counts(comp: pd.DataFrame) -> str:
             + (f"; {rest} without a verdict (no interval or no published value)." if rest else "."))
 
 
+def above_chance(h: pd.DataFrame) -> pd.Series:
+    """Which headline rows clear chance: by the interval's lower bound, by the point estimate where
+    there is no interval."""
+    return h["CI above chance"].eq("yes") | (h["CI above chance"].eq("-") & h["above chance"].eq("yes"))
+
+
 def learning_check(h: pd.DataFrame) -> str:
     """The learning check in words, decided by each interval's lower bound (a metric whose
     interval reaches down to chance has not shown that it learnt), by the point estimate where
     there is no interval."""
-    clear = h["CI above chance"].eq("yes") | (h["CI above chance"].eq("-") & h["above chance"].eq("yes"))
+    clear = above_chance(h)
     point_only = h[~clear & h["above chance"].eq("yes")]
     below = h[h["above chance"] != "yes"]
     name = lambda rows: ", ".join(f"{r.experiment} ({r.metric})" for r in rows.itertuples())  # noqa: E731
