@@ -448,20 +448,26 @@ def test_snakemake_report(tiny_run):
 
 @pytest.mark.slow
 def test_latex_tables_compile(tiny_run):
-    """Every LaTeX table compiles in a minimal document (Debian's texlive where installed)."""
+    """Every LaTeX table compiles in a minimal document (Debian's texlive where installed), fits
+    its page (no overfull box) and loses no row (no float too large for its page)."""
+    from medrepro.tables import LATEX_PACKAGES
+
     results, cfg, tmp_path = tiny_run
-    # every LaTeX table compiles in a minimal document (with Debian's texlive where it is installed)
     if shutil.which("pdflatex"):
         tex = sorted((results / "papers").glob("*/tables/*.tex"))
         assert len(tex) > 30
         doc = tmp_path / "latex" / "tables.tex"
         doc.parent.mkdir()
-        doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        doc.write_text(f"\\documentclass{{article}}\n\\usepackage{{{','.join(LATEX_PACKAGES)}}}\n\\begin{{document}}\n"
                        + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tex) + "\\end{document}\n")
         out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=doc.parent,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stdout[-3000:]
         assert (doc.parent / "tables.pdf").stat().st_size > 10_000
+        log = (doc.parent / "tables.log").read_text(errors="replace")
+        over = [float(x) for x in re.findall(r"Overfull \\hbox \((\d+\.?\d*)pt too wide\)", log)]
+        assert not [x for x in over if x > 1.0], sorted(over)[-5:]
+        assert "Float too large for page" not in log
 
 
 def test_bad_config_value_stops_with_the_key(tmp_path):

@@ -1,7 +1,11 @@
 """How tables print: counts as integers, learning rates in full, published values as transcribed."""
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pandas as pd
+import pytest
 
 from medrepro.tables import full_number, write_table
 
@@ -76,3 +80,38 @@ def test_repeats_table_gives_mean_and_sd_over_the_runs(tmp_path):
     row = t.iloc[0]
     assert len(t) == 1 and row["runs"] == 3 and row["values"] == "0.800, 0.900, 0.700"
     assert row["mean"] == np.mean([0.8, 0.9, 0.7]) and abs(row["sd"] - 0.1) < 1e-12
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base)")
+def test_latex_tables_fit_the_page_and_keep_every_row(tmp_path):
+    """A wide table is scaled to the text width, a long one breaks across pages (longtable) in a
+    font that fits, a long and wide one turns the page; none overflows (no overfull box in
+    LaTeX's log) and none is cut at the page's foot (no float too large for the page)."""
+    import re
+    import subprocess
+
+    from medrepro.tables import LATEX_PACKAGES
+
+    rng = np.random.default_rng(0)
+    wide = pd.DataFrame({f"a rather long column {i}": rng.random(5) for i in range(14)})
+    long = pd.DataFrame({"metric": [f"row{i}" for i in range(120)], "value": rng.random(120)})
+    both = pd.DataFrame({"metric": [f"best batch size: VGG16, batch 32, stage 2, row{i}" for i in range(200)],
+                         **{f"column {i}": rng.random(200) for i in range(11)}})
+    texts = {}
+    for name, df in (("wide", wide), ("long", long), ("both", both)):
+        texts[name] = write_table(df, tmp_path / name, caption=f"{name} table", note="demo scale")[2].read_text()
+    assert "\\resizebox{\\linewidth}" in texts["wide"] and "\\begin{longtable}" not in texts["wide"]
+    assert "\\begin{longtable}" in texts["long"] and "landscape" not in texts["long"]
+    assert "\\begin{landscape}" in texts["both"] and "\\begin{longtable}" in texts["both"]
+    doc = tmp_path / "doc.tex"
+    doc.write_text(f"\\documentclass{{article}}\n\\usepackage{{{','.join(LATEX_PACKAGES)}}}\n\\begin{{document}}\n"
+                   + "".join(f"\\input{{{n}.tex}}\n\\clearpage\n" for n in texts) + "\\end{document}\n")
+    out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:]
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    over = [float(x) for x in re.findall(r"Overfull \\hbox \((\d+\.?\d*)pt too wide\)", log)]
+    assert not [x for x in over if x > 1.0], over
+    pages = int(re.search(r"Output written on doc.pdf \((\d+) pages", log)[1])
+    assert pages >= 1 + 3 + 4  # wide: 1 page; long: 120 rows over several; both: 200 rows over several
+    assert "Float too large for page" not in log
