@@ -80,3 +80,35 @@ def test_the_scale_note_stays_below_a_constrained_layout(tmp_path, capsys):
     fig.suptitle("one row of predictions", fontsize="small")
     save_figure(fig, tmp_path / "f", {"dpi": 60, "formats": ["png"]}, note="demo scale: synthetic stand-in data")
     assert capsys.readouterr().err == ""
+
+
+def test_the_forest_plot_draws_each_value_with_its_own_interval(tmp_path, capsys):
+    """The reproduced interval as recorded; the published one as wide as its own error, recovered
+    from the difference's interval; labels coloured by verdict; no layout problem."""
+    import pandas as pd
+    from scipy import stats
+
+    from medrepro.figures import OKABE_ITO, forest_figure
+    from medrepro.uncertainty import compare_estimates, published_se
+
+    rows = []
+    for metric, pub, rep, low, high in (("accuracy", 0.86, 0.80, 0.74, 0.85), ("recall", 0.98, 0.70, 0.60, 0.79),
+                                        ("precision", 0.83, 0.84, 0.79, 0.88)):
+        se, _ = published_se(pub, 624, None, 624, 624)
+        res = compare_estimates(pub, rep, low, high, se, 0.05)
+        rows.append({"experiment": "e", "metric": metric, "published": pub, "reproduced": rep, "ci_low": low,
+                     "ci_high": high, "se_pub": se, **res})
+    comp = pd.DataFrame(rows)
+    fig = forest_figure(comp, "p: published and reproduced")
+    ax = fig.axes[0]
+    rep_bar, pub_bar = ax.containers[0], ax.containers[1]
+    assert list(rep_bar.lines[0].get_xdata()) == list(comp["reproduced"])
+    rep_segments = rep_bar.lines[2][0].get_segments()
+    assert [(s[0][0], s[1][0]) for s in rep_segments] == list(zip(comp["ci_low"], comp["ci_high"]))
+    z = stats.norm.ppf(0.975)
+    half = [(s[1][0] - s[0][0]) / 2 for s in pub_bar.lines[2][0].get_segments()]
+    assert np.allclose(half, z * comp["se_pub"], rtol=1e-9)
+    colours = [t.get_color() for t in ax.get_yticklabels()]
+    assert colours[1] == OKABE_ITO[3] and comp.loc[1, "verdict"] == "different"  # recall 0.70 vs 0.98
+    save_figure(fig, tmp_path / "forest")
+    assert "figure forest" not in capsys.readouterr().err

@@ -153,6 +153,8 @@ def test_cnn_kermany_and_the_report(tiny_run):
     assert acc["verdict"] == ("different" if d - z * se > 0 or d + z * se < 0 else "consistent"
                               if abs(d) + stats.norm.ppf(0.95) * se < 0.05 else "inconclusive")
     assert "### How a comparison is judged" in report and report.count("**Verdicts of ") == 5
+    assert (paper / "figures" / "forest.pdf").is_file() and "`figures/forest.png`" in report  # its forest plot
+    assert len(list((results / "papers" / "transfer_multidataset" / "figures").glob("forest_*.png"))) > 1
     summary = report.split("## Summary", 1)[1].split("\n## ", 1)[0]  # a row per paper, on the index page too
     assert all(f"| {p} " in summary for p in ("cnn_kermany", "cnn_pediatric", "maskrcnn_opacity",
                                                "transfer_kermany", "transfer_multidataset"))

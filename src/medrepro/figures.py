@@ -192,6 +192,44 @@ def reliability_figure(target, proba, pred, title: str = "Reliability", bins: in
     return fig
 
 
+FOREST_ROWS = 40  # rows per forest-plot figure
+
+
+def forest_figure(comp: pd.DataFrame, title: str, confidence: float = 0.95):
+    """Published against reproduced, a row per judged comparison row (``comp``: a comparison
+    table with ``diff_low``/``diff_high``): the reproduced value with its interval (filled), the
+    published one with its own (open; its error is what the difference's interval holds beyond
+    the reproduced one's), the row's label coloured by its verdict."""
+    from scipy import stats
+
+    z = stats.norm.ppf(1 - (1 - confidence) / 2)
+    rows = comp.reset_index(drop=True)
+    se_rep = (rows["ci_high"] - rows["ci_low"]) / (2 * z)
+    se_diff = (rows["diff_high"] - rows["diff_low"]) / (2 * z)
+    se_pub = np.sqrt(np.clip(se_diff ** 2 - se_rep ** 2, 0, None))
+    colours = {"different": OKABE_ITO[3], "consistent": OKABE_ITO[2], "inconclusive": "0.35"}
+    height = 1.3 + 0.25 * len(rows)
+    fig, ax = plt.subplots(figsize=(6.5, height))
+    y = np.arange(len(rows))[::-1]
+    ax.errorbar(rows["reproduced"], y + 0.15, xerr=[rows["reproduced"] - rows["ci_low"],
+                                                  rows["ci_high"] - rows["reproduced"]],
+                fmt="o", ms=3.5, color=OKABE_ITO[0], lw=1, label="reproduced")
+    ax.errorbar(rows["published"], y - 0.15, xerr=z * se_pub, fmt="D", ms=3.5, mfc="white", color="0.3", lw=1,
+                label="published")
+    labels = [f"{e}: {m}" if e else m for e, m in zip(rows.get("experiment", [""] * len(rows)), rows["metric"])]
+    ax.set_yticks(y, labels)
+    for tick, v in zip(ax.get_yticklabels(), rows["verdict"]):
+        tick.set_color(colours.get(v, "black"))
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+    ax.set_xlabel(f"value, with its {confidence:.0%} interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylabel("comparison row")
+    ax.set_title(title, fontsize="medium")
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))  # the legend below the plot, off the data
+    return fig
+
+
 def learning_curves_figure(history: pd.DataFrame, title: str = "Learning curves",
                            metrics: tuple[str, ...] | list[str] = ("accuracy", "loss")):
     """Train vs validation per epoch, one panel per metric of the history."""

@@ -39,6 +39,26 @@ def reliability(predictions_csv, title: str):
     return reliability_figure(test["target"], proba, test["pred"], title)
 
 
+def forest(ctx, comparison: pd.DataFrame, paper: str) -> tuple[list[Path], dict[str, str]]:
+    """Forest plots of the judged comparison rows (:func:`medrepro.figures.forest_figure`),
+    :data:`~medrepro.figures.FOREST_ROWS` rows a figure (``forest``, or ``forest_1``, ``forest_2``,
+    ...); returns their files and captions."""
+    from ..figures import FOREST_ROWS, forest_figure
+
+    judged = comparison[comparison["verdict"].isin(["consistent", "different", "inconclusive"])]
+    parts = [judged.iloc[i:i + FOREST_ROWS] for i in range(0, len(judged), FOREST_ROWS)]
+    paths, captions = [], {}
+    for k, part in enumerate(parts, 1):
+        name = "forest" if len(parts) == 1 else f"forest_{k}"
+        which = "" if len(parts) == 1 else f" (rows {FOREST_ROWS * (k - 1) + 1}-{FOREST_ROWS * (k - 1) + len(part)} "
+        which += "" if len(parts) == 1 else f"of {len(judged)})"
+        paths += ctx.figure(forest_figure(part, f"{paper}: published and reproduced{which}"), name)
+        captions[name] = ("Each judged comparison row: the reproduced value with its 95 % interval (filled) and "
+                          "the published one with its own (open), the row's label coloured by its verdict "
+                          "(green consistent, vermilion different, grey inconclusive).")
+    return paths, captions
+
+
 def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,
                   scale: str = "demo", captions: dict | None = None, verdict: dict | None = None) -> list[Path]:
     """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
@@ -95,7 +115,10 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             comp.insert(0, "experiment", exp)
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
-        written += ctx.table(pd.concat(comps, ignore_index=True), "comparison", "published vs reproduced")
+        comparison = pd.concat(comps, ignore_index=True)
+        written += ctx.table(comparison, "comparison", "published vs reproduced")
+        forest_paths, forest_captions = forest(ctx, comparison, paper)
+        written += forest_paths
         cov = coverage_table(published, compare, spec.not_compared, skipped)
         n_done = int((cov["status"] == "compared").sum())
         written += ctx.table(cov, "published_values",
@@ -131,7 +154,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
         if captions is None:
             from .html import captions as make_captions
             captions = make_captions(spec, published)
-        write_json(tmp / "captions.json", {**captions, **figure_captions})
+        write_json(tmp / "captions.json", {**captions, **figure_captions, **forest_captions})
         written.append(tmp / "captions.json")
         if spec.departures:
             written += ctx.table(departures_table(spec.departures), "departures",

@@ -70,7 +70,11 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         lines += [f"## {name}: {cfg.title or ''}", ""]
         comp = d / "tables" / "comparison.md"
         if comp.is_file():
-            lines += [verdict_counts(pd.read_csv(d / "tables" / "comparison.csv")), "", comp.read_text(), ""]
+            forests = sorted((d / "figures").glob("forest*.png"))
+            lines += [verdict_counts(pd.read_csv(d / "tables" / "comparison.csv"))
+                      + (" Forest plot" + ("s" if len(forests) > 1 else "") + ": "
+                         + ", ".join(f"`figures/{f.name}`" for f in forests) + "." if forests else ""),
+                      "", comp.read_text(), ""]
         cov_csv = d / "tables" / "published_values.csv"
         if cov_csv.is_file():
             cov = pd.read_csv(cov_csv)
