@@ -112,3 +112,26 @@ def test_the_forest_plot_draws_each_value_with_its_own_interval(tmp_path, capsys
     assert colours[1] == OKABE_ITO[3] and comp.loc[1, "verdict"] == "different"  # recall 0.70 vs 0.98
     save_figure(fig, tmp_path / "forest")
     assert "figure forest" not in capsys.readouterr().err
+
+
+def test_a_legend_over_the_data_and_a_font_too_small_at_column_width_are_found():
+    from medrepro.figures import legends_over_data, small_fonts
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    x = np.linspace(0, 1, 50)
+    ax.plot(x, np.full_like(x, 0.95), label="near the top")
+    ax.plot(x, x * 0.5, label="low")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="upper right")
+    assert legends_over_data(fig) and "axes 0 legend covers" in legends_over_data(fig)[0]
+    ax.legend(loc="lower right")  # below the top line, right of the low one's end: clear
+    ax.set_ylim(-0.6, 1.0)
+    assert legends_over_data(fig) == []
+    ax.set_title("title", fontsize=6)
+    assert small_fonts(fig, None, {}) == []  # 4 in to a 3.5 in single column: 6 pt becomes 5.25
+    wide, ax2 = plt.subplots(figsize=(14, 3))
+    ax2.set_title("title", fontsize=8)
+    problems = small_fonts(wide, None, {})  # 14 in to a 7.16 in double column: 8 pt becomes 4.1
+    assert any("title 'title' is 4.1 pt at 7.16 in wide" in p for p in problems), problems
+    plt.close("all")

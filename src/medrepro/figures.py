@@ -45,10 +45,10 @@ def apply_style(style: dict | None = None) -> dict:
     return s
 
 
-def _texts(fig, renderer):
-    """(owner axes or None, what, window bbox) of every visible, non-empty text of ``fig``."""
-    out = [(None, f"figure text {t.get_text()[:30]!r}", t.get_window_extent(renderer))
-           for t in fig.texts if t.get_visible() and t.get_text().strip()]
+def _text_artists(fig, extra: bool = False):
+    """(owner axes or None, what, Text) of every visible, non-empty text of ``fig``: figure texts,
+    titles, axis labels and the tick labels shown; with ``extra``, legends' and annotations' too."""
+    out = [(None, f"figure text {t.get_text()[:30]!r}", t) for t in fig.texts]
     for k, ax in enumerate(fig.axes):
         if not ax.get_visible():
             continue
@@ -61,10 +61,19 @@ def _texts(fig, renderer):
                 lo, hi = sorted(lim)
                 tol = 1e-9 * max(1.0, abs(hi - lo))
                 named += [(what, t) for t in axis.get_ticklabels() if lo - tol <= t.get_position()[i] <= hi + tol]
-        for what, t in named:
-            if t.get_visible() and t.get_text().strip():
-                out.append((ax, f"axes {k} {what} {t.get_text()[:30]!r}", t.get_window_extent(renderer)))
-    return out
+        if extra:
+            leg = ax.get_legend()
+            named += [("legend", t) for t in (leg.get_texts() if leg is not None and leg.get_visible() else [])]
+            named += [("text", t) for t in ax.texts]
+        out += [(ax, f"axes {k} {what} {t.get_text()[:30]!r}", t) for what, t in named]
+    if extra:
+        out += [(None, f"figure legend {t.get_text()[:30]!r}", t) for leg in fig.legends for t in leg.get_texts()]
+    return [(ax, what, t) for ax, what, t in out if t.get_visible() and t.get_text().strip()]
+
+
+def _texts(fig, renderer):
+    """(owner axes or None, what, window bbox) of every visible, non-empty text of ``fig``."""
+    return [(ax, what, t.get_window_extent(renderer)) for ax, what, t in _text_artists(fig)]
 
 
 def text_overlaps(fig, pad: float = 1.0) -> list[str]:
@@ -88,6 +97,51 @@ def text_overlaps(fig, pad: float = 1.0) -> list[str]:
                     and hit(box_i, other.get_window_extent(renderer)):
                 problems.append(f"{what_i} overlaps the plotting area of axes {k}")
     return problems
+
+
+MIN_FONT_PT = 5.0  # the smallest text a journal page should carry, at the column width the figure goes to
+
+
+def legends_over_data(fig) -> list[str]:
+    """Legends drawn inside a plot over its data: any line vertex, scatter point or bar of that
+    plot under the legend's box."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for k, ax in enumerate(fig.axes):
+        leg = ax.get_legend()
+        if leg is None or not leg.get_visible():
+            continue
+        box = leg.get_window_extent(renderer)
+        pts = [line.get_transform().transform(np.column_stack([line.get_xdata(orig=False),
+                                                               line.get_ydata(orig=False)]).astype(float))
+               for line in ax.get_lines() if line.get_visible() and len(line.get_xdata(orig=False))]
+        pts += [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections
+                if hasattr(c, "get_offsets") and len(c.get_offsets()) and c.get_visible()]
+        covered = sum(int(((p[:, 0] > box.x0) & (p[:, 0] < box.x1) & (p[:, 1] > box.y0) & (p[:, 1] < box.y1)).sum())
+                      for p in pts if p.size)
+        covered += sum(1 for patch in ax.patches if patch.get_visible() and patch.get_height() != 0
+                       and patch.get_window_extent(renderer).overlaps(box))
+        if covered:
+            out.append(f"axes {k} legend covers {covered} data point(s) or bar(s)")
+    return out
+
+
+def small_fonts(fig, width: float | None, style: dict, minimum: float = MIN_FONT_PT) -> list[str]:
+    """Texts smaller than ``minimum`` points once the figure is at the width it goes to: ``width``
+    when saved at a column width, else the journal column it would be scaled to (one column when
+    at most 1.5 of its width, two otherwise)."""
+    fig.canvas.draw()
+    natural = fig.get_size_inches()[0]
+    to = width or target_width(natural, style, "columns")
+    scale = min(1.0, to / natural) if to else 1.0
+    out, seen = [], set()
+    for _, what, t in _text_artists(fig, extra=True):
+        size = t.get_fontsize() * scale
+        if size < minimum and (what, round(size, 1)) not in seen:
+            seen.add((what, round(size, 1)))
+            out.append(f"{what} is {size:.1f} pt at {to or natural:.2f} in wide (under {minimum} pt)")
+    return out
 
 
 def target_width(natural: float, style: dict, layout: str | None = None) -> float | None:
@@ -120,7 +174,9 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
 
     ``layout`` (or the style's): ``single``/``double`` saves it at that column width, its height
     scaled alike and its layout recomputed.  Texts that overlap each other or another plot are
-    reported on stderr, naming the figure (:func:`text_overlaps`).
+    reported on stderr, naming the figure (:func:`text_overlaps`), as are axes without a label
+    (:func:`unlabelled_axes`), legends over data (:func:`legends_over_data`) and texts too small
+    at the column width the figure goes to (:func:`small_fonts`).
     """
     s = apply_style(style)
     width = target_width(fig.get_size_inches()[0], s, layout)
@@ -135,7 +191,7 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
             fig.set_layout_engine("none")           # onto the note placed below them
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
         fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
-    for problem in text_overlaps(fig) + unlabelled_axes(fig):
+    for problem in text_overlaps(fig) + unlabelled_axes(fig) + legends_over_data(fig) + small_fonts(fig, width, s):
         print(f"figure {Path(stem).name}: {problem}", file=sys.stderr)
     paths = []
     for fmt in s["formats"]:
