@@ -65,18 +65,22 @@ def test_split_leaks_and_table(tmp_path):
     h = hash_images(_converted(tmp_path), progress=False)
     split = pd.DataFrame({"image_id": [f"im{i}" for i in range(12)],
                           "split": ["train"] * 6 + ["test"] * 6,
-                          "patient_id": [f"p{i}" for i in range(12)]})
+                          "patient_id": [f"p{i}" for i in range(12)],
+                          "class": ["a", "a", "a", "a", "a", "b"] + ["a"] * 6})
     leaks = split_leaks(split, duplicate_pairs(h))
     by = {(r.image_id_a, r.image_id_b): r for r in leaks.itertuples()}
     assert not by[("im1", "im5")].across_splits          # both in train
     assert by[("im2", "im7")].across_splits              # train vs test: a leak
+    assert by[("im1", "im5")].label_conflict and not by[("im2", "im7")].label_conflict  # one picture, two labels
     split.to_csv(tmp_path / "split.csv", index=False)
-    (tmp_path / "audit.json").write_text(json.dumps({"overlap_groups_found": 3}))
+    # three patients straddled the splits; overlap: drop removed them (0 after)
+    (tmp_path / "audit.json").write_text(json.dumps({"overlap_groups_found": 3, "overlap_groups_after": 0}))
     table, pairs = audit_splits({"e": (tmp_path / "split.csv", tmp_path / "audit.json")}, {"e": "d"}, {"d": h},
                                 across=[("d", "d")])
     row = table.iloc[0]
-    assert (row["patients in two splits"], row["identical across splits"], row["near-duplicates across splits"],
-            row["duplicate pairs within a split"], row["test images with a copy in train"]) == (3, 0, 1, 1, 1)
+    assert (row["patients in two splits"], row["patients in two splits before overlap handling"],
+            row["label conflicts"], row["identical across splits"], row["near-duplicates across splits"],
+            row["duplicate pairs within a split"], row["test images with a copy in train"]) == (0, 3, 1, 0, 1, 1, 1)
     assert table.iloc[1]["split of"] == "d vs d" and table.iloc[1]["identical across splits"] >= 13
 
 

@@ -87,13 +87,20 @@ def duplicate_pairs(a: pd.DataFrame, b: pd.DataFrame | None = None, max_distance
 def split_leaks(split: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """The duplicate pairs of one experiment's split: each pair's two splits and patients, and
     whether it crosses splits (a leak) or stays inside one."""
-    where = split.set_index("image_id")[["split", "patient_id"]]
+    cols = ["split", "patient_id"] + (["class"] if "class" in split else [])
+    where = split.set_index("image_id")[cols]
     p = pairs[pairs["image_id_a"].isin(where.index) & pairs["image_id_b"].isin(where.index)].copy()
     p["split_a"] = where.loc[p["image_id_a"], "split"].to_numpy()
     p["split_b"] = where.loc[p["image_id_b"], "split"].to_numpy()
     p["patient_a"] = where.loc[p["image_id_a"], "patient_id"].astype(str).to_numpy()
     p["patient_b"] = where.loc[p["image_id_b"], "patient_id"].astype(str).to_numpy()
     p["across_splits"] = p["split_a"] != p["split_b"]
+    if "class" in split:  # the same picture under two labels
+        p["class_a"] = where.loc[p["image_id_a"], "class"].astype(str).to_numpy()
+        p["class_b"] = where.loc[p["image_id_b"], "class"].astype(str).to_numpy()
+        p["label_conflict"] = p["class_a"] != p["class_b"]
+    else:
+        p["label_conflict"] = False
     return p.reset_index(drop=True)
 
 
@@ -113,8 +120,12 @@ def audit_splits(splits: dict, datasets: dict, hashes: dict, max_distance: int =
         audit = json.loads(Path(audit_json).read_text())
         leaks = split_leaks(split, within[datasets[name]])
         cross = leaks[leaks["across_splits"]]
+        before = int(audit.get("overlap_groups_found", 0))
         rows.append({"split of": name, "dataset": datasets[name], "images": len(split),
-                     "patients in two splits": int(audit.get("overlap_groups_found", 0)),
+                     # after the split's overlap handling (split.overlap: drop removes them), and before
+                     "patients in two splits": int(audit.get("overlap_groups_after", before)),
+                     "patients in two splits before overlap handling": before,
+                     "label conflicts": int(leaks["label_conflict"].sum()),
                      "identical across splits": int(cross["identical"].sum()),
                      "near-duplicates across splits": int((~cross["identical"]).sum()),
                      "duplicate pairs within a split": int((~leaks["across_splits"]).sum()),
@@ -126,6 +137,7 @@ def audit_splits(splits: dict, datasets: dict, hashes: dict, max_distance: int =
         pairs = duplicate_pairs(hashes[da], hashes[db], max_distance=max_distance)
         rows.append({"split of": f"{da} vs {db}", "dataset": f"{da}, {db}",
                      "images": len(hashes[da]) + len(hashes[db]), "patients in two splits": None,
+                     "patients in two splits before overlap handling": None, "label conflicts": None,
                      "identical across splits": int(pairs["identical"].sum()),
                      "near-duplicates across splits": int((~pairs["identical"]).sum()),
                      "duplicate pairs within a split": None, "test images with a copy in train": None})

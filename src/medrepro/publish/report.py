@@ -57,8 +57,9 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         ld = Path(leakage_dir)
         lines += ["## Leakage audit", "",
                   "For every experiment's and study's split: patients in more than one split (the split's own "
-                  "audit), and pictures on both sides of a split, byte-identical or near-duplicates (perceptual "
-                  "hash, `medrepro.leakage`); datasets known to reuse one another are compared with each other. "
+                  "audit, after its overlap handling, and before it), pictures on both sides of a split, "
+                  "byte-identical or near-duplicates (perceptual hash, `medrepro.leakage`), and the same picture "
+                  "under two labels; datasets known to reuse one another are compared with each other. "
                   "Nothing is removed: the pairs are in `leakage/audit/pairs.csv`.", "",
                   (ld / "leakage.md").read_text(), ""]
         if (ld / "planted.md").is_file():
