@@ -120,8 +120,8 @@ def legends_over_data(fig) -> list[str]:
                 if hasattr(c, "get_offsets") and len(c.get_offsets()) and c.get_visible()]
         covered = sum(int(((p[:, 0] > box.x0) & (p[:, 0] < box.x1) & (p[:, 1] > box.y0) & (p[:, 1] < box.y1)).sum())
                       for p in pts if p.size)
-        covered += sum(1 for patch in ax.patches if patch.get_visible() and patch.get_height() != 0
-                       and patch.get_window_extent(renderer).overlaps(box))
+        extents = [patch.get_window_extent(renderer) for patch in ax.patches if patch.get_visible()]
+        covered += sum(1 for e in extents if e.width > 0 and e.height > 0 and e.overlaps(box))  # bars, boxes
         if covered:
             out.append(f"axes {k} legend covers {covered} data point(s) or bar(s)")
     return out

@@ -64,8 +64,8 @@ def latex_table(shown: pd.DataFrame, caption: str, label: str) -> str:
     as a longtable that breaks across pages, in the largest font that fits the text width, or the
     page turned (pdflscape) when none does.  Text columns (words, or dotted paths, which may break
     at their dots) wider than :data:`WRAP_CHARS` characters wrap, no narrower than their longest
-    word.  Needs ``\\usepackage{booktabs,longtable,graphicx,pdflscape}`` (the file's first line
-    says so)."""
+    word.  Needs ``\\usepackage{booktabs,longtable,graphicx,pdflscape}`` (a comment at
+    the file's top says so)."""
     cells = {h: [str(h)] + [str(v) for v in shown[h]] for h in shown.columns}
     chars = {h: max(len(c) for c in v) for h, v in cells.items()}
     word = {h: max(int(len(w) * 1.15) + 1 for c in v for w in re.split(r"\s+|(?<=[A-Za-z0-9}])\.(?=[A-Za-z0-9])", c))
@@ -141,6 +141,6 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
     write_text(paths[1], md)
     full_caption = latex_escape(caption + (f" ({note})" if note else ""))
     tex = latex_table(shown, full_caption, f"tab:{stem.name}")
-    head = f"% needs \\usepackage{{{','.join(LATEX_PACKAGES)}}}\n" + (f"% {provenance}\n" if provenance else "")
+    head = (f"% {provenance}\n" if provenance else "") + f"% needs \\usepackage{{{','.join(LATEX_PACKAGES)}}}\n"
     write_text(paths[2], head + tex)
     return paths
