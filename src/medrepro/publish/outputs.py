@@ -292,7 +292,8 @@ def _iou_distribution(ctx: Context, o: OutputSpec):
     a.set_xlabel("per-image IoU")
     a.set_ylabel("test images")
     a.set_title("a) distribution")
-    a.legend(fontsize="x-small")
+    a.set_ylim(0, a.get_ylim()[1] * 1.6)  # headroom: the legend above the histograms, not over them
+    a.legend(fontsize="x-small", loc="upper center")
     b.boxplot(data, tick_labels=names)
     b.set_ylabel("per-image IoU")
     b.set_xlabel("experiment")

@@ -173,28 +173,32 @@ def _bars(ctx, o):
     runs = pd.read_csv(ctx.all_files[st]["stage1_runs"])
     label = _metrics(ctx, st)["label"]
     metrics = ["recall", "precision", "f1", "accuracy"]
-    fig, axes = plt.subplots(1, 4, figsize=(10, 2.8), sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(7.0, 5.0), sharey=True)
+    axes = axes.ravel()
     backbones = list(dict.fromkeys(runs["backbone"]))
     sizes = sorted(runs["batch_size"].unique())
     width = 0.8 / len(sizes)
-    for ax, met in zip(axes, metrics):
+    for k, (ax, met) in enumerate(zip(axes, metrics)):
         for j, bs in enumerate(sizes):
             vals = [runs[(runs.backbone == b) & (runs.batch_size == bs)][f"test_{met}"].mean() for b in backbones]
             ax.bar(np.arange(len(backbones)) + j * width - 0.4 + width / 2, vals, width, label=f"batch {bs}")
-        ax.set_xticks(range(len(backbones)), [NAMES.get(b, b) for b in backbones], fontsize="x-small")
+        ax.set_xticks(range(len(backbones)), [NAMES.get(b, b) for b in backbones], fontsize="small")
         ax.set_title(met)
         ax.set_xlabel("model")
+        if k % 2 == 0:  # the left column's (the rows share their y axis)
+            ax.set_ylabel("test score")
         ax.set_ylim(0, 1.05)
-    axes[0].set_ylabel("test score")
-    axes[0].legend(fontsize="xx-small")
-    fig.suptitle(f"{label}: test metrics per model and batch size (stage 1)", fontsize="small")
-    fig.tight_layout()
+    # the legend below the plots, off the bars
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(sizes), fontsize="small",
+               frameon=False)
+    fig.suptitle(f"{label}: test metrics per model and batch size (stage 1)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return ctx.figure(fig, o.name)
 
 
 def _lr_curve(ctx, o):
     studies = _studies(ctx, o)
-    fig, axes = plt.subplots(1, len(studies), figsize=(3.4 * len(studies), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(studies), figsize=(2.5 * len(studies), 2.9), squeeze=False)
     for ax, st in zip(axes[0], studies):
         runs = pd.read_csv(ctx.all_files[st]["stage2_runs"]).sort_values("lr")
         for met in ("recall", "precision", "f1", "accuracy"):
@@ -206,8 +210,8 @@ def _lr_curve(ctx, o):
         sel = _metrics(ctx, st)["stage2"]["selected"]
         ax.set_title(f"{_metrics(ctx, st)['label']}: {NAMES.get(sel['backbone'], sel['backbone'])}, "
                      f"batch {sel['batch_size']}", fontsize="small")
-    axes[0][0].legend(fontsize="x-small")
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return ctx.figure(fig, o.name)
 
 
@@ -234,7 +238,7 @@ def _stage_confusion(ctx, o):
 
 def _study_curves(ctx, o):
     studies, metrics = _studies(ctx, o), list(o.metrics or ("loss",))
-    fig, axes = plt.subplots(1, len(studies), figsize=(3.4 * len(studies), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(studies), figsize=(2.5 * len(studies), 2.9), squeeze=False)
     for ax, st in zip(axes[0], studies):
         m = _metrics(ctx, st)
         sel = m["stage2"]["selected"]
@@ -249,8 +253,10 @@ def _study_curves(ctx, o):
         ax.set_ylabel(" / ".join(metrics))
         ax.set_title(f"{m['label']}: {NAMES.get(sel['backbone'], sel['backbone'])}, lr {sel['lr']:g}",
                      fontsize="small")
-        ax.legend(fontsize="x-small")
-    fig.tight_layout()
+    # one legend below the plots (the same lines in each), off the curves
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2 * len(metrics),
+               fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return ctx.figure(fig, o.name)
 
 
@@ -292,10 +298,10 @@ def _augmentation_examples(ctx, o):
         img = np.asarray(Image.open(table[table["split"] == "train"]["png"].iloc[0]).convert("RGB"))
         aug = build_augmentation(m.get("augment"), o.seed or 0)
         row[0].imshow(img)
-        row[0].set_title(f"{m['label']}: original", fontsize="x-small")
+        row[0].set_title(f"{m['label']}: original", fontsize="small")
         for k in range(n):
             row[k + 1].imshow(aug(image=img)["image"] if aug else img)
-            row[k + 1].set_title(f"augmented {k + 1}", fontsize="x-small")
+            row[k + 1].set_title(f"augmented {k + 1}", fontsize="small")
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
