@@ -33,7 +33,6 @@ LISTED = {
     ],
     "cnn_pediatric": [
         ("parts add up", "data/reported_total"),                          # 2,542 vs 2,527
-        ("split fraction", "data/split/train"),                           # 80 % vs 2,011 / 2,527
         ("a number against the text", "best_val_accuracy"),               # "below 80 %" vs 86.22 %
     ],
     "transfer_kermany": [
@@ -71,6 +70,8 @@ def test_audit_finds_more_than_listed_and_passes_a_consistent_report():
     assert _found(tm, "accuracy = correct / total", "tableB2_C19/ResNet-50/256")
     # cnn_kermany's classification report fits the official 390/234 test folder
     assert _findings("cnn_kermany") == []
+    # one tolerance rule: 2,011 of 2,527 (79.6 %) printed as 80 % is within half a unit of its last digit
+    assert not _found(_findings("cnn_pediatric"), "split fraction", "data/split/train")
     checks = audit(yaml.safe_load((PAPERS / "cnn_kermany" / "published.yaml").read_text()))
     assert {c.check for c in checks} == {"parts add up to the total", "one confusion matrix (mlscorecheck)"}
 

@@ -24,8 +24,9 @@ where the numbers are and how they relate; they carry no values):
 ``same``     ``a``, ``b``: two places that print the same quantity (``b`` may use ``a``'s bindings
              and row fields); rows are compared field by field.
 ``sums``     ``total`` and ``parts``: the parts add up to the total.
-``splits``   ``fraction``, ``count``, ``total``: a stated split fraction against the counts
-             (``tolerance`` as a fraction of the total for grouped splits; one item otherwise).
+``splits``   ``fraction``, ``count``, ``total``: a stated split fraction against the counts,
+             within half a unit of its last printed digit (``decimals``, default 2: a whole
+             percentage), or ``tolerance`` (a fraction of the total) for grouped splits.
 ``macro``    ``classes`` and ``mean``: per-class rows against their macro-average row.
 ``bounds``   ``value``, ``max``/``min``, ``says``: a number against a claim in the text.
 ``confusion`` ``scores`` ({mlscorecheck score name: path}), ``testset`` ({p, n}), optional
@@ -352,13 +353,16 @@ class _Audit:
                 lc, count = self.total(e["count"], b, name)
                 lt, total = self.total(e["total"], b, name)
                 expect = frac * total
-                tol = max(1.0, e.get("tolerance", 0.0) * total)
+                # the one rule of the audit: within half a unit of the last printed digit (a fraction
+                # printed as a whole percentage: 0.5 %), or the stated tolerance of a grouped split
+                half = 0.5 * 10 ** -e.get("decimals", 2)
+                tol = max(half, e.get("tolerance", 0.0))
                 self.add("split fraction against the counts", f"{path} ({lc} of {lt})",
                          f"{frac:.0%} stated; {_fmt(count)} of {_fmt(total)}",
                          f"{frac:g} × {_fmt(total)} = {expect:,.1f}; {_fmt(count)} / {_fmt(total)} = "
                          f"{count / total:.1%}" + (f" (tolerance {e['tolerance']:.0%} of the total)"
-                                                   if e.get("tolerance") else ""),
-                         abs(count - expect) <= tol)
+                                                   if e.get("tolerance") else f" (within {half:.1%})"),
+                         abs(count / total - frac) <= tol + 1e-12)
 
     def macro(self):
         for name, e, means in self.entries("macro", "mean"):
