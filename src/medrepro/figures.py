@@ -66,8 +66,8 @@ def _text_artists(fig, extra: bool = False):
             named += [("legend", t) for t in (leg.get_texts() if leg is not None and leg.get_visible() else [])]
             named += [("text", t) for t in ax.texts]
         out += [(ax, f"axes {k} {what} {t.get_text()[:30]!r}", t) for what, t in named]
-    if extra:
-        out += [(None, f"figure legend {t.get_text()[:30]!r}", t) for leg in fig.legends for t in leg.get_texts()]
+    # a figure's own legends (below its plots, say): their texts must not meet the footer note
+    out += [(None, f"figure legend {t.get_text()[:30]!r}", t) for leg in fig.legends for t in leg.get_texts()]
     return [(ax, what, t) for ax, what, t in out if t.get_visible() and t.get_text().strip()]
 
 
@@ -189,6 +189,13 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
         fig.canvas.draw()
         if fig.get_layout_engine() is not None:   # freeze the layout: saving must not move the plots
             fig.set_layout_engine("none")           # onto the note placed below them
+        renderer = fig.canvas.get_renderer()
+        for leg in fig.legends:  # pinned in figure coordinates: a tight bbox on saving must not move them
+            box = leg.get_window_extent(renderer)                  # down onto the note
+            leg.set_bbox_to_anchor(((box.x0 + box.x1) / 2 / fig.bbox.width, box.y0 / fig.bbox.height),
+                                   transform=fig.transFigure)
+            leg.set_loc("lower center")
+        fig.canvas.draw()
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
         fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
     for problem in text_overlaps(fig) + unlabelled_axes(fig) + legends_over_data(fig) + small_fonts(fig, width, s):
