@@ -40,12 +40,14 @@ def reliability(predictions_csv, title: str):
 
 
 def forest(ctx, comparison: pd.DataFrame, paper: str) -> tuple[list[Path], dict[str, str]]:
-    """Forest plots of the judged comparison rows (:func:`medrepro.figures.forest_figure`),
+    """Forest plots of the judged comparison rows of rates (:func:`medrepro.figures.forest_figure`),
     :data:`~medrepro.figures.FOREST_ROWS` rows a figure (``forest``, or ``forest_1``, ``forest_2``,
     ...); returns their files and captions."""
     from ..figures import FOREST_ROWS, forest_figure
 
-    judged = comparison[comparison["verdict"].isin(["consistent", "different", "inconclusive"])]
+    # rates only, on one 0-1 axis (counts, on the scale of each test set, stay in the table)
+    judged = comparison[comparison["verdict"].isin(["consistent", "different", "inconclusive"])
+                        & comparison["published"].between(0, 1) & comparison["reproduced"].between(0, 1)]
     parts = [judged.iloc[i:i + FOREST_ROWS] for i in range(0, len(judged), FOREST_ROWS)]
     paths, captions = [], {}
     for k, part in enumerate(parts, 1):
@@ -53,7 +55,8 @@ def forest(ctx, comparison: pd.DataFrame, paper: str) -> tuple[list[Path], dict[
         which = "" if len(parts) == 1 else f" (rows {FOREST_ROWS * (k - 1) + 1}-{FOREST_ROWS * (k - 1) + len(part)} "
         which += "" if len(parts) == 1 else f"of {len(judged)})"
         paths += ctx.figure(forest_figure(part, f"{paper}: published and reproduced{which}"), name)
-        captions[name] = ("Each judged comparison row: the reproduced value with its 95 % interval (filled) and "
+        captions[name] = ("Each judged comparison row of a rate (counts are in the comparison table): the "
+                          "reproduced value with its 95 % interval (filled) and "
                           "the published one with its own (open), the row's label coloured by its verdict "
                           "(green consistent, vermilion different, grey inconclusive).")
     return paths, captions
