@@ -63,6 +63,13 @@ def test_site_pages_link_every_table_and_figure(tmp_path):
     # the comparison the report's section prints is not printed again under Tables; p2's is
     assert p1.count("<table>") == 1 and "(shown above)" in p1
     assert (tmp_path / "html" / "p2.html").read_text().count("<table>") == 1
+    # a long table is folded under a summary with its row count; a short one is not
+    long = pd.DataFrame({"metric": [f"m{i}" for i in range(30)], "value": range(30)})
+    write_table(long, dirs["p2"] / "tables" / "long", caption="long")
+    write_site(tmp_path / "report.md", dirs, tmp_path / "html")
+    p2 = (tmp_path / "html" / "p2.html").read_text()
+    assert p2.count("<details><summary>30 rows (click to show)</summary>") == 1 and p2.count("<table>") == 2
+    assert "<details>" not in (tmp_path / "html" / "p1.html").read_text()
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     for page in pages:

@@ -110,10 +110,23 @@ code { background: #f6f6f6; }
 """
 
 
+LONG_TABLE_ROWS = 25  # longer tables are folded (<details>): the page stays readable
+
+
 def _md(text: str) -> str:
+    """Markdown as HTML, every table longer than :data:`LONG_TABLE_ROWS` rows folded under a
+    summary that says how many rows it holds (a click opens it)."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
+    html_text = MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
+
+    def fold(m: re.Match) -> str:
+        rows = m.group(0).count("<tr>") - 1  # the header row
+        if rows <= LONG_TABLE_ROWS:
+            return m.group(0)
+        return f"<details><summary>{rows} rows (click to show)</summary>\n{m.group(0)}</details>"
+
+    return re.sub(r"<table>.*?</table>", fold, html_text, flags=re.S)
 
 
 _TEMPLATES = {
