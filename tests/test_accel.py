@@ -167,10 +167,11 @@ def test_the_deterministic_setting_is_applied_and_recorded(capsys):
 
 def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):  # noqa: F811 - the fixture
     """Mask R-CNN with AMP (bfloat16 autocast on the CPU) and non-blocking copies; the scaler is
-    checkpointed and a resumed run ends with the uninterrupted run's history."""
+    checkpointed and a resumed run ends with the uninterrupted run's history; the warm-up's
+    scheduler steps beside the scaler and resumes with it."""
     from medrepro.detect.torchvision_backend import train_detector
 
-    e = run_spec(_experiment())
+    e = run_spec(_experiment(warmup_iterations=3))
     tr, va = _coco(rsna, "train"), _coco(rsna, "val")
     ck = tmp_path / "ck.pt"
     train_detector(tr, va, e, None, None, checkpoint=ck, stop_after=1, accel=GPU_LIKE)
@@ -179,3 +180,4 @@ def test_detector_trains_and_resumes_with_every_gpu_flag(rsna, tmp_path):  # noq
     _, full, _ = train_detector(tr, va, e, None, None, accel=GPU_LIKE)
     assert len(hist) == 2 and hist["amp_scale"].tolist() == full["amp_scale"].tolist()
     assert hist["loss"].tolist() == full["loss"].tolist()
+    assert hist["lr"].tolist() == full["lr"].tolist() == [e.train.lr * (2 / 3), e.train.lr]
