@@ -206,7 +206,8 @@ VERDICTS = ("consistent", "different", "inconclusive")
 
 def published_se(published: float, base: int | None, rep_se: float | None, rep_n: int | None,
                  pub_n: int | None, confidence: float = CONFIDENCE) -> tuple[float | None, str]:
-    """The published value's standard error and how it was had.
+    """The published value's standard error and how it was had (the comparison's ``published
+    error`` column): ``binomial``, ``scaled`` or ``none (exact)``.
 
     A proportion (``base``: its denominator in this test set, :func:`proportion_base`) measured by
     the paper on ``pub_n`` test images: binomial, Wilson's score interval's half-width over z for
@@ -216,16 +217,16 @@ def published_se(published: float, base: int | None, rep_se: float | None, rep_n
     ``rep_se * sqrt(rep_n / pub_n)``.  Without ``pub_n`` (the paper gives no test-set size): None,
     and the published value is taken as exact."""
     if not pub_n:
-        return None, "published value taken as exact (the paper gives no test-set size)"
+        return None, "none (exact)"
     if base and rep_n and 0 <= published <= 1:
         n = max(1, int(round(base * pub_n / rep_n)))
         k = min(n, max(0, int(round(published * n))))
         ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
         z = stats.norm.ppf(1 - (1 - confidence) / 2)
-        return (ci.high - ci.low) / (2 * z), f"binomial (Wilson) on {n} of the paper's images"
+        return (ci.high - ci.low) / (2 * z), "binomial"
     if rep_se is not None and rep_n:
-        return rep_se * math.sqrt(rep_n / pub_n), f"this test set's error scaled to the paper's {pub_n} images"
-    return None, "published value taken as exact (no base for its error)"
+        return rep_se * math.sqrt(rep_n / pub_n), "scaled"
+    return None, "none (exact)"
 
 
 def compare_estimates(published: float, reproduced: float, low: float | None, high: float | None,

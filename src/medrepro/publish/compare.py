@@ -174,6 +174,8 @@ def comparison_table(metrics: dict, published: dict, compare, where: str = "comp
     ``confidence``).  A path that names nothing (in the metrics or in the published YAML) is a
     :class:`MissingPath` error, never a blank cell; a value that exists but is empty (no
     detections, say) stays blank."""
+    from scipy import stats
+
     from ..uncertainty import CONFIDENCE, FIXED_LEAVES, compare_estimates, proportion_base, published_se
 
     # without the config's block: the intervals' confidence and no equivalence claimed
@@ -200,21 +202,14 @@ def comparison_table(metrics: dict, published: dict, compare, where: str = "comp
             row["verdict"] = ("a count the test set fixes" if c.reproduced.rpartition(".")[2] in FIXED_LEAVES
                               else "no interval (a training-curve or selection value)")
         else:
-            z = _z(confidence)
-            pub_se, how = published_se(pub, proportion_base(flat, c.reproduced), (high - low) / (2 * z),
-                                       test_size(flat, c.reproduced), published_n, confidence)
+            rep_se = (high - low) / (2 * float(stats.norm.ppf(1 - (1 - confidence) / 2)))
+            pub_se, kind = published_se(pub, proportion_base(flat, c.reproduced), rep_se,
+                                        test_size(flat, c.reproduced), published_n, confidence)
             res = compare_estimates(pub, rep, low, high, pub_se, margin, confidence)
-            kind = "binomial" if how.startswith("binomial") else "scaled" if "scaled" in how else "none (exact)"
             row.update(diff_low=res["diff_low"], diff_high=res["diff_high"], verdict=res["verdict"],
                        **{"published error": kind})
         rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-
-
-def _z(confidence: float) -> float:
-    from scipy import stats
-
-    return float(stats.norm.ppf(1 - (1 - confidence) / 2))
 
 
 def published_values(tree, prefix: str = "reported"):
