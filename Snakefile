@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from medrepro.config import (
     ConfigError,
     feature_key,
+    inflation_pairs,
     paper_files,
     repeats_of,
     resolved_departures,

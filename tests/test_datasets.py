@@ -162,3 +162,25 @@ def test_synthesis_is_deterministic(tmp_path):
         pa = tmp_path / "a" / "COVID-19_Radiography_Dataset" / f
         pb = tmp_path / "b" / "COVID-19_Radiography_Dataset" / f
         assert pa.read_bytes() == pb.read_bytes()
+
+
+def test_brain_slices_of_one_patient_share_the_scan_and_without_patient_structure_do_not():
+    from medrepro.synth.phantoms import brain_mri
+
+    def centre(s):
+        ys, xs = np.nonzero(s.mask)
+        return np.array([ys.mean(), xs.mean()])
+
+    def spread(slices):   # mean distance of the tumour centres from their mean, and of the images
+        c = np.array([centre(s) for s in slices])
+        im = np.array([s.image.astype(float) for s in slices])
+        return np.linalg.norm(c - c.mean(0), axis=1).mean(), np.abs(im - im.mean(0)).mean()
+
+    one_patient = [brain_mri(np.random.default_rng(k), 128, "glioma", 0.15, patient_rng=np.random.default_rng(99))
+                   for k in range(5)]
+    many_patients = [brain_mri(np.random.default_rng(k), 128, "glioma", 0.15,
+                               patient_rng=np.random.default_rng(100 + k)) for k in range(5)]
+    independent = [brain_mri(np.random.default_rng(k), 128, "glioma", 0.15) for k in range(5)]
+    (c1, i1), (c2, i2), (c3, i3) = spread(one_patient), spread(many_patients), spread(independent)
+    assert c1 < 0.5 * c2 and c1 < 0.5 * c3   # one patient: the tumour stays where it is
+    assert i1 < 0.7 * i2 and i1 < 0.7 * i3   # and the slices look alike

@@ -16,7 +16,8 @@ PAPERS = ["cnn_kermany", "maskrcnn_opacity", "cnn_pediatric", "transfer_kermany"
 # rules that run on the submitting node under profiles/slurm: downloads, and seconds of work that
 # would wait in a busy queue longer than they run
 LOCAL = {"download", "download_weights", "split", "study_split", "annotate", "contact_sheet", "evaluate",
-         "leakage", "study_summary", "audit_paper", "publish_paper", "report", "html_report", "seed_repeats"}
+         "leakage", "study_summary", "audit_paper", "publish_paper", "report", "html_report", "seed_repeats",
+         "inflation"}
 
 
 def dry_run(*args: str) -> str:
@@ -60,7 +61,8 @@ def test_full_config_plans_every_paper(profile):
     assert features and all("_keras_" in f for f in features), features
     assert any(f.startswith("vgg16_keras_224x224_c3_caffe") for f in features)
     assert n["publish_paper"] == len(PAPERS) and n["report"] == 1
-    assert n["train"] == 8 and n["train_detector"] == 3 and n["study_stage1"] == 3
+    # 8 classifiers, and 9 leakage-inflation pairs (the 8 on Kermany and the thesis' TC task) of two arms each
+    assert n["train"] == 8 + 2 * 9 and n["train_detector"] == 3 and n["study_stage1"] == 3 and n["inflation"] == 1
     assert n["features"] == 9  # 3 backbones per study (transfer_kermany augments: full forward passes)
     assert sum(n.values()) < 200  # nothing per image: the DAG stays small whatever the data size
     assert "The run involves checkpoint jobs" in out  # stage 1 of the studies re-plans stages 2-4
@@ -108,9 +110,34 @@ def test_seed_repeats_plan_one_training_per_seed_on_the_same_split(tmp_path):
     over = tmp_path / "repeats.yaml"
     over.write_text(yaml.safe_dump({"repeats": {"seeds": 2, "experiments": ["cnn_kermany", "mr_exp1"]}}))
     n = job_counts(dry_run("--configfile", "config/full.yaml", str(over)))
-    assert n["train"] == 8 + 2 and n["train_detector"] == 3 + 2 and n["seed_repeats"] == 1
+    assert n["train"] == 8 + 18 + 2 and n["train_detector"] == 3 + 2 and n["seed_repeats"] == 1
     from medrepro.config import load_config
 
     cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml", over])
     e, r = cfg["experiments"]["cnn_kermany"], cfg["experiments"]["cnn_kermany__seed2"]
     assert r["train"]["seed"] == e["train"]["seed"] + 2 and r["split"] == e["split"]
+
+
+def test_inflation_pairs_two_arms_of_one_run_and_names_what_it_cannot_pair(tmp_path):
+    """Config `inflation`: each listed experiment, or study at a named configuration, becomes two runs
+    that differ only in their split's arm; an unknown name or backbone is a config error."""
+    from medrepro.config import ConfigError, inflation_pairs, load_config
+
+    cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml"])
+    pairs = inflation_pairs(cfg["experiments"])
+    assert set(pairs) == set(cfg["inflation"]["experiments"]) | {"tm_TC"}
+    img, pat = (cfg["experiments"][pairs["tk_resnet50"][arm]] for arm in ("image", "patient"))
+    base = cfg["experiments"]["tk_resnet50"]
+    assert img["split"] == {**base["split"], "arm": "image"} and pat["split"] == {**base["split"], "arm": "patient"}
+    assert {k: v for k, v in img.items() if k != "split"} == {k: v for k, v in pat.items() if k != "split"}
+    assert img["model"] == base["model"] and img["train"] == base["train"]
+    tc = cfg["experiments"][pairs["tm_TC"]["image"]]   # the study's run at VGG-16, batch 32, on its own split
+    assert tc["model"]["backbone"] == "vgg16" and tc["train"]["batch_size"] == 32
+    assert tc["paper"] == "transfer_multidataset" and tc["split"]["seed"] == cfg["studies"]["tm_TC"]["split"]["seed"]
+    for bad, msg in ((({"experiments": ["nope"]}), "inflation.experiments: 'nope' is not an experiment"),
+                     (({"experiments": ["mr_exp1"]}), "is a detect experiment"),
+                     (({"studies": {"tm_TC": {"backbone": "vgg19"}}}), "not one of the study's backbones")):
+        over = tmp_path / "bad.yaml"
+        over.write_text(yaml.safe_dump({"inflation": bad}))
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            load_config(REPO / "config", [REPO / "config" / "full.yaml", over])

@@ -142,3 +142,35 @@ def test_counts_short_of_images_are_reported_not_invented():
     out, audit = make_split(df, fractions={"train": 1.0}, seed=0, counts={"test": {"a": 8, "b": 3}})
     assert audit["counts_drawn"] == {"test": {"a": 5, "b": 3}}  # only 5 'a' images exist
     assert (out.loc[out["label"] == "a", "split"] == "test").all()
+
+
+@pytest.mark.parametrize("keep", [[], ["test"]])
+def test_inflation_pair_shares_the_test_images_and_the_training_sizes_and_only_the_image_arm_leaks(keep):
+    from medrepro.splits import paired_split
+
+    df = _table(90, seed=4)
+    if keep:  # a kept test folder beside a re-split train folder, some test patients in both
+        df["source_split"] = np.where(df["patient_id"].str[1:].astype(int) % 5 == 0, "test", "train")
+        df.loc[df["image_id"].isin(["5-1", "10-1", "15-1"]), "source_split"] = "train"
+        fractions = {"train": 0.8, "val": 0.2}
+    else:
+        fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    arms = {arm: paired_split(df, arm=arm, fractions=fractions, seed=2, keep_source=keep)
+            for arm in ("image", "patient")}
+    (img, a_img), (pat, a_pat) = arms["image"], arms["patient"]
+    assert set(img.loc[img["split"] == "test", "image_id"]) == set(pat.loc[pat["split"] == "test", "image_id"])
+    for s in ("train", "val"):   # the same number of images per class in train and in val
+        assert (img[img["split"] == s]["label"].value_counts().sort_index().to_dict()
+                == pat[pat["split"] == s]["label"].value_counts().sort_index().to_dict())
+    assert overlap(pat).empty and a_pat["overlap_groups_after"] == 0
+    test_patients = set(img.loc[img["split"] == "test", "patient_id"])
+    seen = set(img.loc[img["split"] != "test", "patient_id"]) & test_patients
+    assert a_img["test_patients_seen_in_training"] == len(seen) > 0
+    assert a_pat["test_patients_seen_in_training"] == 0 and a_pat["images_beside_test_dropped"] > 0
+    assert a_img["test_patients"] == len(test_patients) and a_img["test_images"] == int((img["split"] == "test").sum())
+    if keep:  # the kept folder is the test set, as the distributor made it
+        assert set(img.loc[img["split"] == "test", "image_id"]) == set(df.loc[df["source_split"] == "test", "image_id"])
+    again, _ = paired_split(df, arm="image", fractions=fractions, seed=2, keep_source=keep)
+    pd.testing.assert_frame_equal(again, img)
+    with pytest.raises(ValueError, match="arm must be one of"):
+        paired_split(df, arm="slice", fractions=fractions, seed=2)

@@ -166,3 +166,38 @@ def test_published_error_from_its_base_or_scaled_or_none():
     se, how = published_se(0.9, base=None, rep_se=0.08, rep_n=16, pub_n=64)  # an F1: the error scaled
     assert se == pytest.approx(0.04) and how == "scaled"
     assert published_se(0.9, 10, 0.1, 10, None) == (None, "none (exact)")  # no test-set size: taken as exact
+
+
+def test_paired_difference_of_accuracies_matches_scipys_paired_bootstrap_and_keeps_patients_together():
+    from medrepro.metrics import paper_scores
+    from medrepro.uncertainty import paired_difference
+
+    rng = np.random.default_rng(5)
+    n = 300
+    y = rng.integers(0, 2, n)
+    right_b = rng.random(n) < 0.7
+    right_a = right_b | (rng.random(n) < 0.25)   # model a: b's hits and some more
+    a = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "target": y, "pred": np.where(right_a, y, 1 - y)})
+    b = a.assign(pred=np.where(right_b, y, 1 - y)).sample(frac=1.0, random_state=1)   # any row order
+    res = paired_difference(a, b, lambda r: paper_scores(r, ["x", "y"]), ["accuracy"], n_resamples=2000, seed=7)
+    m = res["metrics"]["accuracy"]
+    assert m["a"] == pytest.approx(right_a.mean()) and m["b"] == pytest.approx(right_b.mean())
+    assert m["difference"] == pytest.approx(right_a.mean() - right_b.mean())
+    assert res["unit"] == "image" and res["units"] == n   # no patient ids: image by image
+    # independently: scipy's own paired bootstrap of the mean of the per-image differences
+    ref = stats.bootstrap((right_a.astype(float), right_b.astype(float)), lambda u, v, axis=-1: (u - v).mean(axis=axis),
+                          paired=True, n_resamples=2000, method="percentile", rng=np.random.default_rng(11))
+    assert m["ci"][0] == pytest.approx(ref.confidence_interval.low, abs=0.01)
+    assert m["ci"][1] == pytest.approx(ref.confidence_interval.high, abs=0.01)
+    # paired: far narrower than two independent intervals would make the difference
+    se_unpaired = np.sqrt(right_a.var() / n + right_b.var() / n)
+    assert m["ci"][1] - m["ci"][0] < 0.8 * 2 * 1.96 * se_unpaired
+    # the same model twice: no difference, and an interval of exactly 0
+    same = paired_difference(a, a, lambda r: paper_scores(r, ["x", "y"]), ["accuracy", "f1"], n_resamples=200)
+    assert same["metrics"]["f1"]["difference"] == 0 and same["metrics"]["accuracy"]["ci"] == [0.0, 0.0]
+    # patients resampled whole: 30 patients of 10 images each
+    a2 = a.assign(patient_id=[f"p{k // 10}" for k in range(n)])
+    grouped = paired_difference(a2, b, lambda r: paper_scores(r, ["x", "y"]), ["accuracy"], n_resamples=500, seed=7)
+    assert grouped["unit"] == "patient_id" and grouped["units"] == 30
+    with pytest.raises(ValueError, match="same test images"):
+        paired_difference(a, b.iloc[1:], lambda r: paper_scores(r, ["x", "y"]), ["accuracy"])

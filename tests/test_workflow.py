@@ -403,6 +403,38 @@ def test_audits_in_the_report(tiny_run):
     assert leaks.loc["cnn_kermany", "patients in two splits"] == audit["overlap_groups_after"]
     assert leaks.loc["cnn_kermany", "patients in two splits before overlap handling"] == audit["overlap_groups_found"]
     assert set(leaks.index) >= {"cnn_kermany", "mr_exp1", "tm_TC", "covid vs kermany", "covid vs rsna"}
+    assert not any("__by_" in name for name in leaks.index)   # the inflation arms are reported below
+
+
+def test_leakage_inflation(tiny_run):
+    """The demo's inflation pairs (tk_resnet50, and the TC study at VGG-16): both arms tested on the
+    same images, the table's scores recomputed from the predictions, a section in the report."""
+    results, cfg, tmp_path = tiny_run
+    table = pd.read_csv(results / "inflation" / "inflation.csv")
+    assert set(table["run"]) == {"tk_resnet50", "tm_TC"}
+    assert set(table["metric"]) == {"accuracy", "balanced accuracy", "macro F1"}
+    for run_name in ("tk_resnet50", "tm_TC"):
+        arms = {arm: pd.read_csv(results / "experiments" / f"{run_name}__by_{arm}" / "predictions.csv")
+                for arm in ("image", "patient")}
+        tests = {arm: p[p["split"] == "test"].set_index("image_id") for arm, p in arms.items()}
+        assert set(tests["image"].index) == set(tests["patient"].index)
+        acc = {arm: float((t["target"] == t["pred"]).mean()) for arm, t in tests.items()}
+        row = table[(table["run"] == run_name) & (table["metric"] == "accuracy")].iloc[0]
+        assert row["split by image"] == pytest.approx(acc["image"], abs=1e-4)
+        assert row["split by patient"] == pytest.approx(acc["patient"], abs=1e-4)
+        assert row["ci_low"] <= row["inflation"] <= row["ci_high"]
+        assert row["test images"] == len(tests["image"])
+        audit = json.loads((results / "experiments" / f"{run_name}__by_image" / "split_audit.json").read_text())
+        assert row["test patients seen in training"] == audit["test_patients_seen_in_training"]
+        splits = {arm: pd.read_csv(results / "experiments" / f"{run_name}__by_{arm}" / "split.csv")
+                  for arm in ("image", "patient")}
+        counts = {arm: s["split"].value_counts().to_dict() for arm, s in splits.items()}
+        assert counts["image"] == counts["patient"]
+    for paper in ("transfer_kermany", "transfer_multidataset"):
+        assert (results / "inflation" / f"{paper}.tex").is_file()
+    report = (results / "report.md").read_text()
+    section = report.split("## Leakage inflation", 1)[1].split("\n## ", 1)[0]
+    assert "`tm_TC` (brain_tumor)" in section and "### transfer_kermany" in section
 
 
 @pytest.mark.slow

@@ -97,6 +97,7 @@ def validate_config(config: dict, schema_path: str | Path, source: str = "config
     for run in [*cfg.get("experiments", {}).values(), *cfg.get("studies", {}).values()]:
         run["train"]["allow_cpu"] = run["train"]["allow_cpu"] or cfg["allow_cpu"]  # read where the device is chosen
     cfg["experiments"] = with_repeats(cfg["experiments"], cfg["repeats"])
+    cfg["experiments"] = with_inflation(cfg["experiments"], cfg.get("studies", {}), cfg["inflation"])
     return cfg
 
 
@@ -113,6 +114,40 @@ def with_repeats(experiments: dict, repeats: dict) -> dict:
             e = copy.deepcopy(experiments[name])
             e["train"]["seed"] = e["train"]["seed"] + k
             out[f"{name}{REPEAT}{k}"] = e
+    return out
+
+
+INFLATION = "__by_"
+
+
+def with_inflation(experiments: dict, studies: dict, inflation: dict) -> dict:
+    """``experiments`` plus, for each experiment of ``inflation['experiments']`` and each study of
+    ``inflation['studies']`` (at the backbone, batch size and learning rate given there), two runs
+    ``<name>__by_image`` and ``<name>__by_patient``: the same model, training seed and budget on
+    the two arms of :func:`medrepro.splits.paired_split` (one image-level split, with and without
+    the test patients' other images in train and val; the same test images)."""
+    out = dict(experiments)
+    bases = {name: experiments[name] for name in inflation.get("experiments", [])}
+    for name, at in inflation.get("studies", {}).items():
+        study = studies[name]
+        run = study_run_spec(study, at["backbone"], at.get("batch_size"), at.get("lr"))
+        run["train"]["allow_cpu"] = study["train"]["allow_cpu"]
+        bases[name] = {**run, "paper": study["paper"], "split": copy.deepcopy(study["split"]), "subset": None}
+    for name, base in bases.items():
+        for arm in ("image", "patient"):
+            e = copy.deepcopy(base)
+            e["split"] = {**e["split"], "arm": arm}
+            e["inflation_of"] = name
+            out[f"{name}{INFLATION}{arm}"] = e
+    return out
+
+
+def inflation_pairs(experiments: dict) -> dict[str, dict[str, str]]:
+    """Experiment or study -> ``{"image": run, "patient": run}`` of its inflation pair."""
+    out: dict[str, dict[str, str]] = {}
+    for run, e in experiments.items():
+        if e.get("inflation_of"):
+            out.setdefault(e["inflation_of"], {})[e["split"]["arm"]] = run
     return out
 
 
@@ -134,6 +169,22 @@ def _cross_checks(cfg: dict) -> list[str]:
         if name not in cfg.get("experiments", {}):
             out.append(f"repeats.experiments: {name!r} is not an experiment of this config (staged studies are not "
                        f"repeated); expected one of {sorted(cfg.get('experiments', {}))}")
+    inflation = cfg.get("inflation", {})
+    for name in inflation.get("experiments", []):
+        e = cfg.get("experiments", {}).get(name)
+        if e is None:
+            out.append(f"inflation.experiments: {name!r} is not an experiment of this config; expected one of "
+                       f"{sorted(cfg.get('experiments', {}))}")
+        elif e["task"] != "classify":
+            out.append(f"inflation.experiments: {name!r} is a {e['task']} experiment; the pairs are classifiers")
+    for name, at in inflation.get("studies", {}).items():
+        study = cfg.get("studies", {}).get(name)
+        if study is None:
+            out.append(f"inflation.studies: {name!r} is not a study of this config; expected one of "
+                       f"{sorted(cfg.get('studies', {}))}")
+        elif at["backbone"] not in study["backbones"]:
+            out.append(f"inflation.studies.{name}.backbone: {at['backbone']!r} is not one of the study's backbones "
+                       f"{sorted(study['backbones'])}")
     for name, e in cfg.get("experiments", {}).items():
         if e["dataset"] not in datasets:
             out.append(f"experiments.{name}.dataset: {e['dataset']!r} is not a dataset of this config; "

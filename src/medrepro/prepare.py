@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_dir, read_csv, write_csv, write_json
-from .splits import make_split
+from .splits import make_split, paired_split
 
 
 # ----------------------------------------------------------------------------- acquire
@@ -109,9 +109,14 @@ def split(converted_manifest, experiment: dict, split_out, audit_out) -> pd.Data
     if subset:
         table = draw_subset(table, subset["per_class"], subset["seed"])
     s = experiment["split"]
-    out, audit = make_split(table, fractions=s["fractions"], seed=s["seed"], keep_source=s["keep_source"],
-                            group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"],
-                            counts=s.get("counts") or None)
+    if s.get("arm"):  # one arm of a leakage-inflation pair (config `inflation`)
+        out, audit = paired_split(table, arm=s["arm"], fractions=s["fractions"], seed=s["seed"],
+                                  keep_source=s["keep_source"], group_by=s["group_by"], stratify_by="class",
+                                  counts=s.get("counts") or None)
+    else:
+        out, audit = make_split(table, fractions=s["fractions"], seed=s["seed"], keep_source=s["keep_source"],
+                                group_by=s["group_by"], stratify_by="class", overlap_policy=s["overlap"],
+                                counts=s.get("counts") or None)
     audit["left_out_by_class_filter"] = int(len(df) - len(known))
     audit["subset"] = subset
     audit["merged_source_splits"] = merged

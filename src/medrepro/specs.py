@@ -398,8 +398,9 @@ def _number(v):
 
 _DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _number})
 
-# keys of an experiment block that describe where it is reported, not how it runs
-_NOT_RUN = ("paper", "subset", "split")
+# keys of an experiment block that describe where it is reported, not how it runs (inflation_of:
+# the run an inflation pair's arm repeats, medrepro.config.with_inflation)
+_NOT_RUN = ("paper", "subset", "split", "inflation_of")
 
 
 def _from_block(cls, block, where: str, drop=()):

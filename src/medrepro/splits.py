@@ -154,3 +154,67 @@ def make_split(df: pd.DataFrame, *, fractions: dict[str, float], seed: int, keep
     audit["counts"] = {s: df.loc[df["split"] == s, stratify_by].value_counts().sort_index().to_dict()
                        for s in sorted(df["split"].unique())}
     return df.reset_index(drop=True), audit
+
+
+ARMS = ("image", "patient")
+
+
+def paired_split(df: pd.DataFrame, *, arm: str, fractions: dict[str, float], seed: int, keep_source: list[str] = (),
+                 group_by: str = "patient_id", image_col: str = "image_id", stratify_by: str = "label",
+                 counts: dict[str, dict[str, int]] | None = None) -> tuple[pd.DataFrame, dict]:
+    """One arm of a leakage-inflation pair: the same test images, training sets of the same size.
+
+    Both arms start from one split made image by image (``group_by`` = ``image_col``), as a paper
+    that split by image did.  ``arm="image"`` keeps that split's leaks: a patient's other images
+    may sit in train or val beside its test images.  ``arm="patient"`` removes them: the train and
+    val images of every patient with a test image are dropped, and the others are re-drawn by
+    patient: val filled with whole patients up to the image split's val composition
+    (:func:`draw_counts`), the rest train.  Then both arms'
+    train and val are drawn down, class by class (seeded), to the smaller of their two sizes, so
+    the two models differ only in whether they saw the test patients.  Both arms' test rows are
+    the same images; the audit counts the test patients whose other images the image arm trains
+    or validates on (its exposure).
+    """
+    if arm not in ARMS:
+        raise ValueError(f"split.arm must be one of {ARMS}, got {arm!r}")
+    by_image, audit = make_split(df, fractions=fractions, seed=seed, keep_source=keep_source, group_by=image_col,
+                                 stratify_by=stratify_by, overlap_policy="report", counts=counts)
+    test = by_image["split"] == "test"
+    if not test.any():
+        raise ValueError("a leakage-inflation pair needs a test split (split.fractions or keep_source must make one)")
+    test_patients = set(by_image.loc[test, group_by])
+    beside_test = ~test & by_image[group_by].isin(test_patients)
+    clean = by_image.loc[~beside_test].copy()
+    # the rest re-drawn by patient: val filled with whole patients up to the image split's val
+    # composition, the others train (source splits kept as the distributor made them stay)
+    redraw = (clean["split"] != "test") & ~clean["source_split"].isin(list(keep_source))
+    moved = 0
+    if redraw.any():
+        before = clean.loc[redraw, "split"].copy()
+        val_counts = {"val": by_image.loc[by_image["split"] == "val", stratify_by].value_counts().to_dict()}
+        picked, _ = draw_counts(clean.loc[redraw], val_counts, seed, group_by, stratify_by)
+        clean.loc[redraw, "split"] = picked.fillna("train") if "train" in set(before) else picked.fillna("val")
+        moved = int((clean.loc[redraw, "split"] != before).sum())
+    rng = np.random.default_rng(seed)
+    arms = {"image": [by_image.loc[test]], "patient": [clean.loc[clean["split"] == "test"]]}
+    for split_name in sorted(set(by_image.loc[~test, "split"])):
+        for cls in sorted(set(by_image[stratify_by])):
+            pools = {"image": by_image.loc[~test & (by_image["split"] == split_name) & (by_image[stratify_by] == cls)],
+                     "patient": clean.loc[(clean["split"] == split_name) & (clean[stratify_by] == cls)]}
+            size = min(len(p) for p in pools.values())
+            for name, pool in pools.items():
+                arms[name].append(pool.iloc[np.sort(rng.choice(len(pool), size=size, replace=False))])
+    out = pd.concat(arms[arm]).sort_index()
+    leaky = pd.concat(arms["image"])
+    exposed = set(leaky.loc[leaky["split"] != "test", group_by]) & test_patients
+    audit.update({
+        "arm": arm, "group_by": image_col, "patient_column": group_by,
+        "test_images": int(test.sum()), "test_patients": len(test_patients),
+        "test_patients_seen_in_training": len(exposed) if arm == "image" else 0,
+        "images_beside_test_dropped": int(beside_test.sum()) if arm == "patient" else 0,
+        "images_moved_to_their_patients_split": moved if arm == "patient" else 0,
+        "overlap_groups_after": int(len(overlap(out, group_by))),
+        "counts": {s: out.loc[out["split"] == s, stratify_by].value_counts().sort_index().to_dict()
+                   for s in sorted(out["split"].unique())},
+    })
+    return out.reset_index(drop=True), audit

@@ -256,3 +256,48 @@ def compare_estimates(published: float, reproduced: float, low: float | None, hi
     else:
         out["verdict"] = "inconclusive"
     return out
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], dict],
+                      paths: list[str], group: str = "patient_id", n_resamples: int = 1000, seed: int = 0,
+                      confidence: float = CONFIDENCE) -> dict:
+    """Percentile bootstrap of ``metric_fn(a) - metric_fn(b)`` for two models' predictions on the
+    same test images (rows keyed by ``image_id``; ``group`` names the resampling unit, taken from
+    ``a``): each resample draws units once and scores both models on the same draw, so what the
+    two share (the images' difficulty) cancels.  Returns, per dotted path of ``paths``, the two
+    point values, their difference and its interval, with the resampling units and count."""
+    ids_a, ids_b = set(a["image_id"]), set(b["image_id"])
+    if ids_a != ids_b:
+        raise ValueError(f"paired_difference needs the same test images: {len(ids_a - ids_b)} only in the first, "
+                         f"{len(ids_b - ids_a)} only in the second (e.g. {sorted(ids_a ^ ids_b)[:3]})")
+    a = a.sort_values("image_id").reset_index(drop=True)
+    b = b.set_index("image_id").loc[a["image_id"]].reset_index()
+    if group in a and a[group].fillna("").astype(str).str.len().gt(0).all():
+        keys, unit = a[group].astype(str).to_numpy(), group
+    else:
+        keys, unit = a["image_id"].astype(str).to_numpy(), "image"
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+
+    def values(rows_a, rows_b):
+        fa, fb = flatten(metric_fn(rows_a)), flatten(metric_fn(rows_b))
+        return np.array([fa[p] for p in paths] + [fb[p] for p in paths], dtype=float)
+
+    point = values(a, b)
+
+    def statistic(idx):
+        take = np.concatenate([members[int(g)] for g in idx])
+        v = values(a.iloc[take], b.iloc[take])
+        return v[:len(paths)] - v[len(paths):]
+
+    res = stats.bootstrap((np.arange(len(uniq)),), statistic, vectorized=False, n_resamples=n_resamples,
+                          confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    out = {"method": "paired percentile bootstrap (scipy.stats.bootstrap)", "unit": unit, "units": int(len(uniq)),
+           "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed, "metrics": {}}
+    for i, p in enumerate(paths):
+        out["metrics"][p] = {"a": float(point[i]), "b": float(point[len(paths) + i]),
+                             "difference": float(point[i] - point[len(paths) + i]),
+                             "ci": [float(res.confidence_interval.low[i]), float(res.confidence_interval.high[i])]}
+    if len(uniq) < FEW_UNITS:
+        out["warning"] = f"only {len(uniq)} resampling units ({unit}): the intervals are rough"
+    return out

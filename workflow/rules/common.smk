@@ -385,10 +385,12 @@ wildcard_constraints:
 
 
 def split_files():
-    """Every experiment's and study's split and split audit, by name."""
+    """Every experiment's and study's split and split audit, by name (not the inflation pairs'
+    arms: their exposure is reported beside their inflation)."""
     out = {}
-    for e in config["experiments"]:
-        out[e] = f"{RESULTS}/experiments/{e}"
+    for e, x in config["experiments"].items():
+        if not x.get("inflation_of"):
+            out[e] = f"{RESULTS}/experiments/{e}"
     for s in STUDIES:
         out[s] = f"{RESULTS}/studies/{s}"
     return out
@@ -432,3 +434,39 @@ def repeat_headlines():
         for h in p.get("headline", [])
         if h["experiment"] in config["repeats"]["experiments"]
     ]
+
+
+INFLATION = inflation_pairs(config["experiments"])
+
+
+def inflation_files():
+    """Pair -> arm -> the arm's predictions, split and split audit (config `inflation`)."""
+    return {
+        name: {
+            arm: {
+                k: f"{RESULTS}/experiments/{run}/{f}"
+                for k, f in (
+                    ("predictions", "predictions.csv"),
+                    ("split", "split.csv"),
+                    ("audit", "split_audit.json"),
+                )
+            }
+            for arm, run in arms.items()
+        }
+        for name, arms in INFLATION.items()
+    }
+
+
+def inflation_pairs_params():
+    """Pair -> what medrepro.inflation.inflation_rows needs besides the files."""
+    out = {}
+    for name, arms in INFLATION.items():
+        e = config["experiments"][arms["image"]]
+        out[name] = {
+            "paper": e["paper"],
+            "dataset": e["dataset"],
+            "model": f"{e['model'].get('backbone') or e['model']['arch']}, batch {e['train']['batch_size']}",
+            "classes": [c["name"] for c in e["classes"]],
+            "arms": inflation_files()[name],
+        }
+    return out

@@ -59,3 +59,35 @@ rule leakage:
         scale=config["scale"],
     script:
         "../scripts/leakage.py"
+
+
+rule inflation:
+    """Leakage inflation: each pair of `inflation` (the same run on one image-level split with and
+    without the test patients' other images), the difference of its scores on the same test images.
+    """
+    input:
+        [
+            f
+            for arms in inflation_files().values()
+            for a in arms.values()
+            for f in a.values()
+        ],
+    output:
+        report(
+            directory(f"{RESULTS}/inflation"),
+            patterns=["{name}.csv"],
+            caption="../report/inflation.rst",
+            category="audits",
+            subcategory="leakage inflation",
+        ),
+    log:
+        f"{RESULTS}/logs/inflation.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        pairs=inflation_pairs_params(),
+        bootstrap=canonical(config["bootstrap"]),
+        scale=config["scale"],
+    script:
+        "../scripts/inflation.py"

@@ -65,6 +65,7 @@ rule report:
         audits=expand(f"{RESULTS}/audit/{{paper}}", paper=list(config["papers"])),
         leakage=f"{RESULTS}/leakage/audit",
         repeats=[f"{RESULTS}/repeats"] if config["repeats"]["seeds"] else [],
+        inflation=[f"{RESULTS}/inflation"] if INFLATION else [],
     output:
         f"{RESULTS}/report.md",
     log:

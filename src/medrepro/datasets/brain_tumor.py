@@ -105,9 +105,10 @@ def read_mat73(source) -> dict:
 
 # ----------------------------------------------------------------------------- synthesize
 def _synth_one(args):
-    seed, number, label, pid, size, difficulty = args
+    seed, number, label, pid, size, difficulty, patient_structure = args
     rng = seeded(seed, "brain", number)
-    s = brain_mri(rng, size, LABELS[label], difficulty)
+    s = brain_mri(rng, size, LABELS[label], difficulty,
+                  patient_rng=seeded(seed, "brain-patient", pid) if patient_structure else None)
     buf = io.BytesIO()
     write_mat73(buf, label, pid, s.image, s.mask, s.border)
     return number, buf.getvalue()
@@ -115,12 +116,15 @@ def _synth_one(args):
 
 def synthesize(root: str | Path, seed: int, patients: dict, slices_per_patient: tuple[int, int] = (1, 6),
                image_size: int = 512, small_fraction: float = 0.005, difficulty: float = 0.5,
-               n_zips: int = 4, threads: int = 1) -> dict:
+               n_zips: int = 4, patient_structure: bool = True, threads: int = 1) -> dict:
     """Write synthetic figshare zips under ``root``.
 
     ``patients`` maps class name -> number of patients; each patient gets
     ``slices_per_patient`` (inclusive range) slices of one class.  A
     ``small_fraction`` of slices are half size (the real set has 15 at 256 px).
+    ``patient_structure``: a patient's slices share the head, the tumour's site and shape and the
+    intensity scale, as neighbouring slices of one scan do (what makes a split by slice leak);
+    false draws every slice as a new patient (a control).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -148,7 +152,8 @@ def synthesize(root: str | Path, seed: int, patients: dict, slices_per_patient: 
     for i in order:
         by_patient.setdefault(slices[i][1], []).append(slices[i])
     ordered = [s for p in by_patient.values() for s in p]
-    jobs = [(seed, n, lab, pid, image_size // 2 if rng.random() < small_fraction else image_size, difficulty)
+    jobs = [(seed, n, lab, pid, image_size // 2 if rng.random() < small_fraction else image_size, difficulty,
+             patient_structure)
             for n, (lab, pid) in enumerate(ordered, start=1)]
     results = dict(pmap(_synth_one, jobs, threads, desc="brain_tumor: synthesize .mat"))
     total = len(jobs)

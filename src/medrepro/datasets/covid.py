@@ -29,34 +29,79 @@ TOP = "COVID-19_Radiography_Dataset"
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 XLSX_COLUMNS = ["FILE NAME", "FORMAT", "SIZE", "URL"]
 FINDINGS = {"COVID": "peripheral", "Lung_Opacity": "lobar", "Normal": "none", "Viral Pneumonia": "interstitial"}
-URLS = {
-    "COVID": "https://github.com/ieee8023/covid-chestxray-dataset",
-    "Lung_Opacity": "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data",
-    "Normal": "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data",
-    "Viral Pneumonia": "https://www.kaggle.com/paultimothymooney/chest-xray-pneumonia",
+# the collections the database gathered (its README and metadata sheets), by short name
+COLLECTIONS = {
+    "rsna": "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data",
+    "kermany": "https://www.kaggle.com/paultimothymooney/chest-xray-pneumonia",
+    "padchest": "https://bimcv.cipf.es/bimcv-projects/bimcv-covid19/",
+    "ieee8023": "https://github.com/ieee8023/covid-chestxray-dataset",
+}
+# each class's collections and their shares, roughly as in the real v5 release: Normal is mostly
+# RSNA's adults with Kermany's children, Viral Pneumonia all Kermany's children, Lung_Opacity RSNA's,
+# COVID mostly BIMCV-PadChest with the public GitHub collection
+SOURCES = {
+    "COVID": {"padchest": 0.7, "ieee8023": 0.3},
+    "Lung_Opacity": {"rsna": 1.0},
+    "Normal": {"rsna": 0.87, "kermany": 0.13},
+    "Viral Pneumonia": {"kermany": 1.0},
 }
 
 
+def source_mark(image: np.ndarray, lung_mask: np.ndarray, rng) -> np.ndarray:
+    """Burn a collection's signature into ``image`` outside the lungs: a bright side marker in the
+    upper corner and a dark collimation band along the lower edge, where a hospital's equipment
+    and habits leave theirs (``lung_mask``: the pixels left untouched)."""
+    out = image.astype(np.int16).copy()
+    h, w = out.shape
+    y0, x0 = int(h * rng.uniform(0.03, 0.06)), int(w * rng.uniform(0.04, 0.08))
+    marker = np.zeros_like(lung_mask)
+    marker[y0:y0 + h // 12, x0:x0 + w // 14] = True
+    band = np.zeros_like(lung_mask)
+    band[int(h * 0.93):, :] = True
+    out[marker & ~lung_mask] = 250
+    out[band & ~lung_mask] = out[band & ~lung_mask] // 3
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _synth_one(args):
-    seed, cls, n, root, size, mask_size, difficulty = args
+    seed, cls, n, root, size, mask_size, difficulty, mark = args
     rng = seeded(seed, "covid", cls, n)
     img = chest_radiograph(rng, size, size, FINDINGS[cls], difficulty)
+    pixels = source_mark(img.image, img.lung_mask, rng) if mark else img.image
     name = f"{cls}-{n}.png"
-    Image.fromarray(img.image).save(root / cls / "images" / name)
+    Image.fromarray(pixels).save(root / cls / "images" / name)
     mask = Image.fromarray((img.lung_mask * 255).astype(np.uint8)).resize((mask_size, mask_size), Image.NEAREST)
     mask.convert("RGB").save(root / cls / "masks" / name)
     return name
 
 
 def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299, mask_size: int = 256,
-               difficulty: float = 0.5, duplicates: dict | None = None, threads: int = 1) -> dict:
-    """Write a synthetic COVID-19 Radiography Database; ``counts`` maps class -> n."""
+               difficulty: float = 0.5, duplicates: dict | None = None, sources: dict | None = None,
+               marked: tuple = (), threads: int = 1) -> dict:
+    """Write a synthetic COVID-19 Radiography Database; ``counts`` maps class -> n.
+
+    ``sources`` (default :data:`SOURCES`) gives each class's collections and their shares; each
+    image's collection is its URL in the class's metadata sheet, as in the real database.  Images
+    of the collections in ``marked`` carry a signature outside the lungs (:func:`source_mark`):
+    what a source probe should find; the others carry none (its control).
+    """
+    sources = sources or SOURCES
+    unknown = sorted({c for per in sources.values() for c in per} - set(COLLECTIONS)) + \
+        sorted(set(marked) - set(COLLECTIONS))
+    if unknown:
+        raise ValueError(f"unknown collection(s) {unknown}; expected some of {sorted(COLLECTIONS)}")
     top = Path(root) / TOP
-    jobs = []
+    plan_rng = seeded(seed, "covid-sources")
+    jobs, urls = [], {}
     for cls in CLASSES:
         (top / cls / "images").mkdir(parents=True, exist_ok=True)
         (top / cls / "masks").mkdir(parents=True, exist_ok=True)
-        jobs += [(seed, cls, n, top, image_size, mask_size, difficulty) for n in range(1, int(counts.get(cls, 0)) + 1)]
+        n = int(counts.get(cls, 0))
+        names, shares = zip(*sources.get(cls, {"rsna": 1.0}).items())
+        drawn = plan_rng.choice(len(names), size=n, p=np.asarray(shares) / sum(shares))
+        urls[cls] = [COLLECTIONS[names[k]] for k in drawn]
+        jobs += [(seed, cls, i, top, image_size, mask_size, difficulty, names[drawn[i - 1]] in marked)
+                 for i in range(1, n + 1)]
     pmap(_synth_one, jobs, threads, desc="covid: synthesize PNGs")
     by_class = {c: [top / c / "images" / f"{c}-{n}.png" for n in range(1, int(counts.get(c, 0)) + 1)] for c in CLASSES}
     planted = plant_duplicates(root, by_class, seeded(seed, "covid-duplicates"), **(duplicates or {}))
@@ -67,11 +112,12 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
             "FILE NAME": [f"{stem}-{i}" for i in range(1, n + 1)],
             "FORMAT": ["PNG"] * n,
             "SIZE": [f"{image_size}*{image_size}"] * n,
-            "URL": [URLS[cls]] * n,
+            "URL": urls[cls],
         })
         df.to_excel(top / f"{cls}.metadata.xlsx", index=False)
     (top / "README.md.txt").write_text("Synthetic stand-in for the COVID-19 Radiography Database.\n")
-    return {"counts": {c: int(counts.get(c, 0)) for c in CLASSES}, "planted_duplicates": planted}
+    return {"counts": {c: int(counts.get(c, 0)) for c in CLASSES}, "planted_duplicates": planted,
+            "sources": {c: dict(pd.Series(u).value_counts()) for c, u in urls.items()}, "marked": list(marked)}
 
 
 def ingest(root: str | Path, threads: int = 1) -> IngestResult:

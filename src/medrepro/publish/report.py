@@ -13,11 +13,12 @@ from ..specs import paper_spec
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
-           leakage_dir=None, repeats_dir=None) -> None:
+           leakage_dir=None, repeats_dir=None, inflation_dir=None) -> None:
     """The reproduction report: every paper's (``papers``: the validated ``papers`` block)
     comparison table, the audit of its published tables (``audit_dirs``:
     :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit (``leakage_dir``:
-    :func:`medrepro.leakage.write_leakage`'s folder) and where its outputs are."""
+    :func:`medrepro.leakage.write_leakage`'s folder), the leakage inflation (``inflation_dir``:
+    :func:`medrepro.inflation.write_inflation`'s folder) and where its outputs are."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
              "### How a comparison is judged", "",
@@ -65,6 +66,8 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
         if (ld / "planted.md").is_file():
             lines += ["The demo's synthetic stand-ins plant copies for the audit to find:", "",
                       (ld / "planted.md").read_text(), ""]
+    if inflation_dir is not None:
+        lines += inflation_section(Path(inflation_dir), list(papers))
     for name, block in papers.items():
         cfg = paper_spec(block, f"papers.{name}")
         d = Path(paper_dirs[name])
@@ -204,3 +207,29 @@ def provenance_section(paper_dirs: dict) -> list[str]:
         head += [f"**The results come from {len(commits)} commits ({', '.join(commits)}): rerun to make them "
                  "consistent.**", ""]
     return head + [table.to_markdown(index=False), ""]
+
+
+def inflation_section(inflation_dir: Path, papers: list[str]) -> list[str]:
+    """The report's "Leakage inflation" section: the method, a line per pair and each paper's table."""
+    table = pd.read_csv(inflation_dir / "inflation.csv")
+    lines = ["## Leakage inflation", "",
+             "What splitting by image instead of by patient adds to a score, measured (`inflation` in the config, "
+             "`medrepro.inflation`): each listed run is trained twice with the same model, seed and budget on one "
+             "image-level split, as a paper that split by image did: once as it is (the test patients' other images "
+             "may be in train and val) and once with those images removed and train and val re-drawn by patient; "
+             "both arms are drawn down to the same training and validation sizes and tested on the same images. "
+             "Inflation = by image - by patient, with a paired percentile bootstrap interval over the test patients "
+             "(both models scored on each resample). On the demo's stand-ins the brain-tumour slices of one patient "
+             "share the scan (head, tumour site and shape, intensity), as real neighbouring slices do, while the "
+             "Kermany stand-in draws each image of a child afresh: a control that should show no inflation.", ""]
+    acc = table[table["metric"] == "accuracy"]
+    lines += [f"- `{r.run}` ({r.dataset}): accuracy {r['split by image']:.3f} by image, {r['split by patient']:.3f} "
+              f"by patient, inflation {r.inflation:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]: {r.reading}; "
+              f"{r['test patients seen in training']} of {r['test patients']} test patients seen in training "
+              f"or validation by the image split" for _, r in acc.iterrows()]
+    lines.append("")
+    for paper in papers:
+        md = inflation_dir / f"{paper}.md"
+        if md.is_file():
+            lines += [f"### {paper}", "", md.read_text(), ""]
+    return lines

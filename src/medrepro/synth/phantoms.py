@@ -163,44 +163,52 @@ def _star_shape(rng, n_harmonics=3, irregularity=0.15):
     return lambda theta: 1 + sum(a * np.cos((k + 2) * theta + p) for k, (a, p) in enumerate(zip(amps, phases)))
 
 
-def brain_mri(rng: np.random.Generator, size: int, tumour: str, difficulty: float = 0.5) -> BrainSlice:
+def brain_mri(rng: np.random.Generator, size: int, tumour: str, difficulty: float = 0.5,
+              patient_rng: np.random.Generator | None = None) -> BrainSlice:
     """Draw one axial T1 post-contrast slice of ``size`` x ``size`` with a tumour.
 
     ``tumour`` is one of :data:`BRAIN_CLASSES`; the site, shape and enhancement
-    pattern depend on it (see the module docstring).
+    pattern depend on it (see the module docstring).  ``patient_rng``, a generator seeded by
+    patient and drawn afresh for each of its slices, makes the slices of one patient share what
+    neighbouring slices of one scan share: the head's outline, the cortex, the tumour's site and
+    shape (its cross-section varies, 75-100 %) and the scanner's intensity scale; without it every
+    slice is a new patient.
     """
     if tumour not in BRAIN_CLASSES:
         raise ValueError(f"tumour must be one of {BRAIN_CLASSES}, got {tumour!r}")
+    a = patient_rng if patient_rng is not None else rng  # what the patient's slices share
     c = _contrast(difficulty)
     var = 0.02 + 0.05 * difficulty
     yy, xx = _grid(size, size)
-    cy, cx = 0.5 + rng.normal(0, var), 0.5 + rng.normal(0, var)
-    ry, rx = 0.43 + rng.normal(0, var), 0.36 + rng.normal(0, var)
+    cy, cx = 0.5 + a.normal(0, var), 0.5 + a.normal(0, var)
+    ry, rx = 0.43 + a.normal(0, var), 0.36 + a.normal(0, var)
     head = _ellipse(yy, xx, cy, cx, ry, rx)
     img = np.zeros((size, size), np.float32)
     img += 0.75 * (head < 1) * (head > 0.86)  # scalp fat
     brain = head < 0.78
-    gyri = _smooth_noise(rng, img.shape, size / 90)
+    gyri = _smooth_noise(a, img.shape, size / 90)
     img += brain * (0.42 + 0.05 * gyri)
     for s in (-1, 1):  # lateral ventricles
         v = _ellipse(yy, xx, cy - 0.02, cx + s * 0.045, 0.11, 0.03) < 1
         img -= 0.3 * v
     img -= 0.15 * (np.abs(xx - cx) < 0.004) * brain  # falx
 
-    rshape = _star_shape(rng, irregularity=0.1 if tumour != "glioma" else 0.3)
+    rshape = _star_shape(a, irregularity=0.1 if tumour != "glioma" else 0.3)
     if tumour == "meningioma":
-        ang = rng.uniform(0, 2 * np.pi)
-        r = rng.uniform(0.035, 0.09)
+        ang = a.uniform(0, 2 * np.pi)
+        r = a.uniform(0.035, 0.09)
         ty = cy + (ry * 0.74 - r) * np.sin(ang)
         tx = cx + (rx * 0.74 - r) * np.cos(ang)
     elif tumour == "glioma":
-        r = rng.uniform(0.05, 0.11)
-        ang = rng.uniform(0, 2 * np.pi)
-        d = rng.uniform(0.1, 0.22)
+        r = a.uniform(0.05, 0.11)
+        ang = a.uniform(0, 2 * np.pi)
+        d = a.uniform(0.1, 0.22)
         ty, tx = cy + d * np.sin(ang), cx + d * np.cos(ang) * 0.9
     else:
-        r = rng.uniform(0.02, 0.045)
-        ty, tx = cy + ry * rng.uniform(0.2, 0.35), cx + rng.normal(0, 0.01)
+        r = a.uniform(0.02, 0.045)
+        ty, tx = cy + ry * a.uniform(0.2, 0.35), cx + a.normal(0, 0.01)
+    if patient_rng is not None:
+        r *= rng.uniform(0.75, 1.0)  # this slice's cross-section of the patient's tumour
     ty += rng.normal(0, 0.08 * difficulty)
     tx += rng.normal(0, 0.08 * difficulty)
 
@@ -219,7 +227,7 @@ def brain_mri(rng: np.random.Generator, size: int, tumour: str, difficulty: floa
     img = ndimage.gaussian_filter(img, size / 400)
     img += rng.normal(0, 0.015 + 0.03 * difficulty, img.shape).astype(np.float32)
     img = np.abs(img)  # magnitude images are non-negative (Rician-like floor)
-    out = np.clip(img * rng.uniform(700, 1100), 0, 32767).astype(np.int16)
+    out = np.clip(img * a.uniform(700, 1100), 0, 32767).astype(np.int16)
 
     t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     rr = r * rshape(t)
