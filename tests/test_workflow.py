@@ -406,6 +406,19 @@ def test_audits_in_the_report(tiny_run):
     assert not any("__by_" in name for name in leaks.index)   # the inflation arms are reported below
 
 
+def test_source_probe_beside_the_covid_study(tiny_run):
+    """The COVID-19 task's source probe: its table and the class-by-collection counts, in the
+    transfer_multidataset section of the report (the study that uses the covid data)."""
+    results, cfg, tmp_path = tiny_run
+    probe = pd.read_csv(results / "probe" / "covid" / "probe.csv")
+    assert probe["images of"].iloc[0] == "all classes" and probe["images"].iloc[0] == 13
+    counts = pd.read_csv(results / "probe" / "covid" / "classes_by_source.csv").set_index("class")
+    assert counts.to_numpy().sum() == 13 and counts.loc["Viral Pneumonia", "chest-xray-pneumonia"] == 4
+    report = (results / "report.md").read_text()
+    tm = report.split("## transfer_multidataset:", 1)[1].split("\n## ", 1)[0]
+    assert "### Source probe: covid" in tm and report.count("### Source probe:") == 1
+
+
 def test_leakage_inflation(tiny_run):
     """The demo's inflation pairs (tk_resnet50, and the TC study at VGG-16): both arms tested on the
     same images, the table's scores recomputed from the predictions, a section in the report."""

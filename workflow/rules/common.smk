@@ -470,3 +470,21 @@ def inflation_pairs_params():
             "arms": inflation_files()[name],
         }
     return out
+
+
+def probe_datasets():
+    """The datasets of config `source_probe` that this config reads."""
+    return [d for d in config["source_probe"]["datasets"] if d in config["datasets"]]
+
+
+def probe_papers():
+    """Paper -> the source probes of the datasets its experiments and studies use."""
+    runs = list(config["experiments"].values()) + list(STUDIES.values())
+    return {
+        p: [
+            f"{RESULTS}/probe/{d}"
+            for d in probe_datasets()
+            if any(r["paper"] == p and r["dataset"] == d for r in runs)
+        ]
+        for p in config["papers"]
+    }

@@ -91,3 +91,31 @@ rule inflation:
         scale=config["scale"],
     script:
         "../scripts/inflation.py"
+
+
+rule source_probe:
+    """The collection of each image told from outside its lungs (config `source_probe`)."""
+    input:
+        f"{RESULTS}/converted/{{dataset}}/manifest.csv",
+    output:
+        report(
+            directory(f"{RESULTS}/probe/{{dataset}}"),
+            patterns=["{name}.csv"],
+            caption="../report/probe.rst",
+            category="audits",
+            subcategory="source probe",
+        ),
+    log:
+        f"{RESULTS}/logs/source_probe/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/source_probe/{{dataset}}.tsv"
+    conda:
+        ENV
+    params:
+        probe=canonical(
+            {k: v for k, v in config["source_probe"].items() if k != "datasets"}
+        ),
+        confidence=config["bootstrap"]["confidence"],
+        scale=config["scale"],
+    script:
+        "../scripts/source_probe.py"

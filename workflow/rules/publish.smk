@@ -66,6 +66,7 @@ rule report:
         leakage=f"{RESULTS}/leakage/audit",
         repeats=[f"{RESULTS}/repeats"] if config["repeats"]["seeds"] else [],
         inflation=[f"{RESULTS}/inflation"] if INFLATION else [],
+        probes=expand(f"{RESULTS}/probe/{{dataset}}", dataset=probe_datasets()),
     output:
         f"{RESULTS}/report.md",
     log:
@@ -78,6 +79,7 @@ rule report:
     params:
         papers=config["papers"],
         scale=config["scale"],
+        probes=probe_papers(),
     script:
         "../scripts/report.py"
 

@@ -80,12 +80,12 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
                marked: tuple = (), threads: int = 1) -> dict:
     """Write a synthetic COVID-19 Radiography Database; ``counts`` maps class -> n.
 
-    ``sources`` (default :data:`SOURCES`) gives each class's collections and their shares; each
+    ``sources`` gives classes' collections and their shares (the others' from :data:`SOURCES`); each
     image's collection is its URL in the class's metadata sheet, as in the real database.  Images
     of the collections in ``marked`` carry a signature outside the lungs (:func:`source_mark`):
     what a source probe should find; the others carry none (its control).
     """
-    sources = sources or SOURCES
+    sources = {**SOURCES, **(sources or {})}
     unknown = sorted({c for per in sources.values() for c in per} - set(COLLECTIONS)) + \
         sorted(set(marked) - set(COLLECTIONS))
     if unknown:
@@ -97,7 +97,7 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
         (top / cls / "images").mkdir(parents=True, exist_ok=True)
         (top / cls / "masks").mkdir(parents=True, exist_ok=True)
         n = int(counts.get(cls, 0))
-        names, shares = zip(*sources.get(cls, {"rsna": 1.0}).items())
+        names, shares = zip(*sources[cls].items())
         drawn = plan_rng.choice(len(names), size=n, p=np.asarray(shares) / sum(shares))
         urls[cls] = [COLLECTIONS[names[k]] for k in drawn]
         jobs += [(seed, cls, i, top, image_size, mask_size, difficulty, names[drawn[i - 1]] in marked)

@@ -13,12 +13,14 @@ from ..specs import paper_spec
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
-           leakage_dir=None, repeats_dir=None, inflation_dir=None) -> None:
+           leakage_dir=None, repeats_dir=None, inflation_dir=None, probes: dict | None = None) -> None:
     """The reproduction report: every paper's (``papers``: the validated ``papers`` block)
     comparison table, the audit of its published tables (``audit_dirs``:
     :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit (``leakage_dir``:
     :func:`medrepro.leakage.write_leakage`'s folder), the leakage inflation (``inflation_dir``:
-    :func:`medrepro.inflation.write_inflation`'s folder) and where its outputs are."""
+    :func:`medrepro.inflation.write_inflation`'s folder), the source probes beside the papers whose
+    data they probe (``probes``: paper -> :func:`medrepro.probe.write_probe`'s folders) and where
+    its outputs are."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
              "### How a comparison is judged", "",
@@ -79,6 +81,8 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
                       + (" Forest plot" + ("s" if len(forests) > 1 else "") + ": "
                          + ", ".join(f"`figures/{f.name}`" for f in forests) + "." if forests else ""),
                       "", comp.read_text(), ""]
+        for probe_dir in (probes or {}).get(name, []):
+            lines += probe_section(Path(probe_dir))
         cov_csv = d / "tables" / "published_values.csv"
         if cov_csv.is_file():
             cov = pd.read_csv(cov_csv)
@@ -233,3 +237,20 @@ def inflation_section(inflation_dir: Path, papers: list[str]) -> list[str]:
         if md.is_file():
             lines += [f"### {paper}", "", md.read_text(), ""]
     return lines
+
+
+def probe_section(probe_dir: Path) -> list[str]:
+    """A paper's "Source probe" subsection: how far the collection alone decides the class, and
+    whether the collection can be told from outside the lungs."""
+    summary = json.loads((probe_dir / "summary.json").read_text())
+    rows = pd.DataFrame(summary["rows"])
+    found = rows[rows["reading"].str.startswith("source identifiable")]["images of"].tolist()
+    return [f"### Source probe: {summary['dataset']} (shortcuts the paper did not test)", "",
+            f"Guessing each image's class from its collection alone (the metadata's URL) is right for "
+            f"{summary['class_from_collection_accuracy']:.1%} of the images. A logistic regression that sees only "
+            "what lies outside the lungs (the lung masks grown by a few pixels and blanked) tells the collection "
+            + (f"above the majority rate for: {', '.join(found)}." if found else
+               "no better than the majority rate anywhere.")
+            + " Where it can, a classifier may score by the collection (age group, equipment, markers) rather than "
+            "the disease (DeGrave et al. 2021; Roberts et al. 2021). `probe/" + summary["dataset"] + "/`.", "",
+            (probe_dir / "probe.md").read_text(), "", (probe_dir / "classes_by_source.md").read_text(), ""]
