@@ -17,7 +17,7 @@ PAPERS = ["cnn_kermany", "maskrcnn_opacity", "cnn_pediatric", "transfer_kermany"
 # would wait in a busy queue longer than they run
 LOCAL = {"download", "download_weights", "split", "study_split", "annotate", "contact_sheet", "evaluate",
          "leakage", "study_summary", "audit_paper", "publish_paper", "report", "html_report", "seed_repeats",
-         "inflation"}
+         "inflation", "checklists"}
 
 
 def dry_run(*args: str) -> str:

@@ -419,6 +419,22 @@ def test_source_probe_beside_the_covid_study(tiny_run):
     assert "### Source probe: covid" in tm and report.count("### Source probe:") == 1
 
 
+def test_reporting_checklists(tiny_run):
+    """Each paper's TRIPOD+AI and CLAIM 2024 items: every file this reproduction names exists, and
+    what a run did not make for a paper (its leakage inflation) reads "no"."""
+    results, cfg, tmp_path = tiny_run
+    report = (results / "report.md").read_text()
+    assert report.count("### Reporting checklists (TRIPOD+AI, CLAIM 2024)") == 5
+    for paper in ("cnn_kermany", "cnn_pediatric", "maskrcnn_opacity", "transfer_kermany", "transfer_multidataset"):
+        t = pd.read_csv(results / "checklists" / f"{paper}.csv", dtype=str, keep_default_na=False)
+        assert len(t) == 52 + 44
+        named = t[t["reproduction"].isin(["yes", "partly"]) & (t["file"] != "report.md")]
+        assert len(named) > 20 and all((results / f).exists() for f in named["file"]), paper
+        robustness = t[(t["checklist"] == "CLAIM 2024") & (t["item"] == "30")].iloc[0]
+        paired = paper in ("transfer_kermany", "transfer_multidataset")   # the demo's inflation pairs
+        assert robustness["reproduction"] == ("partly" if paired else "no"), (paper, robustness.to_dict())
+
+
 def test_leakage_inflation(tiny_run):
     """The demo's inflation pairs (tk_resnet50, and the TC study at VGG-16): both arms tested on the
     same images, the table's scores recomputed from the predictions, a section in the report."""

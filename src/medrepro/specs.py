@@ -378,6 +378,8 @@ class PaperSpec:
     headline: tuple[HeadlineSpec, ...]
     compare: tuple[CompareRow, ...]
     title: str | None = None
+    # what the paper reported of each TRIPOD+AI and CLAIM 2024 item (medrepro.publish.checklist)
+    checklist: str | None = None
     # the paper's test-set size: a number, a path into the published YAML, or per experiment
     published_test_size: float | str | Mapping[str, float | str] | None = None
 

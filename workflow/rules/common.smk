@@ -488,3 +488,9 @@ def probe_papers():
         ]
         for p in config["papers"]
     }
+
+
+# paper -> what it reported of each reporting-checklist item (papers.<paper>.checklist)
+CHECKLISTS = {
+    p: c["checklist"] for p, c in config["papers"].items() if c.get("checklist")
+}

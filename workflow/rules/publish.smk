@@ -59,6 +59,35 @@ rule audit_paper:
         "../scripts/audit_paper.py"
 
 
+rule checklists:
+    """Each paper's TRIPOD+AI and CLAIM 2024 items: what the paper reported, what these outputs give."""
+    input:
+        checklists="config/checklists.yaml",
+        papers=[c for c in CHECKLISTS.values()],
+        outputs=expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"]))
+        + [f"{RESULTS}/leakage/audit"]
+        + ([f"{RESULTS}/inflation"] if INFLATION else []),
+    output:
+        report(
+            directory(f"{RESULTS}/checklists"),
+            patterns=["{name}.csv"],
+            caption="../report/checklists.rst",
+            category="audits",
+            subcategory="reporting checklists",
+        ),
+    log:
+        f"{RESULTS}/logs/checklists.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        papers=CHECKLISTS,
+        results=RESULTS,
+        scale=config["scale"],
+    script:
+        "../scripts/checklists.py"
+
+
 rule report:
     input:
         papers=expand(f"{RESULTS}/papers/{{paper}}", paper=list(config["papers"])),
@@ -67,6 +96,7 @@ rule report:
         repeats=[f"{RESULTS}/repeats"] if config["repeats"]["seeds"] else [],
         inflation=[f"{RESULTS}/inflation"] if INFLATION else [],
         probes=expand(f"{RESULTS}/probe/{{dataset}}", dataset=probe_datasets()),
+        checklists=[f"{RESULTS}/checklists"] if CHECKLISTS else [],
     output:
         f"{RESULTS}/report.md",
     log:

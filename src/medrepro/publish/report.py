@@ -13,14 +13,16 @@ from ..specs import paper_spec
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
-           leakage_dir=None, repeats_dir=None, inflation_dir=None, probes: dict | None = None) -> None:
+           leakage_dir=None, repeats_dir=None, inflation_dir=None, probes: dict | None = None,
+           checklists_dir=None) -> None:
     """The reproduction report: every paper's (``papers``: the validated ``papers`` block)
     comparison table, the audit of its published tables (``audit_dirs``:
     :func:`medrepro.publish.audit.write_audit`'s folders), the leakage audit (``leakage_dir``:
     :func:`medrepro.leakage.write_leakage`'s folder), the leakage inflation (``inflation_dir``:
     :func:`medrepro.inflation.write_inflation`'s folder), the source probes beside the papers whose
     data they probe (``probes``: paper -> :func:`medrepro.probe.write_probe`'s folders) and where
-    its outputs are."""
+    its outputs are; each paper's reporting checklists (``checklists_dir``:
+    :func:`medrepro.publish.checklist.write_checklists`'s folder)."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
              "### How a comparison is judged", "",
@@ -106,6 +108,8 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
                       "reliability diagrams: " + ", ".join(f"`figures/reliability_{e}.png`" for e in c["experiment"])
                       + ".", "",
                       (d / "tables" / "calibration.md").read_text(), ""]
+        if checklists_dir is not None and (Path(checklists_dir) / f"{name}.csv").is_file():
+            lines += checklist_section(Path(checklists_dir), name)
         dep = d / "tables" / "departures.md"
         if dep.is_file():
             lines += ["### Departures from the paper", "", dep.read_text(), ""]
@@ -254,3 +258,16 @@ def probe_section(probe_dir: Path) -> list[str]:
             + " Where it can, a classifier may score by the collection (age group, equipment, markers) rather than "
             "the disease (DeGrave et al. 2021; Roberts et al. 2021). `probe/" + summary["dataset"] + "/`.", "",
             (probe_dir / "probe.md").read_text(), "", (probe_dir / "classes_by_source.md").read_text(), ""]
+
+
+def checklist_section(checklists_dir: Path, paper: str) -> list[str]:
+    """A paper's "Reporting checklists" subsection: how many items the paper and this reproduction
+    report, then every item."""
+    summ = pd.read_csv(checklists_dir / f"{paper}_summary.csv")
+    said = "; ".join(f"{r.checklist}: the paper {r['paper: yes']} of {r['paper: applicable']} applicable items "
+                     f"(and {r['paper: partly']} in part), this reproduction {r['reproduction: yes']} of "
+                     f"{r['reproduction: applicable']} (and {r['reproduction: partly']} in part)"
+                     for _, r in summ.iterrows())
+    return ["### Reporting checklists (TRIPOD+AI, CLAIM 2024)", "",
+            f"{said}. Every item, what the paper gives and which file of this reproduction answers it: "
+            f"`checklists/{paper}.csv`.", "", (checklists_dir / f"{paper}.md").read_text(), ""]
