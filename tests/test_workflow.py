@@ -315,7 +315,14 @@ def test_transfer_multidataset(tiny_run):
     assert runs_rows.loc[~totals, ["ci_low", "ci_high"]].notna().all().all()
     assert runs_rows.loc[totals, "ci_low"].isna().all()  # the test set fixes it: no interval
     assert (runs_rows.loc[totals, "verdict"] == "a count the test set fixes").all()
+    # one row per number: the stage-2 model's scores, printed in Tables 5.5, 5.6, 5.7, B.5 and B.6, are one
+    # row each, the other tables listed beside it
+    a55 = tmc.set_index("metric").loc["Table 5.5 TC a (stage 2): precision"]
+    assert "Table 5.7 TC a (stage 2)" in a55["also"] and "Table B.6 TC a (stage2), mean" in a55["also"]
+    assert not tmc["metric"].str.startswith("Table 5.7 TC a").any()
     cov = pd.read_csv(tm / "tables" / "published_values.csv")
+    assert (cov.set_index("published path").loc["reported.table5_7_before_after.TC.a.0", "row or detail"]
+            == "tm_TC: Table 5.5 TC a (stage 2): precision")
     assert len(cov) == 896 and set(cov["status"]) == {"compared", "not compared"}
     assert (cov.loc[cov["status"] == "not compared", "reason"] != "no comparison row configured").all()
     params = pd.read_csv(tm / "tables" / "model_parameters.csv")
@@ -372,18 +379,18 @@ def test_replanning_and_narrow_params(tiny_run):
         return jobs
 
     assert planned({"experiments": {"mr_exp2": {"detect": {"score_threshold": 0.5, "iou_threshold": 0.5}}}}) == \
-        {"evaluate_detector": 1, "publish_paper": 1, "report": 1, "html_report": 1}
+        {"evaluate_detector": 1, "publish_paper": 1, "checklists": 1, "report": 1, "html_report": 1}
     assert planned({"experiments": {"cnn_kermany": {"threshold": 0.4}}}) == \
-        {"predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1, "html_report": 1}
+        {"predict": 1, "evaluate": 1, "publish_paper": 1, "checklists": 1, "report": 1, "html_report": 1}
     assert planned({"experiments": {"mr_exp2": {"train": {"lr": 0.02}}}}) == \
-        {"train_detector": 1, "predict_detector": 1, "evaluate_detector": 1, "publish_paper": 1, "report": 1,
-         "html_report": 1}
+        {"train_detector": 1, "predict_detector": 1, "evaluate_detector": 1, "publish_paper": 1, "checklists": 1,
+         "report": 1, "html_report": 1}
     assert planned({"experiments": {"cnn_kermany": {"model": {"input_size": [40, 40]}}}}) == \
-        {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "report": 1, "html_report": 1}
+        {"train": 1, "predict": 1, "evaluate": 1, "publish_paper": 1, "checklists": 1, "report": 1, "html_report": 1}
     # a study stage reruns for its own settings only: fine-tuning's epochs retrain stage 4 alone, the
     # augmented stage's epochs stage 3 and 4 (stage 4 starts from the better of stages 2 and 3:
     # fine_tune.start best_of_2_3), not stages 1-2
-    after = {"study_summary": 1, "publish_paper": 1, "report": 1, "html_report": 1}
+    after = {"study_summary": 1, "publish_paper": 1, "checklists": 1, "report": 1, "html_report": 1}
     assert planned({"studies": {"tm_TC": {"fine_tune": {"epochs": 2}}}}) == {"study_stage4": 1, **after}
     assert planned({"studies": {"tm_TC": {"augment_epochs": 1}}}) == {"study_stage3": 1, "study_stage4": 1, **after}
 

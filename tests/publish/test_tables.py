@@ -115,3 +115,39 @@ def test_latex_tables_fit_the_page_and_keep_every_row(tmp_path):
     pages = int(re.search(r"Output written on doc.pdf \((\d+) pages", log)[1])
     assert pages >= 1 + 3 + 4  # wide: 1 page; long: 120 rows over several; both: 200 rows over several
     assert "Float too large for page" not in log
+
+
+def test_a_number_printed_in_several_tables_is_one_comparison_row():
+    """The same published value for the same evaluation (whatever path reaches it) is one row; the
+    other tables are listed; a misprint, or another quantity, stays a row of its own."""
+    from medrepro.publish.compare import also_labels, merge_repeated, merged_rows, quantity_key
+    from medrepro.specs import CompareRow
+
+    run = {"accuracy": 0.8, "f1": 0.7, "n": 10}
+    metrics = {"stage1": {"best_per_backbone": {"vgg16": {"test": run, "batch_size": 32}},
+                          "runs": {"vgg16": {"bs32": {"test": dict(run)}, "bs64": {"test": {**run, "accuracy": 0.6}}}}},
+               "stage2": {"test": {"accuracy": 0.8}}}
+    published = {"reported": {"t51": {"acc": 0.93, "f1": 0.9}, "tB1": {"bs32": 0.93, "bs64": 0.93}, "t55": 0.93,
+                              "typo": 0.39}}
+    rows = [CompareRow(metric="Table 5.1 VGG: accuracy", reproduced="stage1.best_per_backbone.vgg16.test.accuracy",
+                       published="reported.t51.acc", experiment="s"),
+            CompareRow(metric="Table 5.1 VGG: f1", reproduced="stage1.best_per_backbone.vgg16.test.f1",
+                       published="reported.t51.f1", experiment="s"),
+            CompareRow(metric="Table B.1 VGG 32: accuracy", reproduced="stage1.runs.vgg16.bs32.test.accuracy",
+                       published="reported.tB1.bs32", experiment="s"),
+            CompareRow(metric="Table B.1 VGG 64: accuracy", reproduced="stage1.runs.vgg16.bs64.test.accuracy",
+                       published="reported.tB1.bs64", experiment="s"),
+            CompareRow(metric="Table 5.5 a: accuracy", reproduced="stage2.test.accuracy",
+                       published="reported.t55", experiment="s"),
+            CompareRow(metric="Table B.1 VGG 32 again: accuracy", reproduced="stage1.runs.vgg16.bs32.test.accuracy",
+                       published="reported.typo", experiment="s")]
+    assert quantity_key(metrics, rows[0].reproduced) == quantity_key(metrics, rows[2].reproduced)
+    assert quantity_key(metrics, rows[0].reproduced) != quantity_key(metrics, rows[3].reproduced)
+    groups = merge_repeated(rows, published, {"s": metrics})
+    assert [[c.metric for c in g] for g in groups] == [
+        ["Table 5.1 VGG: accuracy", "Table B.1 VGG 32: accuracy"], ["Table 5.1 VGG: f1"],
+        ["Table B.1 VGG 64: accuracy"],   # another run, though the same published value
+        ["Table 5.5 a: accuracy"],        # another evaluation that happens to score the same
+        ["Table B.1 VGG 32 again: accuracy"]]   # the same run, another published value: a misprint stays
+    assert also_labels(groups[0]) == "Table B.1 VGG 32" and also_labels(groups[1]) == ""
+    assert merged_rows(groups)["reported.tB1.bs32"] == "s: Table 5.1 VGG: accuracy"

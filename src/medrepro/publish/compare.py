@@ -212,6 +212,55 @@ def comparison_table(metrics: dict, published: dict, compare, where: str = "comp
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+SPLIT_SEGMENTS = ("test", "val", "train")
+
+
+def quantity_key(metrics: dict, path: str) -> tuple[str, str]:
+    """What a reproduced path measures, whatever it is called: the evaluation it reads (the whole
+    ``test``, ``val`` or ``train`` block its path passes through, as JSON) and the rest of the path.
+    ``stage1.best_per_backbone.vgg16.test.f1`` and ``stage1.runs.vgg16.bs32.test.f1`` give one key
+    when batch size 32 was VGG-16's best: the same run's block.  A path through no such block is
+    its own key."""
+    parts = path.split(".")
+    cut = max((i for i, p in enumerate(parts[:-1]) if p in SPLIT_SEGMENTS), default=None)
+    if cut is None:
+        return path, ""
+    block = lookup(metrics, ".".join(parts[:cut + 1]))
+    if block is None:   # not there: the row's own key (comparison_table names the missing path)
+        return path, ""
+    return json.dumps(block, sort_keys=True, default=str), ".".join(parts[cut + 1:])
+
+
+def merge_repeated(compare, published: dict, metrics_by_exp: dict) -> list[list]:
+    """``compare`` rows grouped where a paper prints one number in several tables: the same
+    published value for the same reproduced quantity (:func:`quantity_key`) of one experiment.
+    Groups in the order of their first rows; a misprint (the same quantity with another published
+    value) stays a group of its own."""
+    groups: dict = {}
+    for c in compare:
+        metrics = metrics_by_exp.get(c.experiment) or {}
+        key = (c.experiment, *quantity_key(metrics, c.reproduced), repr(lookup(published, c.published)))
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
+
+
+def also_labels(group) -> str:
+    """The labels of a group's other rows (:func:`merge_repeated`), without the metric when it is
+    the first row's: ``"Table 5.6 TC a (stage 2); Table 5.7 TC a (stage 2)"``."""
+    first = group[0].metric.rpartition(": ")[2]
+    out = []
+    for c in group[1:]:
+        head, sep, tail = c.metric.rpartition(": ")
+        out.append(head if sep and tail == first else c.metric)
+    return "; ".join(out)
+
+
+def merged_rows(groups) -> dict[str, str]:
+    """Published path -> the comparison row that carries it (:func:`merge_repeated`), for the
+    coverage table: ``"<experiment>: <the group's first label>"``."""
+    return {c.published: f"{g[0].experiment or ''}: {g[0].metric}".lstrip(": ") for g in groups for c in g}
+
+
 def published_values(tree, prefix: str = "reported"):
     """Every number of a published YAML block as (dotted path, value); list items by index
     (``reported.table5_5_augmentation.TC.b.3``, the paths ``compare`` rows use)."""
@@ -225,15 +274,16 @@ def published_values(tree, prefix: str = "reported"):
         yield prefix, tree
 
 
-def coverage_table(published: dict, compare, not_compared, skipped=()) -> pd.DataFrame:
+def coverage_table(published: dict, compare, not_compared, skipped=(), rows_as: dict | None = None) -> pd.DataFrame:
     """Every transcribed number of the paper (``reported``), and whether a comparison row
     (``compare``) sets it beside a reproduced one; if not, the reason: ``skipped``'s (``(path,
     reason, detail)`` of :func:`expand_table_comparisons`) for that path, else ``not_compared``'s
     (:class:`medrepro.specs.NotCompared`: the longest matching path prefix's), else 'no comparison
-    row configured'."""
+    row configured'.  ``rows_as`` (:func:`merged_rows`) names the row a merged value is compared in."""
     compared: dict = {}
     for c in as_specs(CompareRow, compare, "compare"):
-        compared.setdefault(c.published, []).append(f"{c.experiment or ''}: {c.metric}".lstrip(": "))
+        compared.setdefault(c.published, []).append(
+            (rows_as or {}).get(c.published) or f"{c.experiment or ''}: {c.metric}".lstrip(": "))
     rules = sorted([(r.published, r.reason, "") for r in as_specs(NotCompared, not_compared, "not_compared")]
                    + [tuple(s) for s in skipped], key=lambda r: -len(r[0]))
     rows = []

@@ -17,12 +17,15 @@ from ..config import scale_note
 from ..io import atomic_dir, write_json, write_text
 from ..specs import paper_spec
 from .compare import (
+    also_labels,
     calibration_table,
     comparison_table,
     coverage_table,
     departures_table,
     expand_table_comparisons,
     headline_table,
+    merge_repeated,
+    merged_rows,
     published_test_size,
 )
 from .html import FIXED as FIXED_CAPTIONS
@@ -109,20 +112,25 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             if r.published not in seen:
                 seen.add(r.published)
                 compare.append(r)
+        # one row per number: a value the paper prints in several tables (the same quantity of the
+        # same run, the same published value) is one row, its other tables listed under `also`
+        merged = merge_repeated(compare, published, metrics_all)
         for exp in spec.experiments:
             metrics = metrics_all[exp]
             results[exp] = metrics.get("provenance")
-            comp = comparison_table(metrics, published, [c for c in compare if c.experiment == exp],
+            mine = [g for g in merged if g[0].experiment == exp]
+            comp = comparison_table(metrics, published, [g[0] for g in mine],
                                     where=f"papers.{paper}.compare", verdict=verdict,
                                     published_n=published_test_size(spec.published_test_size, published, exp))
             comp.insert(0, "experiment", exp)
+            comp["also"] = [also_labels(g) for g in mine]
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         comparison = pd.concat(comps, ignore_index=True)
         written += ctx.table(comparison, "comparison", "published vs reproduced")
         forest_paths, forest_captions = forest(ctx, comparison, paper)
         written += forest_paths
-        cov = coverage_table(published, compare, spec.not_compared, skipped)
+        cov = coverage_table(published, compare, spec.not_compared, skipped, merged_rows(merged))
         n_done = int((cov["status"] == "compared").sum())
         written += ctx.table(cov, "published_values",
                              f"every transcribed number: {n_done} of {len(cov)} set beside a reproduced value")
