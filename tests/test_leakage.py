@@ -102,3 +102,47 @@ def test_synthetic_stand_ins_plant_what_they_say(tmp_path):
     (tmp_path / "S.json").write_text(json.dumps({"planted_duplicates": planted}))
     ids = planted_ids(tmp_path / "S.json", tmp_path / "m.csv")
     assert {i["dst_id"] for i in ids} <= set(res.manifest["image_id"])
+
+
+def test_covid_stand_in_copies_kermany_pictures_and_the_audit_finds_them_across(tmp_path):
+    """As the real COVID-19 Radiography Database took Kermany's images: the covid stand-in copies
+    the Kermany stand-in's pictures (grey scale, resized to 299 square); converted and hashed like
+    the workflow does, every copy is found between the two datasets, and nothing else is."""
+    from medrepro import prepare
+    from medrepro.leakage import planted_across_ids, write_leakage
+
+    raw = {d: tmp_path / "raw" / d for d in ("kermany", "covid")}
+    prepare.synthesize("kermany", raw["kermany"], {"counts": {"train": {"NORMAL": 8, "PNEUMONIA": 16},
+                                                              "val": {"NORMAL": 1, "PNEUMONIA": 1},
+                                                              "test": {"NORMAL": 2, "PNEUMONIA": 2}},
+                                                   "size_scale": 0.1, "duplicates": {}}, seed=4)
+    prepare.synthesize("covid", raw["covid"], {"counts": {"COVID": 4, "Lung_Opacity": 2, "Normal": 8,
+                                                          "Viral Pneumonia": 6},
+                                               "image_size": 96, "mask_size": 64, "marked": ["kermany"],
+                                               "sources": {"Normal": {"rsna": 0.5, "kermany": 0.5}},
+                                               "duplicates": {"exact": 1}, "copies": {"kermany": 3}},
+                       seed=4, copy_roots={"kermany": raw["kermany"]})
+    made = json.loads((raw["covid"] / "SYNTHETIC.json").read_text())
+    assert len(made["planted_across"]) == 3 and {p["kind"] for p in made["planted_across"]} == {"copy from kermany"}
+    for it in made["planted_across"]:   # a Normal copy comes from NORMAL, a Viral Pneumonia one from a virus file
+        cls = it["dst"].split("/")[1]
+        assert ("/NORMAL/" in it["src"]) == (cls == "Normal") and (cls == "Normal" or "_virus_" in it["src"])
+        with Image.open(raw["covid"] / it["dst"]) as im:
+            assert im.size == (96, 96) and im.mode == "L"
+    manifests, hashes = {}, {}
+    for d in raw:
+        prepare.ingest(d, raw[d], tmp_path / f"{d}.csv", tmp_path / f"{d}.rej.csv")
+        prepare.convert(tmp_path / f"{d}.csv", tmp_path / d / "images", tmp_path / d / "manifest.csv",
+                        tmp_path / d / "rej.csv", channels=1, max_side=256 if d == "kermany" else 96)
+        manifests[d] = tmp_path / f"{d}.csv"
+        hashes[d] = tmp_path / f"{d}.hash.csv"
+        hash_images(tmp_path / d / "manifest.csv", progress=False).to_csv(hashes[d], index=False)
+    ids = planted_across_ids(raw["covid"] / "SYNTHETIC.json", manifests)
+    pairs = duplicate_pairs(pd.read_csv(hashes["covid"], dtype={"phash": str}),
+                            pd.read_csv(hashes["kermany"], dtype={"phash": str}))
+    assert set(zip(pairs["image_id_a"], pairs["image_id_b"])) == {(i["dst_id"], i["src_id"]) for i in ids}
+    write_leakage({}, {}, hashes, tmp_path / "audit", across=[["covid", "kermany"]],
+                  synthetic={"covid": raw["covid"] / "SYNTHETIC.json"}, manifests=manifests)
+    planted = pd.read_csv(tmp_path / "audit" / "planted.csv")
+    assert len(planted) == 1 + 3 and (planted["found"] == "yes").all()
+    assert planted["copy of"].str.startswith("kermany: chest_xray/train/").sum() == 3

@@ -158,10 +158,8 @@ def _test_in_train(cross: pd.DataFrame) -> int:
     return len(set(cross.loc[test_a, "image_id_a"]) | set(cross.loc[test_b, "image_id_b"]))
 
 
-def planted_ids(synthetic_json, manifest_csv) -> list[dict]:
-    """The duplicates a synthetic stand-in planted (its ``SYNTHETIC.json``), with the image ids
-    the ingest manifest gave their files."""
-    planted = json.loads(Path(synthetic_json).read_text()).get("planted_duplicates", [])
+def _image_ids(synthetic_json, manifest_csv):
+    """rel path (under the stand-in's root) -> the image id its ingest manifest gave the file."""
     paths = pd.read_csv(manifest_csv, usecols=["image_id", "path"])
     by_path = dict(zip(paths["path"].map(lambda x: Path(x).as_posix()), paths["image_id"]))
 
@@ -170,7 +168,33 @@ def planted_ids(synthetic_json, manifest_csv) -> list[dict]:
         if len(hits) != 1:
             raise ValueError(f"{synthetic_json}: planted file {rel!r} is {len(hits)} rows of {manifest_csv}")
         return hits[0]
+    return image_id
+
+
+def planted_ids(synthetic_json, manifest_csv) -> list[dict]:
+    """The duplicates a synthetic stand-in planted (its ``SYNTHETIC.json``), with the image ids
+    the ingest manifest gave their files."""
+    planted = json.loads(Path(synthetic_json).read_text()).get("planted_duplicates", [])
+    image_id = _image_ids(synthetic_json, manifest_csv)
     return [{**it, "src_id": image_id(it["src"]), "dst_id": image_id(it["dst"])} for it in planted]
+
+
+def planted_across_ids(synthetic_json, manifests: dict) -> list[dict]:
+    """The pictures a stand-in copied from another (``planted_across`` of its ``SYNTHETIC.json``),
+    with the image ids of both; ``manifests``: dataset -> ingest manifest (the copying one under
+    its own ``dataset`` name in the JSON)."""
+    info = json.loads(Path(synthetic_json).read_text())
+    items = info.get("planted_across", [])
+    if not items:
+        return []
+    mine = _image_ids(synthetic_json, manifests[info["dataset"]])
+    out = []
+    for it in items:
+        if it["dataset"] not in manifests:
+            continue   # the other dataset is not part of this run
+        theirs = _image_ids(synthetic_json, manifests[it["dataset"]])
+        out.append({**it, "dst_id": mine(it["dst"]), "src_id": theirs(it["src"])})
+    return out
 
 
 def write_leakage(splits: dict, datasets: dict, hash_files: dict, out_dir, max_distance: int = 8,
@@ -195,6 +219,20 @@ def write_leakage(splits: dict, datasets: dict, hash_files: dict, out_dir, max_d
         for it in items:
             planted_rows.append({"dataset": d, "kind": it["kind"], "image": it["dst"], "copy of": it["src"],
                                  "found": "yes" if (it["dst_id"], it["src_id"]) in seen else "no"})
+    for d, f in (synthetic or {}).items():   # copies across datasets, searched as the `across` pairs are
+        if not Path(f).is_file():
+            continue
+        for it in planted_across_ids(f, manifests or {}):
+            other = it["dataset"]
+            if other not in hashes:
+                continue
+            got = duplicate_pairs(hashes[d], hashes[other], max_distance=max_distance)
+            seen = set(zip(got["image_id_a"], got["image_id_b"]))
+            compared = any(set(pair) == {d, other} for pair in map(tuple, across))
+            planted_rows.append({"dataset": d, "kind": it["kind"], "image": it["dst"],
+                                 "copy of": f"{other}: {it['src']}",
+                                 "found": ("yes" if (it["dst_id"], it["src_id"]) in seen else "no")
+                                 + ("" if compared else f" ({d} vs {other} is not under leakage.across)")})
     prov = record({"max_distance": max_distance, "across": [list(x) for x in across]})
     with atomic_dir(out_dir) as tmp:
         write_table(table, tmp / "leakage", caption=f"patients and images shared between splits (perceptual hash, "

@@ -14,13 +14,18 @@ from .splits import make_split, paired_split
 
 
 # ----------------------------------------------------------------------------- acquire
-def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threads: int = 1) -> None:
-    """Write the synthetic stand-in of ``dataset`` into ``out_dir`` (built aside, then moved in)."""
+def synthesize(dataset: str, out_dir: str | Path, params: dict, seed: int, threads: int = 1,
+               copy_roots: dict | None = None) -> None:
+    """Write the synthetic stand-in of ``dataset`` into ``out_dir`` (built aside, then moved in);
+    ``copy_roots``: the other stand-ins' folders, by dataset, whose pictures it copies
+    (``synthetic.copies``)."""
     from . import datasets
+    extra = {"copy_roots": copy_roots} if copy_roots else {}
     with atomic_dir(out_dir) as tmp:
-        made = datasets.get(dataset).synthesize(tmp, seed, threads=threads, **params)
+        made = datasets.get(dataset).synthesize(tmp, seed, threads=threads, **params, **extra)
         write_json(tmp / "SYNTHETIC.json", {"dataset": dataset, "seed": seed, "params": params,
                                             "planted_duplicates": (made or {}).get("planted_duplicates", []),
+                                            "planted_across": (made or {}).get("planted_across", []),
                                             "note": "synthetic stand-in written by medrepro in the real layout"})
 
 

@@ -2,7 +2,10 @@
 
 
 rule synthesize:
-    """Write the synthetic stand-in of a dataset in its real on-disk layout."""
+    """Write the synthetic stand-in of a dataset in its real on-disk layout (after the stand-ins
+    whose pictures it copies, `synthetic.copies`)."""
+    input:
+        unpack(copied_stand_ins),
     output:
         directory(f"{RESULTS}/raw/{{dataset}}"),
     log:

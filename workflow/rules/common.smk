@@ -22,6 +22,14 @@ def one_of(names):
     return "|".join(names) if names else "(?!x)x"
 
 
+def copied_stand_ins(wildcards):
+    """The raw folders of the stand-ins a synthetic dataset copies pictures from (`synthetic.copies`)."""
+    copies = (
+        config["datasets"][wildcards.dataset].get("synthetic", {}).get("copies") or {}
+    )
+    return {d: f"{RESULTS}/raw/{d}" for d, n in copies.items() if n}
+
+
 def raw_root(wildcards):
     d = config["datasets"][wildcards.dataset]
     return d["path"] if d["source"] == "local" else f"{RESULTS}/raw/{wildcards.dataset}"

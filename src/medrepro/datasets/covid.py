@@ -77,13 +77,20 @@ def _synth_one(args):
 
 def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299, mask_size: int = 256,
                difficulty: float = 0.5, duplicates: dict | None = None, sources: dict | None = None,
-               marked: tuple = (), threads: int = 1) -> dict:
+               marked: tuple = (), copies: dict | None = None, copy_roots: dict | None = None,
+               threads: int = 1) -> dict:
     """Write a synthetic COVID-19 Radiography Database; ``counts`` maps class -> n.
 
     ``sources`` gives classes' collections and their shares (the others' from :data:`SOURCES`); each
     image's collection is its URL in the class's metadata sheet, as in the real database.  Images
     of the collections in ``marked`` carry a signature outside the lungs (:func:`source_mark`):
     what a source probe should find; the others carry none (its control).
+
+    ``copies`` (``{kermany: n}``) replaces n images of the Kermany collection with pictures of the
+    Kermany stand-in under ``copy_roots['kermany']`` (its train folder: NORMAL into Normal, viral
+    PNEUMONIA into Viral Pneumonia), grey scale and resized to ``image_size`` square as the real
+    database re-encoded them: copies across datasets for the leakage audit to find, listed under
+    ``planted_across`` (they carry no signature: the original picture, re-encoded).
     """
     sources = {**SOURCES, **(sources or {})}
     unknown = sorted({c for per in sources.values() for c in per} - set(COLLECTIONS)) + \
@@ -105,6 +112,8 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
     pmap(_synth_one, jobs, threads, desc="covid: synthesize PNGs")
     by_class = {c: [top / c / "images" / f"{c}-{n}.png" for n in range(1, int(counts.get(c, 0)) + 1)] for c in CLASSES}
     planted = plant_duplicates(root, by_class, seeded(seed, "covid-duplicates"), **(duplicates or {}))
+    taken = {p for it in planted for p in (it["src"], it["dst"])}   # a copy is not overwritten, nor copied
+    across = _copy_across(top, urls, copies or {}, copy_roots or {}, image_size, seeded(seed, "covid-copies"), taken)
     for cls in CLASSES:
         n = int(counts.get(cls, 0))
         stem = "NORMAL" if cls == "Normal" else cls  # the real Normal sheet is upper-case
@@ -117,6 +126,7 @@ def synthesize(root: str | Path, seed: int, counts: dict, image_size: int = 299,
         df.to_excel(top / f"{cls}.metadata.xlsx", index=False)
     (top / "README.md.txt").write_text("Synthetic stand-in for the COVID-19 Radiography Database.\n")
     return {"counts": {c: int(counts.get(c, 0)) for c in CLASSES}, "planted_duplicates": planted,
+            "planted_across": across,
             "sources": {c: dict(pd.Series(u).value_counts()) for c, u in urls.items()}, "marked": list(marked)}
 
 
@@ -173,3 +183,41 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
                 res.reject(xlsx, f"FILE NAME {r['FILE NAME']!r} has no image {cls}/images/{r['FILE NAME']}.png",
                            i, "FILE NAME")
     return res
+
+
+# the Kermany stand-in's folders whose pictures the real database took, by class
+KERMANY_FOLDERS = {"Normal": ("NORMAL", ""), "Viral Pneumonia": ("PNEUMONIA", "_virus_")}
+
+
+def _copy_across(top: Path, urls: dict, copies: dict, roots: dict, size: int, rng, taken=()) -> list[dict]:
+    """Overwrite Kermany-collection images with the Kermany stand-in's pictures (see
+    :func:`synthesize`); returns ``{kind, dataset, src, dst}`` per copy, ``src`` relative to the
+    other dataset's root and ``dst`` to this one's."""
+    unknown = sorted(set(copies) - {"kermany"})
+    if unknown:
+        raise ValueError(f"copies: {unknown} cannot be copied; only kermany's pictures are (the database's "
+                         "Kermany images)")
+    n = int(copies.get("kermany", 0))
+    if not n:
+        return []
+    if "kermany" not in roots:
+        raise ValueError("copies: {kermany: ...} needs the Kermany stand-in's folder (copy_roots['kermany'])")
+    root = Path(roots["kermany"])
+    slots = [(cls, i) for cls in KERMANY_FOLDERS for i, u in enumerate(urls[cls], start=1)
+             if u == COLLECTIONS["kermany"] and f"{TOP}/{cls}/images/{cls}-{i}.png" not in set(taken)]
+    out = []
+    for k in rng.permutation(len(slots))[:n]:
+        cls, i = slots[int(k)]
+        folder, marker = KERMANY_FOLDERS[cls]
+        pool = sorted(p for p in (root / "chest_xray" / "train" / folder).glob("*.jpeg") if marker in p.name)
+        used = {o["src"] for o in out}
+        pool = [p for p in pool if p.relative_to(root).as_posix() not in used]
+        if not pool:
+            continue
+        src = pool[int(rng.integers(len(pool)))]
+        dst = top / cls / "images" / f"{cls}-{i}.png"
+        with Image.open(src) as im:
+            im.convert("L").resize((size, size), Image.BILINEAR).save(dst)
+        out.append({"kind": "copy from kermany", "dataset": "kermany", "src": src.relative_to(root).as_posix(),
+                    "dst": dst.relative_to(top.parent).as_posix()})
+    return out
