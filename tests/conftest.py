@@ -82,3 +82,58 @@ def browser_check(page: Path) -> tuple[list, list]:
     assert set(attrs) == {"images", "links"}, out.stdout[-2000:] + out.stderr[-2000:]
     links = [unquote(h) for h in json.loads(html.unescape(attrs["links"]))]
     return json.loads(html.unescape(attrs["images"])), links
+
+
+def pdf_rows_missing(pdf, tables) -> dict:
+    """Rows of the ``tables`` (each .tex's rows as its .md prints them: the same numbers) that the
+    compiled ``pdf`` does not print inside its pages: a row is found by its first cell, with the second where that is
+    text too (letters and digits only, as pypdf extracts them), as often as the rows that share it.
+    {table: [(row key, rows, found)]}."""
+    import re
+    from collections import Counter
+
+    import pypdf
+
+    def norm(s):
+        return re.sub(r"[^0-9A-Za-z]", "", str(s))
+
+    def is_number(s):
+        try:
+            float(s)
+            return True
+        except ValueError:
+            return False
+
+    def on_page(page) -> str:   # what prints inside the page (a float taller than it runs off); a turned page: all
+        w, h, kept = float(page.mediabox.width), float(page.mediabox.height), []
+
+        def visit(piece, cm, tm, font, size):
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+            if 0 <= x <= w and 0 <= y <= h or (page.get("/Rotate") or 0) % 180:
+                kept.append(piece)
+        page.extract_text(visitor_text=visit)
+        return "".join(kept)
+
+    text = norm("".join(on_page(page) for page in pypdf.PdfReader(pdf).pages))
+    missing = {}
+    for tex in tables:
+        lines = [ln for ln in Path(tex).with_suffix(".md").read_text().splitlines() if ln.startswith("|")]
+        rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]   # after header and rule
+        second_is_text = all(len(r) > 1 and not is_number(r[1]) for r in rows if len(r) > 1 and r[1])
+        keys = Counter(norm(r[0]) + (norm(r[1]) if second_is_text and len(r) > 1 else "") for r in rows)
+        for key, n in keys.items():
+            if text.count(key) < n:
+                missing.setdefault(str(tex), []).append((key[:60], n, text.count(key)))
+    return missing
+
+
+def pdf_page_sizes(pdf) -> set:
+    """The (width, height) in points of every page of ``pdf``, a turned page's as printed."""
+    import pypdf
+
+    sizes = set()
+    for page in pypdf.PdfReader(pdf).pages:
+        w, h = float(page.mediabox.width), float(page.mediabox.height)
+        sizes.add((h, w) if (page.get("/Rotate") or 0) % 180 else (w, h))
+    return sizes

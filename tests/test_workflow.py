@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, browser_check
+from .conftest import REPO, browser_check, pdf_page_sizes, pdf_rows_missing
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -543,6 +543,10 @@ def test_latex_tables_compile(tiny_run):
         over = [float(x) for x in re.findall(r"Overfull \\hbox \((\d+\.?\d*)pt too wide\)", log)]
         assert not [x for x in over if x > 1.0], sorted(over)[-5:]
         assert "Float too large for page" not in log
+        # every page is the article's (US letter, or turned) and no row is lost:
+        # each table's rows are found in the PDF's text
+        assert pdf_page_sizes(doc.parent / "tables.pdf") <= {(612.0, 792.0), (792.0, 612.0)}
+        assert not pdf_rows_missing(doc.parent / "tables.pdf", tex)
 
 
 def test_bad_config_value_stops_with_the_key(tmp_path):

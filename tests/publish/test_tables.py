@@ -115,6 +115,21 @@ def test_latex_tables_fit_the_page_and_keep_every_row(tmp_path):
     pages = int(re.search(r"Output written on doc.pdf \((\d+) pages", log)[1])
     assert pages >= 1 + 3 + 4  # wide: 1 page; long: 120 rows over several; both: 200 rows over several
     assert "Float too large for page" not in log
+    from ..conftest import pdf_page_sizes, pdf_rows_missing
+
+    assert pdf_page_sizes(tmp_path / "doc.pdf") == {(612.0, 792.0), (792.0, 612.0)}   # the long and wide one turned
+    assert not pdf_rows_missing(tmp_path / "doc.pdf", [tmp_path / f"{n}.tex" for n in texts])
+    # a table cut short is caught: a float holds what a page holds and drops the rest
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "long.md").write_text((tmp_path / "long.md").read_text())
+    (cut / "doc.tex").write_text(
+        f"\\documentclass{{article}}\n\\usepackage{{{','.join(LATEX_PACKAGES)}}}\n\\begin{{document}}\n"
+        "\\begin{table}\\begin{tabular}{lr}\n"
+        + "".join(f"row{i} & 0.5 \\\\\n" for i in range(120)) + "\\end{tabular}\\end{table}\n\\end{document}\n")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=cut, capture_output=True, timeout=300)
+    lost = pdf_rows_missing(cut / "doc.pdf", [cut / "long.tex"])
+    assert lost and sum(n - found for _, n, found in lost[str(cut / "long.tex")]) > 50
 
 
 def test_a_number_printed_in_several_tables_is_one_comparison_row():
