@@ -175,8 +175,35 @@ def test_write_audit_writes_tables_and_summary(tmp_path):
     s = write_audit(PAPERS / "maskrcnn_opacity" / "published.yaml", tmp_path / "a", "maskrcnn_opacity")
     assert s["inconsistent"] == len(_findings("maskrcnn_opacity")) > 0
     assert {p.name for p in (tmp_path / "a").iterdir()} == {
-        "checks.csv", "findings.csv", "findings.md", "findings.tex", "summary.json", "provenance.json"}
+        "checks.csv", "findings.csv", "findings.md", "findings.tex", "causes.csv", "causes.md", "causes.tex",
+        "summary.json", "provenance.json"}
+    assert s["causes"] == 4   # 6 findings: 2 training counts, the misprinted F1, the printed total
     table = checks_table(audit(yaml.safe_load((PAPERS / "maskrcnn_opacity" / "published.yaml").read_text())))
     assert len(table) == s["checks"]
     assert "0.8148" in (tmp_path / "a" / "findings.md").read_text() or "0.81478" in (
         tmp_path / "a" / "findings.md").read_text()
+
+
+@pytest.mark.parametrize("plant, cause, at_least", [
+    (lambda t: t["reported"]["per_class"]["X"]["mean"].__setitem__(4, t["reported"]["per_class"]["X"]["mean"][4] + 1),
+     "reported/per_class/X/mean#correct", 3),   # correct + incorrect, accuracy = correct / total, the classes' sum
+    (lambda t: t["reported"]["per_class"]["X"]["per_class"][1].__setitem__(0, 0.31),
+     "reported/per_class/X/per_class/1#precision", 3),   # F1, one confusion matrix, the macro precision
+    (lambda t: t["data"]["test"]["counts"].__setitem__(0, t["data"]["test"]["counts"][0] + 1),
+     "data/test/counts/0", 2),   # the parts' sum and the same count in the per-class table
+    (lambda t: t["reported"]["binary"].__setitem__("accuracy", t["reported"]["binary"]["accuracy"] + .002),
+     "reported/binary#accuracy", 2),   # against the printed confusion matrix, and mlscorecheck's
+])
+def test_one_misprint_is_one_likely_cause(plant, cause, at_least):
+    """A misprinted value breaks several checks; the audit names that value as their one cause."""
+    from medrepro.publish.audit import likely_causes
+
+    doc = _rounded_tables(1)
+    plant(doc)
+    checks = audit(doc)
+    bad = [c for c in checks if not c.consistent]
+    causes_of, causes = likely_causes(checks)
+    assert len(bad) >= at_least and len(causes) == 1, causes
+    assert causes.iloc[0]["likely cause"] == cause and causes.iloc[0]["explains"] == len(bad)
+    assert {k for c, k in zip(checks, causes_of) if not c.consistent} == {cause}
+    assert all(k == "" for c, k in zip(checks, causes_of) if c.consistent)

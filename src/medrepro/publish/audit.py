@@ -63,6 +63,7 @@ class Check:
     printed: str
     arithmetic: str
     consistent: bool
+    values: tuple[str, ...] = ()   # the printed values it rests on ("path#field"): a failing check's suspects
 
 
 # --- path patterns -------------------------------------------------------------------------------
@@ -233,8 +234,28 @@ class _Audit:
     def _subst(pattern: str, bound: dict) -> str:
         return re.sub(r"\{(\w+)\}", lambda m: str(bound.get(m.group(1), m.group(0))), pattern)
 
-    def add(self, check: str, where: str, printed: str, arithmetic: str, ok: bool):
-        self.checks.append(Check(check, where, printed, arithmetic, bool(ok)))
+    def add(self, check: str, where: str, printed: str, arithmetic: str, ok: bool, values=()):
+        self.checks.append(Check(check, where, printed, arithmetic, bool(ok), tuple(map(self._value_id, values))))
+
+    def _elements(self, path: str, value) -> list[str]:
+        """The paths of a list's values where ``path`` matched a whole list or a slice of one."""
+        if not isinstance(value, list):
+            return [path]
+        base, _, last = path.rpartition("/")
+        if _is_slice(last):
+            whole = find(self.doc, base)
+            n = len(whole[0][1]) if len(whole) == 1 and isinstance(whole[0][1], list) else len(value)
+            idx = list(range(n))[slice(*(int(x) if x else None for x in last.split(":")))]
+            return [f"{base}/{i}" for i in idx]
+        return [f"{path}/{i}" for i in range(len(value))]
+
+    def _value_id(self, path: str) -> str:
+        """One name per printed value: a row's field as ``row#field`` however a pattern reached it."""
+        if "#" not in path:
+            base, _, last = path.rpartition("/")
+            if base in self.rows and last in self.rows[base][0]:
+                return f"{base}#{last}"
+        return path
 
     # per-row checks
     def row_checks(self):
@@ -245,14 +266,16 @@ class _Audit:
             c, i, n = row.get("correct"), row.get("incorrect"), row.get("total")
             if _num(c) and _num(i) and _num(n):
                 self.add("correct + incorrect = total", path, f"{_fmt(c)} + {_fmt(i)}; total {_fmt(n)}",
-                         f"{_fmt(c)} + {_fmt(i)} = {_fmt(c + i)}", c + i == n)
+                         f"{_fmt(c)} + {_fmt(i)} = {_fmt(c + i)}", c + i == n,
+                         [f"{path}#correct", f"{path}#incorrect", f"{path}#total"])
             if _num(c) and _num(n) and n > 0:
                 field = "recall" if kind == "per_class" else "accuracy"
                 v = row.get(field)
                 if _num(v):
                     dd = d if d is not None else _decimals_of(v)
                     self.add(f"{field} = correct / total", path, f"{field} {_fmt(v, dd)}",
-                             f"{_fmt(c)} / {_fmt(n)} = {c / n:.{dd + 2}f}", abs(c / n - v) <= _half(dd))
+                             f"{_fmt(c)} / {_fmt(n)} = {c / n:.{dd + 2}f}", abs(c / n - v) <= _half(dd),
+                             [f"{path}#{field}", f"{path}#correct", f"{path}#total"])
             if kind in ("binary", "per_class") and all(_num(row.get(k)) for k in ("precision", "recall", "f1")):
                 p, r, f = row["precision"], row["recall"], row["f1"]
                 dd = d if d is not None else max(map(_decimals_of, (p, r, f)))
@@ -261,10 +284,11 @@ class _Audit:
                 self.add("F1 = 2PR / (P + R)", path, f"P {_fmt(p, dd)}, R {_fmt(r, dd)}, F1 {_fmt(f, dd)}",
                          f"2 × {_fmt(p, dd)} × {_fmt(r, dd)} / ({_fmt(p, dd)} + {_fmt(r, dd)}) = "
                          f"{_f1(p, r):.{dd + 1}f}",
-                         lo - hh <= f <= hi + hh)
+                         lo - hh <= f <= hi + hh, [f"{path}#f1", f"{path}#precision", f"{path}#recall"])
             if t.get("total") is not None and _num(n):
                 label, want = self.total(t["total"], b, f"audit.tables {t['rows']!r} total")
-                self.add("total = test-set size", path, f"total {_fmt(n)}", f"{label} = {_fmt(want)}", n == want)
+                self.add("total = test-set size", path, f"total {_fmt(n)}", f"{label} = {_fmt(want)}", n == want,
+                         [f"{path}#total", label])
             for field, size in (t.get("sizes") or {}).items():
                 v = row.get(field)
                 if _num(v):
@@ -274,17 +298,20 @@ class _Audit:
                     near = [x for x in (k - 1, k, k + 1) if 0 <= x <= size]
                     ok = any(abs(x / size - v) <= _half(dd) for x in near)
                     self.add(f"{field} is a whole number of {_fmt(int(size))}", path, f"{field} {_fmt(v, dd)}",
-                             "; ".join(f"{x}/{_fmt(int(size))} = {x / size:.{dd + 1}f}" for x in near), ok)
+                             "; ".join(f"{x}/{_fmt(int(size))} = {x / size:.{dd + 1}f}" for x in near), ok,
+                             [f"{path}#{field}"])
             if kind == "per_class" and t.get("testset_size") is not None and _num(n):
                 _, size = self.total(t["testset_size"], b, f"audit.tables {t['rows']!r} testset_size")
-                scores = {k: row[f] for k, f in (("ppv", "precision"), ("sens", "recall"), ("f1p", "f1"))
-                          if _num(row.get(f))}
+                fields = [(k, f) for k, f in (("ppv", "precision"), ("sens", "recall"), ("f1p", "f1"))
+                          if _num(row.get(f))]
+                scores = {k: row[f] for k, f in fields}
                 if scores:
                     self._mlscorecheck(path, scores, int(n), int(size - n), d if d is not None else
                                        max(map(_decimals_of, scores.values())), f"one class against the rest: "
-                                       f"p = {_fmt(n)}, n = {_fmt(int(size - n))}")
+                                       f"p = {_fmt(n)}, n = {_fmt(int(size - n))}",
+                                       [f"{path}#{f}" for _, f in fields] + [f"{path}#total"])
 
-    def _mlscorecheck(self, where: str, scores: dict, p: int, n: int, decimals: int, context: str):
+    def _mlscorecheck(self, where: str, scores: dict, p: int, n: int, decimals: int, context: str, values=()):
         from mlscorecheck.check.binary import check_1_testset_no_kfold
 
         logging.getLogger("mlscorecheck").setLevel(logging.WARNING)
@@ -293,7 +320,7 @@ class _Audit:
         self.add("one confusion matrix (mlscorecheck)", where,
                  ", ".join(f"{k} {_fmt(v, decimals)}" for k, v in scores.items()),
                  f"{context}: {pairs} (tp, tn) pair{'s' * (pairs != 1)} reproduce{'s' * (pairs == 1)} "
-                 f"every score to {decimals} decimals", not res["inconsistency"])
+                 f"every score to {decimals} decimals", not res["inconsistency"], values)
 
     def entries(self, section: str, key: str, numbers: bool = False):
         """(entry name, entry, matches of its ``key`` pattern) for each entry of ``audit.<section>``;
@@ -331,7 +358,8 @@ class _Audit:
                     self.add("same quantity in two places", f"{pa} vs {pb}{label}",
                              f"{_fmt(x, dx)} vs {_fmt(y, dy)}",
                              e.get("note", "the same quantity, printed twice")
-                             + ("" if ok else f": they differ by {_fmt(abs(x - y), max(dx, dy))}"), ok)
+                             + ("" if ok else f": they differ by {_fmt(abs(x - y), max(dx, dy))}"), ok,
+                             [f"{pa}#{f}" if f else pa, f"{pb}#{f}" if f else pb])
 
     def sums(self):
         for name, e, matches in self.entries("sums", "total"):
@@ -345,7 +373,8 @@ class _Audit:
                     raise AuditSpecError(f"{self.where}: {name}: parts {e['parts']!r} of {path} are {vals}")
                 s = sum(vals)
                 self.add("parts add up to the total", path, f"total {_fmt(total)}",
-                         " + ".join(_fmt(v) for v in vals) + f" = {_fmt(s)}", s == total)
+                         " + ".join(_fmt(v) for v in vals) + f" = {_fmt(s)}", s == total,
+                         [path] + [e for p, v, _ in parts for e in self._elements(p, v)])
 
     def splits(self):
         for name, e, matches in self.entries("splits", "fraction", numbers=True):
@@ -362,7 +391,7 @@ class _Audit:
                          f"{frac:g} × {_fmt(total)} = {expect:,.1f}; {_fmt(count)} / {_fmt(total)} = "
                          f"{count / total:.1%}" + (f" (tolerance {e['tolerance']:.0%} of the total)"
                                                    if e.get("tolerance") else f" (within {half:.1%})"),
-                         abs(count / total - frac) <= tol + 1e-12)
+                         abs(count / total - frac) <= tol + 1e-12, [path, lc, lt])
 
     def macro(self):
         for name, e, means in self.entries("macro", "mean"):
@@ -378,14 +407,16 @@ class _Audit:
                     if f in COUNT_FIELDS:
                         s = sum(vals)
                         self.add(f"per-class {f} add up", f"{mpath}#{f}", _fmt(mean[f]),
-                                 " + ".join(_fmt(v) for v in vals) + f" = {_fmt(s)}", s == mean[f])
+                                 " + ".join(_fmt(v) for v in vals) + f" = {_fmt(s)}", s == mean[f],
+                                 [f"{mpath}#{f}"] + [f"{p}#{f}" for p, _ in classes])
                         continue
                     dm = self.decimals(mpath, f, mean[f])
                     dc = max(self.decimals(p, f, r[f]) for p, r in classes)
                     avg = sum(vals) / len(vals)
                     self.add(f"macro {f} = mean of the classes", f"{mpath}#{f}", _fmt(mean[f], dm),
                              f"({' + '.join(_fmt(v, dc) for v in vals)}) / {len(vals)} = {avg:.{dm + 1}f}",
-                             abs(avg - mean[f]) <= _half(dm) + _half(dc))
+                             abs(avg - mean[f]) <= _half(dm) + _half(dc),
+                             [f"{mpath}#{f}"] + [f"{p}#{f}" for p, _ in classes])
 
     def bounds(self):
         for k, e in enumerate(self.spec.get("bounds", [])):
@@ -395,7 +426,8 @@ class _Audit:
             ok = (e.get("max") is None or v < e["max"]) and (e.get("min") is None or v > e["min"])
             rule = " and ".join(x for x in (f"< {e['max']}" if e.get("max") is not None else "",
                                             f"> {e['min']}" if e.get("min") is not None else "") if x)
-            self.add("a number against the text's claim", path, _fmt(v), f"the text says {says!r} ({rule})", ok)
+            self.add("a number against the text's claim", path, _fmt(v), f"the text says {says!r} ({rule})", ok,
+                     [path])
 
     def confusion(self):
         for k, e in enumerate(self.spec.get("confusion", [])):
@@ -410,14 +442,16 @@ class _Audit:
                 where = ", ".join(sorted({path.rpartition("/")[0] for path, _ in got.values()}))
                 scores = {s: v for s, (_, v) in got.items()}
                 d = e.get("decimals", max(_decimals_of(v) for v in scores.values()))
-                self._mlscorecheck(where, scores, p, n, d, f"p = {_fmt(p)}, n = {_fmt(n)}")
+                self._mlscorecheck(where, scores, p, n, d, f"p = {_fmt(p)}, n = {_fmt(n)}",
+                                   [path for path, _ in got.values()])
                 if e.get("counts"):
-                    cm = {c: self.value(pat, b, name)[1] for c, pat in e["counts"].items()}
+                    cm_at = {c: self.value(pat, b, name) for c, pat in e["counts"].items()}
+                    cm = {c: v for c, (_, v) in cm_at.items()}
                     tp, fn, tn, fp = (cm[c] for c in ("tp", "fn", "tn", "fp"))
                     self.add("confusion matrix against the class sizes", where,
                              f"tp {tp}, fn {fn}, tn {tn}, fp {fp}",
                              f"tp + fn = {tp + fn} (p = {p}); tn + fp = {tn + fp} (n = {n})",
-                             tp + fn == p and tn + fp == n)
+                             tp + fn == p and tn + fp == n, [path for path, _ in cm_at.values()])
                     exact = {"acc": (tp + tn) / (tp + tn + fp + fn), "sens": tp / (tp + fn),
                              "spec": tn / (tn + fp), "ppv": tp / (tp + fp), "npv": tn / (tn + fn),
                              "f1p": 2 * tp / (2 * tp + fp + fn)}
@@ -425,7 +459,8 @@ class _Audit:
                         if s in exact:
                             self.add(f"{s} from the confusion matrix", where, f"{s} {_fmt(v, d)}",
                                      f"{s} of tp {tp}, fn {fn}, tn {tn}, fp {fp} = {exact[s]:.{d + 2}f}",
-                                     abs(exact[s] - v) <= _half(d))
+                                     abs(exact[s] - v) <= _half(d),
+                                     [got[s][0]] + [path for path, _ in cm_at.values()])
 
 
 def audit(published: dict, where: str = "paper") -> list[Check]:
@@ -441,11 +476,47 @@ def audit(published: dict, where: str = "paper") -> list[Check]:
     return a.checks
 
 
+def likely_causes(checks: list[Check]) -> tuple[list[str], pd.DataFrame]:
+    """The most likely single cause of each failing check: the printed value whose change would
+    make the most failing checks hold, found greedily.  A value in more failing checks explains
+    more of them; among equals, the one in fewer passing checks (changing it breaks less), then
+    the one a check names first (the value it checks).  Returns each check's cause ('' for the
+    consistent ones) and one row per cause: the value, the failing checks it explains, the
+    passing checks it is in."""
+    from collections import Counter
+
+    passing = Counter(v for c in checks if c.consistent for v in set(c.values))
+    left = {i for i, c in enumerate(checks) if not c.consistent}
+    cause = [""] * len(checks)
+    rows = []
+    while left:
+        count = Counter(v for i in left for v in set(checks[i].values))
+        if not count:   # checks that record no value: each its own cause
+            for i in sorted(left):
+                cause[i] = checks[i].where
+                rows.append({"likely cause": checks[i].where, "explains": 1, "passing checks it is in": 0,
+                             "checks": checks[i].check})
+            break
+        first = min(left)
+        order = {v: k for k, v in enumerate(checks[first].values)}
+        best = max(count, key=lambda v: (count[v], -passing[v], -order.get(v, len(order)), v))
+        took = sorted(i for i in left if best in checks[i].values)
+        for i in took:
+            cause[i] = best
+        left -= set(took)
+        kinds = Counter(checks[i].check for i in took)
+        rows.append({"likely cause": best, "explains": len(took), "passing checks it is in": passing[best],
+                     "checks": "; ".join(f"{k} ({n})" if n > 1 else k for k, n in kinds.items())})
+    return cause, pd.DataFrame(rows, columns=["likely cause", "explains", "passing checks it is in", "checks"])
+
+
 def checks_table(checks: list[Check]) -> pd.DataFrame:
     """All checks as a table (``consistent``: yes/no)."""
+    cause, _ = likely_causes(checks)
     return pd.DataFrame([{"check": c.check, "where": c.where, "printed": c.printed, "arithmetic": c.arithmetic,
-                          "consistent": "yes" if c.consistent else "no"} for c in checks],
-                        columns=["check", "where", "printed", "arithmetic", "consistent"])
+                          "consistent": "yes" if c.consistent else "no", "likely cause": k}
+                         for c, k in zip(checks, cause)],
+                        columns=["check", "where", "printed", "arithmetic", "consistent", "likely cause"])
 
 
 def write_audit(published_yaml, out_dir, paper: str) -> dict:
@@ -466,17 +537,22 @@ def write_audit(published_yaml, out_dir, paper: str) -> dict:
     checks = audit(published, where=str(published_yaml))
     table = checks_table(checks)
     bad = table[table["consistent"] == "no"].drop(columns="consistent")
-    summary = {"paper": paper, "checks": len(table), "inconsistent": len(bad),
+    _, causes = likely_causes(checks)
+    summary = {"paper": paper, "checks": len(table), "inconsistent": len(bad), "causes": len(causes),
                "by_check": {k: {"checks": int(len(g)), "inconsistent": int((g["consistent"] == "no").sum())}
                             for k, g in table.groupby("check", sort=False)}}
     prov = record({"published": published})
     with atomic_dir(out_dir) as tmp:
         write_csv(tmp / "checks.csv", table)
         write_table(bad, tmp / "findings", caption=f"{paper}: arithmetic that does not hold in the published "
-                    f"tables ({len(bad)} of {len(table)} checks)", provenance=short(prov))
+                    f"tables ({len(bad)} of {len(table)} checks), each with its most likely cause",
+                    provenance=short(prov))
+        write_table(causes, tmp / "causes", caption=f"{paper}: the {len(bad)} findings by their most likely single "
+                    f"cause ({len(causes)}): the printed value whose change would make the most of them hold",
+                    provenance=short(prov))
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "provenance.json", prov)
     return summary
 
 
-__all__ = ["AuditSpecError", "Check", "audit", "checks_table", "find", "write_audit"]
+__all__ = ["AuditSpecError", "Check", "audit", "checks_table", "find", "likely_causes", "write_audit"]

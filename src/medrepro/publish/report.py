@@ -123,6 +123,12 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
             lines += [f"### Audit of the published tables: {a['inconsistent']} of {a['checks']} checks do not hold",
                       ""]
             if a["inconsistent"]:
+                causes = Path(audit_dirs[name]) / "causes.md"
+                if causes.is_file():
+                    lines += [f"The {a['inconsistent']} findings come from {a['causes']} most likely cause(s): for "
+                              "each, the printed value whose change would make the most of them hold (greedily: "
+                              "a value in more failing checks first, then one in fewer passing ones).", "",
+                              causes.read_text(), ""]
                 lines += [(Path(audit_dirs[name]) / "findings.md").read_text(), ""]
         files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
         lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
