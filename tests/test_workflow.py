@@ -307,6 +307,7 @@ def test_transfer_multidataset(tiny_run):
     assert pt["accuracy_b"] == pytest.approx(pt["correct_b"] / pt["total"])
     t57 = pd.read_csv(tm / "tables" / "table5_7_before_after.csv")
     assert len(t57) == 6 and set(t57["dataset"]) == {"TC", "C19", "ER"}
+    assert set(t57["model"]) == {"a (stage 2)", "b (stage 4)"}   # one definition: the table and its comparison rows
     # the thesis' tables compared row by row, every test score with its interval (stage 1's runs too)
     tmc = pd.read_csv(tm / "tables" / "comparison.csv")
     runs_rows = tmc[tmc["metric"].str.contains("best batch size: ")]
@@ -320,6 +321,8 @@ def test_transfer_multidataset(tiny_run):
     a55 = tmc.set_index("metric").loc["Table 5.5 TC a (stage 2): precision"]
     assert "Table 5.7 TC a (stage 2)" in a55["also"] and "Table B.6 TC a (stage2), mean" in a55["also"]
     assert not tmc["metric"].str.startswith("Table 5.7 TC a").any()
+    rows57 = " ; ".join(tmc["metric"].tolist() + tmc["also"].fillna("").tolist())
+    assert "Table 5.7 TC b (stage4)" in rows57 and not re.search(r"Table 5\.7 \w+ b \(stage[23]\)", rows57)
     cov = pd.read_csv(tm / "tables" / "published_values.csv")
     assert (cov.set_index("published path").loc["reported.table5_7_before_after.TC.a.0", "row or detail"]
             == "tm_TC: Table 5.5 TC a (stage 2): precision")
