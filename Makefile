@@ -57,6 +57,7 @@ bench: $(BIN)/.medrepro-test-installed
 	$(BIN)/python bench/cpu_training.py
 	$(BIN)/python bench/maskrcnn.py
 	$(BIN)/python bench/dag.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf results .snakemake

@@ -44,3 +44,41 @@ def test_cpu_training_benchmark_smoke_run():
     assert any(n.startswith("cnn_kermany") for n in names) and any(n.startswith("vgg16 fine-tuning") for n in names)
     for line in rows:
         assert float(line.split(" | ")[-1].strip(" |")) > 0
+
+
+def test_scale_benchmark_smoke_run(tmp_path):
+    """bench/scale.py at n = 8, 16, 32: every stage of the data chain runs in its own process with
+    its peak memory its own, and the projections to the real counts follow from the rows."""
+    out = tmp_path / "scale.json"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "scale.py"), "--tiny", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["sizes"] == [8, 16, 32]
+    stages = {s["stage"]: s for s in res["stages"]}
+    assert list(stages) == ["ingest", "convert", "hash", "pairs", "split", "bootstrap", "features"]
+    for s in stages.values():
+        assert len(s["seconds"]) == 3 and all(x > 0 and math.isfinite(x) for x in s["seconds"])
+        for p in s["projection"].values():
+            assert p["hours"] >= 0 and p["peak_gib"] > 0 and p["disk_gib"] >= 0
+    # each stage's own memory (not the parent's): the VGG-16 features need far more than the pair search
+    assert stages["features"]["peak_mib"][-1] > 3 * stages["pairs"]["peak_mib"][-1]
+    # conversion writes the PNGs: disk grows with the images and projects linearly to the real count
+    conv = stages["convert"]
+    assert conv["disk_mib"][0] < conv["disk_mib"][1] < conv["disk_mib"][2]
+    big = conv["projection"]["RSNA (26,684)"]["disk_gib"]
+    assert big > conv["projection"]["Kermany (5,856)"]["disk_gib"] > conv["disk_mib"][-1] / 1024
+    assert "| stage | s at 8 | s at 16 | s at 32 |" in r.stdout
+
+
+def test_scale_projection_arithmetic():
+    """The projection: a line through the sizes where growth is about linear or lost in the noise,
+    n^k beyond the largest size where the per-image part grows faster."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import scale
+
+    assert scale.growth([10, 20, 40], [5.0, 7.0, 11.0]) == 1.0         # 2 s, then 4 s more: linear
+    assert scale.growth([10, 20, 40], [1.0, 4.0, 16.0]) == 2.0         # quadratic
+    assert scale.growth([10, 20, 40], [5.0, 5.01, 5.02]) is None       # noise
+    assert math.isclose(scale.project([10, 20, 40], [5.0, 7.0, 11.0], 400), 0.2 * 400 + 3.0)
+    assert math.isclose(scale.project([10, 20, 40], [1.0, 4.0, 16.0], 400), 16.0 * 10 ** 2)
