@@ -82,7 +82,6 @@ rule checklists:
         ENV
     params:
         papers=CHECKLISTS,
-        results=RESULTS,
         scale=config["scale"],
     script:
         "../scripts/checklists.py"
