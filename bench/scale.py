@@ -150,10 +150,10 @@ def table(rows: list[dict], sizes: list[int]) -> tuple[str, list[dict]]:
         r = [x for x in rows if x["stage"] == name]
         secs, mem, disk = ([x[f] for x in r] for f in ("seconds", "peak_mib", "disk_mib"))
         k = growth(sizes, secs)
-        # memory: the largest peak where it does not grow beyond noise, else the line through the sizes
+        # memory and disk: the least-squares line through the sizes (a slope lost in the noise still
+        # counts: the projection errs high, as a job's memory request should)
         proj = {label: {"hours": project(sizes, secs, count) / 3600,
-                        "peak_gib": (project(sizes, mem, count, superlinear=False) if growth(sizes, mem) is not None
-                                     else max(mem)) / 1024,
+                        "peak_gib": max(project(sizes, mem, count, superlinear=False), max(mem)) / 1024,
                         "disk_gib": project(sizes, disk, count, superlinear=False) / 1024}
                 for label, count in REAL.items()}
         out.append({"stage": name, "seconds": secs, "growth": k, "peak_mib": mem, "disk_mib": disk,
