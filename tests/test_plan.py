@@ -134,6 +134,12 @@ def test_inflation_pairs_two_arms_of_one_run_and_names_what_it_cannot_pair(tmp_p
     tc = cfg["experiments"][pairs["tm_TC"]["image"]]   # the study's run at VGG-16, batch 32, on its own split
     assert tc["model"]["backbone"] == "vgg16" and tc["train"]["batch_size"] == 32
     assert tc["paper"] == "transfer_multidataset" and tc["split"]["seed"] == cfg["studies"]["tm_TC"]["split"]["seed"]
+    # a validated config validates again to the same runs (the pairs' arms are valid blocks)
+    from medrepro.config import validate_config
+
+    again = validate_config(cfg, REPO / "config" / "schema.yaml")
+    assert sorted(again["experiments"]) == sorted(cfg["experiments"]) and again["experiments"][
+        pairs["tm_TC"]["patient"]]["split"]["arm"] == "patient"
     for bad, msg in ((({"experiments": ["nope"]}), "inflation.experiments: 'nope' is not an experiment"),
                      (({"experiments": ["mr_exp1"]}), "is a detect experiment"),
                      (({"studies": {"tm_TC": {"backbone": "vgg19"}}}), "not one of the study's backbones")):

@@ -130,7 +130,7 @@ def with_inflation(experiments: dict, studies: dict, inflation: dict) -> dict:
     bases = {name: experiments[name] for name in inflation.get("experiments", [])}
     for name, at in inflation.get("studies", {}).items():
         study = studies[name]
-        run = study_run_spec(study, at["backbone"], at.get("batch_size"), at.get("lr"))
+        run = _without_none(study_run_spec(study, at["backbone"], at.get("batch_size"), at.get("lr")))
         run["train"]["allow_cpu"] = study["train"]["allow_cpu"]
         bases[name] = {**run, "paper": study["paper"], "split": copy.deepcopy(study["split"]), "subset": None}
     for name, base in bases.items():
@@ -140,6 +140,16 @@ def with_inflation(experiments: dict, studies: dict, inflation: dict) -> dict:
             e["inflation_of"] = name
             out[f"{name}{INFLATION}{arm}"] = e
     return out
+
+
+def _without_none(obj):
+    """``obj`` without the keys whose value is None (a spec's unset options), so that the block
+    validates as one written by hand."""
+    if isinstance(obj, dict):
+        return {k: _without_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_without_none(v) for v in obj]
+    return obj
 
 
 def inflation_pairs(experiments: dict) -> dict[str, dict[str, str]]:
