@@ -114,7 +114,8 @@ def latex_table(shown: pd.DataFrame, caption: str, label: str) -> str:
 
 
 def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_digits: int = 3,
-                note: str = "", provenance: str = "", exact: tuple = ("published",)) -> list[Path]:
+                note: str = "", provenance: str = "", exact: tuple = ("published",),
+                tex_drop: tuple = ()) -> list[Path]:
     """Write ``df`` to ``stem.csv``, ``stem.md`` and ``stem.tex``; return the paths.
 
     ``note`` (e.g. "synthetic demo data, 10 epochs") is printed under the
@@ -123,7 +124,8 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
     own precision; whole-number float columns (counts) print without decimals.
     ``provenance`` (commit, config digest, versions: :func:`medrepro.provenance.short`) goes
     under the Markdown table and in a comment line of the LaTeX file (the CSV's is the
-    ``provenance.json`` beside it).
+    ``provenance.json`` beside it).  ``tex_drop``: columns left out of the LaTeX table (a long
+    text column a page cannot hold beside the others; its caption names them and the CSV).
     """
     stem = Path(stem)
     paths = [stem.with_suffix(f".{ext}") for ext in TABLE_FORMATS]
@@ -139,8 +141,11 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
     if provenance:
         md += f"\n<sub>{provenance}</sub>\n"
     write_text(paths[1], md)
-    full_caption = latex_escape(caption + (f" ({note})" if note else ""))
-    tex = latex_table(shown, full_caption, f"tab:{stem.name}")
+    dropped = [c for c in tex_drop if c in shown.columns]
+    left_out = f"; column{'s' * (len(dropped) > 1)} {', '.join(dropped)} in {stem.name}.csv" if dropped else ""
+    full_caption = latex_escape(caption + (f" ({note}{left_out})" if note else (f" ({left_out[2:]})" if dropped
+                                                                                  else "")))
+    tex = latex_table(shown.drop(columns=dropped), full_caption, f"tab:{stem.name}")
     head = (f"% {provenance}\n" if provenance else "") + f"% needs \\usepackage{{{','.join(LATEX_PACKAGES)}}}\n"
     write_text(paths[2], head + tex)
     return paths

@@ -1,6 +1,7 @@
 """How tables print: counts as integers, learning rates in full, published values as transcribed."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -166,3 +167,12 @@ def test_a_number_printed_in_several_tables_is_one_comparison_row():
         ["Table B.1 VGG 32 again: accuracy"]]   # the same run, another published value: a misprint stays
     assert also_labels(groups[0]) == "Table B.1 VGG 32" and also_labels(groups[1]) == ""
     assert merged_rows(groups)["reported.tB1.bs32"] == "s: Table 5.1 VGG: accuracy"
+
+
+def test_a_column_left_out_of_the_latex_stays_in_the_csv_and_markdown(tmp_path):
+    df = pd.DataFrame({"metric": ["a", "b"], "value": [0.5, 0.25], "also": ["Table 5.6; Table 5.7", ""]})
+    csv, md, tex = write_table(df, tmp_path / "comparison", caption="published vs reproduced", note="demo",
+                               tex_drop=("also",))
+    assert "also" in csv.read_text() and "Table 5.7" in md.read_text()
+    assert "Table 5.7" not in tex.read_text() and "& also" not in tex.read_text()
+    assert re.search(r"column also in comparison\.(\\allowbreak\{\})?csv", tex.read_text())

@@ -77,9 +77,9 @@ class Context:
     def label(self, name: str) -> str:
         return self.labels.get(name, name)
 
-    def table(self, df: pd.DataFrame, name: str, caption: str) -> list[Path]:
+    def table(self, df: pd.DataFrame, name: str, caption: str, tex_drop: tuple = ()) -> list[Path]:
         return write_table(df, self.out / "tables" / name, caption=f"{self.paper}: {caption}", note=self.note,
-                           provenance=self.provenance)
+                           provenance=self.provenance, tex_drop=tex_drop)
 
     def figure(self, fig, name: str) -> list[Path]:
         return save_figure(fig, self.out / "figures" / name, self.style, self.note, self.provenance,

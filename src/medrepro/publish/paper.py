@@ -127,7 +127,8 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
             comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
         comparison = pd.concat(comps, ignore_index=True)
-        written += ctx.table(comparison, "comparison", "published vs reproduced")
+        # the LaTeX leaves out `also` (the other tables of a value printed in several): no page holds it
+        written += ctx.table(comparison, "comparison", "published vs reproduced", tex_drop=("also",))
         forest_paths, forest_captions = forest(ctx, comparison, paper)
         written += forest_paths
         cov = coverage_table(published, compare, spec.not_compared, skipped, merged_rows(merged))
