@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from medrepro.config import (
     ConfigError,
     feature_key,
-    inflation_pairs,
     paper_files,
     repeats_of,
     resolved_departures,
@@ -31,6 +30,7 @@ from medrepro.config import (
     uses_feature_cache,
     validate_config,
 )
+from medrepro.plan import inflation_inputs, probed_datasets
 from medrepro.publish.html import captions as output_captions
 
 

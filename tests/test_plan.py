@@ -147,3 +147,22 @@ def test_inflation_pairs_two_arms_of_one_run_and_names_what_it_cannot_pair(tmp_p
         over.write_text(yaml.safe_dump({"inflation": bad}))
         with pytest.raises(ConfigError, match=re.escape(msg)):
             load_config(REPO / "config", [REPO / "config" / "full.yaml", over])
+
+
+def test_inflation_inputs_and_probed_datasets_name_what_the_rules_read():
+    """medrepro.plan's answers for rules inflation and report: each pair's arms' files, and the
+    source probe in the sections of the papers whose runs use the dataset (the covid study's)."""
+    from medrepro.config import load_config
+    from medrepro.plan import inflation_inputs, probed_datasets
+
+    cfg = load_config(REPO / "config")
+    pairs = inflation_inputs(cfg, "res")
+    assert set(pairs) == {"tk_resnet50", "tm_TC"}
+    tc = pairs["tm_TC"]
+    assert (tc["paper"], tc["dataset"], tc["model"]) == ("transfer_multidataset", "brain_tumor", "vgg16, batch 32")
+    assert tc["classes"] == ["meningioma", "glioma", "pituitary"]
+    assert tc["arms"]["patient"] == {"predictions": "res/experiments/tm_TC__by_patient/predictions.csv",
+                                     "split": "res/experiments/tm_TC__by_patient/split.csv",
+                                     "audit": "res/experiments/tm_TC__by_patient/split_audit.json"}
+    assert probed_datasets(cfg) == {"cnn_kermany": [], "cnn_pediatric": [], "maskrcnn_opacity": [],
+                                    "transfer_kermany": [], "transfer_multidataset": ["covid"]}

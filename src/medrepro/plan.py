@@ -41,3 +41,31 @@ def needs(cfg: Mapping, papers: Iterable[str] | None = None) -> Needs:
     datasets = set(cfg["datasets"]) if every else {r["dataset"] for r in runs.values()}
     weights = set().union(*(run_weights(r) for r in runs.values())) if runs else set()
     return Needs(papers, runs, frozenset(datasets), frozenset(weights & set(cfg.get("weights", {}))))
+
+
+def inflation_inputs(cfg: Mapping, results: str) -> dict[str, dict]:
+    """Each leakage-inflation pair of a validated config (``inflation``; its runs are experiments
+    with ``inflation_of``) with what rule ``inflation`` reads of it: its paper, dataset, model in
+    words, class names, and per arm the files under ``results`` (predictions, split, split audit)."""
+    from .config import inflation_pairs
+
+    out = {}
+    for name, arms in inflation_pairs(cfg["experiments"]).items():
+        e = cfg["experiments"][arms["image"]]
+        out[name] = {
+            "paper": e["paper"], "dataset": e["dataset"],
+            "model": f"{e['model'].get('backbone') or e['model']['arch']}, batch {e['train']['batch_size']}",
+            "classes": [c["name"] for c in e["classes"]],
+            "arms": {arm: {k: f"{results}/experiments/{run}/{f}" for k, f in
+                           (("predictions", "predictions.csv"), ("split", "split.csv"), ("audit", "split_audit.json"))}
+                     for arm, run in arms.items()},
+        }
+    return out
+
+
+def probed_datasets(cfg: Mapping) -> dict[str, list[str]]:
+    """Paper -> the datasets of ``source_probe`` that its experiments or studies use (the report
+    prints each probe in those papers' sections)."""
+    probed = [d for d in cfg["source_probe"]["datasets"] if d in cfg["datasets"]]
+    runs = list(cfg.get("experiments", {}).values()) + list(cfg.get("studies", {}).values())
+    return {p: [d for d in probed if any(r["paper"] == p and r["dataset"] == d for r in runs)] for p in cfg["papers"]}

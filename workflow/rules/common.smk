@@ -444,40 +444,19 @@ def repeat_headlines():
     ]
 
 
-INFLATION = inflation_pairs(config["experiments"])
+INFLATION = inflation_inputs(
+    config, RESULTS
+)  # pair -> what rule inflation reads (medrepro.plan)
 
 
 def inflation_files():
-    """Pair -> arm -> the arm's predictions, split and split audit (config `inflation`)."""
-    return {
-        name: {
-            arm: {
-                k: f"{RESULTS}/experiments/{run}/{f}"
-                for k, f in (
-                    ("predictions", "predictions.csv"),
-                    ("split", "split.csv"),
-                    ("audit", "split_audit.json"),
-                )
-            }
-            for arm, run in arms.items()
-        }
-        for name, arms in INFLATION.items()
-    }
-
-
-def inflation_pairs_params():
-    """Pair -> what medrepro.inflation.inflation_rows needs besides the files."""
-    out = {}
-    for name, arms in INFLATION.items():
-        e = config["experiments"][arms["image"]]
-        out[name] = {
-            "paper": e["paper"],
-            "dataset": e["dataset"],
-            "model": f"{e['model'].get('backbone') or e['model']['arch']}, batch {e['train']['batch_size']}",
-            "classes": [c["name"] for c in e["classes"]],
-            "arms": inflation_files()[name],
-        }
-    return out
+    """Every file of every pair's arms, for rule inflation's input."""
+    return [
+        f
+        for pair in INFLATION.values()
+        for arm in pair["arms"].values()
+        for f in arm.values()
+    ]
 
 
 def probe_datasets():
@@ -486,15 +465,10 @@ def probe_datasets():
 
 
 def probe_papers():
-    """Paper -> the source probes of the datasets its experiments and studies use."""
-    runs = list(config["experiments"].values()) + list(STUDIES.values())
+    """Paper -> the source-probe folders of the datasets it uses (medrepro.plan.probed_datasets)."""
     return {
-        p: [
-            f"{RESULTS}/probe/{d}"
-            for d in probe_datasets()
-            if any(r["paper"] == p and r["dataset"] == d for r in runs)
-        ]
-        for p in config["papers"]
+        p: [f"{RESULTS}/probe/{d}" for d in ds]
+        for p, ds in probed_datasets(config).items()
     }
 
 

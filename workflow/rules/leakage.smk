@@ -66,12 +66,7 @@ rule inflation:
     without the test patients' other images), the difference of its scores on the same test images.
     """
     input:
-        [
-            f
-            for arms in inflation_files().values()
-            for a in arms.values()
-            for f in a.values()
-        ],
+        inflation_files(),
     output:
         report(
             directory(f"{RESULTS}/inflation"),
@@ -86,7 +81,7 @@ rule inflation:
     conda:
         ENV
     params:
-        pairs=inflation_pairs_params(),
+        pairs=INFLATION,
         bootstrap=canonical(config["bootstrap"]),
         scale=config["scale"],
     script:
