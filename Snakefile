@@ -30,7 +30,7 @@ from medrepro.config import (
     uses_feature_cache,
     validate_config,
 )
-from medrepro.plan import inflation_inputs, probed_datasets
+from medrepro.plan import inflation_inputs, probe_datasets, probed_datasets
 from medrepro.publish.html import captions as output_captions
 
 

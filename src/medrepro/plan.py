@@ -63,9 +63,14 @@ def inflation_inputs(cfg: Mapping, results: str) -> dict[str, dict]:
     return out
 
 
+def probe_datasets(cfg: Mapping) -> list[str]:
+    """The datasets of ``source_probe`` that the config has (rule source_probe runs for each)."""
+    return [d for d in cfg["source_probe"]["datasets"] if d in cfg["datasets"]]
+
+
 def probed_datasets(cfg: Mapping) -> dict[str, list[str]]:
     """Paper -> the datasets of ``source_probe`` that its experiments or studies use (the report
     prints each probe in those papers' sections)."""
-    probed = [d for d in cfg["source_probe"]["datasets"] if d in cfg["datasets"]]
+    probed = probe_datasets(cfg)
     runs = list(cfg.get("experiments", {}).values()) + list(cfg.get("studies", {}).values())
     return {p: [d for d in probed if any(r["paper"] == p and r["dataset"] == d for r in runs)] for p in cfg["papers"]}

@@ -444,9 +444,8 @@ def repeat_headlines():
     ]
 
 
-INFLATION = inflation_inputs(
-    config, RESULTS
-)  # pair -> what rule inflation reads (medrepro.plan)
+# pair -> what rule inflation reads (medrepro.plan)
+INFLATION = inflation_inputs(config, RESULTS)
 
 
 def inflation_files():
@@ -457,11 +456,6 @@ def inflation_files():
         for arm in pair["arms"].values()
         for f in arm.values()
     ]
-
-
-def probe_datasets():
-    """The datasets of config `source_probe` that this config reads."""
-    return [d for d in config["source_probe"]["datasets"] if d in config["datasets"]]
 
 
 def probe_papers():

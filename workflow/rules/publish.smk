@@ -94,7 +94,7 @@ rule report:
         leakage=f"{RESULTS}/leakage/audit",
         repeats=[f"{RESULTS}/repeats"] if config["repeats"]["seeds"] else [],
         inflation=[f"{RESULTS}/inflation"] if INFLATION else [],
-        probes=expand(f"{RESULTS}/probe/{{dataset}}", dataset=probe_datasets()),
+        probes=expand(f"{RESULTS}/probe/{{dataset}}", dataset=probe_datasets(config)),
         checklists=[f"{RESULTS}/checklists"] if CHECKLISTS else [],
     output:
         f"{RESULTS}/report.md",
