@@ -94,3 +94,21 @@ def test_source_probe_on_the_covid_stand_in(tmp_path):
     assert pairs["Normal", covid.COLLECTIONS["kermany"]] == table.loc["Normal", "chest-xray-pneumonia"] > 0
     with Image.open(raw / covid.TOP / "Normal" / "masks" / "Normal-1.png") as m:
         assert m.mode == "RGB"   # the real database's masks are RGB 0/255
+
+
+def test_an_unreadable_image_is_reported_and_left_out(tmp_path, capsys):
+    from medrepro import prepare
+
+    raw = tmp_path / "raw"
+    prepare.synthesize("covid", raw, {"counts": {"COVID": 10, "Lung_Opacity": 2, "Normal": 10, "Viral Pneumonia": 4},
+                                      "image_size": 64, "mask_size": 64}, seed=5)
+    prepare.ingest("covid", raw, tmp_path / "manifest.csv", tmp_path / "rejected.csv")
+    prepare.convert(tmp_path / "manifest.csv", tmp_path / "images", tmp_path / "converted.csv",
+                    tmp_path / "conv_rejected.csv", channels=1, max_side=64)
+    conv = pd.read_csv(tmp_path / "converted.csv")
+    bad = conv["mask_png"].iloc[3]
+    open(bad, "wb").write(b"not a png")
+    result, table, _ = source_probe(tmp_path / "converted.csv", progress=False)
+    assert result["unreadable"].iloc[0] == 1 and result["images"].iloc[0] == len(conv) - 1
+    assert table.to_numpy().sum() == len(conv) - 1
+    assert f"(mask {bad}) left out" in capsys.readouterr().err

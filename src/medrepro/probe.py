@@ -19,6 +19,7 @@ Two measurements, on the converted images and their lung masks:
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -58,20 +59,27 @@ def masked(image: np.ndarray, lung_mask: np.ndarray, dilate: int) -> np.ndarray:
     return out
 
 
-def features(rows: pd.DataFrame, size: int = 32, dilate: int = 3, progress: bool = True) -> np.ndarray:
-    """One row per image: its masked pixels (:func:`masked`) at ``size`` x ``size``, in [0, 1]."""
+def features(rows: pd.DataFrame, size: int = 32, dilate: int = 3, progress: bool = True
+             ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """One row per image: its masked pixels (:func:`masked`) at ``size`` x ``size``, in [0, 1];
+    and the images that could not be read, with the file and the reason (their rows are NaN)."""
     from tqdm import tqdm
 
-    out = np.empty((len(rows), size * size), np.float32)
+    out = np.full((len(rows), size * size), np.nan, np.float32)
+    unreadable = []
     for i, (png, mask_png) in enumerate(tqdm(list(zip(rows["png"], rows["mask_png"])), disable=not progress,
                                              desc="source probe: masked images", unit="img")):
-        with Image.open(png) as im:
-            img = np.asarray(im.convert("L"))
-        with Image.open(mask_png) as mk:
-            lungs = np.asarray(mk.convert("L").resize(img.shape[::-1], Image.NEAREST)) > 127
+        try:
+            with Image.open(png) as im:
+                img = np.asarray(im.convert("L"))
+            with Image.open(mask_png) as mk:
+                lungs = np.asarray(mk.convert("L").resize(img.shape[::-1], Image.NEAREST)) > 127
+        except (OSError, ValueError) as exc:   # one bad file is reported and left out, not the whole probe
+            unreadable.append((f"{png} (mask {mask_png})", str(exc)))
+            continue
         small = Image.fromarray(masked(img, lungs, dilate)).resize((size, size), Image.BILINEAR)
         out[i] = np.asarray(small, np.float32).ravel() / 255.0
-    return out
+    return out, unreadable
 
 
 def probe(x: np.ndarray, sources: pd.Series, folds: int = 5, seed: int = 0, confidence: float = 0.95) -> dict:
@@ -119,7 +127,11 @@ def source_probe(converted_manifest, size: int = 32, dilate: int = 3, folds: int
         raise ValueError(f"{converted_manifest}: no image has a lung mask (mask_png): the source probe needs them")
     urls = df.loc[~missing, "meta"].fillna("").map(collection)
     rows = df.loc[~missing].assign(collection=urls.map(short_names(urls))).reset_index(drop=True)
-    x = features(rows, size, dilate, progress)
+    x, unreadable = features(rows, size, dilate, progress)
+    for f, why in unreadable:
+        print(f"source probe: {f} left out: {why}", file=sys.stderr)
+    read = ~np.isnan(x).any(axis=1)
+    rows, x = rows.loc[read].reset_index(drop=True), x[read]
     out = [{"images of": "all classes", **probe(x, rows["collection"], folds, seed, confidence)}]
     for label, part in rows.groupby("label", sort=True):
         if part["collection"].nunique() > 1:
@@ -128,6 +140,7 @@ def source_probe(converted_manifest, size: int = 32, dilate: int = 3, folds: int
     table, from_source = class_source_table(rows)
     result = pd.DataFrame(out)
     result.insert(1, "without lung mask", int(missing.sum()))
+    result.insert(2, "unreadable", len(unreadable))
     return result, table, from_source
 
 
