@@ -20,17 +20,14 @@ min_version("9.0")
 # so rules also work in conda envs and on cluster nodes without installing the package
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+import medrepro.plan
 from medrepro.config import (
     ConfigError,
-    feature_key,
     paper_files,
-    repeats_of,
     resolved_departures,
-    study_features,
-    uses_feature_cache,
     validate_config,
 )
-from medrepro.plan import inflation_inputs, probe_datasets, probed_datasets
+from medrepro.plan import Plan, canonical, one_of, probe_datasets
 from medrepro.publish.html import captions as output_captions
 
 

@@ -166,3 +166,61 @@ def test_inflation_inputs_and_probed_datasets_name_what_the_rules_read():
                                      "audit": "res/experiments/tm_TC__by_patient/split_audit.json"}
     assert probed_datasets(cfg) == {"cnn_kermany": [], "cnn_pediatric": [], "maskrcnn_opacity": [],
                                     "transfer_kermany": [], "transfer_multidataset": ["covid"]}
+
+
+def test_step_params_leave_out_what_only_later_steps_read():
+    """What reruns what (medrepro.plan): training does not see the thresholds, prediction does not
+    see the detection evaluation's settings, no step sees the paper; key order does not matter."""
+    from medrepro.config import load_config
+    from medrepro.plan import STUDY_STAGE_KEYS, split_params, step_params, study_stage_params
+
+    cfg = load_config(REPO / "config")
+    mr, cnn = cfg["experiments"]["mr_exp1"], cfg["experiments"]["cnn_kermany"]
+    train, evaluate = step_params(mr, "train"), step_params(mr, "evaluate")
+    assert "paper" not in train and "paper" not in evaluate and "paper" in mr
+    assert "score_threshold" not in train["detect"]
+    assert evaluate["detect"]["score_threshold"] == mr["detect"]["score_threshold"]
+    assert "threshold" not in step_params(cnn, "train") and "threshold" in step_params(cnn, "predict")
+    predict = step_params(mr, "predict")
+    assert predict["model"] == mr["model"] and "iou_threshold" not in predict["detect"]
+    assert step_params(dict(reversed(list(cnn.items()))), "train") == step_params(cnn, "train")
+    assert set(split_params(cnn)) == {"classes", "subset", "split"}
+    study = cfg["studies"]["tm_TC"]
+    s4 = study_stage_params(study, 4)
+    assert "fine_tune" in s4 and "learning_rates" not in s4 and "augment" not in s4
+    assert set(study_stage_params(study, 1)) == set(STUDY_STAGE_KEYS[1]) & set(study)
+
+
+def test_plan_names_each_rules_files():
+    """The file names rules read, from medrepro.plan.Plan: a paper's run files under its key, a
+    study's later stages once stage 1 has chosen, weights only where a backbone has some, and the
+    scheduler's order for the two long chains."""
+    from medrepro.config import load_config
+    from medrepro.plan import RUN_FILES, Plan, file_key, one_of
+
+    cfg = load_config(REPO / "config")
+    cfg["weights"] = {**cfg["weights"], "vgg16": "keras", "resnet50": "/w/resnet50.pth"}
+    plan = Plan(cfg, "res")
+    inputs = plan.paper_inputs("transfer_multidataset")
+    assert inputs["tm_TC__stage4_parameters"] == "res/studies/tm_TC/stage4/parameters.json"
+    assert len(inputs) == len(cfg["papers"]["transfer_multidataset"]["experiments"]) * len(RUN_FILES["study"])
+    mr = plan.paper_inputs("maskrcnn_opacity")
+    assert mr["mr_exp2__annotations_test"] == "res/experiments/mr_exp2/annotations/test.json"
+    assert file_key("stage1/runs.csv") == "stage1_runs"
+    stage4 = plan.study_stage_inputs("tm_TC", "vgg16", {"model": "stage2/model.pt"}, fine_tune=True)
+    assert stage4["weights"] == "res/weights/vgg16.h5" and stage4["model"] == "res/studies/tm_TC/stage2/model.pt"
+    start = cfg["studies"]["tm_TC"]["fine_tune"]["start"]
+    assert ("model3" in stage4) == (start == "best_of_2_3")
+    stage2 = plan.study_stage_inputs("tm_TC", "resnet50", {"selection": "stage1/selection.json"},
+                                     features=True, weights=False)
+    assert "weights" not in stage2 and stage2["features"] == plan.study_feature_files("tm_TC")["resnet50"]
+    assert plan.weights_file("resnet50") == "/w/resnet50.pth" and plan.weights_file("nothing") is None
+    assert plan.chain_priority({"experiment": "mr_exp1"}) == 10 and plan.chain_priority({"dataset": "rsna"}) == 10
+    assert plan.chain_priority({"study": "tm_TC"}) == 5 and plan.chain_priority({"experiment": "cnn_kermany"}) == 0
+    assert plan.ingest_inputs("kermany") == {"raw": "res/raw/kermany"}
+    cfg["datasets"]["kermany"] = {**cfg["datasets"]["kermany"], "source": "download"}
+    assert Plan(cfg, "res").ingest_inputs("kermany")["checksums"] == "res/raw/kermany.sha256"
+    assert re.fullmatch(one_of(["a", "b"]), "b") and not re.fullmatch(one_of([]), "")
+    arms = {n for n, e in cfg["experiments"].items() if e.get("inflation_of")}
+    assert set(plan.split_folders()) == (set(cfg["experiments"]) - arms) | set(cfg["studies"])
+    assert len(plan.all_targets(["png"])) == 2 * len(cfg["datasets"]) + len(cfg["papers"]) + 2

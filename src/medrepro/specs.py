@@ -11,7 +11,7 @@ default of its own, and a typo in a key cannot pass silently (``tests/test_specs
 that the dataclasses and the schema list the same keys).
 
 Keys that only a later step reads are not passed to the earlier ones (a rule's params are what
-its step depends on: ``workflow/rules/common.smk``, ``LATER_KEYS``): there the field is
+its step depends on: ``medrepro.plan.LATER_KEYS``): there the field is
 ``None``, "not this step's concern" (``threshold`` and ``detect.score_threshold`` when
 training, say).  Lists become tuples; mappings the engines pass on whole (an augmentation's
 ``params``) stay mappings.
@@ -223,7 +223,7 @@ class FineTuneSpec:
 @dataclass(frozen=True)
 class StudySpec:
     """A staged study (``studies.<name>``).  Each stage's rule passes only what the stage reads
-    (``workflow/rules/common.smk``, ``STUDY_STAGE_KEYS``): the other stages' keys are ``None``
+    (``medrepro.plan.STUDY_STAGE_KEYS``): the other stages' keys are ``None``
     there.  :meth:`run` is the one definition of a run of the study."""
     dataset: str
     classes: tuple[ClassSpec, ...]

@@ -6,7 +6,7 @@ rates) -> stage 3 (augmentation) and stage 4 (fine-tuning) -> one metrics.json p
 
 rule study_split:
     input:
-        manifest=lambda wc: f"{RESULTS}/converted/{STUDIES[wc.study]['dataset']}/manifest.csv",
+        manifest=lambda wc: PLAN.manifest(STUDIES[wc.study]["dataset"]),
     output:
         split=f"{RESULTS}/studies/{{study}}/split.csv",
         audit=f"{RESULTS}/studies/{{study}}/split_audit.json",
@@ -52,7 +52,11 @@ checkpoint study_stage1:
 
 rule study_stage2:
     input:
-        unpack(study_stage2_inputs),
+        unpack(
+            study_stage_inputs(
+                {"selection": "stage1/selection.json"}, features=True, weights=False
+            )
+        ),
     output:
         runs=f"{RESULTS}/studies/{{study}}/stage2/runs.csv",
         history=f"{RESULTS}/studies/{{study}}/stage2/history.csv",
