@@ -221,8 +221,9 @@ def test_detectron2_resumed_training_equals_uninterrupted(rsna, tmp_path):
     ck = tmp_path / "ck.pt"
     run("part", checkpoint=ck, stop_after=1)
     saved = torch.load(ck, weights_only=False)
-    assert saved["epoch"] == 0 and saved["backend"] == "detectron2" and len(saved["history"]) == 1
-    assert "optimizer" in saved["trainer"] and "LRScheduler" in saved["trainer"]["hooks"]
+    assert saved["epoch"] == 0 and saved["engine"] == "detectron2" and len(saved["history"]) == 1
+    trainer = saved["extra"]["trainer"]
+    assert "optimizer" in trainer and "LRScheduler" in trainer["hooks"]
     resumed, hist = run("resumed", checkpoint=ck)
     for (k, a), b in zip(full.items(), resumed.values()):
         assert torch.equal(a, b), k

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..checkpoint import finish
 from ..io import read_csv, write_csv, write_json
 from ..specs import RunSpec, replace, run_spec
 from . import run
@@ -58,8 +59,7 @@ def train(split_csv, experiment: dict | RunSpec, model_out, history_out, checkpo
                                      f"{'pretrained' if weights else 'random init'})",
                             "output_shape": str((bb.dim,)), "params": n, "trainable": 0})
         write_csv(summary_out, pd.DataFrame(rows + summary_rows(accel)))
-    if checkpoint:  # only an interrupted run needs it
-        Path(checkpoint).unlink(missing_ok=True)
+    finish(checkpoint)  # only an interrupted run needs it
 
 
 def predict(split_csv, model_path, experiment: dict | RunSpec, predictions_out, features=None) -> pd.DataFrame:

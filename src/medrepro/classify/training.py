@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..accel import Accel, deterministic_setting, epoch_seed, log_line, resolve, seed_everything
-from ..io import atomic_path
 from .models import Normalization, l2_penalty, regularization_loss
 
 log = logging.getLogger(__name__)
@@ -140,135 +139,178 @@ def _in_memory(ds) -> bool:
     return isinstance(ds, torch.utils.data.TensorDataset)
 
 
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters, with Keras' epsilon; fused: one kernel for every
+    parameter instead of a dozen tensor operations each (a stage-1 study head's Adam step in 0.58
+    of the per-tensor loop's time on the CPU, bench/README.md)."""
+    if cfg.optimizer != "adam":
+        raise ValueError(f"train.optimizer {cfg.optimizer!r}; supported: 'adam'")
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=KERAS_EPSILON,
+                            fused=device.type in ("cpu", "cuda"))
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """Keras' ReduceLROnPlateau on val_loss (``train.reduce_lr``), or None."""
+    if not cfg.reduce_lr:
+        return None
+    r = cfg.reduce_lr
+    # Keras reduces once `patience` epochs in a row fail to improve; torch once more than
+    # `patience` have: hence patience - 1; eps 0: Keras applies any reduction, however small
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=r["factor"], patience=r["patience"] - 1, threshold=r["min_delta"],
+        threshold_mode="abs", min_lr=r["min_lr"], eps=0.0)
+
+
+def epoch_loader(train_ds, cfg: TrainConfig, epoch: int, workers: int, accel: Accel) -> DataLoader:
+    """Epoch ``epoch``'s shuffled (and, with ``train.sampling``, resampled) training batches, seeded
+    from ``(seed, epoch)``: the same on a resumed run. Data-parallel, each single-process batch is
+    split across the ranks (the loader draws its workers' base seed from the generator before the
+    sampler's permutation, as in a single process)."""
+    e_seed = epoch_seed(cfg.seed, epoch)
+    torch.manual_seed(e_seed)
+    if hasattr(train_ds, "set_epoch_seed"):
+        train_ds.set_epoch_seed(e_seed)
+    gen = torch.Generator().manual_seed(e_seed)
+    epoch_ds = train_ds
+    if cfg.sampling != "none":
+        epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, e_seed))
+    init = lambda w: np.random.seed((e_seed + w) % 2**32)  # noqa: E731
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1:
+        return DataLoader(epoch_ds, batch_sampler=distributed.ShardedBatchSampler(
+            len(epoch_ds), cfg.batch_size, gen, rank, world), num_workers=workers,
+            pin_memory=accel.pin_memory, worker_init_fn=init, generator=gen)
+    return DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=workers,
+                      pin_memory=accel.pin_memory, worker_init_fn=init)
+
+
+def train_one_epoch(model: nn.Module, trained: nn.Module, loader, opt, scaler, loss_fn, accel: Accel,
+                    bar_label: str | None = None) -> tuple[float, int, int]:
+    """One pass over ``loader`` (``trained``: ``model`` or its data-parallel wrapper); the loss
+    summed over the samples (with the L2 terms, as Keras reports it), their count and the correct
+    ones, over every rank. Sums stay on the device and are read once: a read per step would make
+    the host wait for the GPU at every batch."""
+    device = accel.device
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    n, correct = 0, torch.zeros((), dtype=torch.long, device=device)
+    for x, y in tqdm(loader, desc=bar_label, file=sys.stderr, disable=bar_label is None, mininterval=5.0,
+                     leave=False):
+        x, y = accel.batch(x), y.to(device, non_blocking=accel.non_blocking)
+        opt.zero_grad(set_to_none=True)
+        with accel.autocast():
+            loss, c = _loss_and_correct(trained(x), y, loss_fn)
+            loss = loss + regularization_loss(model)
+        scaler.scale(loss).backward()
+        keras_adam_epsilon(opt)
+        scaler.step(opt)
+        scaler.update()
+        total += loss.detach().double() * len(y)
+        correct += c
+        n += len(y)
+    return distributed.all_sum(float(total), n, int(correct))
+
+
+def _check_finite(epoch: int, train_loss: float, val_loss: float, amp: bool) -> None:
+    if not (np.isfinite(train_loss) and np.isfinite(val_loss)):
+        raise FloatingPointError(
+            f"epoch {epoch + 1}: the training loss is {train_loss} and val_loss {val_loss}: not finite"
+            + (" (float16 overflow under mixed precision: set train.amp false)" if amp else " (lower train.lr?)"))
+
+
+@dataclass
+class _Kept:
+    """The weights a run may end with, kept across epochs (and checkpoints): Keras' restore state
+    (the last epoch better by more than min_delta) and ModelCheckpoint(save_best_only=True)'s
+    (the lowest val_loss so far, strictly)."""
+
+    best_state: dict | None = None
+    best_val: float = float("inf")
+    ck_state: dict | None = None
+    ck_val: float = float("inf")
+    stopped: bool = False
+    stopper: dict | None = None
+
+    def update(self, model: nn.Module, val_loss: float, epoch: int, stopper, keep_best: bool) -> None:
+        """After epoch ``epoch``: early stopping's step, and the weights either callback keeps."""
+        if stopper:
+            improved, self.stopped = stopper.step(val_loss, epoch)
+            if improved:  # Keras keeps the weights of the last epoch better by more than min_delta
+                self.best_val, self.best_state = val_loss, copy.deepcopy(model.state_dict())
+            self.stopper = dict(stopper.__dict__)
+        if keep_best and val_loss < self.ck_val:
+            self.ck_val, self.ck_state = val_loss, copy.deepcopy(model.state_dict())
+
+
+def _loss_fns(model: nn.Module, train_ds, cfg: TrainConfig, accel: Accel):
+    """The training loss (class weights weigh it alone, as Keras' class_weight does) and the
+    validation loss, for the model's number of outputs."""
+    model.eval()
+    with torch.no_grad():
+        n_outputs = model(accel.batch(train_ds[0][0][None])).shape[1]
+    return _loss_fn(n_outputs, cfg.class_weights, accel.device), _loss_fn(n_outputs, None, accel.device)
+
+
+def _adapt(model: nn.Module, train_ds, cfg: TrainConfig, accel: Accel, workers: int) -> None:
+    """Adapt the normalisation layers to the training data (augmented inputs: drawn from a seed of
+    their own)."""
+    if hasattr(train_ds, "set_epoch_seed"):
+        train_ds.set_epoch_seed(epoch_seed(cfg.seed, -1))
+    adapt_normalization(model, train_ds, cfg.batch_size, accel, workers)
+
+
+def _announce(cfg: TrainConfig, accel: Accel) -> bool:
+    """Check ``tested_weights``; on the main process, say where the run trains; whether this is it."""
+    if cfg.tested_weights not in ("restore", "best", "last"):
+        raise ValueError(f"train.tested_weights {cfg.tested_weights!r}; expected restore, best or last")
+    if distributed.rank():
+        return False
+    world = distributed.world_size()
+    print(log_line(accel) + (f", data-parallel over {world} processes" if world > 1 else ""), file=sys.stderr,
+          flush=True)
+    return True
+
+
 def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
         progress: bool = True, fingerprint: str = "", stop_after: int | None = None, accel: Accel | None = None
         ) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model``; return it (best weights when early stopping restores them) and its history.
 
-    With ``checkpoint`` set, the state after each epoch is written there and a
-    run that finds it resumes after the last finished epoch, provided the
-    checkpoint carries the same ``fingerprint`` (a digest of the config and the
-    data); a checkpoint of another config or data is ignored.  ``stop_after``
-    ends the run after that many epochs, as an interruption would (for tests).
-    ``accel`` overrides the device settings resolved from ``cfg`` (tests force GPU-only
-    branches on the CPU with it).  With AMP, the gradient scaler's state is checkpointed
-    and its scale recorded per epoch (``amp_scale``).
-    """
+    With ``checkpoint``, the state after each epoch is written there and a rerun resumes from it
+    when it carries the same ``fingerprint`` (config and data; :mod:`medrepro.checkpoint`).
+    ``stop_after`` ends after that many epochs, as an interruption would (for tests); ``accel``
+    overrides ``cfg``'s device settings (tests force GPU-only branches on the CPU with it).  With
+    AMP the gradient scaler is checkpointed and its scale recorded per epoch (``amp_scale``)."""
+    from .. import checkpoint as ckpt
+
     accel = accel or cfg.accel()
     seed_everything(cfg.seed, deterministic_setting(cfg.deterministic, accel))
-    device = accel.device
-    rank, world = distributed.rank(), distributed.world_size()
-    main = rank == 0
-    if main:
-        print(log_line(accel) + (f", data-parallel over {world} processes" if world > 1 else ""), file=sys.stderr,
-              flush=True)
+    main = _announce(cfg, accel)
     model = accel.model(model)
-    model.eval()
-    with torch.no_grad():
-        n_outputs = model(accel.batch(train_ds[0][0][None])).shape[1]
-    loss_fn = _loss_fn(n_outputs, cfg.class_weights, device)  # class weights weigh the training loss only,
-    val_loss_fn = _loss_fn(n_outputs, None, device)  # as Keras' class_weight does
-    if cfg.optimizer != "adam":
-        raise ValueError(f"train.optimizer {cfg.optimizer!r}; supported: 'adam'")
-    params = [p for p in model.parameters() if p.requires_grad]
-    # Keras' epsilon; fused: one kernel for every parameter instead of a dozen tensor operations each
-    # (a stage-1 study head's Adam step in 0.58 of the per-tensor loop's time on the CPU, bench/README.md)
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=KERAS_EPSILON,
-                           fused=device.type in ("cpu", "cuda"))
-    sched = None
-    if cfg.reduce_lr:
-        r = cfg.reduce_lr
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            # Keras reduces once `patience` epochs in a row fail to improve; torch once more than
-            # `patience` have: hence patience - 1
-            opt, mode="min", factor=r["factor"], patience=r["patience"] - 1,
-            threshold=r["min_delta"], threshold_mode="abs", min_lr=r["min_lr"],
-            eps=0.0)  # Keras applies any reduction, however small
+    loss_fn, val_loss_fn = _loss_fns(model, train_ds, cfg, accel)
+    opt = build_optimizer(model, cfg, accel.device)
+    sched = build_scheduler(opt, cfg)
     stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
-    trained = distributed.wrap(model, device)  # DDP averages the gradients of the ranks' shards
+    trained = distributed.wrap(model, accel.device)  # DDP averages the gradients of the ranks' shards
     scaler = accel.scaler()
+    amp_scaler = scaler if accel.amp else None  # checkpointed under AMP only
     # loader processes pay off for images read and augmented from disk, not for cached features
     # already in memory (there they only fork a copy of the model per epoch)
     workers = 0 if _in_memory(train_ds) else cfg.num_workers
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                            pin_memory=accel.pin_memory)
+    val_loader = DataLoader(val_ds, cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=accel.pin_memory)
+    state = ckpt.resume(checkpoint, fingerprint, "classifier", model, opt, sched, amp_scaler, accel.device)
+    history, kept = state.history, _Kept(**state.extra)
+    if stopper and kept.stopper:
+        stopper.__dict__.update(kept.stopper)
+    _adapt(model, train_ds, cfg, accel, workers)
 
-    if cfg.tested_weights not in ("restore", "best", "last"):
-        raise ValueError(f"train.tested_weights {cfg.tested_weights!r}; expected restore, best or last")
-    history: list[dict] = []
-    best_state, best_val, start, stop = None, float("inf"), 0, False
-    # ModelCheckpoint(save_best_only=True): the state of the lowest val_loss so far (np.less: strictly)
-    ck_state, ck_val = None, float("inf")
-    ck = None
-    if checkpoint and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location=device, weights_only=False)
-    if ck is not None and ck.get("fingerprint") != fingerprint:
-        print(f"ignoring {checkpoint}: written for another config or data", file=sys.stderr)
-        ck = None
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if sched and ck.get("scheduler"):
-            sched.load_state_dict(ck["scheduler"])
-        if stopper and ck.get("stopper"):
-            stopper.__dict__.update(ck["stopper"])
-        if accel.amp and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        history, best_state, best_val, start = ck["history"], ck["best_state"], ck["best_val"], ck["epoch"] + 1
-        ck_state, ck_val = ck.get("ck_state"), ck.get("ck_val", float("inf"))
-        log.info("resumed from %s after epoch %d", checkpoint, start)
-        if ck.get("stopped"):
-            start, stop = cfg.epochs, True
-
-    if hasattr(train_ds, "set_epoch_seed"):  # augmented inputs: drawn from a seed of their own
-        train_ds.set_epoch_seed(epoch_seed(cfg.seed, -1))
-    adapt_normalization(model, train_ds, cfg.batch_size, accel, workers)
-
-    for epoch in range(start, cfg.epochs):
-        e_seed = epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(e_seed)
-        if hasattr(train_ds, "set_epoch_seed"):
-            train_ds.set_epoch_seed(e_seed)
-        gen = torch.Generator().manual_seed(e_seed)
-        epoch_ds = train_ds
-        if cfg.sampling != "none":
-            epoch_ds = torch.utils.data.Subset(train_ds, resample_indices(train_ds.targets, cfg.sampling, e_seed))
-        init = lambda w: np.random.seed((e_seed + w) % 2**32)  # noqa: E731
-        if world > 1:  # the single-process batches, each split across the ranks (the loader draws its
-            # workers' base seed from ``gen`` before the sampler's permutation, as in a single process)
-            loader = DataLoader(epoch_ds, batch_sampler=distributed.ShardedBatchSampler(
-                len(epoch_ds), cfg.batch_size, gen, rank, world), num_workers=workers,
-                pin_memory=accel.pin_memory, worker_init_fn=init, generator=gen)
-        else:
-            loader = DataLoader(epoch_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                num_workers=workers, pin_memory=accel.pin_memory, worker_init_fn=init)
-        model.train()
-        # summed on the device and read once per epoch: a read per step would make the host wait
-        # for the GPU at every batch
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        n, correct = 0, torch.zeros((), dtype=torch.long, device=device)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not (progress and main),
-                   mininterval=5.0, leave=False)
-        for x, y in bar:
-            x, y = accel.batch(x), y.to(device, non_blocking=accel.non_blocking)
-            opt.zero_grad(set_to_none=True)
-            with accel.autocast():
-                loss, c = _loss_and_correct(trained(x), y, loss_fn)
-                loss = loss + regularization_loss(model)  # Keras reports the loss with its L2 terms
-            scaler.scale(loss).backward()
-            keras_adam_epsilon(opt)
-            scaler.step(opt)
-            scaler.update()
-            total += loss.detach().double() * len(y)
-            correct += c
-            n += len(y)
-        total, n, correct = distributed.all_sum(float(total), n, int(correct))  # every rank's shard
+    for epoch in range(cfg.epochs if kept.stopped else state.epoch, cfg.epochs):
+        loader = epoch_loader(train_ds, cfg, epoch, workers, accel)
+        label = f"epoch {epoch + 1}/{cfg.epochs}" if progress and main else None
+        total, n, correct = train_one_epoch(model, trained, loader, opt, scaler, loss_fn, accel, label)
         val_loss, val_acc = evaluate_loss(model, val_loader, val_loss_fn, accel)  # the whole set, on each rank
-        if not (np.isfinite(total) and np.isfinite(val_loss)):
-            raise FloatingPointError(
-                f"epoch {epoch + 1}: the training loss is {total / max(n, 1)} and val_loss {val_loss}: not finite"
-                + (" (float16 overflow under mixed precision: set train.amp false)" if accel.amp else
-                   " (lower train.lr?)"))
+        _check_finite(epoch, total / max(n, 1), val_loss, accel.amp)
         row = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "val_loss": val_loss,
                "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
         if accel.amp:
@@ -279,27 +321,16 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
                   file=sys.stderr, flush=True)
         if sched:
             sched.step(val_loss)
-        if stopper:
-            improved, stop = stopper.step(val_loss, epoch)
-            if improved:  # Keras keeps the weights of the last epoch better by more than min_delta
-                best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
-        if cfg.tested_weights == "best" and val_loss < ck_val:
-            ck_val, ck_state = val_loss, copy.deepcopy(model.state_dict())
+        kept.update(model, val_loss, epoch, stopper, cfg.tested_weights == "best")
         if checkpoint and main:
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict() if sched else None,
-                            "stopper": dict(stopper.__dict__) if stopper else None, "history": history,
-                            "best_state": best_state, "best_val": best_val, "epoch": epoch, "stopped": stop,
-                            "ck_state": ck_state, "ck_val": ck_val,
-                            "scaler": scaler.state_dict() if accel.amp else None,
-                            "fingerprint": fingerprint}, tmp)
-        if stop:
+            ckpt.save(checkpoint, fingerprint, "classifier", epoch, history, model, opt, sched, amp_scaler,
+                      **kept.__dict__)
+        if kept.stopped:
             print(f"early stopping after epoch {epoch + 1}", file=sys.stderr)
             break
-        if stop_after is not None and epoch + 1 >= stop_after:
+        if stop_after is not None and epoch + 1 >= stop_after:  # interrupted: the last epoch's weights
             return model, pd.DataFrame(history)
-    model.load_state_dict(tested_state(cfg, stop, stopper, best_state, ck_state, model))
+    model.load_state_dict(tested_state(cfg, kept.stopped, stopper, kept.best_state, kept.ck_state, model))
     return model, pd.DataFrame(history)
 
 

@@ -14,6 +14,7 @@ retry after a time limit or preemption) resumes from it.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 
 from ..annotation import encode
-from ..io import atomic_path, write_csv
+from ..io import write_csv
 from ..specs import RunSpec, as_plain, run_spec
 from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, resume_fingerprint
 
@@ -135,10 +136,11 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     each epoch reseeds torch's generator, so a resumed run ends with the uninterrupted one's
     weights.  ``stop_after`` ends after that many epochs (to test resuming)."""
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer, hooks
+    from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
     from detectron2.modeling import build_model
     from detectron2.solver import build_lr_scheduler, build_optimizer
 
+    from .. import checkpoint as ckpt
     from ..accel import deterministic_setting, epoch_seed, from_train, seed_everything
 
     t, d = spec.train, spec.detect
@@ -159,34 +161,49 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
         clip_whole_model(opt, float(t.clip_grad_norm))
     sched = build_lr_scheduler(cfg, opt)
     steps, batch = t.steps_per_epoch, t.batch_size
-    trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
     fp = resume_fingerprint(spec, weights, annotations_digest(annotations_dir))
-    rows: list[dict] = []
-    start = 0  # epochs done
-    resumed = None
-    if checkpoint and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if ck.get("fingerprint") == fp and ck.get("backend") == "detectron2":
-            model.load_state_dict(ck["model"])
-            rows, start, resumed = ck["history"], ck["epoch"] + 1, ck["trainer"]
-            print(f"resuming from epoch {start} ({checkpoint})", file=sys.stderr)
-        else:
-            print(f"ignoring {checkpoint}: written for another config, weights, data or backend", file=sys.stderr)
+    state = ckpt.resume(checkpoint, fp, "detectron2", model)  # the trainer holds optimizer, schedule, scaler
+    rows, start = state.history, state.epoch
 
     def loader():
-        epoch = start
-        while True:
+        for epoch in itertools.count(start):
             torch.manual_seed(epoch_seed(t.seed, epoch))  # the heads' sampling: the same on a resumed run
             ds.set_epoch_seed(epoch_seed(t.seed, epoch))
             gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch))
-            order: list[int] = []
-            while len(order) < steps * batch:
-                order += torch.randperm(len(ds), generator=gen).tolist()
-            for k in range(steps):
-                yield [_item(ds, i) for i in order[k * batch:(k + 1) * batch]]
-            epoch += 1
+            for idx in ckpt.epoch_batches(len(ds), steps, batch, gen):
+                yield [_item(ds, i) for i in idx]
 
-    trainer = trainer_cls(model, loader(), opt)
+    trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, loader(), opt)
+    trainer.register_hooks([hooks.LRScheduler(optimizer=opt, scheduler=sched),
+                            _history_hook(steps, opt, rows, checkpoint, fp)])
+    if state.extra.get("trainer"):
+        trainer.load_state_dict(state.extra["trainer"])
+    end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
+    trainer.train(start * steps, end * steps)
+    ckpt.save_model(model_out, model, as_plain(spec.model), note, backend="detectron2", experiment=spec.as_dict())
+    write_csv(history_out, pd.DataFrame(rows))
+    write_csv(summary_out, _summary(model, spec, note))
+    if end == t.epochs:
+        ckpt.finish(checkpoint)
+
+
+def _summary(model, spec: RunSpec, note: str) -> pd.DataFrame:
+    """The model summary: one row, its parameters and what initialised them."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return pd.DataFrame([{"layer": "total", "type": f"detectron2 GeneralizedRCNN "
+                          f"(R-{DEPTH[spec.model.detector.backbone]}-FPN)",
+                          "params": params, "trainable": trainable, "initialisation": note}])
+
+
+def _history_hook(steps: int, opt, rows: list, checkpoint, fp: str):
+    """A detectron2 hook: per epoch of ``steps`` iterations, the mean of each loss term appended to
+    ``rows`` and, with ``checkpoint``, the state saved (after the LRScheduler hook, registered
+    first, stepped the schedule; the trainer's state holds the optimizer, schedule and AMP's
+    scaler)."""
+    from detectron2.engine import HookBase
+
+    from .. import checkpoint as ckpt
 
     class History(HookBase):
         def before_train(self):
@@ -197,36 +214,20 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
             for k in LOSS_NAMES:
                 self.sums[k] += float(s.history(k).latest())
             it = self.trainer.iter + 1
-            if it % steps == 0:
-                row = {"epoch": it // steps, **{LOSS_NAMES[k]: v / steps for k, v in self.sums.items()}}
-                row["loss"] = sum(row[k] for k in LOSS_KEYS)
-                row.update(val_loss=float("nan"), lr=opt.param_groups[0]["lr"], seconds=time.time() - self.t0,
-                           iterations=it)
-                rows.append(row)
-                print(f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.0f} s)", file=sys.stderr)
-                if checkpoint:  # after the LRScheduler hook (registered first) stepped the schedule
-                    with atomic_path(checkpoint) as tmp:  # trainer: optimizer, schedule, AMP's scaler
-                        torch.save({"model": model.state_dict(), "trainer": self.trainer.state_dict(),
-                                    "history": rows, "epoch": row["epoch"] - 1, "fingerprint": fp,
-                                    "backend": "detectron2"}, tmp)
-                self.t0, self.sums = time.time(), dict.fromkeys(LOSS_NAMES, 0.0)
+            if it % steps:
+                return
+            row = {"epoch": it // steps, **{LOSS_NAMES[k]: v / steps for k, v in self.sums.items()}}
+            row["loss"] = sum(row[k] for k in LOSS_KEYS)
+            row.update(val_loss=float("nan"), lr=opt.param_groups[0]["lr"], seconds=time.time() - self.t0,
+                       iterations=it)
+            rows.append(row)
+            print(f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.0f} s)", file=sys.stderr)
+            if checkpoint:
+                ckpt.save(checkpoint, fp, "detectron2", row["epoch"] - 1, rows, self.trainer.model,
+                          trainer=self.trainer.state_dict())
+            self.t0, self.sums = time.time(), dict.fromkeys(LOSS_NAMES, 0.0)
 
-    trainer.register_hooks([hooks.LRScheduler(optimizer=opt, scheduler=sched), History()])
-    if resumed:
-        trainer.load_state_dict(resumed)
-    end = t.epochs if stop_after is None else min(t.epochs, start + stop_after)
-    trainer.train(start * steps, end * steps)
-    with atomic_path(model_out) as tmp:
-        torch.save({"model": model.state_dict(), "config": as_plain(spec.model), "backend": "detectron2",
-                    "weights": note, "experiment": spec.as_dict()}, tmp)
-    write_csv(history_out, pd.DataFrame(rows))
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    write_csv(summary_out, pd.DataFrame([{"layer": "total", "type": f"detectron2 GeneralizedRCNN "
-                                          f"(R-{DEPTH[spec.model.detector.backbone]}-FPN)",
-                                          "params": params, "trainable": trainable, "initialisation": note}]))
-    if checkpoint and end == t.epochs:
-        Path(checkpoint).unlink(missing_ok=True)
+    return History()
 
 
 def load(model_path):

@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from ..accel import Accel, describe, deterministic_setting, epoch_seed, from_train, log_line, seed_everything
 from ..annotation import encode
-from ..io import atomic_path
 from ..specs import ModelSpec, RunSpec, as_plain, model_spec
 from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, collate, resume_fingerprint
 
@@ -115,14 +114,6 @@ def model_summary(model: nn.Module, spec: ModelSpec, weights_note: str) -> pd.Da
 
 
 # ----------------------------------------------------------------------------- training
-def _batches(n: int, steps: int, batch: int, gen: torch.Generator) -> list[list[int]]:
-    """``steps`` batches drawn without replacement, reshuffled each pass over the data."""
-    order: list[int] = []
-    while len(order) < steps * batch:
-        order += torch.randperm(n, generator=gen).tolist()
-    return [order[k * batch:(k + 1) * batch] for k in range(steps)]
-
-
 def _val_loss(model, ds, accel: Accel, batch: int) -> float:
     """Summed Mask R-CNN loss on ``ds`` (training-mode heads, inference-mode BatchNorm, no update)."""
     if len(ds) == 0:
@@ -166,20 +157,60 @@ def train_step(model, opt, scaler, accel: Accel, imgs, tgts, clip: float | None 
     return losses
 
 
+def build_optimizer(params: list, t) -> tuple[torch.optim.Optimizer, object]:
+    """The optimizer of ``train.optimizer`` and its schedule: a linear warm-up over the first
+    ``warmup_iterations`` iterations, lr * (it + 1) / warmup, stepped per iteration as in
+    torchvision's detection reference (None without one); LambdaLR rather than its LinearLR, whose
+    chained updates leave the lr a few ulps off the configured one after the warm-up
+    (0.000999999999999997 for 0.001)."""
+    if t.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    warmup = t.warmup_iterations
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, (it + 1) / warmup)) if warmup else None
+    return opt, sched
+
+
+def train_one_epoch(model, train_ds, batches, opt, sched, scaler, accel: Accel, t, params, label: str) -> dict:
+    """One epoch over ``batches`` (lists of indices into ``train_ds``): the mean loss, the mean of
+    each loss term, the lr of the last iteration and the seconds it took. Loss sums stay on the device (no
+    host-GPU wait per iteration)."""
+    model.train()
+    t0, sums, lr = time.time(), dict.fromkeys(LOSS_KEYS, 0.0), t.lr
+    bar = tqdm(batches, desc=label, file=sys.stderr, mininterval=5)
+    for k, idx in enumerate(bar):
+        lr = opt.param_groups[0]["lr"]  # this iteration's (the history's lr: the last one's)
+        imgs, tgts = collate([train_ds[i] for i in idx])
+        losses = train_step(model, opt, scaler, accel, imgs, tgts, t.clip_grad_norm, params)
+        if sched is not None:
+            sched.step()
+        for key in LOSS_KEYS:
+            sums[key] = sums[key] + losses[key].detach().double()
+        if k % 20 == 0:
+            bar.set_postfix(loss=f"{float(sum(losses.values()).detach()):.3f}", refresh=False)
+    sums = {key: float(v) for key, v in sums.items()}
+    steps = len(batches)
+    return {"loss": sum(sums.values()) / steps, **{key: v / steps for key, v in sums.items()}, "lr": lr,
+            "seconds": time.time() - t0}
+
+
 def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, history_out, checkpoint=None,
                    weights: str | None = None, stop_after: int | None = None, accel: Accel | None = None,
                    data_digest: str = "") -> tuple[nn.Module, pd.DataFrame, str]:
     """Train per ``spec`` (the experiment's ``model``, ``train``, ``augment``, ``detect``); return
     (model, history, weights note).  ``stop_after`` ends after that many epochs (to test resuming);
     ``accel`` overrides the device settings of ``spec.train`` (tests force the GPU branches on
-    the CPU with it); ``data_digest`` names the training data in the resume fingerprint."""
+    the CPU with it); ``data_digest`` names the training data in the resume fingerprint
+    (:mod:`medrepro.checkpoint`)."""
+    from .. import checkpoint as ckpt
+
     t, d = spec.train, spec.detect
     size = spec.model.input_size[0]
     accel = accel or from_train(t, channels_last=False)
     seed_everything(t.seed, deterministic_setting(t.deterministic, accel, roi_align=True))
-    device = accel.device
     print(log_line(accel), file=sys.stderr, flush=True)
-    model = build_maskrcnn(spec.model).to(device)
+    model = build_maskrcnn(spec.model).to(accel.device)
     note = load_weights(model, weights) if weights else "random initialisation (no pretrained weights configured)"
     classes = list(d.train_classes) if d.train_classes else None
     train_ds = DetectionSet(train_coco, size, d.equalization, spec.augment, t.seed, classes)
@@ -188,79 +219,35 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         raise ValueError(f"no training image of classes {classes}")
     print(f"training on {len(train_ds)} images, validating on {len(val_ds)}", file=sys.stderr)
     params = [p for p in model.parameters() if p.requires_grad]
-    if t.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    # linear warm-up over the first warmup_iterations iterations, lr * (it + 1) / warmup, stepped
-    # per iteration as in torchvision's detection reference; LambdaLR rather than its LinearLR,
-    # whose chained updates leave the lr a few ulps off the configured one after the warm-up
-    # (0.000999999999999997 for 0.001)
-    warmup = t.warmup_iterations
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, (it + 1) / warmup)) if warmup else None
+    opt, sched = build_optimizer(params, t)
     fp = resume_fingerprint(spec, weights, data_digest)
-    history: list[dict] = []
-    start = 0
     scaler = accel.scaler()
-    if checkpoint and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location=device, weights_only=False)
-        if ck.get("fingerprint") == fp:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            if sched is not None and ck.get("scheduler"):
-                sched.load_state_dict(ck["scheduler"])
-            elif sched is not None:  # a checkpoint of a version that set the lr by hand
-                for _ in range((ck["epoch"] + 1) * t.steps_per_epoch):
-                    sched.step()
-            if accel.amp and ck.get("scaler"):
-                scaler.load_state_dict(ck["scaler"])
-            history, start = ck["history"], ck["epoch"] + 1
-            print(f"resuming from epoch {start} ({checkpoint})", file=sys.stderr)
-        else:
-            print(f"ignoring {checkpoint}: written for another config, weights or data", file=sys.stderr)
-    steps, batch = t.steps_per_epoch, t.batch_size
+    amp_scaler = scaler if accel.amp else None
+    state = ckpt.resume(checkpoint, fp, "torchvision", model, opt, sched, amp_scaler, map_location=accel.device)
+    history, start, steps = state.history, state.epoch, t.steps_per_epoch
     for epoch in range(start, t.epochs):
         torch.manual_seed(epoch_seed(t.seed, epoch))
         gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch))
         train_ds.set_epoch_seed(epoch_seed(t.seed, epoch))
-        model.train()
-        t0, sums = time.time(), dict.fromkeys(LOSS_KEYS, 0.0)
-        bar = tqdm(_batches(len(train_ds), steps, batch, gen), desc=f"epoch {epoch + 1}/{t.epochs}",
-                   file=sys.stderr, mininterval=5)
-        for k, idx in enumerate(bar):
-            lr = opt.param_groups[0]["lr"]  # this iteration's (the history's lr: the last one's)
-            imgs, tgts = collate([train_ds[i] for i in idx])
-            losses = train_step(model, opt, scaler, accel, imgs, tgts, t.clip_grad_norm, params)
-            loss = sum(losses.values())
-            if sched is not None:
-                sched.step()
-            for key in LOSS_KEYS:  # summed on the device: no host-GPU wait per iteration
-                sums[key] = sums[key] + losses[key].detach().double()
-            if k % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-        sums = {key: float(v) for key, v in sums.items()}
-        row = {"epoch": epoch + 1, "loss": sum(sums.values()) / steps,
-               **{key: v / steps for key, v in sums.items()},
-               "val_loss": _val_loss(model, val_ds, accel, batch), "lr": lr,
-               "seconds": time.time() - t0, "iterations": (epoch + 1) * steps}
+        batches = ckpt.epoch_batches(len(train_ds), steps, t.batch_size, gen)
+        r = train_one_epoch(model, train_ds, batches, opt, sched, scaler, accel, t, params,
+                            f"epoch {epoch + 1}/{t.epochs}")
+        row = {"epoch": epoch + 1, **{k: r[k] for k in ("loss", *LOSS_KEYS)},
+               "val_loss": _val_loss(model, val_ds, accel, t.batch_size), "lr": r["lr"],
+               "seconds": r["seconds"], "iterations": (epoch + 1) * steps}
         if accel.amp:
             row["amp_scale"] = float(scaler.get_scale())
         history.append(row)
         print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
               f"({row['seconds']:.0f} s, {steps / row['seconds']:.2f} it/s)", file=sys.stderr)
         if checkpoint:
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                            "scheduler": sched.state_dict() if sched is not None else None,
-                            "scaler": scaler.state_dict() if accel.amp else None, "epoch": epoch,
-                            "fingerprint": fp}, tmp)
+            ckpt.save(checkpoint, fp, "torchvision", epoch, history, model, opt, sched, amp_scaler)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break
     hist = pd.DataFrame(history)
     if model_out:
-        with atomic_path(model_out) as tmp:
-            torch.save({"model": model.state_dict(), "config": as_plain(spec.model), "weights": note,
-                        "runtime": describe(accel)}, tmp)
+        ckpt.save_model(model_out, model, as_plain(spec.model), note, backend="torchvision",
+                        runtime=describe(accel), experiment=spec.as_dict())
     if history_out:
         from ..io import write_csv
 
@@ -314,6 +301,7 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     """Train on ``annotations_dir``'s ``train.json`` (validation loss on ``val.json``); writes the
     model, its history and its summary.  The resume fingerprint covers the experiment and both
     annotation files, so a checkpoint of a run on other images is not resumed."""
+    from .. import checkpoint as ckpt
     from ..accel import summary_rows
     from ..io import write_csv
 
@@ -325,8 +313,7 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     summ = model_summary(model, spec.model, note)
     runtime = summary_rows(from_train(spec.train, channels_last=False), "type")
     write_csv(summary_out, pd.concat([summ, pd.DataFrame(runtime)], ignore_index=True))
-    if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
+    ckpt.finish(checkpoint)
 
 
 def predict(model_path, coco: dict, spec: RunSpec, batch: int = 4) -> list[dict]:
