@@ -39,11 +39,11 @@ from PIL import Image
 from medrepro import accel as accel_mod
 from medrepro.annotation import encode
 from medrepro.classify.models import build_model
-from medrepro.classify.training import TrainConfig, fit
-from medrepro.config import load_config
+from medrepro.classify.training import fit
+from medrepro.config import load_config, schema_defaults
 from medrepro.detect.dataset import DetectionSet, collate
 from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_detector, train_step
-from medrepro.specs import run_spec
+from medrepro.specs import run_spec, train_spec
 
 REPO = Path(__file__).resolve().parents[1]
 # (amp, channels_last, deterministic): the four GPU switches at the project's default (deterministic
@@ -97,11 +97,12 @@ def classifier_run(spec: dict, n_classes: int, images: int, batch: int, epochs: 
     train = torch.utils.data.TensorDataset(x, y)
     val = torch.utils.data.TensorDataset(x[:batch], y[:batch])
     model = build_model(spec, n_classes)
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-4, seed=0, deterministic=deterministic)
+    cfg = train_spec(schema_defaults(REPO / "config" / "schema.yaml", "train_spec", epochs=1, batch_size=batch, lr=1e-4,
+                                     seed=0, deterministic=deterministic))
     fit(model, train, val, cfg, progress=False, accel=acc)  # warm-up: cuDNN plans, allocator
     sync(acc.device)
     peak_reset(acc.device)
-    cfg = dataclasses.replace(cfg, epochs=epochs)  # TrainConfig is frozen
+    cfg = dataclasses.replace(cfg, epochs=epochs)  # the spec is frozen
     t0 = time.perf_counter()
     fit(model, train, val, cfg, progress=False, accel=acc)
     sync(acc.device)

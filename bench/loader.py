@@ -23,10 +23,11 @@ from torch.utils.data import TensorDataset
 
 from medrepro import prepare
 from medrepro.classify.models import build_model
-from medrepro.classify.training import TrainConfig, fit
-from medrepro.config import load_config
+from medrepro.classify.training import fit
+from medrepro.config import load_config, schema_defaults
 from medrepro.data import ImageTable, build_augmentation
 from medrepro.io import read_csv
+from medrepro.specs import train_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,8 @@ def main() -> None:
             "loader": plain,
             "tensors": TensorDataset(x, y),
         }
-        cfg_t = TrainConfig(epochs=args.epochs, batch_size=32, seed=0, device="cpu")
+        cfg_t = train_spec(schema_defaults(REPO / "config" / "schema.yaml", "train_spec", epochs=args.epochs,
+                                          batch_size=32, seed=0, device="cpu"))
         times = {k: [] for k in variants}
         for _ in range(args.repeats):
             for name, ds in variants.items():

@@ -28,6 +28,15 @@ def demo_config(*overlays: str) -> dict:
     return load_config(REPO / "config", [REPO / "config" / o for o in overlays])
 
 
+def train_spec(**over):
+    """A ``train`` block's :class:`~medrepro.specs.TrainSpec`: the schema's defaults with ``over``
+    laid over them (the one dataclass of the training settings has no defaults of its own)."""
+    from medrepro.config import schema_defaults
+    from medrepro.specs import train_spec as spec
+
+    return spec(schema_defaults(REPO / "config" / "schema.yaml", "train_spec", **over))
+
+
 KERMANY_COUNTS = {"train": {"NORMAL": 12, "PNEUMONIA": 20}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
                   "test": {"NORMAL": 6, "PNEUMONIA": 8}}
 

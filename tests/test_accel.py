@@ -12,10 +12,10 @@ from torch.utils.data import TensorDataset
 
 from medrepro import accel as accel_mod
 from medrepro.accel import Accel, DeviceError, describe, deterministic_setting, from_train, resolve, summary_rows
-from medrepro.classify.training import TrainConfig, fit, predict_proba
+from medrepro.classify.training import fit, predict_proba
 from medrepro.specs import run_spec
 
-from .conftest import demo_config
+from .conftest import demo_config, train_spec
 from .detect.test_maskrcnn import _coco, _experiment, rsna  # noqa: F401  (rsna: a fixture of real synthetic RSNA files)
 
 # every flag that the CUDA path turns on, on the CPU
@@ -40,7 +40,7 @@ def _head(dim=12):
 def test_cached_features_train_with_every_gpu_flag():
     """Rank-2 feature batches with channels-last on (it used to raise 'required rank 4 tensor')."""
     ds = _features()
-    model, hist = fit(_head(), ds, ds, TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=1), progress=False,
+    model, hist = fit(_head(), ds, ds, train_spec(epochs=3, batch_size=16, lr=1e-2, seed=1), progress=False,
                       accel=GPU_LIKE)
     assert len(hist) == 3 and "amp_scale" in hist and hist["accuracy"].iloc[-1] > 0.6
     proba = predict_proba(model, ds, accel=GPU_LIKE)
@@ -70,10 +70,10 @@ def test_a_convolutional_model_trains_the_same_in_either_memory_format():
     for cl in (False, True):
         torch.manual_seed(0)
         model = build_sequential(layers, (1, 16, 16), "glorot_uniform")
-        cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1, channels_last=cl)
+        cfg = train_spec(epochs=2, batch_size=8, lr=1e-2, seed=1, channels_last=cl)
         model, hist = fit(model, ds, ds, cfg, progress=False)
-        assert cfg.accel().channels_last is cl
-        runs[cl] = (predict_proba(model, ds, accel=cfg.accel()), hist["loss"].to_numpy())
+        assert from_train(cfg).channels_last is cl
+        runs[cl] = (predict_proba(model, ds, accel=from_train(cfg)), hist["loss"].to_numpy())
     assert torch.allclose(torch.as_tensor(runs[True][0]), torch.as_tensor(runs[False][0]), atol=1e-4)
     assert abs(runs[True][1] - runs[False][1]).max() < 1e-4
 
@@ -82,7 +82,7 @@ def test_amp_scaler_state_survives_a_resume(tmp_path):
     """The scaler's scale is checkpointed and restored: a resumed run continues from the saved
     scale, not from a fresh scaler's 65536."""
     ds = _features()
-    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=1)
+    cfg = train_spec(epochs=3, batch_size=16, lr=1e-2, seed=1)
     ck = tmp_path / "ck.pt"
     _, first = fit(_head(), ds, ds, cfg, checkpoint=ck, progress=False, stop_after=1, accel=GPU_LIKE)
     saved = torch.load(ck, weights_only=False)
@@ -109,7 +109,7 @@ def test_a_gpu_job_without_a_gpu_stops_with_the_reason(monkeypatch):
     assert not from_train(dataclasses.replace(train, channels_last=False)).channels_last
     assert not from_train(train, channels_last=False).channels_last
     with pytest.raises(DeviceError):
-        fit(_head(), _features(), _features(), TrainConfig(epochs=1, gpus=1), progress=False)
+        fit(_head(), _features(), _features(), train_spec(epochs=1, gpus=1), progress=False)
 
 
 def test_the_cuda_path_turns_every_flag_on(monkeypatch):
@@ -158,7 +158,7 @@ def test_deterministic_auto_turns_off_only_for_roi_align_models_on_a_gpu():
 def test_the_deterministic_setting_is_applied_and_recorded(capsys):
     ds = _features()
     for setting in (False, True):
-        fit(_head(), ds, ds, TrainConfig(epochs=1, batch_size=16, seed=1, deterministic=setting), progress=False,
+        fit(_head(), ds, ds, train_spec(epochs=1, batch_size=16, seed=1, deterministic=setting), progress=False,
             accel=GPU_LIKE)
         assert torch.are_deterministic_algorithms_enabled() is setting
         assert torch.backends.cudnn.benchmark is (not setting)  # cuDNN autotuning only when not deterministic

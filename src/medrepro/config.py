@@ -82,6 +82,16 @@ def _fill_defaults(schema: dict, inst, root: dict | None = None):
                 _fill_defaults(addl, val, root)
 
 
+def schema_defaults(schema_path: str | Path, definition: str, **over) -> dict:
+    """A block of the schema's ``$defs.<definition>`` (``train_spec``, say) holding every default
+    the schema gives, with ``over`` laid over it: the settings of a run built outside a config
+    (tests, benchmarks) come from the one place defaults live."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    block: dict = {}
+    _fill_defaults(schema["$defs"][definition], block, schema)
+    return {**block, **over}
+
+
 def validate_config(config: dict, schema_path: str | Path, source: str = "config") -> dict:
     """Validate ``config`` (a copy with defaults filled in is returned) or raise :class:`ConfigError`."""
     schema = yaml.safe_load(Path(schema_path).read_text())

@@ -424,6 +424,11 @@ def run_spec(block: Mapping | RunSpec, where: str = "run") -> RunSpec:
     return _from_block(RunSpec, block, where, _NOT_RUN)
 
 
+def train_spec(block: Mapping | TrainSpec, where: str = "train") -> TrainSpec:
+    """A validated ``train`` block as a :class:`TrainSpec`; a :class:`TrainSpec` passes through."""
+    return _from_block(TrainSpec, block, where)
+
+
 def study_spec(block: Mapping | StudySpec, where: str = "study") -> StudySpec:
     """The :class:`StudySpec` of a validated study block (or of a stage's part of one); a
     :class:`StudySpec` passes through.  The block's ``paper``, ``subset`` and ``split`` are left out."""

@@ -11,8 +11,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medrepro.classify.models import KerasBatchNorm, build_sequential, l2_penalty, regularization_loss
-from medrepro.classify.training import TrainConfig, _loss_fn, fit, predict_proba
+from medrepro.classify.training import _loss_fn, fit, predict_proba
 from medrepro.metrics import classification_metrics, prediction_table
+
+from ..conftest import train_spec
 
 
 def _data(n=96, seed=0, d=6):
@@ -50,8 +52,8 @@ def test_val_loss_is_unweighted_data_loss_plus_l2_penalty_whatever_the_batch_siz
     tr, va = _data()
     vals = []
     for batch in (8, 32, 64):
-        cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-2, seed=1, device="cpu", class_weights=[0.7, 1.9])
-        model, hist = fit(_head(), tr, va, cfg, progress=False)
+        cfg = train_spec(epochs=2, batch_size=batch, lr=1e-2, seed=1, device="cpu")
+        model, hist = fit(_head(), tr, va, cfg, [0.7, 1.9], progress=False)
         proba = predict_proba(model, va, accel=None)
         independent = log_loss(va.tensors[1].numpy(), proba, labels=[0, 1]) + float(regularization_loss(model).detach())
         assert hist["val_loss"].iloc[-1] == pytest.approx(independent, rel=1e-5)
@@ -74,17 +76,17 @@ def test_val_loss_is_unweighted_data_loss_plus_l2_penalty_whatever_the_batch_siz
 def test_restored_weights_are_the_last_epoch_better_by_min_delta_and_only_on_a_stop():
     tr, va = _data()
     base = dict(batch_size=16, lr=2e-2, seed=4, device="cpu")
-    one, _ = fit(_head(), tr, va, TrainConfig(epochs=1, **base), progress=False)
+    one, _ = fit(_head(), tr, va, train_spec(epochs=1, **base), progress=False)
     # min_delta so large that only epoch 1 (from +inf) counts as an improvement: Keras stops after
     # epoch 1 + patience and restores epoch 1's weights, although later val losses are lower
-    stopped, hist = fit(_head(), tr, va, TrainConfig(epochs=10, **base, early_stopping={
+    stopped, hist = fit(_head(), tr, va, train_spec(epochs=10, **base, early_stopping={
         "patience": 2, "min_delta": 10.0, "restore_best_weights": True}), progress=False)
     assert len(hist) == 3 and hist["val_loss"].iloc[1:].min() < hist["val_loss"].iloc[0]
     for a, b in zip(one.state_dict().values(), stopped.state_dict().values()):
         assert torch.equal(a, b)
     # a run that never stops keeps its last weights (Keras 2 restores only when it stops)
-    last, _ = fit(_head(), tr, va, TrainConfig(epochs=4, **base), progress=False)
-    never, h = fit(_head(), tr, va, TrainConfig(epochs=4, **base, early_stopping={
+    last, _ = fit(_head(), tr, va, train_spec(epochs=4, **base), progress=False)
+    never, h = fit(_head(), tr, va, train_spec(epochs=4, **base, early_stopping={
         "patience": 50, "min_delta": 0.0, "restore_best_weights": True}), progress=False)
     assert len(h) == 4
     for a, b in zip(last.state_dict().values(), never.state_dict().values()):
@@ -252,7 +254,7 @@ def test_normalization_layer_adapts_to_the_training_features_as_keras_adapt_does
     model = build_sequential([{"type": "normalization"}, {"type": "dense", "units": 2}], (6,))
     norm = model[0]
     assert not bool(norm.adapted)
-    model, _ = fit(model, train, val, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=1), progress=False,
+    model, _ = fit(model, train, val, train_spec(epochs=1, batch_size=16, lr=1e-3, seed=1), progress=False,
                    checkpoint=tmp_path / "ck.pt", fingerprint="f")
     assert bool(norm.adapted)
     ref = keras.layers.Normalization()
@@ -266,7 +268,7 @@ def test_normalization_layer_adapts_to_the_training_features_as_keras_adapt_does
     # a later fit (resume, or stage 4 continuing a trained head) keeps the adapted statistics
     before = norm.mean.clone()
     shifted = TensorDataset(x[:60] * 3 + 7, y[:60])
-    fit(model, shifted, val, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=1), progress=False)
+    fit(model, shifted, val, train_spec(epochs=1, batch_size=16, lr=1e-3, seed=1), progress=False)
     assert torch.equal(norm.mean, before)
     fresh = build_sequential([{"type": "normalization"}, {"type": "dense", "units": 2}], (6,))
     fresh.load_state_dict(model.state_dict())

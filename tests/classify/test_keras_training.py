@@ -31,9 +31,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 from medrepro.classify.models import build_sequential  # noqa: E402
-from medrepro.classify.training import TrainConfig, fit  # noqa: E402
+from medrepro.classify.training import fit  # noqa: E402
 
-from ..conftest import demo_config  # noqa: E402
+from ..conftest import demo_config, train_spec  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 LOSS_TOLERANCE, WEIGHT_TOLERANCE = 1e-5, 1e-4
@@ -131,11 +131,10 @@ def _train_both(layers, input_shape, output, x, y, xv, yv, class_weights=None):
     kh = km.fit(to_k(x), yk, batch_size=len(x), epochs=STEPS, shuffle=False, verbose=0,
                 validation_data=(to_k(xv), yvk), validation_batch_size=len(xv),
                 class_weight=dict(enumerate(class_weights)) if class_weights else None).history
-    cfg = TrainConfig(epochs=STEPS, batch_size=len(x), lr=1e-3, class_weights=class_weights, seed=1,
-                      channels_last=False)
+    cfg = train_spec(epochs=STEPS, batch_size=len(x), lr=1e-3, seed=1, channels_last=False)
     assert n_out == (1 if output == "sigmoid" else int(y.max()) + 1)
     model, hist = fit(ours, TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                      TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)), cfg, progress=False)
+                      TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)), cfg, class_weights, progress=False)
     return start, model, hist, km, kh
 
 

@@ -8,9 +8,9 @@ import yaml
 from torch.utils.data import TensorDataset
 
 from medrepro.classify.models import ModelSpecError, build_model, summary
-from medrepro.classify.training import EarlyStopping, TrainConfig, class_weights, fit
+from medrepro.classify.training import EarlyStopping, class_weights, fit
 
-from ..conftest import REPO, demo_config
+from ..conftest import REPO, demo_config, train_spec
 
 
 def _kermany_model_spec(size=64):
@@ -69,7 +69,7 @@ def _weights(model):
 
 def test_same_seed_same_result():
     tr, va = _toy_data()
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, seed=5, device="cpu")
+    cfg = train_spec(epochs=4, batch_size=16, lr=1e-2, seed=5, device="cpu")
     m1, h1 = fit(_toy_model(), tr, va, cfg, progress=False)
     m2, h2 = fit(_toy_model(), tr, va, cfg, progress=False)
     assert h1.equals(h2) and torch.equal(_weights(m1), _weights(m2))
@@ -78,7 +78,7 @@ def test_same_seed_same_result():
 
 def test_resume_equals_uninterrupted(tmp_path):
     tr, va = _toy_data()
-    cfg = TrainConfig(epochs=5, batch_size=16, lr=1e-2, seed=3, device="cpu")
+    cfg = train_spec(epochs=5, batch_size=16, lr=1e-2, seed=3, device="cpu")
     full, h_full = fit(_toy_model(), tr, va, cfg, progress=False)
     ck = tmp_path / "ck.pt"
     fit(_toy_model(), tr, va, cfg, checkpoint=ck, fingerprint="a", progress=False, stop_after=2)
@@ -92,7 +92,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_early_stopping_on_a_scripted_curve():
-    es = EarlyStopping(patience=3, min_delta=0.01)
+    es = EarlyStopping(patience=3, min_delta=0.01, restore_best_weights=True)
     curve = [1.0, 0.8, 0.795, 0.79, 0.7, 0.71, 0.695, 0.70, 0.69]
     stops = [es.step(v, e)[1] for e, v in enumerate(curve)]
     # 0.7 at epoch 4 is the last improvement larger than 0.01; 3 epochs later it stops
@@ -101,7 +101,7 @@ def test_early_stopping_on_a_scripted_curve():
 
 def test_early_stopping_restores_best_weights():
     tr, va = _toy_data()
-    cfg = TrainConfig(epochs=30, batch_size=16, lr=5e-2, seed=1, device="cpu",
+    cfg = train_spec(epochs=30, batch_size=16, lr=5e-2, seed=1, device="cpu",
                       early_stopping={"patience": 2, "min_delta": 0.0, "restore_best_weights": True})
     model, hist = fit(_toy_model(), tr, va, cfg, progress=False)
     assert len(hist) < 30
@@ -116,7 +116,7 @@ def test_early_stopping_restores_best_weights():
 
 def test_reduce_lr_on_plateau():
     tr, va = _toy_data()
-    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-9, seed=1, device="cpu",  # lr so small val_loss is flat
+    cfg = train_spec(epochs=6, batch_size=16, lr=1e-9, seed=1, device="cpu",  # lr so small val_loss is flat
                       reduce_lr={"patience": 1, "factor": 0.1, "min_delta": 1e-3, "min_lr": 1e-11})
     _, hist = fit(_toy_model(), tr, va, cfg, progress=False)
     # history records the lr used in each epoch. Keras semantics: epoch 1 sets the best value,
@@ -135,7 +135,7 @@ def test_shuffled_label_control_stays_at_chance():
     from medrepro.classify.training import predict_proba
 
     tr, va = _toy_data(n=256, seed=7)
-    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, seed=2, device="cpu")
+    cfg = train_spec(epochs=6, batch_size=16, lr=1e-2, seed=2, device="cpu")
     real, _ = fit(_toy_model(), tr, va, cfg, progress=False)
     shuffled_y = tr.tensors[1][torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))]
     control, _ = fit(_toy_model(), TensorDataset(tr.tensors[0], shuffled_y), va, cfg, progress=False)
@@ -146,15 +146,22 @@ def test_shuffled_label_control_stays_at_chance():
     assert abs(auc_control - 0.5) < 0.2
 
 
-def test_train_config_defaults_are_the_schemas():
-    """The schema fills every ``train`` key; TrainConfig's own defaults (for direct callers such as the
-    tests) must say the same thing, so there is one default per setting ('class_weights' there is
-    the mode, here the resolved weights)."""
+def test_one_training_dataclass_without_defaults_of_its_own():
+    """fit takes the run's ``train`` block as the one dataclass of the training settings
+    (medrepro.specs.TrainSpec); it carries no defaults (the schema's are the only ones: the tests
+    build theirs from them), and every schema key of the block is one of its fields."""
     import dataclasses
 
+    from medrepro.specs import TrainSpec
+
     props = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["$defs"]["train_spec"]["properties"]
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    checked = [k for k in fields if k != "class_weights"]
-    assert len(checked) >= 15
-    for k in checked:
-        assert k in props and props[k].get("default") == fields[k], k
+    fields = dataclasses.fields(TrainSpec)
+    assert {f.name for f in fields} == set(props)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+    spec = train_spec(epochs=3)
+    assert spec.epochs == 3 and spec.lr == props["lr"]["default"] and spec.early_stopping is None
+    import medrepro.classify.training as training
+
+    assert not hasattr(training, "TrainConfig")
+
+

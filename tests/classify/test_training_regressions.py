@@ -14,10 +14,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from medrepro.classify.models import KerasBatchNorm, build_sequential
-from medrepro.classify.training import TrainConfig, fit
+from medrepro.classify.training import fit
 from medrepro.data import ImageTable, build_augmentation
 
-from ..conftest import demo_config
+from ..conftest import demo_config, train_spec
 
 AFFINE = [{"name": "Affine", "params": {"rotate": [-20, 20], "translate_percent": [-0.1, 0.1], "p": 1.0}}]
 
@@ -58,7 +58,7 @@ def test_seed_zero_with_augmentation_trains(tmp_path):
     table = _images(tmp_path)
     ds = ImageTable(table, (24, 24), 1, build_augmentation(AFFINE, 0))
     model = build_sequential([{"type": "flatten"}, {"type": "dense", "units": 1}], (1, 24, 24))
-    _, hist = fit(model, ds, ImageTable(table, (24, 24), 1), TrainConfig(epochs=2, batch_size=8, seed=0),
+    _, hist = fit(model, ds, ImageTable(table, (24, 24), 1), train_spec(epochs=2, batch_size=8, seed=0),
                   progress=False)
     assert len(hist) == 2
 
@@ -79,7 +79,7 @@ def _bn_head():
 def test_a_last_training_batch_of_one_image_under_batchnorm_trains():
     """33 training rows in batches of 32: torch's BatchNorm refuses the 1-row batch; Keras normalises
     it (to the layer's offset)."""
-    model, hist = fit(_bn_head(), _features(33), _features(10, 1), TrainConfig(epochs=2, batch_size=32),
+    model, hist = fit(_bn_head(), _features(33), _features(10, 1), train_spec(epochs=2, batch_size=32),
                       progress=False)
     assert len(hist) == 2 and np.isfinite(hist["loss"]).all()
 
@@ -130,7 +130,7 @@ def test_batchnorm_in_half_precision_computes_in_float32():
 def _run(tested, epochs=6, stop=None):
     torch.manual_seed(0)
     head = build_sequential([{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 2}], (6,))
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=0.05, seed=3, tested_weights=tested, early_stopping=stop)
+    cfg = train_spec(epochs=epochs, batch_size=8, lr=0.05, seed=3, tested_weights=tested, early_stopping=stop)
     return fit(head, _features(48), _features(24, 5), cfg, progress=False)
 
 
@@ -179,7 +179,7 @@ def test_keras_callbacks_pick_the_same_epochs_on_a_scripted_val_loss():
         if model.stop_training:
             keras_stop = epoch
             break
-    ours, our_stop, our_best = EarlyStopping(patience=4, min_delta=1e-4), None, []
+    ours, our_stop, our_best = EarlyStopping(patience=4, min_delta=1e-4, restore_best_weights=True), None, []
     best = float("inf")
     for epoch, v in enumerate(seq):
         if v < best:
@@ -203,7 +203,7 @@ def test_non_finite_outputs_stop_training_and_prediction_with_the_run_named():
     with torch.no_grad():
         head[0].weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="epoch 1: the training loss is nan"):
-        fit(head, _features(16), _features(8), TrainConfig(epochs=2, batch_size=8), progress=False)
+        fit(head, _features(16), _features(8), train_spec(epochs=2, batch_size=8), progress=False)
     spec = run_spec(demo_config()["experiments"]["tk_resnet50"])
     table = pd.DataFrame({"image_id": [f"i{k}" for k in range(8)], "target": [0, 1] * 4, "split": ["test"] * 8})
     with pytest.raises(FloatingPointError, match=r"experiment tk_x: 8 of 8 test images get NaN or infinite class "
@@ -218,7 +218,7 @@ def test_amp_is_off_unless_a_run_asks_for_it():
     for cfg in (demo_config(), demo_config("full.yaml")):
         runs = list(cfg["experiments"].values()) + list(cfg["studies"].values())
         assert runs and not any(r["train"]["amp"] for r in runs)
-    assert TrainConfig().amp is False and run_spec(demo_config()["experiments"]["tk_resnet50"]).train.amp is False
+    assert train_spec().amp is False and run_spec(demo_config()["experiments"]["tk_resnet50"]).train.amp is False
 
 
 def test_detector_resume_fingerprint_reads_the_weights_files_bytes(tmp_path):

@@ -4,7 +4,7 @@ stage (``studies:``, built by :meth:`medrepro.specs.StudySpec.run`).
 A run is described by its :class:`~medrepro.specs.RunSpec` (``classes``, ``model``, ``train``,
 ``augment``, ``threshold``: the typed, frozen form of an experiment block) plus the backbone's
 weights file and seed.  This module is the only place that
-builds its model, its :class:`~medrepro.classify.training.TrainConfig`, its resume fingerprint,
+builds its model, its training settings (the ``train`` block and class weights), its resume fingerprint,
 its datasets, its predictions and its model file; experiments (:mod:`medrepro.classify.steps`)
 and study stages (:mod:`medrepro.study.stages`) only choose what to run.
 """
@@ -19,12 +19,10 @@ import pandas as pd
 from ..config import frozen_transfer
 from ..io import atomic_path
 from ..metrics import prediction_table
-from ..specs import RunSpec, run_spec
+from ..specs import RunSpec, TrainSpec, replace, run_spec
 
 if TYPE_CHECKING:  # torch loads only in the steps that train or predict
     from torch import nn
-
-    from .training import TrainConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -73,23 +71,13 @@ def build(spec: RunSpec, weights: str | None = None, backbone_seed: int = 0, fea
     return model
 
 
-def train_config(spec: RunSpec, targets, **over) -> TrainConfig:
-    """The run's training settings (``train``), class weights computed from ``targets`` where
-    ``train.class_weights`` is ``balanced``; ``over`` replaces fields (a stage's epochs or rate)."""
-    from dataclasses import asdict
+def train_settings(spec: RunSpec, targets, **over) -> tuple[TrainSpec, list[float] | None]:
+    """The run's ``train`` block with ``over`` replacing fields (a stage's epochs or rate), and the
+    class weights computed from ``targets`` where ``train.class_weights`` is ``balanced`` (else None)."""
+    from .training import class_weights
 
-    from .training import TrainConfig, class_weights
-
-    t = spec.train
-    w = class_weights(targets, len(spec.classes)) if t.class_weights == "balanced" else None
-    kw = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
-              weight_decay=t.weight_decay, early_stopping=asdict(t.early_stopping) if t.early_stopping else None,
-              tested_weights=t.tested_weights, reduce_lr=asdict(t.reduce_lr) if t.reduce_lr else None,
-              class_weights=w, sampling=t.sampling, seed=t.seed, device=t.device,
-              num_workers=t.num_workers, amp=t.amp, gpus=t.gpus, allow_cpu=t.allow_cpu,
-              deterministic=t.deterministic, channels_last=t.channels_last)
-    kw.update(over)
-    return TrainConfig(**kw)
+    t = replace(spec.train, **over) if over else spec.train
+    return t, class_weights(targets, len(spec.classes)) if t.class_weights == "balanced" else None
 
 
 def fingerprint(spec: RunSpec, weights: str | None, backbone_seed: int, *files) -> str:
@@ -108,11 +96,12 @@ def fingerprint(spec: RunSpec, weights: str | None, backbone_seed: int, *files) 
 def fit(model, spec: RunSpec, train_ds, val_ds, checkpoint=None, fingerprint: str = "", progress: bool = True,
         accel=None, **over):
     """Train ``model`` on ``train_ds`` with the run's settings; returns (model, history)."""
+    from ..accel import from_train
     from .training import fit as fit_loop
 
-    cfg = train_config(spec, train_ds.targets, **over)
-    return fit_loop(model, train_ds, val_ds, cfg, checkpoint=checkpoint, fingerprint=fingerprint, progress=progress,
-                    accel=accel or cfg.accel())
+    train, weights = train_settings(spec, train_ds.targets, **over)
+    return fit_loop(model, train_ds, val_ds, train, weights, checkpoint=checkpoint, fingerprint=fingerprint,
+                    progress=progress, accel=accel or from_train(train))
 
 
 def predict_splits(model, table: pd.DataFrame, spec: RunSpec, make_ds: Callable[[pd.DataFrame], object],

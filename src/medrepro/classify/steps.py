@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..checkpoint import finish
 from ..io import read_csv, write_csv, write_json
 from ..specs import RunSpec, replace, run_spec
 from . import run
@@ -20,7 +19,8 @@ def train(split_csv, experiment: dict | RunSpec, model_out, history_out, checkpo
     """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
     import torch
 
-    from ..accel import describe, summary_rows
+    from ..accel import describe, from_train, summary_rows
+    from ..checkpoint import finish
     from .models import build_backbone, summary
 
     spec = run_spec(experiment)
@@ -38,10 +38,10 @@ def train(split_csv, experiment: dict | RunSpec, model_out, history_out, checkpo
         model, feature_dim = run.build(spec, weights, backbone_seed), None
         train_ds, val_ds = run.image_dataset(spec, tr, augment=True), run.image_dataset(spec, va)
         input_shape = (m.channels, *m.input_size)
-    cfg = run.train_config(spec, train_ds.targets)
-    print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {cfg.class_weights}; "
+    _, weights_by_class = run.train_settings(spec, train_ds.targets)
+    print(f"training on {len(train_ds)} images, validating on {len(val_ds)}; class weights {weights_by_class}; "
           f"{'head on cached features ' + str(features) if features else 'full forward passes'}", file=sys.stderr)
-    accel = cfg.accel()
+    accel = from_train(spec.train)
     model, history = run.fit(model, spec, train_ds, val_ds, checkpoint,
                              run.fingerprint(spec, weights, backbone_seed, split_csv, features), accel=accel)
     from .. import distributed

@@ -23,7 +23,7 @@ import copy
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import distributed
-from ..accel import Accel, deterministic_setting, epoch_seed, log_line, resolve, seed_everything
+from ..accel import Accel, deterministic_setting, epoch_seed, from_train, log_line, resolve, seed_everything
+from ..specs import TrainSpec
 from .models import Normalization, l2_penalty, regularization_loss
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ class EarlyStopping:
     """Keras ``EarlyStopping(monitor='val_loss')``: stop after ``patience`` epochs without
     an improvement larger than ``min_delta``."""
 
-    patience: int = 10
-    min_delta: float = 0.0
-    restore_best_weights: bool = True
+    patience: int
+    min_delta: float
+    restore_best_weights: bool
     best: float = float("inf")
     wait: int = 0
     best_epoch: int = -1
@@ -60,34 +61,6 @@ class EarlyStopping:
             return True, False
         self.wait += 1
         return False, self.wait >= self.patience
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A run's training settings, built once from its validated ``train`` block
-    (:func:`medrepro.classify.run.train_config`); frozen: a stage that trains differently builds its
-    own (``over``)."""
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    early_stopping: dict | None = None
-    tested_weights: str = "restore"
-    reduce_lr: dict | None = None
-    class_weights: list[float] | None = None
-    sampling: str = "none"
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    amp: bool = False
-    gpus: int = 0
-    allow_cpu: bool = False
-    deterministic: bool | str = "auto"
-    channels_last: bool = True
-
-    def accel(self) -> Accel:
-        return resolve(self.device, self.gpus, self.amp, self.allow_cpu, self.channels_last)
 
 
 def _loss_fn(n_outputs: int, class_weights, device):
@@ -139,7 +112,7 @@ def _in_memory(ds) -> bool:
     return isinstance(ds, torch.utils.data.TensorDataset)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainSpec, device: torch.device) -> torch.optim.Optimizer:
     """Adam over the trainable parameters, with Keras' epsilon; fused: one kernel for every
     parameter instead of a dozen tensor operations each (a stage-1 study head's Adam step in 0.58
     of the per-tensor loop's time on the CPU, bench/README.md)."""
@@ -150,7 +123,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
                             fused=device.type in ("cpu", "cuda"))
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainSpec):
     """Keras' ReduceLROnPlateau on val_loss (``train.reduce_lr``), or None."""
     if not cfg.reduce_lr:
         return None
@@ -158,11 +131,11 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     # Keras reduces once `patience` epochs in a row fail to improve; torch once more than
     # `patience` have: hence patience - 1; eps 0: Keras applies any reduction, however small
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=r["factor"], patience=r["patience"] - 1, threshold=r["min_delta"],
-        threshold_mode="abs", min_lr=r["min_lr"], eps=0.0)
+        opt, mode="min", factor=r.factor, patience=r.patience - 1, threshold=r.min_delta,
+        threshold_mode="abs", min_lr=r.min_lr, eps=0.0)
 
 
-def epoch_loader(train_ds, cfg: TrainConfig, epoch: int, workers: int, accel: Accel) -> DataLoader:
+def epoch_loader(train_ds, cfg: TrainSpec, epoch: int, workers: int, accel: Accel) -> DataLoader:
     """Epoch ``epoch``'s shuffled (and, with ``train.sampling``, resampled) training batches, seeded
     from ``(seed, epoch)``: the same on a resumed run. Data-parallel, each single-process batch is
     split across the ranks (the loader draws its workers' base seed from the generator before the
@@ -243,16 +216,16 @@ class _Kept:
             self.ck_val, self.ck_state = val_loss, copy.deepcopy(model.state_dict())
 
 
-def _loss_fns(model: nn.Module, train_ds, cfg: TrainConfig, accel: Accel):
+def _loss_fns(model: nn.Module, train_ds, class_weights: list[float] | None, accel: Accel):
     """The training loss (class weights weigh it alone, as Keras' class_weight does) and the
     validation loss, for the model's number of outputs."""
     model.eval()
     with torch.no_grad():
         n_outputs = model(accel.batch(train_ds[0][0][None])).shape[1]
-    return _loss_fn(n_outputs, cfg.class_weights, accel.device), _loss_fn(n_outputs, None, accel.device)
+    return _loss_fn(n_outputs, class_weights, accel.device), _loss_fn(n_outputs, None, accel.device)
 
 
-def _adapt(model: nn.Module, train_ds, cfg: TrainConfig, accel: Accel, workers: int) -> None:
+def _adapt(model: nn.Module, train_ds, cfg: TrainSpec, accel: Accel, workers: int) -> None:
     """Adapt the normalisation layers to the training data (augmented inputs: drawn from a seed of
     their own)."""
     if hasattr(train_ds, "set_epoch_seed"):
@@ -260,7 +233,7 @@ def _adapt(model: nn.Module, train_ds, cfg: TrainConfig, accel: Accel, workers: 
     adapt_normalization(model, train_ds, cfg.batch_size, accel, workers)
 
 
-def _announce(cfg: TrainConfig, accel: Accel) -> bool:
+def _announce(cfg: TrainSpec, accel: Accel) -> bool:
     """Check ``tested_weights``; on the main process, say where the run trains; whether this is it."""
     if cfg.tested_weights not in ("restore", "best", "last"):
         raise ValueError(f"train.tested_weights {cfg.tested_weights!r}; expected restore, best or last")
@@ -272,10 +245,12 @@ def _announce(cfg: TrainConfig, accel: Accel) -> bool:
     return True
 
 
-def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
-        progress: bool = True, fingerprint: str = "", stop_after: int | None = None, accel: Accel | None = None
-        ) -> tuple[nn.Module, pd.DataFrame]:
-    """Train ``model``; return it (best weights when early stopping restores them) and its history.
+def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[float] | None = None,
+        checkpoint: str | Path | None = None, progress: bool = True, fingerprint: str = "",
+        stop_after: int | None = None, accel: Accel | None = None) -> tuple[nn.Module, pd.DataFrame]:
+    """Train ``model`` per ``cfg`` (a run's ``train`` block), each training sample's loss weighed by
+    its class's ``class_weights`` (Keras' class_weight; None: 1); return the model (best weights
+    when early stopping restores them) and its history.
 
     With ``checkpoint``, the state after each epoch is written there and a rerun resumes from it
     when it carries the same ``fingerprint`` (config and data; :mod:`medrepro.checkpoint`).
@@ -284,14 +259,14 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     AMP the gradient scaler is checkpointed and its scale recorded per epoch (``amp_scale``)."""
     from .. import checkpoint as ckpt
 
-    accel = accel or cfg.accel()
+    accel = accel or from_train(cfg)
     seed_everything(cfg.seed, deterministic_setting(cfg.deterministic, accel))
     main = _announce(cfg, accel)
     model = accel.model(model)
-    loss_fn, val_loss_fn = _loss_fns(model, train_ds, cfg, accel)
+    loss_fn, val_loss_fn = _loss_fns(model, train_ds, class_weights, accel)
     opt = build_optimizer(model, cfg, accel.device)
     sched = build_scheduler(opt, cfg)
-    stopper = EarlyStopping(**cfg.early_stopping) if cfg.early_stopping else None
+    stopper = EarlyStopping(**asdict(cfg.early_stopping)) if cfg.early_stopping else None
     trained = distributed.wrap(model, accel.device)  # DDP averages the gradients of the ranks' shards
     scaler = accel.scaler()
     amp_scaler = scaler if accel.amp else None  # checkpointed under AMP only
@@ -334,7 +309,7 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, checkpoint: str | 
     return model, pd.DataFrame(history)
 
 
-def tested_state(cfg: TrainConfig, stopped: bool, stopper, best_state, ck_state, model: nn.Module) -> dict:
+def tested_state(cfg: TrainSpec, stopped: bool, stopper, best_state, ck_state, model: nn.Module) -> dict:
     """The weights the run ends with (``cfg.tested_weights``): Keras' restore (the best epoch, only
     when training stopped early: a run to the last epoch keeps its weights), the best-val_loss
     checkpoint, or the last epoch's."""

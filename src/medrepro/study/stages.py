@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..checkpoint import finish
 from ..classify import run
 from ..classify.features import feature_table, load_features
 from ..io import plain, read_csv, write_csv, write_json
@@ -185,6 +184,8 @@ def stage3(split_csv, selection2, study: dict | StudySpec, out_dir, weights: str
 
 
 def _write_single(out_dir, stage, spec, pred, hist, names, **extra) -> pd.DataFrame:
+    from ..checkpoint import finish
+
     out = Path(out_dir)
     finish(out / "checkpoint.pt")  # only an interrupted run needs it
     runs = pd.DataFrame([_row(stage, spec, pred, hist, names, **extra)])
