@@ -29,6 +29,7 @@ from medrepro.config import (
 )
 from medrepro.plan import Plan, canonical, one_of, probe_datasets
 from medrepro.publish.html import captions as output_captions
+from medrepro.specs import paper_spec
 
 
 configfile: "config/config.yaml"

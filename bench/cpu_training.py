@@ -26,6 +26,7 @@ from torch import nn
 
 from medrepro.classify.models import build_backbone, build_model
 from medrepro.config import load_config, study_run_spec
+from medrepro.specs import model_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def layout_cases(cfg: dict, batch: int, tiny: bool):
     for name in ("cnn_kermany", "cnn_pediatric"):
         m = exps[name]["model"]  # at its demo size in --tiny too (64 px, cheap; 32 px is too small for it)
         torch.manual_seed(0)
-        model = build_model(m, None)
+        model = build_model(model_spec(m), None)
         yield f"{name} training step", model, torch.rand(batch, m["channels"], *m["input_size"]), True
     backbones = [("vgg19", exps["tk_vgg19"]["model"]["input_size"]),
                  ("resnet50", exps["tk_resnet50"]["model"]["input_size"]),
@@ -59,10 +60,10 @@ def layout_cases(cfg: dict, batch: int, tiny: bool):
                  ("vgg16", tm["backbones"]["vgg16"]["input_size"])]
     for b, s in backbones:
         s = [max(75, size(s)[0])] * 2 if b == "inception_v3" else size(s)
-        bb = build_backbone(frozen(cfg, b, s)).eval()
+        bb = build_backbone(model_spec(frozen(cfg, b, s))).eval()
         yield f"{b} forward ({s[0]} px)", bb, torch.rand(batch, 3, *s), False
     s = size(tm["backbones"]["vgg16"]["input_size"])
-    bb = build_backbone(frozen(cfg, "vgg16", s))
+    bb = build_backbone(model_spec(frozen(cfg, "vgg16", s)))
     bb.unfreeze_last(0.5, "keras")
     bb.frozen = False
     yield f"vgg16 fine-tuning step ({s[0]} px, second half)", bb, torch.rand(batch, 3, *s), True
@@ -96,7 +97,7 @@ def optimizer_rows(cfg: dict, batch: int, steps: int, repeats: int, tiny: bool) 
     tm = cfg["studies"]["tm_TC"]
     spec = study_run_spec(tm, "resnet50")["model"]
     with torch.device("meta"):
-        dim = build_backbone(spec).dim
+        dim = build_backbone(model_spec(spec)).dim
     dim = 256 if tiny else dim
     x, y = torch.randn(batch, dim), torch.randint(0, 3, (batch,))
     times: dict[str, list] = {"per-tensor": [], "foreach": [], "fused": []}

@@ -43,7 +43,7 @@ from medrepro.classify.training import fit
 from medrepro.config import load_config, schema_defaults
 from medrepro.detect.dataset import DetectionSet, collate
 from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_detector, train_step
-from medrepro.specs import run_spec, train_spec
+from medrepro.specs import model_spec, run_spec, train_spec
 
 REPO = Path(__file__).resolve().parents[1]
 # (amp, channels_last, deterministic): the four GPU switches at the project's default (deterministic
@@ -96,7 +96,7 @@ def classifier_run(spec: dict, n_classes: int, images: int, batch: int, epochs: 
     y = torch.randint(0, n_classes, (images,), generator=g)
     train = torch.utils.data.TensorDataset(x, y)
     val = torch.utils.data.TensorDataset(x[:batch], y[:batch])
-    model = build_model(spec, n_classes)
+    model = build_model(model_spec(spec), n_classes)
     cfg = train_spec(schema_defaults(REPO / "config" / "schema.yaml", "train_spec", epochs=1, batch_size=batch, lr=1e-4,
                                      seed=0, deterministic=deterministic))
     fit(model, train, val, cfg, progress=False, accel=acc)  # warm-up: cuDNN plans, allocator
@@ -112,7 +112,7 @@ def classifier_run(spec: dict, n_classes: int, images: int, batch: int, epochs: 
 def classifier_step_run(spec: dict, n_classes: int, batch: int, iters: int, acc) -> float:
     """Images/s of the bare training step (forward, backward, Adam) on one batch already on the device."""
     torch.manual_seed(0)
-    model = acc.model(build_model(spec, n_classes)).train()
+    model = acc.model(build_model(model_spec(spec), n_classes)).train()
     x = acc.batch(torch.rand(batch, spec["channels"], *spec["input_size"]))
     y = torch.randint(0, n_classes, (batch,), device=acc.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -27,7 +27,7 @@ from medrepro.classify.training import fit
 from medrepro.config import load_config, schema_defaults
 from medrepro.data import ImageTable, build_augmentation
 from medrepro.io import read_csv
-from medrepro.specs import train_spec
+from medrepro.specs import model_spec, train_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, ds in variants.items():
                 torch.manual_seed(0)
-                model = build_model(exp["model"], 1)
+                model = build_model(model_spec(exp["model"]), 1)
                 t0 = time.perf_counter()
                 fit(model, ds, TensorDataset(x[:8], y[:8]), cfg_t, progress=False)
                 times[name].append(time.perf_counter() - t0)

@@ -14,7 +14,7 @@ PACKAGE = REPO / "src" / "medrepro"
 SCANNED = [*sorted((PACKAGE / "classify").glob("*.py")), *sorted((PACKAGE / "study").glob("*.py")),
            *sorted((PACKAGE / "detect").glob("*.py")), *sorted((PACKAGE / "publish").glob("*.py")),
            PACKAGE / "accel.py", PACKAGE / "uncertainty.py", PACKAGE / "prepare.py"]
-CONFIG_FUNCTIONS = {"frozen_transfer", "uses_feature_cache", "feature_key", "study_run_spec", "study_features"}
+CONFIG_FUNCTIONS = {"uses_feature_cache", "feature_key", "study_run_spec", "study_features"}
 
 
 def schema_defaults() -> set[str]:

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 
 from .backbones import resolve_normalize, weights_kind
-from .specs import ModelSpec, model_spec, study_spec
+from .specs import model_spec, study_spec
 
 
 class ConfigError(ValueError):
@@ -425,17 +425,11 @@ def load_config(config_dir: str | Path, overlays=(), schema_path: str | Path | N
                            source=source)
 
 
-def frozen_transfer(model: Mapping | ModelSpec) -> bool:
-    """Whether a validated ``model`` block (or its :class:`~medrepro.specs.ModelSpec`) is a transfer
-    model whose backbone does not train (:attr:`ModelSpec.frozen_transfer` decides)."""
-    return model_spec(model).frozen_transfer
-
-
 def uses_feature_cache(experiment: dict) -> bool:
     """A frozen backbone seeing unaugmented images gives the same features every epoch:
     compute them once per backbone, dataset and input size (rule ``features``) and train
     the head on them."""
-    return (frozen_transfer(experiment["model"]) and not experiment["augment"]
+    return (model_spec(experiment["model"]).frozen_transfer and not experiment["augment"]
             and experiment["train"]["feature_cache"] == "auto")
 
 

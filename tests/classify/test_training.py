@@ -9,13 +9,17 @@ from torch.utils.data import TensorDataset
 
 from medrepro.classify.models import ModelSpecError, build_model, summary
 from medrepro.classify.training import EarlyStopping, class_weights, fit
+from medrepro.specs import model_spec
 
 from ..conftest import REPO, demo_config, train_spec
 
 
+def _kermany_model_block(size=64):
+    return {**demo_config()["experiments"]["cnn_kermany"]["model"], "input_size": [size, size]}
+
+
 def _kermany_model_spec(size=64):
-    spec = demo_config()["experiments"]["cnn_kermany"]["model"]
-    return {**spec, "input_size": [size, size]}
+    return model_spec(_kermany_model_block(size))
 
 
 def test_cnn_kermany_parameter_count():
@@ -33,13 +37,13 @@ def test_cnn_kermany_parameter_count():
 
 
 def test_model_spec_errors():
-    spec = _kermany_model_spec(64)
+    block = _kermany_model_block(64)
     with pytest.raises(ModelSpecError, match="needs 3"):
-        build_model(spec, n_outputs=3)
-    bad = {**spec, "layers": [{"type": "dense", "units": 4}]}
+        build_model(model_spec(block), n_outputs=3)
+    bad = model_spec({**block, "layers": [{"type": "dense", "units": 4}]})
     with pytest.raises(ModelSpecError, match=r"layers\[0\]: dense needs a flat input"):
         build_model(bad)
-    tiny = {**spec, "input_size": [8, 8]}
+    tiny = model_spec({**block, "input_size": [8, 8]})
     with pytest.raises(ModelSpecError, match="too small"):
         build_model(tiny)
 
@@ -60,7 +64,7 @@ def _toy_model():
                        {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
                        {"type": "dense", "units": 1}]}
     torch.manual_seed(0)
-    return build_model(spec, 1)
+    return build_model(model_spec(spec), 1)
 
 
 def _weights(model):

@@ -13,6 +13,7 @@ from medrepro.classify import steps
 from medrepro.classify.features import extract_features
 from medrepro.classify.models import build_model, regularization_loss
 from medrepro.convert import convert_manifest
+from medrepro.specs import model_spec
 
 from ..conftest import demo_config
 
@@ -30,7 +31,7 @@ def _experiment(backbone="resnet50", size=32, l2=None):
 
 
 def test_frozen_backbone_trains_only_the_head():
-    model = build_model(_experiment()["model"], n_outputs=2)
+    model = build_model(model_spec(_experiment()["model"]), n_outputs=2)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     head = (2048 * 128 + 128) + 2 * 128 + (128 * 2 + 2)  # dense, batchnorm (gamma, beta), dense
@@ -41,10 +42,10 @@ def test_frozen_backbone_trains_only_the_head():
 
 
 def test_l2_penalty_is_keras_l2():
-    model = build_model(_experiment(l2=0.01)["model"], n_outputs=2)
+    model = build_model(model_spec(_experiment(l2=0.01)["model"]), n_outputs=2)
     w = model.head[0].weight
     assert float(regularization_loss(model).detach()) == pytest.approx(0.01 * float(w.detach().pow(2).sum()), rel=1e-6)
-    assert regularization_loss(build_model(_experiment()["model"], n_outputs=2)) == 0.0
+    assert regularization_loss(build_model(model_spec(_experiment()["model"]), n_outputs=2)) == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from medrepro.publish.html import captions, write_site
+from medrepro.specs import paper_spec
 from medrepro.tables import write_table
 
 from ..conftest import REPO, browser_check, demo_config
@@ -21,12 +22,12 @@ def test_every_output_has_a_caption_naming_what_it_reproduces():
     cfg = demo_config()
     for paper, pc in cfg["papers"].items():
         published = yaml.safe_load((REPO / pc["published"]).read_text())
-        caps = captions(pc, published)
+        caps = captions(paper_spec(pc), published)
         fixed = {"comparison", "headline", "departures", "calibration"}
         assert {o["name"] for o in pc["outputs"]} | fixed == set(caps), paper
         assert all(c.endswith(".") and len(c) > 30 for c in caps.values()), paper
     tm = cfg["papers"]["transfer_multidataset"]
-    caps = captions(tm, yaml.safe_load((REPO / tm["published"]).read_text()))
+    caps = captions(paper_spec(tm), yaml.safe_load((REPO / tm["published"]).read_text()))
     # a range key covers the figures inside it; the paper's own words are quoted
     assert "fig5_1_to_5_3" in caps["fig5_2_batch_size_C19"] and "fig6_1_to_6_3" in caps["fig6_3_predictions_ER"]
     assert "after stage 2 (left) and after stages 3-4 (right)" in caps["fig5_5_confusion_before_after"]

@@ -16,6 +16,7 @@ from medrepro.classify.models import build_model
 from medrepro.classify.training import resample_indices
 from medrepro.config import study_features, study_run_spec, validate_config
 from medrepro.convert import convert_manifest
+from medrepro.specs import model_spec, study_spec
 from medrepro.study import stages
 from medrepro.study.summary import parameter_counts, summarize
 
@@ -38,7 +39,7 @@ def test_every_backbones_parameters_are_the_thesis_counts():
     cfg = demo_config("full.yaml")
     published = yaml.safe_load((REPO / "config" / "papers" / "transfer_multidataset" / "published.yaml").read_text())
     reported = published["model"]["parameters_reported"]
-    got = parameter_counts(cfg["studies"]["tm_TC"])
+    got = parameter_counts(study_spec(cfg["studies"]["tm_TC"]))
     for b, name in (("vgg16", "VGG-16"), ("resnet50", "ResNet-50"), ("inception_v3", "Inception-V3")):
         assert got[b]["trainable"] == reported[name]["trainable"], b
         assert got[b]["keras_total"] == reported[name]["total"], b
@@ -49,7 +50,7 @@ def test_fine_tuning_unfreezes_the_second_half_of_the_layers(tmp_path):
     spec = {"arch": "transfer", "backbone": "resnet50", "input_size": [64, 64], "channels": 3, "pool": "flatten",
             "freeze": True, "normalize": "weights", "init": "glorot_uniform", "head": _paper_head([32, 3]),
             "output": "softmax"}
-    model = build_model(spec, n_outputs=3)
+    model = build_model(model_spec(spec), n_outputs=3)
     head = sum(p.numel() for p in model.head.parameters())
     layers = model.backbone.layers()
     second_half = layers[len(layers) - round(len(layers) / 2):]
@@ -203,7 +204,7 @@ def test_fine_tuning_starts_from_the_stage2_model(staged):
     """Before any fine-tuning step, the rebuilt model (backbone + stage-2 head) gives the stage-2
     predictions that were computed on cached features."""
     root, st, _, _ = staged
-    model, spec, _ = stages.fine_tune_model(root / "s2" / "model.pt", st)
+    model, spec, _ = stages.fine_tune_model(root / "s2" / "model.pt", study_spec(st))
     table = pd.read_csv(root / "split.csv", dtype={"image_id": str})
     test = table[table["split"] == "test"]
     from medrepro.classify.training import predict_proba

@@ -107,7 +107,7 @@ def paper_captions(paper):
     """Each output's caption (medrepro.publish.html.captions), for publish_paper and --report."""
     cfg = config["papers"][paper]
     with open(cfg["published"]) as f:
-        return output_captions(cfg, yaml.safe_load(f))
+        return output_captions(paper_spec(cfg), yaml.safe_load(f))
 
 
 def contact_sheets():

@@ -4,19 +4,20 @@ pooled features."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ..io import atomic_path, read_csv
-from ..specs import DeviceSpec, ModelSpec, device_spec, model_spec
+from ..specs import device_spec, model_spec
 
 if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
 
 
-def extract_features(converted_manifest, model: dict | ModelSpec, weights: str | None, seed: int, out,
-                     train: dict | DeviceSpec, batch_size: int = 64) -> None:
+def extract_features(converted_manifest, model: Mapping, weights: str | None, seed: int, out, train: Mapping,
+                     batch_size: int = 64) -> None:
     """Pooled backbone features of every image of a dataset, for all experiments that share
     the backbone, its weights and the input size; ``train`` holds the device keys of a validated
     ``train`` block (``device``, ``gpus``, ``amp``, ``allow_cpu``, ``channels_last``; the rule

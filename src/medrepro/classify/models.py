@@ -40,7 +40,7 @@ from ..backbones import (
     resolve_normalize,
     weights_kind,
 )
-from ..specs import ModelSpec, layer_specs, model_spec
+from ..specs import ModelSpec, layer_specs
 from .keras_apps import EfficientNetInput
 
 ACTIVATIONS = {"none": None, "linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
@@ -343,24 +343,21 @@ class TransferNet(nn.Module):
         return self.head(x if x.dim() == 2 else self.backbone(x))
 
 
-def build_head(spec: ModelSpec | dict, feature_dim: int, seed: int = 0) -> nn.Sequential:
+def build_head(spec: ModelSpec, feature_dim: int, seed: int = 0) -> nn.Sequential:
     """The head of a transfer model, seeded on its own so it is the same with or without a backbone."""
-    spec = model_spec(spec)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return build_sequential(spec.head, (feature_dim,), spec.init)
 
 
-def build_backbone(spec: ModelSpec | dict, weights: str | None = None, seed: int = 0) -> Backbone:
-    spec = model_spec(spec)
+def build_backbone(spec: ModelSpec, weights: str | None = None, seed: int = 0) -> Backbone:
     return Backbone(spec.backbone, weights, spec.freeze, spec.normalize, seed, spec.pool, spec.input_size)
 
 
-def build_model(spec: ModelSpec | dict, n_outputs: int | None = None, weights: str | None = None, seed: int = 0
+def build_model(spec: ModelSpec, n_outputs: int | None = None, weights: str | None = None, seed: int = 0
                 ) -> nn.Module:
     """Build the model a run's ``model`` block (or its :class:`ModelSpec`) describes (``sequential``
     or ``transfer``)."""
-    spec = model_spec(spec)
     arch = spec.arch
     size = spec.input_size
     channels = spec.channels

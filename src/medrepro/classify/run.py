@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from ..config import frozen_transfer
 from ..io import atomic_path
 from ..metrics import prediction_table
 from ..specs import RunSpec, TrainSpec, replace, run_spec
@@ -140,7 +139,7 @@ def save(path, model, spec: RunSpec, weights: str | None, backbone_seed: int, fe
     that rebuilds it, its classes, the backbone's weights file and seed, and the device it ran on."""
     import torch
 
-    head_only = frozen_transfer(spec.model)
+    head_only = spec.model.frozen_transfer
     if feature_dim is None and hasattr(model, "backbone"):
         feature_dim = model.backbone.dim
     state = model.cpu().state_dict()

@@ -4,17 +4,18 @@ files in, files out.  Each trains, predicts with or evaluates one :mod:`classifi
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from ..io import read_csv, write_csv, write_json
-from ..specs import RunSpec, replace, run_spec
+from ..specs import replace, run_spec
 from . import run
 from .features import feature_table, load_features
 
 
-def train(split_csv, experiment: dict | RunSpec, model_out, history_out, checkpoint=None, summary_out=None,
+def train(split_csv, experiment: Mapping, model_out, history_out, checkpoint=None, summary_out=None,
           features=None, weights: str | None = None, backbone_seed: int = 0) -> None:
     """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
     import torch
@@ -62,7 +63,7 @@ def train(split_csv, experiment: dict | RunSpec, model_out, history_out, checkpo
     finish(checkpoint)  # only an interrupted run needs it
 
 
-def predict(split_csv, model_path, experiment: dict | RunSpec, predictions_out, features=None) -> pd.DataFrame:
+def predict(split_csv, model_path, experiment: Mapping, predictions_out, features=None) -> pd.DataFrame:
     """Predictions of every split's images: from cached ``features`` (a frozen transfer model's head)
     or from the images (the head put back on its backbone)."""
     from ..accel import from_train, log_line
@@ -98,7 +99,7 @@ def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: d
     return ci, delong
 
 
-def evaluate(predictions_csv, history_csv, experiment: dict | RunSpec, metrics_out, summary_csv=None, split_csv=None,
+def evaluate(predictions_csv, history_csv, experiment: Mapping, metrics_out, summary_csv=None, split_csv=None,
              bootstrap: dict | None = None) -> dict:
     """Metrics per split (``train``: the final model on the training images, as Keras'
     ``model.evaluate``, beside ``train.last``, the last epoch's running log), the training curve's

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 
 from ..annotation import coco_from_table, via_v1_from_table
 from ..io import read_csv, write_csv, write_json
-from ..specs import DetectSpec, RunSpec, run_spec
+from ..specs import DetectSpec, run_spec
 from . import backends
 from .metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
 
@@ -43,7 +44,7 @@ def _load(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def train(annotations_dir, experiment: dict | RunSpec, model_out, history_out, summary_out, checkpoint=None,
+def train(annotations_dir, experiment: Mapping, model_out, history_out, summary_out, checkpoint=None,
           weights: str | None = None) -> None:
     """Train the experiment's detector with its backend (:mod:`medrepro.detect.backends`)."""
     spec = run_spec(experiment)
@@ -51,7 +52,7 @@ def train(annotations_dir, experiment: dict | RunSpec, model_out, history_out, s
     backend.train(Path(annotations_dir), spec, model_out, history_out, summary_out, checkpoint, weights)
 
 
-def predict(annotations_dir, model_path, experiment: dict | RunSpec, out, out_val=None) -> None:
+def predict(annotations_dir, model_path, experiment: Mapping, out, out_val=None) -> None:
     """COCO results of the test split (``out``) and of the validation split (``out_val``: what a
     score threshold is chosen on)."""
     spec = run_spec(experiment)
@@ -104,7 +105,7 @@ def choose_score_threshold(annotations_dir, results_val, detect: DetectSpec) -> 
                     "val_sweep": sweep}
 
 
-def evaluate(annotations_dir, results_json, history_csv, experiment: dict, metrics_out, per_image_out,
+def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, metrics_out, per_image_out,
              results_val=None, summary_csv=None, split_csv=None, bootstrap: dict | None = None) -> dict:
     """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
     the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's).

@@ -34,7 +34,7 @@ from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, collate, resum
 log = logging.getLogger(__name__)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 # ----------------------------------------------------------------------------- model
-def build_maskrcnn(model: ModelSpec | dict) -> nn.Module:
+def build_maskrcnn(model: ModelSpec) -> nn.Module:
     """torchvision Mask R-CNN from ``model.detector`` settings (2 classes: background, opacity).
 
     ``backbone: resnet50`` with ``norm: frozen`` and the default widths (a 256-channel pyramid, a
@@ -49,7 +49,6 @@ def build_maskrcnn(model: ModelSpec | dict) -> nn.Module:
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.ops import FrozenBatchNorm2d
 
-    model = model_spec(model)
     d = model.detector
     if d.backbone not in BACKBONES:
         raise ValueError(f"detector backbone {d.backbone!r}; expected one of {BACKBONES}")
@@ -257,7 +256,7 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
 
 def load_detector(path) -> nn.Module:
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_maskrcnn(ck["config"])
+    model = build_maskrcnn(model_spec(ck["config"]))
     model.load_state_dict(ck["model"])
     return model.eval()
 

@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from ..specs import PaperSpec, paper_spec
+from ..specs import PaperSpec
 
 WHAT = {
     "classification_report": "precision, recall, F1 and support per class",
@@ -80,11 +80,10 @@ def _paper_key(name: str, covers: list, published: dict) -> tuple[str | None, st
     return None, None
 
 
-def captions(paper_cfg: dict | PaperSpec, published: dict) -> dict[str, str]:
+def captions(spec: PaperSpec, published: dict) -> dict[str, str]:
     """``{output name: caption}`` for a paper's configured outputs (its validated block or
     :class:`medrepro.specs.PaperSpec`) and its fixed tables."""
     out = {}
-    spec = paper_spec(paper_cfg)
     for o in spec.outputs:
         exps = list(o.experiments or [o.experiment or spec.experiments[0]])
         what = WHAT.get(o.kind, o.kind.replace("_", " "))

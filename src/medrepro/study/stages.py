@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +92,7 @@ def _frozen_run(table, features: dict, spec: RunSpec) -> tuple:
 
 
 # ----------------------------------------------------------------------------- stages
-def stage1(split_csv, features: dict[str, str], study: dict | StudySpec, out_dir) -> pd.DataFrame:
+def stage1(split_csv, features: dict[str, str], study: Mapping, out_dir) -> pd.DataFrame:
     """Every backbone x batch size on cached features; writes runs, history and the selection."""
     study = study_spec(study)
     table, names = read_csv(split_csv), study.class_names
@@ -115,7 +116,7 @@ def stage1(split_csv, features: dict[str, str], study: dict | StudySpec, out_dir
     return runs
 
 
-def stage2(split_csv, features_path, selection1, study: dict | StudySpec, out_dir) -> pd.DataFrame:
+def stage2(split_csv, features_path, selection1, study: Mapping, out_dir) -> pd.DataFrame:
     """The stage-1 choice at every learning rate; keeps the best run's head and predictions."""
     study = study_spec(study)
     table, names = read_csv(split_csv), study.class_names
@@ -146,7 +147,7 @@ def stage2(split_csv, features_path, selection1, study: dict | StudySpec, out_di
     return runs
 
 
-def stage3(split_csv, selection2, study: dict | StudySpec, out_dir, weights: str | None = None, backbone_seed: int = 0,
+def stage3(split_csv, selection2, study: Mapping, out_dir, weights: str | None = None, backbone_seed: int = 0,
            features=None) -> pd.DataFrame:
     """The stage-2 choice trained with augmentation on the training split (full forward passes),
     for ``augment_epochs`` (default ``train.epochs``).  The backbone stays frozen, so the
@@ -195,7 +196,7 @@ def _write_single(out_dir, stage, spec, pred, hist, names, **extra) -> pd.DataFr
     return runs
 
 
-def fine_tune_model(stage2_model, study: dict | StudySpec, weights: str | None = None, backbone_seed: int = 0):
+def fine_tune_model(stage2_model, study: StudySpec, weights: str | None = None, backbone_seed: int = 0):
     """The stage-2 (or -3) model on its backbone with the last ``unfreeze_fraction`` of the backbone's layers
     trainable (counted as ``fine_tune.count_layers`` says: Keras' layers or torch's leaf modules);
     returns (model, spec, parameter counts)."""
@@ -206,7 +207,7 @@ def fine_tune_model(stage2_model, study: dict | StudySpec, weights: str | None =
     backbone = build_backbone(spec.model, weights, backbone_seed)
     model = TransferNet(backbone, head)
     before = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ft = study_spec(study).fine_tune
+    ft = study.fine_tune
     count = ft.count_layers
     unfrozen = backbone.unfreeze_last(ft.unfreeze_fraction, count)
     if count == "keras":
@@ -235,7 +236,7 @@ def fine_tune_start(study: StudySpec, stage2_model, stage3: tuple | None) -> tup
     return (stage2_model, 2) if select(both, study)["stage"] == 2 else (model3, 3)
 
 
-def stage4(split_csv, stage2_model, study: dict | StudySpec, out_dir, weights: str | None = None,
+def stage4(split_csv, stage2_model, study: Mapping, out_dir, weights: str | None = None,
            backbone_seed: int = 0, stage3: tuple | None = None) -> pd.DataFrame:
     """Fine-tuning (no augmentation) at ``fine_tune.lr`` for ``fine_tune.epochs`` of the model
     :func:`fine_tune_start` picks: stage 2's, or the better of stages 2 and 3 (``stage3``: stage 2's

@@ -15,7 +15,7 @@ from ..specs import StudySpec, as_plain, study_spec
 from .stages import EVAL_SPLITS, lr_key, select
 
 
-def parameter_counts(study: dict | StudySpec) -> dict:
+def parameter_counts(study: StudySpec) -> dict:
     """Total and trainable (frozen backbone) parameters of every backbone's model, built on torch's
     meta device (shapes only: no memory, no weights); ``keras_total`` counts as Keras does
     (:func:`medrepro.classify.models.keras_parameter_count`), the thesis' convention."""
@@ -23,7 +23,6 @@ def parameter_counts(study: dict | StudySpec) -> dict:
 
     from ..classify.models import build_model, keras_parameter_count
 
-    study = study_spec(study)
     out = {}
     for b in study.backbones:
         spec = study.run(b)
