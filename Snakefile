@@ -21,12 +21,8 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import medrepro.plan
-from medrepro.config import (
-    ConfigError,
-    paper_files,
-    resolved_departures,
-    validate_config,
-)
+from medrepro.config import ConfigError, paper_files, validate_config
+from medrepro.departures import resolved_departures
 from medrepro.plan import Plan, canonical, one_of, probe_datasets
 from medrepro.publish.html import captions as output_captions
 from medrepro.specs import paper_spec

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from medrepro.classify.models import build_backbone, build_model
-from medrepro.config import load_config, study_run_spec
+from medrepro.config import load_config
+from medrepro.plan import study_run_spec
 from medrepro.specs import model_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -89,7 +89,8 @@ def stage(name: str, work: Path, n: int) -> dict:
         (work / "bootstrap.json").write_text(json.dumps(res))
     elif name == "features":   # the features rule's code: full.yaml's thesis VGG-16 (224 px, flattened)
         from medrepro.classify.features import extract_features
-        from medrepro.config import load_config, study_run_spec
+        from medrepro.config import load_config
+        from medrepro.plan import study_run_spec
         cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml"])
         model = study_run_spec(cfg["studies"]["tm_TC"], "vgg16")["model"]
         extract_features(conv / "manifest.csv", model, None, 0, work / "features.pt",

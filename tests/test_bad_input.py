@@ -223,7 +223,8 @@ def test_smoke_config_changes_only_counts_epochs_and_iterations():
 def test_departures_say_which_settings_follow_the_paper():
     """full.yaml selects on test as the thesis did; the demo selects on validation: the report's
     departures table says so, with the deciding key and its value."""
-    from medrepro.config import compose_config, resolved_departures
+    from medrepro.config import compose_config
+    from medrepro.departures import resolved_departures
     from medrepro.publish.compare import departures_table
 
     demo = _demo_config()

@@ -68,7 +68,7 @@ def test_run_settings_have_no_default_in_code():
     assert {"channels", "pool", "freeze", "normalize", "init", "arch", "threshold", "deterministic",
             "channels_last", "allow_cpu", "count_layers", "confidence", "feature_cache", "outputs",
             "compare", "compare_tables", "not_compared", "class_labels"} <= keys
-    found = [c for p in SCANNED for c in code_defaults(p)] + code_defaults(PACKAGE / "config.py", CONFIG_FUNCTIONS)
+    found = [c for p in SCANNED for c in code_defaults(p)] + code_defaults(PACKAGE / "plan.py", CONFIG_FUNCTIONS)
     doubled = [f"{where} line {line}: .get({key!r}, {default}) (the schema fills {key!r})"
                for where, line, key, default in found if key in keys]
     assert not doubled, "\n".join(doubled)

@@ -60,7 +60,7 @@ def test_every_setting_a_paper_states_is_followed_in_full_or_named_in_its_depart
     key. Each paper lists the settings it states (``stated``: key, value, where the paper says it)."""
     import copy
 
-    from medrepro.config import unnamed_departures
+    from medrepro.departures import unnamed_departures
 
     from .conftest import demo_config
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from medrepro import specs
-from medrepro.config import study_run_spec
+from medrepro.plan import study_run_spec
 from medrepro.specs import SpecError, run_spec
 
 from .conftest import demo_config
@@ -56,7 +56,7 @@ def test_each_spec_has_the_schemas_keys(cls, node):
     inflation pair's arm repeats)."""
     assert set(specs._NOT_RUN) == {"paper", "subset", "split", "inflation_of"}
     expected = props(node) - (set(specs._NOT_RUN) if cls in (specs.RunSpec, specs.StudySpec) else set())
-    if cls is specs.Departure:  # what the workflow resolves from the setting (config.resolved_departures)
+    if cls is specs.Departure:  # what the workflow resolves from the setting (departures.resolved_departures)
         expected |= {"value", "follows"}
     assert fields(cls) == expected
     assert fields(specs.DeviceSpec) < fields(specs.TrainSpec)
@@ -81,7 +81,7 @@ def test_every_run_of_the_shipped_configs_is_a_spec(overlays):
 
 @pytest.mark.parametrize("overlays", [(), ("full.yaml",)])
 def test_every_shipped_paper_is_a_spec_with_its_departures_resolved(overlays):
-    from medrepro.config import resolved_departures
+    from medrepro.departures import resolved_departures
 
     cfg = demo_config(*overlays)
     for name, block in cfg["papers"].items():

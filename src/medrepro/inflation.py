@@ -70,10 +70,9 @@ def inflation_rows(name: str, paper: str, dataset: str, model: str, classes: lis
 def write_inflation(pairs: dict, out_dir, bootstrap: dict, scale: str = "demo") -> pd.DataFrame:
     """Every pair's rows (:func:`inflation_rows`; ``pairs``: name -> its keyword arguments) as
     ``inflation`` (CSV, Markdown, LaTeX) and one table per paper, ``<paper>``, in ``out_dir``."""
-    from .config import scale_note
     from .io import atomic_dir, write_json
     from .provenance import record, short
-    from .tables import write_table
+    from .tables import scale_note, write_table
 
     table = pd.DataFrame([r for name, kw in pairs.items() for r in inflation_rows(name, bootstrap=bootstrap, **kw)])
     prov = record({"bootstrap": bootstrap})

@@ -205,10 +205,9 @@ def write_leakage(splits: dict, datasets: dict, hash_files: dict, out_dir, max_d
     ``SYNTHETIC.json`` and ``manifests``: dataset -> its ingest manifest, so that the duplicates
     the stand-ins planted are listed with whether the audit found them (``planted``)."""
     planted = {d: planted_ids(f, manifests[d]) for d, f in (synthetic or {}).items() if Path(f).is_file()}
-    from .config import scale_note
     from .io import atomic_dir, write_csv, write_json
     from .provenance import record, short
-    from .tables import write_table
+    from .tables import scale_note, write_table
 
     hashes = {d: pd.read_csv(f, dtype={"phash": str}) for d, f in hash_files.items()}
     table, pairs = audit_splits(splits, datasets, hashes, max_distance, across)

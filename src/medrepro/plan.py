@@ -10,6 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from .backbones import resolve_normalize, weights_kind
+from .specs import model_spec, study_spec
+
 
 @dataclass(frozen=True)
 class Needs:
@@ -170,8 +173,6 @@ class Plan:
     nothing else."""
 
     def __init__(self, cfg: Mapping, results: str):
-        from .config import feature_key, study_features, uses_feature_cache
-
         self.cfg, self.results = cfg, results
         self.experiments, self.studies = cfg["experiments"], cfg["studies"]
         self.detect = [n for n, e in self.experiments.items() if e["task"] == "detect"]
@@ -371,3 +372,39 @@ class Plan:
                 + self.contact_sheets(formats)
                 + [f"{self.results}/papers/{p}" for p in self.cfg["papers"]]
                 + [f"{self.results}/report.md", f"{self.results}/html"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The feature cache's file names (rule features): what a frozen backbone's features depend on
+
+def uses_feature_cache(experiment: dict) -> bool:
+    """A frozen backbone seeing unaugmented images gives the same features every epoch:
+    compute them once per backbone, dataset and input size (rule ``features``) and train
+    the head on them."""
+    return (model_spec(experiment["model"]).frozen_transfer and not experiment["augment"]
+            and experiment["train"]["feature_cache"] == "auto")
+
+
+def feature_key(experiment: dict, weights: dict | None = None) -> str:
+    """The name of an experiment's features file: what the features depend on (``weights``: the
+    config's ``weights`` block; Keras' weights mean Keras' network, marked ``_keras``)."""
+    m = experiment["model"]
+    h, w = m["input_size"]
+    pool = "_flat" if m["pool"] == "flatten" else ""
+    kind = weights_kind((weights or {}).get(m["backbone"]))
+    norm = resolve_normalize(m["backbone"], m["normalize"], kind)
+    impl = "_keras" if kind == "keras" else ""
+    return f"{m['backbone']}{impl}_{h}x{w}_c{m['channels']}_{norm}{pool}"
+
+
+def study_run_spec(study: dict, backbone: str, batch_size: int | None = None, lr: float | None = None,
+                   augment: bool = False) -> dict:
+    """The experiment-shaped description (plain data) of one run of a study: what
+    :meth:`medrepro.specs.StudySpec.run` makes of it."""
+    return study_spec(study).run(backbone, batch_size, lr, augment).as_dict()
+
+
+def study_features(study: dict, weights: dict | None = None) -> dict[str, tuple[str, dict]]:
+    """backbone -> (features file key, model spec) of a study's stage-1 candidates."""
+    return {b: (feature_key(study_run_spec(study, b), weights), study_run_spec(study, b)["model"])
+            for b in study["backbones"]}

@@ -63,8 +63,8 @@ def convert(manifest_in, images_dir, manifest_out, rejected_out, channels: int =
 
 def contact_sheet(converted_manifest, dataset: str, out_stem, per_class: int = 6, style: dict | None = None,
                   scale: str = "demo", seed: int = 0) -> None:
-    from .config import scale_note
     from .figures import apply_style, contact_sheet_figure, save_figure
+    from .tables import scale_note
     apply_style(style)
     df = read_csv(converted_manifest)
     fig = contact_sheet_figure(df, f"{dataset}: {len(df)} images", per_class=per_class, seed=seed)

@@ -148,10 +148,9 @@ def write_probe(converted_manifest, out_dir, dataset: str, size: int = 32, dilat
                 seed: int = 0, confidence: float = 0.95, scale: str = "demo") -> pd.DataFrame:
     """:func:`source_probe` as ``probe`` and ``classes_by_source`` (CSV, Markdown, LaTeX) and
     ``summary.json`` in ``out_dir``."""
-    from .config import scale_note
     from .io import atomic_dir, write_json
     from .provenance import record, short
-    from .tables import write_table
+    from .tables import scale_note, write_table
 
     result, table, from_source = source_probe(converted_manifest, size, dilate, folds, seed, confidence)
     prov = record({"dataset": dataset, "size": size, "dilate": dilate, "folds": folds, "seed": seed})

@@ -341,7 +341,7 @@ class HeadlineSpec:
 @dataclass(frozen=True)
 class Departure:
     """Where the reproduction departs from the paper (or follows it by a ``setting``).  ``value``
-    and ``follows`` are not written in config: :func:`medrepro.config.resolved_departures` fills
+    and ``follows`` are not written in config: :func:`medrepro.departures.resolved_departures` fills
     them with the setting's value in this run and whether it is ``paper_value``."""
     topic: str
     paper: str

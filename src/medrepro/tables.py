@@ -149,3 +149,9 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_dig
     head = (f"% {provenance}\n" if provenance else "") + f"% needs \\usepackage{{{','.join(LATEX_PACKAGES)}}}\n"
     write_text(paths[2], head + tex)
     return paths
+
+
+def scale_note(scale: str) -> str:
+    """The line every table and figure carries about the config's ``scale``."""
+    return ("demo scale: synthetic stand-in data, reduced sizes and epochs; not the paper's data"
+            if scale == "demo" else "full scale: the paper's settings")

@@ -14,8 +14,9 @@ from medrepro.classify import run
 from medrepro.classify.features import extract_features
 from medrepro.classify.models import build_model
 from medrepro.classify.training import resample_indices
-from medrepro.config import study_features, study_run_spec, validate_config
+from medrepro.config import validate_config
 from medrepro.convert import convert_manifest
+from medrepro.plan import study_features, study_run_spec
 from medrepro.specs import model_spec, study_spec
 from medrepro.study import stages
 from medrepro.study.summary import parameter_counts, summarize

@@ -90,10 +90,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 def write_checklists(checklists_yaml, paper_files: dict, results, out_dir, scale: str = "demo") -> dict:
     """Every paper's table (:func:`paper_table`) and :func:`summary` as ``<paper>`` and
     ``<paper>_summary`` (CSV, Markdown, LaTeX) in ``out_dir``; returns paper -> summary."""
-    from ..config import scale_note
     from ..io import atomic_dir, write_json
     from ..provenance import record, short
-    from ..tables import write_table
+    from ..tables import scale_note, write_table
 
     checklists = _read(checklists_yaml)
     prov = record({"checklists": str(checklists_yaml)})

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import scale_note
 from ..io import atomic_dir
 from ..specs import CompareRow, Departure, HeadlineSpec, NotCompared, TablePattern, as_specs
-from ..tables import write_table
+from ..tables import scale_note, write_table
 from ..uncertainty import flatten
 
 
@@ -368,7 +367,7 @@ def calibration_table(entries: dict) -> pd.DataFrame:
 
 def departures_table(departures) -> pd.DataFrame:
     """One row per departure (:class:`medrepro.specs.Departure`, or a mapping with its keys, as
-    :func:`medrepro.config.resolved_departures` writes them): what the paper did, what this run does
+    :func:`medrepro.departures.resolved_departures` writes them): what the paper did, what this run does
     (with the deciding setting and its value), why, and which numbers it touches."""
     rows = []
     for d in as_specs(Departure, departures, "departure"):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import scale_note
 from ..io import atomic_dir, write_json, write_text
 from ..specs import paper_spec
+from ..tables import scale_note
 from .compare import (
     also_labels,
     calibration_table,
@@ -74,7 +74,7 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     ``{margin, confidence}`` of the comparison's verdicts.
 
     ``paper_cfg`` is the validated ``papers.<paper>`` block (its departures resolved:
-    :func:`medrepro.config.resolved_departures`), read as a :class:`medrepro.specs.PaperSpec`.
+    :func:`medrepro.departures.resolved_departures`), read as a :class:`medrepro.specs.PaperSpec`.
     ``inputs`` maps experiment -> {"metrics", "history", "model_summary", "split"} paths.
     """
     out_dir = Path(out_dir)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import scale_note
 from ..io import write_text
 from ..specs import paper_spec
+from ..tables import scale_note
 
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
