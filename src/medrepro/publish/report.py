@@ -11,6 +11,37 @@ from ..io import write_text
 from ..specs import paper_spec
 from ..tables import scale_note
 
+HOW_JUDGED = (
+    "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
+    "bootstrap over the test images, resampled by patient where patient ids exist, `bootstrap` in the "
+    "config; where every resample gives the same 0 or 1, Clopper-Pearson's exact interval; counts get "
+    "integer bounds and the test set's totals none) and what it rests on (`interval`: resamples and units, "
+    "flagged under 20 units). The published value is an estimate too, made on the paper's test set: its "
+    "error is binomial (Wilson) for a proportion on the paper's test-set size "
+    "(`papers.<paper>.published_test_size`), this test set's error scaled to that size for any other "
+    "metric, or none where the paper gives no size (`published error`). The difference, reproduced minus "
+    "published, gets a normal interval with both errors (`diff_low`, `diff_high`), and the verdict is "
+    "**different** when it excludes 0, **consistent** when the two one-sided tests put it within the "
+    "equivalence margin (`verdict.margin` in the config), **inconclusive** otherwise. Values read off a "
+    "training curve or a selection have no interval. Binary AUCs also carry DeLong's interval in their "
+    "`metrics.json` (`ci_delong`). On the demo's synthetic stand-ins the verdicts exercise the method; "
+    "they say nothing about the papers.")
+AUDIT_METHOD = (
+    "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
+    "(`medrepro.publish.audit`; what relates to what is declared under `audit` in each paper's YAML): F1 "
+    "against precision and recall, accuracy against the correct and total counts, correct + incorrect "
+    "= total, parts against totals, macro averages against the per-class rows, split fractions "
+    "against the counts, the same quantity printed twice, and binary scores against one confusion "
+    "matrix of the stated size (mlscorecheck). A value passes when it lies within half a unit of its "
+    "last printed digit. Each paper's section lists what does not hold; every check is in "
+    "`audit/<paper>/checks.csv`.")
+LEAKAGE_METHOD = (
+    "For every experiment's and study's split: patients in more than one split (the split's own "
+    "audit, after its overlap handling, and before it), pictures on both sides of a split, "
+    "byte-identical or near-duplicates (perceptual hash, `medrepro.leakage`), and the same picture "
+    "under two labels; datasets known to reuse one another are compared with each other. "
+    "Nothing is removed: the pairs are in `leakage/audit/pairs.csv`.")
+
 
 def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
            leakage_dir=None, repeats_dir=None, inflation_dir=None, probes: dict | None = None,
@@ -25,32 +56,10 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
     :func:`medrepro.publish.checklist.write_checklists`'s folder)."""
     audits = {name: json.loads((Path(d) / "summary.json").read_text()) for name, d in (audit_dirs or {}).items()}
     lines = ["# medrepro reproduction report", "", f"_{scale_note(scale)}_", "",
-             "### How a comparison is judged", "",
-             "Each comparison row gives the reproduced value's 95 % interval (`ci_low`, `ci_high`: a percentile "
-             "bootstrap over the test images, resampled by patient where patient ids exist, `bootstrap` in the "
-             "config; where every resample gives the same 0 or 1, Clopper-Pearson's exact interval; counts get "
-             "integer bounds and the test set's totals none) and what it rests on (`interval`: resamples and units, "
-             "flagged under 20 units). The published value is an estimate too, made on the paper's test set: its "
-             "error is binomial (Wilson) for a proportion on the paper's test-set size "
-             "(`papers.<paper>.published_test_size`), this test set's error scaled to that size for any other "
-             "metric, or none where the paper gives no size (`published error`). The difference, reproduced minus "
-             "published, gets a normal interval with both errors (`diff_low`, `diff_high`), and the verdict is "
-             "**different** when it excludes 0, **consistent** when the two one-sided tests put it within the "
-             "equivalence margin (`verdict.margin` in the config), **inconclusive** otherwise. Values read off a "
-             "training curve or a selection have no interval. Binary AUCs also carry DeLong's interval in their "
-             "`metrics.json` (`ci_delong`). On the demo's synthetic stand-ins the verdicts exercise the method; "
-             "they say nothing about the papers.", ""]
+             "### How a comparison is judged", "", HOW_JUDGED, ""]
     lines += ["## Summary", "", summary_table(papers, paper_dirs, audits).to_markdown(index=False), ""]
     if audits:
-        lines += ["## Audit of the published tables", "",
-                  "Arithmetic each paper's own tables must satisfy, checked on the transcribed numbers alone "
-                  "(`medrepro.publish.audit`; what relates to what is declared under `audit` in each paper's YAML): F1 "
-                  "against precision and recall, accuracy against the correct and total counts, correct + incorrect "
-                  "= total, parts against totals, macro averages against the per-class rows, split fractions "
-                  "against the counts, the same quantity printed twice, and binary scores against one confusion "
-                  "matrix of the stated size (mlscorecheck). A value passes when it lies within half a unit of its "
-                  "last printed digit. Each paper's section lists what does not hold; every check is in "
-                  "`audit/<paper>/checks.csv`.", "",
+        lines += ["## Audit of the published tables", "", AUDIT_METHOD, "",
                   pd.DataFrame([{"paper": n, "checks": a["checks"], "inconsistent": a["inconsistent"]}
                                 for n, a in audits.items()]).to_markdown(index=False), ""]
     if repeats_dir is not None and (Path(repeats_dir) / "repeats.md").is_file():
@@ -59,81 +68,99 @@ def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_di
                   "spread says how much of a difference from the published value one run can show by chance.", "",
                   (Path(repeats_dir) / "repeats.md").read_text(), ""]
     if leakage_dir is not None:
-        ld = Path(leakage_dir)
-        lines += ["## Leakage audit", "",
-                  "For every experiment's and study's split: patients in more than one split (the split's own "
-                  "audit, after its overlap handling, and before it), pictures on both sides of a split, "
-                  "byte-identical or near-duplicates (perceptual hash, `medrepro.leakage`), and the same picture "
-                  "under two labels; datasets known to reuse one another are compared with each other. "
-                  "Nothing is removed: the pairs are in `leakage/audit/pairs.csv`.", "",
-                  (ld / "leakage.md").read_text(), ""]
-        if (ld / "planted.md").is_file():
-            lines += ["The demo's synthetic stand-ins plant copies for the audit to find:", "",
-                      (ld / "planted.md").read_text(), ""]
+        lines += _leakage_section(Path(leakage_dir))
     if inflation_dir is not None:
         lines += inflation_section(Path(inflation_dir), list(papers))
     for name, block in papers.items():
-        cfg = paper_spec(block, f"papers.{name}")
-        d = Path(paper_dirs[name])
-        lines += [f"## {name}: {cfg.title or ''}", ""]
-        comp = d / "tables" / "comparison.md"
-        if comp.is_file():
-            forests = sorted((d / "figures").glob("forest*.png"))
-            lines += [verdict_counts(pd.read_csv(d / "tables" / "comparison.csv"))
-                      + (" Forest plot" + ("s" if len(forests) > 1 else "") + ": "
-                         + ", ".join(f"`figures/{f.name}`" for f in forests) + "." if forests else ""),
-                      "", comp.read_text(), ""]
-        for probe_dir in (probes or {}).get(name, []):
-            lines += probe_section(Path(probe_dir))
-        cov_csv = d / "tables" / "published_values.csv"
-        if cov_csv.is_file():
-            cov = pd.read_csv(cov_csv)
-            done = cov[cov["status"] == "compared"]
-            rest = cov[cov["status"] != "compared"].groupby("reason", sort=False).size()
-            others = ("The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + ". "
-                      if len(rest) else "")
-            lines += [f"**Published values: {len(done)} of {len(cov)} transcribed numbers are compared above.** "
-                      + others + "Every value and its status: `tables/published_values.csv`.", ""]
-        head = d / "tables" / "headline.csv"
-        if head.is_file():
-            h = pd.read_csv(head)
-            lines += ["### Learning check: headline metrics against chance", "", learning_check(h), "",
-                      (d / "tables" / "headline.md").read_text(), ""]
-        cal = d / "tables" / "calibration.csv"
-        if cal.is_file():
-            c = pd.read_csv(cal)
-            lines += ["### Calibration (not reported by the paper)", "",
-                      f"Expected calibration error {c['ece'].min():.3f} to {c['ece'].max():.3f} and Brier score "
-                      f"{c['brier'].min():.3f} to {c['brier'].max():.3f} over {len(c)} classifier(s); "
-                      "reliability diagrams: " + ", ".join(f"`figures/reliability_{e}.png`" for e in c["experiment"])
-                      + ".", "",
-                      (d / "tables" / "calibration.md").read_text(), ""]
-        if checklists_dir is not None and (Path(checklists_dir) / f"{name}.csv").is_file():
-            lines += checklist_section(Path(checklists_dir), name)
-        dep = d / "tables" / "departures.md"
-        if dep.is_file():
-            lines += ["### Departures from the paper", "", dep.read_text(), ""]
-        if cfg.not_produced:
-            lines += ["### Not produced", ""] + [f"- `{x.name}`: {x.reason}" for x in cfg.not_produced] + [""]
-        inc = d / "inconsistencies.md"
-        if inc.is_file():
-            lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
-        if name in audits:
-            a = audits[name]
-            lines += [f"### Audit of the published tables: {a['inconsistent']} of {a['checks']} checks do not hold",
-                      ""]
-            if a["inconsistent"]:
-                causes = Path(audit_dirs[name]) / "causes.md"
-                if causes.is_file():
-                    lines += [f"The {a['inconsistent']} findings come from {a['causes']} most likely cause(s): for "
-                              "each, the printed value whose change would make the most of them hold (greedily: "
-                              "a value in more failing checks first, then one in fewer passing ones).", "",
-                              causes.read_text(), ""]
-                lines += [(Path(audit_dirs[name]) / "findings.md").read_text(), ""]
-        files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
-        lines += ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
+        lines += _paper_section(name, paper_spec(block, f"papers.{name}"), Path(paper_dirs[name]),
+                                (probes or {}).get(name, []), checklists_dir,
+                                (audits.get(name), audit_dirs[name]) if name in audits else None)
     lines += provenance_section(paper_dirs)
     write_text(out_md, "\n".join(lines))
+
+
+def _leakage_section(ld: Path) -> list[str]:
+    lines = ["## Leakage audit", "", LEAKAGE_METHOD, "", (ld / "leakage.md").read_text(), ""]
+    if (ld / "planted.md").is_file():
+        lines += ["The demo's synthetic stand-ins plant copies for the audit to find:", "",
+                  (ld / "planted.md").read_text(), ""]
+    return lines
+
+
+def _paper_section(name: str, cfg, d: Path, probe_dirs: list, checklists_dir, audit) -> list[str]:
+    """A paper's section: its comparison, source probes, coverage of the published values, learning
+    check, calibration, checklists, departures, what is not produced, its tables' inconsistencies and
+    audit (``audit``: its summary and folder, or None), and its outputs."""
+    lines = [f"## {name}: {cfg.title or ''}", ""]
+    comp = d / "tables" / "comparison.md"
+    if comp.is_file():
+        forests = sorted((d / "figures").glob("forest*.png"))
+        lines += [verdict_counts(pd.read_csv(d / "tables" / "comparison.csv"))
+                  + (" Forest plot" + ("s" if len(forests) > 1 else "") + ": "
+                     + ", ".join(f"`figures/{f.name}`" for f in forests) + "." if forests else ""),
+                  "", comp.read_text(), ""]
+    for probe_dir in probe_dirs:
+        lines += probe_section(Path(probe_dir))
+    lines += _coverage_lines(d) + _headline_lines(d) + _calibration_lines(d)
+    if checklists_dir is not None and (Path(checklists_dir) / f"{name}.csv").is_file():
+        lines += checklist_section(Path(checklists_dir), name)
+    dep = d / "tables" / "departures.md"
+    if dep.is_file():
+        lines += ["### Departures from the paper", "", dep.read_text(), ""]
+    if cfg.not_produced:
+        lines += ["### Not produced", ""] + [f"- `{x.name}`: {x.reason}" for x in cfg.not_produced] + [""]
+    inc = d / "inconsistencies.md"
+    if inc.is_file():
+        lines += [inc.read_text().replace("# Inconsistencies", "### Inconsistencies"), ""]
+    if audit is not None:
+        lines += _audit_lines(*audit)
+    files = sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file())
+    return lines + ["Outputs: " + ", ".join(f"`{p}`" for p in files), ""]
+
+
+def _coverage_lines(d: Path) -> list[str]:
+    cov_csv = d / "tables" / "published_values.csv"
+    if not cov_csv.is_file():
+        return []
+    cov = pd.read_csv(cov_csv)
+    done = cov[cov["status"] == "compared"]
+    rest = cov[cov["status"] != "compared"].groupby("reason", sort=False).size()
+    others = "The others: " + "; ".join(f"{n} — {reason}" for reason, n in rest.items()) + ". " if len(rest) else ""
+    return [f"**Published values: {len(done)} of {len(cov)} transcribed numbers are compared above.** "
+            + others + "Every value and its status: `tables/published_values.csv`.", ""]
+
+
+def _headline_lines(d: Path) -> list[str]:
+    head = d / "tables" / "headline.csv"
+    if not head.is_file():
+        return []
+    return ["### Learning check: headline metrics against chance", "", learning_check(pd.read_csv(head)), "",
+            (d / "tables" / "headline.md").read_text(), ""]
+
+
+def _calibration_lines(d: Path) -> list[str]:
+    cal = d / "tables" / "calibration.csv"
+    if not cal.is_file():
+        return []
+    c = pd.read_csv(cal)
+    return ["### Calibration (not reported by the paper)", "",
+            f"Expected calibration error {c['ece'].min():.3f} to {c['ece'].max():.3f} and Brier score "
+            f"{c['brier'].min():.3f} to {c['brier'].max():.3f} over {len(c)} classifier(s); "
+            "reliability diagrams: " + ", ".join(f"`figures/reliability_{e}.png`" for e in c["experiment"])
+            + ".", "", (d / "tables" / "calibration.md").read_text(), ""]
+
+
+def _audit_lines(a: dict, audit_dir) -> list[str]:
+    lines = [f"### Audit of the published tables: {a['inconsistent']} of {a['checks']} checks do not hold", ""]
+    if a["inconsistent"]:
+        causes = Path(audit_dir) / "causes.md"
+        if causes.is_file():
+            lines += [f"The {a['inconsistent']} findings come from {a['causes']} most likely cause(s): for "
+                      "each, the printed value whose change would make the most of them hold (greedily: "
+                      "a value in more failing checks first, then one in fewer passing ones).", "",
+                      causes.read_text(), ""]
+        lines += [(Path(audit_dir) / "findings.md").read_text(), ""]
+    return lines
 
 
 def summary_table(papers: dict, paper_dirs: dict, audits: dict) -> pd.DataFrame:
