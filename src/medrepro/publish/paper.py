@@ -86,94 +86,106 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dic
     spec = paper_spec(paper_cfg, f"papers.{paper}")
     published = yaml.safe_load(Path(spec.published).read_text())
     labels = dict(spec.class_labels)
-    default_exp = spec.experiments[0]
-    written: list[Path] = []
     layouts = {o.name: o.layout for o in spec.outputs if o.layout}
-
-    def known(exp: str, what: str) -> None:
-        if exp not in inputs:
-            raise ValueError(f"papers.{paper}.{what}: experiment {exp!r} is not one of the paper's experiments "
-                             f"{list(inputs)}")
-
+    known = _known(paper, inputs)
     with atomic_dir(out_dir) as tmp:
+        written: list[Path] = []
         for o in spec.outputs:
-            exp = o.experiment or default_exp
+            exp = o.experiment or spec.experiments[0]
             for e in [exp, *(o.experiments or ())]:
                 known(e, f"outputs {o.name}")
             ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp, layouts=layouts)
             written += OUTPUTS[o.kind](ctx, o)
-        comps, results = [], {}
         metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in spec.experiments}
-        compare = [dataclasses.replace(c, experiment=c.experiment or default_exp) for c in spec.compare]
-        extra, skipped = expand_table_comparisons(spec.compare_tables, published, metrics_all,
-                                                  where=f"papers.{paper}.compare_tables")
-        seen = {c.published for c in compare}
-        for r in extra:   # a value an explicit row already compares is not compared twice
-            if r.published not in seen:
-                seen.add(r.published)
-                compare.append(r)
-        # one row per number: a value the paper prints in several tables (the same quantity of the
-        # same run, the same published value) is one row, its other tables listed under `also`
-        merged = merge_repeated(compare, published, metrics_all)
-        for exp in spec.experiments:
-            metrics = metrics_all[exp]
-            results[exp] = metrics.get("provenance")
-            mine = [g for g in merged if g[0].experiment == exp]
-            comp = comparison_table(metrics, published, [g[0] for g in mine],
-                                    where=f"papers.{paper}.compare", verdict=verdict,
-                                    published_n=published_test_size(spec.published_test_size, published, exp))
-            comp.insert(0, "experiment", exp)
-            comp["also"] = [also_labels(g) for g in mine]
-            comps.append(comp)
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
-        comparison = pd.concat(comps, ignore_index=True)
-        # the LaTeX leaves out `also` (the other tables of a value printed in several): no page holds it
-        written += ctx.table(comparison, "comparison", "published vs reproduced", tex_drop=("also",))
-        forest_paths, forest_captions = forest(ctx, comparison, paper)
-        written += forest_paths
-        cov = coverage_table(published, compare, spec.not_compared, skipped, merged_rows(merged))
-        n_done = int((cov["status"] == "compared").sum())
-        written += ctx.table(cov, "published_values",
-                             f"every transcribed number: {n_done} of {len(cov)} set beside a reproduced value")
+        paths, forest_captions = _comparison_outputs(ctx, paper, spec, published, metrics_all, verdict)
+        written += paths
         if spec.headline:
             for h in spec.headline:
                 known(h.experiment, f"headline {h.metric!r}")
-            metrics_by_exp = {e: json.loads(Path(inputs[e]["metrics"]).read_text())
-                              for e in {h.experiment for h in spec.headline}}
-            written += ctx.table(headline_table(metrics_by_exp, spec.headline), "headline",
+            written += ctx.table(headline_table({e: metrics_all[e] for e in {h.experiment for h in spec.headline}},
+                                                spec.headline), "headline",
                                  "headline metrics against chance (the most frequent class of the same test set)")
-        # calibration (no paper reported it): every classifier experiment's test probabilities, and
-        # each study's best configuration
-        calibrated, files = {}, {}
-        for e in spec.experiments:
-            m = metrics_all[e]
-            if "brier" in m.get("test", {}) and "predictions" in inputs[e]:
-                calibrated[e], files[e] = (m, "test"), inputs[e]["predictions"]
-            elif "brier" in m.get("best", {}):
-                calibrated[e], files[e] = (m, "best"), inputs[e][f"stage{m['best']['stage']}_predictions"]
-        figure_captions = {}
-        if calibrated:
-            written += ctx.table(calibration_table(calibrated), "calibration", FIXED_CAPTIONS["calibration"])
-            for e, f in files.items():
-                m, at = calibrated[e]
-                which = f"{e}, test" if at == "test" else f"{e}, best: stage {m['best']['stage']}"
-                written += ctx.figure(reliability(f, f"{paper}: reliability ({which})"), f"reliability_{e}")
-                figure_captions[f"reliability_{e}"] = (
-                    f"Reliability diagram ({which}): accuracy against the predicted class's probability on "
-                    "the test images, in the bins of the expected calibration error. Not reported by the paper.")
-        write_json(tmp / "provenance.json", {"publish": prov, "experiments": results})
-        written.append(tmp / "provenance.json")
+        paths, figure_captions = _calibration_outputs(ctx, paper, spec, metrics_all, inputs)
+        written += paths
+        write_json(tmp / "provenance.json",
+                   {"publish": prov, "experiments": {e: metrics_all[e].get("provenance") for e in spec.experiments}})
         if captions is None:
             from .html import captions as make_captions
             captions = make_captions(spec, published)
         write_json(tmp / "captions.json", {**captions, **figure_captions, **forest_captions})
-        written.append(tmp / "captions.json")
+        written += [tmp / "provenance.json", tmp / "captions.json"]
         if spec.departures:
             written += ctx.table(departures_table(spec.departures), "departures",
                                  "where this reproduction departs from the paper")
-        incons = published.get("inconsistencies", [])
         write_text(tmp / "inconsistencies.md", "# Inconsistencies in the published paper\n\n"
-                   + "".join(f"- {x}\n" for x in incons)
+                   + "".join(f"- {x}\n" for x in published.get("inconsistencies", []))
                    + (f"\n{published['note']}\n" if published.get("note") else ""))
         written = [out_dir / p.relative_to(tmp) for p in written]
     return written
+
+
+def _known(paper: str, inputs: dict):
+    def known(exp: str, what: str) -> None:
+        if exp not in inputs:
+            raise ValueError(f"papers.{paper}.{what}: experiment {exp!r} is not one of the paper's experiments "
+                             f"{list(inputs)}")
+    return known
+
+
+def _comparison_outputs(ctx, paper: str, spec, published: dict, metrics_all: dict, verdict) -> tuple[list, dict]:
+    """The comparison table (one row per published number: a value the paper prints in several
+    tables for the same quantity of the same run is one row, its other tables under ``also``), its
+    forest plots and the coverage of every transcribed number; (paths, the forest plots' captions)."""
+    default_exp = spec.experiments[0]
+    compare = [dataclasses.replace(c, experiment=c.experiment or default_exp) for c in spec.compare]
+    extra, skipped = expand_table_comparisons(spec.compare_tables, published, metrics_all,
+                                              where=f"papers.{paper}.compare_tables")
+    seen = {c.published for c in compare}
+    for r in extra:   # a value an explicit row already compares is not compared twice
+        if r.published not in seen:
+            seen.add(r.published)
+            compare.append(r)
+    merged = merge_repeated(compare, published, metrics_all)
+    comps = []
+    for exp in spec.experiments:
+        mine = [g for g in merged if g[0].experiment == exp]
+        comp = comparison_table(metrics_all[exp], published, [g[0] for g in mine],
+                                where=f"papers.{paper}.compare", verdict=verdict,
+                                published_n=published_test_size(spec.published_test_size, published, exp))
+        comp.insert(0, "experiment", exp)
+        comp["also"] = [also_labels(g) for g in mine]
+        comps.append(comp)
+    comparison = pd.concat(comps, ignore_index=True)
+    # the LaTeX leaves out `also` (the other tables of a value printed in several): no page holds it
+    written = ctx.table(comparison, "comparison", "published vs reproduced", tex_drop=("also",))
+    forest_paths, forest_captions = forest(ctx, comparison, paper)
+    cov = coverage_table(published, compare, spec.not_compared, skipped, merged_rows(merged))
+    n_done = int((cov["status"] == "compared").sum())
+    written += forest_paths + ctx.table(
+        cov, "published_values", f"every transcribed number: {n_done} of {len(cov)} set beside a reproduced value")
+    return written, forest_captions
+
+
+def _calibration_outputs(ctx, paper: str, spec, metrics_all: dict, inputs: dict) -> tuple[list, dict]:
+    """Calibration, which no paper reported: every classifier experiment's test probabilities and
+    each study's best configuration, a table and a reliability diagram each; (paths, captions)."""
+    calibrated, files = {}, {}
+    for e in spec.experiments:
+        m = metrics_all[e]
+        if "brier" in m.get("test", {}) and "predictions" in inputs[e]:
+            calibrated[e], files[e] = (m, "test"), inputs[e]["predictions"]
+        elif "brier" in m.get("best", {}):
+            calibrated[e], files[e] = (m, "best"), inputs[e][f"stage{m['best']['stage']}_predictions"]
+    if not calibrated:
+        return [], {}
+    written = ctx.table(calibration_table(calibrated), "calibration", FIXED_CAPTIONS["calibration"])
+    captions = {}
+    for e, f in files.items():
+        m, at = calibrated[e]
+        which = f"{e}, test" if at == "test" else f"{e}, best: stage {m['best']['stage']}"
+        written += ctx.figure(reliability(f, f"{paper}: reliability ({which})"), f"reliability_{e}")
+        captions[f"reliability_{e}"] = (
+            f"Reliability diagram ({which}): accuracy against the predicted class's probability on "
+            "the test images, in the bins of the expected calibration error. Not reported by the paper.")
+    return written, captions
