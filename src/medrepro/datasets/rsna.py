@@ -125,7 +125,36 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
     labels_path, class_path = root / LABELS_CSV, root / CLASS_CSV
     if not labels_path.is_file():
         raise FileNotFoundError(f"{labels_path}: the RSNA labels CSV is missing")
+    per_patient = _read_labels(labels_path, res)
+    classes = _read_classes(class_path, res) if class_path.is_file() else {}
+    candidates = []
+    for pid, entry in per_patient.items():
+        dcm = img_dir / f"{pid}.dcm"
+        if entry["bad"]:
+            res.reject(dcm, "dropped because a labels row of this patient was rejected (see above)", "", "patientId")
+            continue
+        if len(entry["targets"]) > 1:
+            res.reject(labels_path, f"patient {pid} has both Target 0 and 1 rows", "", "Target")
+            continue
+        positive = "1" in entry["targets"]
+        cls = classes.get(pid, "Lung Opacity" if positive else "")
+        if (cls == "Lung Opacity") != positive:
+            res.reject(class_path, f"patient {pid}: class {cls!r} contradicts Target={int(positive)}", "", "class")
+            continue
+        if not dcm.is_file():
+            res.reject(dcm, f"listed in {LABELS_CSV} but the DICOM file is missing", "", "patientId")
+            continue
+        candidates.append((pid, dcm, positive, cls, entry["boxes"]))
+    _add_images(candidates, labels_path, res, threads)
+    listed = set(per_patient)
+    for dcm in sorted(img_dir.glob("*.dcm")):
+        if dcm.stem not in listed:
+            res.reject(dcm, f"DICOM file has no row in {LABELS_CSV}", "", "patientId")
+    return res
 
+
+def _read_labels(labels_path: Path, res: IngestResult) -> "OrderedDict[str, dict]":
+    """patientId -> its targets, boxes and whether a row of it was rejected (each rejection named)."""
     per_patient: "OrderedDict[str, dict]" = OrderedDict()
     reader = iter(labels_csv_rows(labels_path))
     header = next(reader, [])
@@ -147,55 +176,47 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
         entry = per_patient.setdefault(pid, {"targets": set(), "boxes": [], "bad": False})
         entry["targets"].add(target)
         if target == "1":
-            vals = [_float(v) for v in box]
-            names = ["x", "y", "width", "height"]
-            bad = [n for n, v in zip(names, vals) if v is None]
-            if bad:
-                res.reject(labels_path, f"{bad[0]} is {box[names.index(bad[0])]!r}, expected a number",
-                           rowno, bad[0])
-                entry["bad"] = True
-            elif vals[2] <= 0 or vals[3] <= 0:
-                res.reject(labels_path, f"box {vals} has a non-positive width or height", rowno, "width")
-                entry["bad"] = True
-            else:
-                entry["boxes"].append(vals)
+            _add_box(entry, box, labels_path, rowno, res)
         elif any(box):
             res.reject(labels_path, "Target=0 row has box coordinates, expected empty fields", rowno, "x")
             entry["bad"] = True
+    return per_patient
 
+
+def _add_box(entry: dict, box: list, labels_path: Path, rowno: int, res: IngestResult) -> None:
+    vals = [_float(v) for v in box]
+    names = ["x", "y", "width", "height"]
+    bad = [n for n, v in zip(names, vals) if v is None]
+    if bad:
+        res.reject(labels_path, f"{bad[0]} is {box[names.index(bad[0])]!r}, expected a number", rowno, bad[0])
+        entry["bad"] = True
+    elif vals[2] <= 0 or vals[3] <= 0:
+        res.reject(labels_path, f"box {vals} has a non-positive width or height", rowno, "width")
+        entry["bad"] = True
+    else:
+        entry["boxes"].append(vals)
+
+
+def _read_classes(class_path: Path, res: IngestResult) -> dict[str, str]:
+    """patientId -> its detailed class (stage_2_detailed_class_info.csv), each bad row named."""
     classes: dict[str, str] = {}
-    if class_path.is_file():
-        reader = iter(labels_csv_rows(class_path))
-        names = next(reader, [])
-        for rowno, values in enumerate(reader, start=1):
-            row = dict(zip(names, values))
-            cls = row.get("class", "")
-            if cls not in CLASSES:
-                res.reject(class_path, f"class is {cls!r}, expected one of {list(CLASSES)}", rowno, "class")
-                continue
-            pid = row.get("patientId", "")
-            if classes.setdefault(pid, cls) != cls:
-                res.reject(class_path, f"patient {pid} has classes {classes[pid]!r} and {cls!r}", rowno, "class")
+    reader = iter(labels_csv_rows(class_path))
+    names = next(reader, [])
+    for rowno, values in enumerate(reader, start=1):
+        row = dict(zip(names, values))
+        cls = row.get("class", "")
+        if cls not in CLASSES:
+            res.reject(class_path, f"class is {cls!r}, expected one of {list(CLASSES)}", rowno, "class")
+            continue
+        pid = row.get("patientId", "")
+        if classes.setdefault(pid, cls) != cls:
+            res.reject(class_path, f"patient {pid} has classes {classes[pid]!r} and {cls!r}", rowno, "class")
+    return classes
 
-    candidates = []
-    for pid, entry in per_patient.items():
-        dcm = img_dir / f"{pid}.dcm"
-        if entry["bad"]:
-            res.reject(dcm, "dropped because a labels row of this patient was rejected (see above)", "", "patientId")
-            continue
-        if len(entry["targets"]) > 1:
-            res.reject(labels_path, f"patient {pid} has both Target 0 and 1 rows", "", "Target")
-            continue
-        positive = "1" in entry["targets"]
-        cls = classes.get(pid, "Lung Opacity" if positive else "")
-        if (cls == "Lung Opacity") != positive:
-            res.reject(class_path, f"patient {pid}: class {cls!r} contradicts Target={int(positive)}", "", "class")
-            continue
-        if not dcm.is_file():
-            res.reject(dcm, f"listed in {LABELS_CSV} but the DICOM file is missing", "", "patientId")
-            continue
-        candidates.append((pid, dcm, positive, cls, entry["boxes"]))
 
+def _add_images(candidates: list, labels_path: Path, res: IngestResult, threads: int) -> None:
+    """Read each candidate's DICOM header (in ``threads`` threads) and add it to the manifest, or
+    reject it (an unreadable header, a box outside the image)."""
     headers = pmap(_read_header, [c[1] for c in candidates], threads, desc="rsna: read DICOM headers")
     for (pid, dcm, positive, cls, boxes), (meta, err) in zip(candidates, headers):
         if err:
@@ -212,9 +233,3 @@ def ingest(root: str | Path, threads: int = 1) -> IngestResult:
         # patientId names one image, not one person (specs): it is the grouping key we have
         res.add(pid, dcm, label="pneumonia" if positive else "normal", patient_id=pid, source_split="train",
                 boxes=boxes, **meta)
-
-    listed = set(per_patient)
-    for dcm in sorted(img_dir.glob("*.dcm")):
-        if dcm.stem not in listed:
-            res.reject(dcm, f"DICOM file has no row in {LABELS_CSV}", "", "patientId")
-    return res
