@@ -97,17 +97,7 @@ def bootstrap_metrics(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], di
     :data:`FEW_UNITS` resampling units.
     """
     rows = rows.reset_index(drop=True)
-    fallback = None
-    ids = rows[group].fillna("").astype(str) if group and group in rows else None
-    if ids is not None and ids.str.len().gt(0).all():
-        keys = ids.to_numpy()
-        unit = group
-    else:
-        keys = np.arange(len(rows)).astype(str)
-        unit = "row"
-        if ids is not None:
-            fallback = (f"{int(ids.str.len().eq(0).sum())} of {len(rows)} rows have no {group}: "
-                        "resampled row by row")
+    keys, unit, fallback = _resampling_units(rows, group)
     uniq, inverse = np.unique(keys, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
     point = flatten(metric_fn(rows))
@@ -126,9 +116,37 @@ def bootstrap_metrics(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], di
         res = stats.bootstrap((np.arange(len(uniq)),), statistic, vectorized=False, n_resamples=n_resamples,
                               confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     dist = np.asarray(res.bootstrap_distribution, float).reshape(len(paths), -1)
-    intervals, undefined = {}, {}
+    intervals, undefined, exact = _intervals(point, paths, dist, confidence)
+    out = {"method": "percentile bootstrap (scipy.stats.bootstrap)", "unit": unit, "units": int(len(uniq)),
+           "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed, "intervals": intervals}
+    if undefined:
+        out["undefined"] = undefined
+    if exact:
+        out["exact"] = exact
+    if fallback:
+        out["fallback"] = fallback
+    if len(uniq) < FEW_UNITS:
+        out["warning"] = f"only {len(uniq)} resampling units ({unit}): the intervals are rough"
+    return out
+
+
+def _resampling_units(rows: pd.DataFrame, group: str | None) -> tuple[np.ndarray, str, str | None]:
+    """Each row's resampling unit (its ``group`` value, or itself where a row lacks one), the unit's
+    name and, for the fallback to rows, why."""
+    ids = rows[group].fillna("").astype(str) if group and group in rows else None
+    if ids is not None and ids.str.len().gt(0).all():
+        return ids.to_numpy(), group, None
+    fallback = None
+    if ids is not None:
+        fallback = f"{int(ids.str.len().eq(0).sum())} of {len(rows)} rows have no {group}: resampled row by row"
+    return np.arange(len(rows)).astype(str), "row", fallback
+
+
+def _intervals(point: dict, paths: list, dist: np.ndarray, confidence: float) -> tuple[dict, dict, dict]:
+    """Each metric's interval from its bootstrap distribution (see :func:`bootstrap_metrics`), the
+    count of undefined resamples per metric, and the metrics given Clopper-Pearson's interval."""
+    intervals, undefined, exact = {}, {}, {}
     alpha = (1 - confidence) / 2
-    exact = {}
     for i, p in enumerate(paths):
         leaf = p.rpartition(".")[2]
         if leaf in FIXED_LEAVES:
@@ -148,17 +166,7 @@ def bootstrap_metrics(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], di
             low, high = float(ci.low), float(ci.high)
             exact[p] = f"Clopper-Pearson, {k} of {n}"
         intervals[p] = [low, high]
-    out = {"method": "percentile bootstrap (scipy.stats.bootstrap)", "unit": unit, "units": int(len(uniq)),
-           "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed, "intervals": intervals}
-    if undefined:
-        out["undefined"] = undefined
-    if exact:
-        out["exact"] = exact
-    if fallback:
-        out["fallback"] = fallback
-    if len(uniq) < FEW_UNITS:
-        out["warning"] = f"only {len(uniq)} resampling units ({unit}): the intervals are rough"
-    return out
+    return intervals, undefined, exact
 
 
 def bootstrap_by_patient(rows: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], dict], bootstrap: dict,
