@@ -47,34 +47,52 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
     out_d: dict = {"label": spec.label or study_name, "dataset": spec.dataset, "classes": names,
                    "split_counts": {s: {c: int(((table["split"] == s) & (table["class"] == c)).sum()) for c in names}
                                     for s in ("train", "val", "test")},
-             "augment": [as_plain(a) for a in spec.augment or ()]}
+                   "augment": [as_plain(a) for a in spec.augment or ()]}
     for stage, d in stage_dirs.items():
-        runs = pd.read_csv(Path(d) / "runs.csv")
-        entry: dict = {"runs": {}}
-        for _, r in runs.iterrows():
-            key = (f"{r['backbone']}.bs{int(r['batch_size'])}" if stage == 1 else lr_key(r["lr"]) if stage == 2
-                   else "run")
-            entry["runs"][key] = {s: {k[len(s) + 1:]: plain(v) for k, v in r.items() if k.startswith(s + "_")}
-                                  for s in EVAL_SPLITS}
-            entry["runs"][key].update(backbone=r["backbone"], batch_size=int(r["batch_size"]), lr=float(r["lr"]))
-        if "started_from_stage" in runs:  # stage 4: the model it fine-tuned (fine_tune.start)
-            entry["started_from_stage"] = int(runs["started_from_stage"].iloc[0])
-        if stage == 1:
-            entry["best_per_backbone"] = {}
-            for b, grp in runs.groupby("backbone", sort=False):
-                best = select(grp.reset_index(drop=True), spec)
-                entry["best_per_backbone"][b] = entry["runs"][f"{b}.bs{int(best['batch_size'])}"]
-        sel = Path(d) / "selection.json"
-        if sel.is_file():
-            entry["selected"] = json.loads(sel.read_text())
-        pred = Path(d) / "predictions.csv"
-        if pred.is_file():
-            p = pd.read_csv(pred, dtype={"image_id": str})
-            test = p[p["split"] == "test"]
-            entry["test"] = {**run_metrics(test, names), **table_calibration(test, names)}
-            entry["val"] = run_metrics(p[p["split"] == "val"], names)
-        out_d[f"stage{stage}"] = entry
+        out_d[f"stage{stage}"] = _stage_entry(stage, Path(d), spec)
     out_d["parameters"] = parameter_counts(spec)
+    out_d["best"] = _best(out_d, spec)
+    if bootstrap and bootstrap.get("n_resamples"):
+        out_d["ci"] = _stage_intervals(out_d, stage_dirs, table, names, bootstrap)
+        out_d["ci"].setdefault("intervals", {}).update(_run_intervals(out_d, stage_dirs, table, names, bootstrap))
+    from ..provenance import record
+
+    out_d["provenance"] = record(study)
+    write_json(out, out_d)
+    return out_d
+
+
+def _stage_entry(stage: int, d: Path, spec: StudySpec) -> dict:
+    """A stage's part of the study's metrics: every run's metrics by split, stage 1's best run per
+    backbone, the stage's selection, and the test and validation metrics of its kept predictions."""
+    names = spec.class_names
+    runs = pd.read_csv(d / "runs.csv")
+    entry: dict = {"runs": {}}
+    for _, r in runs.iterrows():
+        key = f"{r['backbone']}.bs{int(r['batch_size'])}" if stage == 1 else lr_key(r["lr"]) if stage == 2 else "run"
+        entry["runs"][key] = {s: {k[len(s) + 1:]: plain(v) for k, v in r.items() if k.startswith(s + "_")}
+                              for s in EVAL_SPLITS}
+        entry["runs"][key].update(backbone=r["backbone"], batch_size=int(r["batch_size"]), lr=float(r["lr"]))
+    if "started_from_stage" in runs:  # stage 4: the model it fine-tuned (fine_tune.start)
+        entry["started_from_stage"] = int(runs["started_from_stage"].iloc[0])
+    if stage == 1:
+        entry["best_per_backbone"] = {}
+        for b, grp in runs.groupby("backbone", sort=False):
+            best = select(grp.reset_index(drop=True), spec)
+            entry["best_per_backbone"][b] = entry["runs"][f"{b}.bs{int(best['batch_size'])}"]
+    if (d / "selection.json").is_file():
+        entry["selected"] = json.loads((d / "selection.json").read_text())
+    if (d / "predictions.csv").is_file():
+        p = pd.read_csv(d / "predictions.csv", dtype={"image_id": str})
+        test = p[p["split"] == "test"]
+        entry["test"] = {**run_metrics(test, names), **table_calibration(test, names)}
+        entry["val"] = run_metrics(p[p["split"] == "val"], names)
+    return entry
+
+
+def _best(out_d: dict, spec: StudySpec) -> dict:
+    """The best configuration: stage 2's choice and the stage among 2-4 best on ``select_on``'s
+    ``select_metric``; with the other split's metrics in every stage, what selecting on it would have chosen."""
     s, metric = spec.select_on, spec.select_metric
     better = (lambda a, b: a < b) if metric == "loss" else (lambda a, b: a > b)
 
@@ -86,31 +104,22 @@ def summarize(study_name: str, study: dict, split_csv, stage_dirs: dict[int, str
         return best_k
 
     best_k = best_stage(s)
-    sel2 = out_d["stage2"]["selected"]
+    sel2, test = out_d["stage2"]["selected"], out_d[f"stage{best_k}"]["test"]
     augmented = best_k == 3 or (best_k == 4 and out_d["stage4"].get("started_from_stage") == 3)
-    out_d["best"] = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
-                     "augmentation": augmented, "fine_tuning": best_k == 4, "stage": best_k,
-                     "accuracy": out_d[f"stage{best_k}"]["test"]["accuracy"], "chosen_by": f"{s} {metric}",
-                     "majority_rate": out_d[f"stage{best_k}"]["test"]["majority_rate"],
-                     "n": out_d[f"stage{best_k}"]["test"]["total"],
-                     **{k: out_d[f"stage{best_k}"]["test"][k] for k in ("brier", "ece")}}
+    best = {"model": sel2["backbone"], "batch_size": sel2["batch_size"], "learning_rate": sel2["lr"],
+            "augmentation": augmented, "fine_tuning": best_k == 4, "stage": best_k, "accuracy": test["accuracy"],
+            "chosen_by": f"{s} {metric}", "majority_rate": test["majority_rate"], "n": test["total"],
+            **{k: test[k] for k in ("brier", "ece")}}
     other = "test" if s == "val" else "val"
     if all(other in out_d[f"stage{k}"] for k in (2, 3, 4) if f"stage{k}" in out_d):
         # the other split's choices: stage 1 and 2 among the runs made (later stages were only run on the
         # choice of select_on), and the final stage among 2-4
         k = best_stage(other)
-        out_d["best"]["if_selected_on_" + other] = {
+        best["if_selected_on_" + other] = {
             "stage1": out_d["stage1"]["selected"].get("if_selected_on_" + other),
             "stage2": out_d["stage2"]["selected"].get("if_selected_on_" + other),
             "stage": k, "accuracy": out_d[f"stage{k}"]["test"]["accuracy"]}
-    if bootstrap and bootstrap.get("n_resamples"):
-        out_d["ci"] = _stage_intervals(out_d, stage_dirs, table, names, bootstrap)
-        out_d["ci"].setdefault("intervals", {}).update(_run_intervals(out_d, stage_dirs, table, names, bootstrap))
-    from ..provenance import record
-
-    out_d["provenance"] = record(study)
-    write_json(out, out_d)
-    return out_d
+    return best
 
 
 def _run_intervals(out_d: dict, stage_dirs: dict, table: pd.DataFrame, names: list[str], bootstrap: dict) -> dict:
