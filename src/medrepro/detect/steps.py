@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..annotation import coco_from_table, via_v1_from_table
 from ..io import read_csv, write_csv, write_json
-from ..specs import DetectSpec, run_spec
+from ..specs import DetectSpec, RunSpec, run_spec
 from . import backends
 from .metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
 
@@ -105,18 +105,9 @@ def choose_score_threshold(annotations_dir, results_val, detect: DetectSpec) -> 
                     "val_sweep": sweep}
 
 
-def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, metrics_out, per_image_out,
-             results_val=None, summary_csv=None, split_csv=None, bootstrap: dict | None = None) -> dict:
-    """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
-    the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's).
-    With ``bootstrap``, ``ci`` holds percentile intervals of the paper's metrics, the test images
-    resampled by patient (ids from ``split_csv``)."""
-    gt = _load(Path(annotations_dir) / "test.json")
-    results = _load(results_json)
-    spec = run_spec(experiment)
-    d = spec.detect
-    threshold, choice = choose_score_threshold(annotations_dir, results_val, d)
-    kept = [r for r in results if r["score"] >= threshold]
+def _per_image(gt: dict, kept: list, d) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per test image (the paper's counts and IoU, RSNA's score) of the ``kept`` predictions,
+    and the paper's per-image metrics."""
     true: dict[int, list] = {}
     for a in gt["annotations"]:
         true.setdefault(a["image_id"], []).append(a)
@@ -134,7 +125,43 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, me
                      "png": im["file_name"], "n_true": m["n_true"], "n_pred": m["n_pred"], "tp": m["tp"],
                      "fp": m["fp"], "fn": m["fn"], "image_iou": m["image_iou"], "image_class": m["image_class"],
                      "rsna_score": rsna})
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows), per
+
+
+def _run_row(spec: RunSpec, train_coco: dict, seconds: float) -> dict:
+    """What the run was, as the paper's Table 1 describes its experiments."""
+    m, t, d = spec.model, spec.train, spec.detect
+    cls = d.train_classes
+    return {"backend": m.detector.backend, "backbone": f"{m.detector.backbone}-FPN",
+            "input_size": f"{m.input_size[0]}x{m.input_size[1]}", "batch_size": t.batch_size, "lr": t.lr,
+            "optimizer": t.optimizer, "epochs": t.epochs, "steps_per_epoch": t.steps_per_epoch,
+            "train_images": sum(1 for im in train_coco["images"] if not cls or im.get("medrepro_class") in cls),
+            "train_classes": "+".join(cls) if cls else "all", "augmentation": "yes" if spec.augment else "no",
+            "training_time_h": seconds / 3600, "mask_shape": d.mask_shape, "equalization": d.equalization}
+
+
+def _say(metrics: dict, table: pd.DataFrame, threshold: float, choice: dict) -> None:
+    ious = table["image_iou"].dropna()
+    print(f"score threshold {threshold} ({choice['rule']}; max F1 on validation at {choice['max_f1_val']})",
+          file=sys.stderr)
+    print(f"test: {len(table)} images; IoU {np.mean(ious) if len(ious) else float('nan'):.3f}; opacity recall "
+          f"{metrics['opacity']['recall']:.3f} precision {metrics['opacity']['precision']:.3f}; image accuracy "
+          f"{metrics['image']['accuracy']:.3f}; RSNA {metrics['rsna']['score']}; "
+          f"mask AP {metrics['coco']['segm']['AP']:.3f}", file=sys.stderr)
+
+
+def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, metrics_out, per_image_out,
+             results_val=None, summary_csv=None, split_csv=None, bootstrap: dict | None = None) -> dict:
+    """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
+    the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's).
+    With ``bootstrap``, ``ci`` holds percentile intervals of the paper's metrics, the test images
+    resampled by patient (ids from ``split_csv``)."""
+    gt = _load(Path(annotations_dir) / "test.json")
+    results = _load(results_json)
+    spec = run_spec(experiment)
+    d = spec.detect
+    threshold, choice = choose_score_threshold(annotations_dir, results_val, d)
+    table, per = _per_image(gt, [r for r in results if r["score"] >= threshold], d)
     metrics = paper_metrics(per)
     s = table["rsna_score"].dropna()
     metrics["rsna"] = {"score": float(s.mean()) if len(s) else None, "images_scored": int(len(s)),
@@ -143,17 +170,7 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, me
     hist = pd.read_csv(history_csv)
     metrics["train"] = {"epochs_run": int(len(hist)), "iterations": int(hist["iterations"].iloc[-1]),
                         "seconds": float(hist["seconds"].sum()), "last": hist.iloc[-1].to_dict()}
-    m, t = spec.model, spec.train
-    train_coco = _load(Path(annotations_dir) / "train.json")
-    cls = d.train_classes
-    metrics["run"] = {
-        "backend": m.detector.backend, "backbone": f"{m.detector.backbone}-FPN",
-        "input_size": f"{m.input_size[0]}x{m.input_size[1]}", "batch_size": t.batch_size, "lr": t.lr,
-        "optimizer": t.optimizer, "epochs": t.epochs, "steps_per_epoch": t.steps_per_epoch,
-        "train_images": sum(1 for im in train_coco["images"] if not cls or im.get("medrepro_class") in cls),
-        "train_classes": "+".join(cls) if cls else "all", "augmentation": "yes" if spec.augment else "no",
-        "training_time_h": metrics["train"]["seconds"] / 3600, "mask_shape": d.mask_shape,
-        "equalization": d.equalization}
+    metrics["run"] = _run_row(spec, _load(Path(annotations_dir) / "train.json"), metrics["train"]["seconds"])
     metrics["test_images"] = {"total": len(table), "with_opacities": int((table["n_true"] > 0).sum())}
     metrics["iou_threshold"], metrics["score_threshold"] = d.iou_threshold, threshold
     metrics["score_threshold_choice"] = choice
@@ -169,12 +186,5 @@ def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, me
                                              split_csv or None)
     write_csv(per_image_out, table)
     write_json(metrics_out, metrics)
-    ious = table["image_iou"].dropna()
-    print(f"score threshold {threshold} ({choice['rule']}; max F1 on validation at {choice['max_f1_val']})",
-          file=sys.stderr)
-    print(f"test: {len(table)} images; IoU {np.mean(ious) if len(ious) else float('nan'):.3f}; opacity recall "
-          f"{metrics['opacity']['recall']:.3f} precision {metrics['opacity']['precision']:.3f}; image accuracy "
-          f"{metrics['image']['accuracy']:.3f}; RSNA {metrics['rsna']['score']}; "
-          f"mask AP {metrics['coco']['segm']['AP']:.3f}",
-          file=sys.stderr)
+    _say(metrics, table, threshold, choice)
     return metrics
