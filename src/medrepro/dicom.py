@@ -118,6 +118,33 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
         ds, notes = dcmread(path)
     except Exception as exc:  # pydicom raises several types for bad files
         raise DicomError(f"{path}: not a readable DICOM file ({exc})") from exc
+    arr = _pixels(path, ds, notes)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    meta = {
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 8))),
+        "photometric": photometric,
+        "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "unknown")),
+        "frames": int(ds.get("NumberOfFrames", 1) or 1),
+    }
+    for name in header_fields:
+        if name in ds:
+            meta[name] = str(ds.data_element(name).value)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        # pydicom converts YBR_FULL(_422) to RGB by default; JPEG decoders do so for YBR in JPEG
+        if arr.dtype != np.uint8:
+            arr = _scale_to_uint8(arr, float(arr.min()), float(arr.max()))
+        return DecodedImage(np.ascontiguousarray(arr), meta, notes)
+    out = _grey_to_uint8(ds, arr, meta["bits_stored"], notes)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+        notes.append("MONOCHROME1 inverted")
+    return DecodedImage(np.ascontiguousarray(out), meta, notes)
+
+
+def _pixels(path: Path, ds, notes: list[str]) -> np.ndarray:
+    """The decoded pixels of ``ds`` (the first frame of a multi-frame file, noted)."""
     if "PixelData" not in ds:
         raise DicomError(f"{path}: DICOM file has no PixelData element")
     tsuid = ds.file_meta.get("TransferSyntaxUID", "unknown")
@@ -133,25 +160,12 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
     if frames > 1:
         arr = arr[0]
         notes.append(f"multi-frame ({frames} frames): first frame used")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    meta = {
-        "rows": int(ds.Rows),
-        "columns": int(ds.Columns),
-        "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 8))),
-        "photometric": photometric,
-        "transfer_syntax": str(tsuid),
-        "frames": frames,
-    }
-    for name in header_fields:
-        if name in ds:
-            meta[name] = str(ds.data_element(name).value)
+    return arr
 
-    if int(ds.get("SamplesPerPixel", 1)) > 1:
-        # pydicom converts YBR_FULL(_422) to RGB by default; JPEG decoders do so for YBR in JPEG
-        if arr.dtype != np.uint8:
-            arr = _scale_to_uint8(arr, float(arr.min()), float(arr.max()))
-        return DecodedImage(np.ascontiguousarray(arr), meta, notes)
 
+def _grey_to_uint8(ds, arr: np.ndarray, bits_stored: int, notes: list[str]) -> np.ndarray:
+    """A greyscale image's 8-bit display values: the modality LUT (rescale), then the VOI LUT or
+    window where the file has one, else the full range of the values (8-bit pixels as they are)."""
     has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
     has_voi = "WindowCenter" in ds or "VOILUTSequence" in ds
     values = apply_modality_lut(arr, ds) if has_rescale else arr
@@ -162,16 +176,11 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
             lo, hi = 0.0, float(2**lut_bits - 1)
         else:
             lo, hi = _window_range(ds)
-        out = _scale_to_uint8(values, lo, hi)
         notes.append("VOI LUT/window applied")
-    elif meta["bits_stored"] <= 8 and not has_rescale and arr.dtype == np.uint8:
-        out = arr.astype(np.uint8, copy=False)
-    else:
-        out = _scale_to_uint8(values, float(np.min(values)), float(np.max(values)))
-    if photometric == "MONOCHROME1":
-        out = 255 - out
-        notes.append("MONOCHROME1 inverted")
-    return DecodedImage(np.ascontiguousarray(out), meta, notes)
+        return _scale_to_uint8(values, lo, hi)
+    if bits_stored <= 8 and not has_rescale and arr.dtype == np.uint8:
+        return arr.astype(np.uint8, copy=False)
+    return _scale_to_uint8(values, float(np.min(values)), float(np.max(values)))
 
 
 def _window_range(ds) -> tuple[float, float]:
