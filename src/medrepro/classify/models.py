@@ -137,46 +137,9 @@ def build_sequential(layers, input_shape: tuple[int, ...], init: str = "glorot_u
     shape = input_shape  # current (C, H, W) or (F,)
     for i, spec in enumerate(layer_specs(layers)):
         where = f"model.layers[{i}]"
-        kind = spec.type
-        if kind not in LAYER_TYPES:
-            raise ModelSpecError(f"{where}: type {kind!r} unknown; expected one of {list(LAYER_TYPES)}")
-        if kind == "conv":
-            if len(shape) != 3:
-                raise ModelSpecError(f"{where}: conv needs an image input, got a flat vector of {shape[0]}")
-            k, s = spec.kernel, _or(spec.stride, 1)
-            pad = _or(spec.padding, "valid")
-            if pad not in ("valid", "same"):
-                raise ModelSpecError(f"{where}: padding {pad!r}; expected 'valid' or 'same'")
-            padding = pad if s == 1 else (k // 2 if pad == "same" else 0)  # torch allows 'same' only at stride 1
-            mods.append(nn.Conv2d(shape[0], spec.filters, k, s, padding=padding))
-            mods += _activation(_or(spec.activation, "none"), where)
-        elif kind in ("maxpool", "avgpool"):
-            size = _or(spec.size, 2)
-            cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
-            mods.append(cls(size, _or(spec.stride, size)))
-        elif kind == "global_avg_pool":
-            mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        elif kind == "flatten":
-            mods.append(nn.Flatten())
-        elif kind == "dense":
-            if len(shape) != 1:
-                raise ModelSpecError(f"{where}: dense needs a flat input; add a flatten or global_avg_pool layer first")
-            mods.append(nn.Linear(shape[0], spec.units))
-            if spec.l2:
-                mods[-1].l2 = float(spec.l2)
-            mods += _activation(_or(spec.activation, "none"), where)
-        elif kind == "dropout":
-            mods.append(nn.Dropout(float(spec.rate)))
-        elif kind == "batchnorm":
-            # Keras' BatchNormalization: momentum 0.99 (torch counts the other way: 0.01), epsilon 1e-3
-            eps = float(_or(spec.epsilon, KERAS_BN_EPS))
-            if eps <= 0:
-                raise ModelSpecError(f"{where}: batchnorm epsilon must be above 0, got {spec.epsilon}")
-            mods.append(KerasBatchNorm(shape[0], eps=eps, momentum=1.0 - float(_or(spec.momentum, KERAS_BN_MOMENTUM))))
-        elif kind == "normalization":
-            if len(shape) != 1:
-                raise ModelSpecError(f"{where}: normalization needs a flat input (feature vectors)")
-            mods.append(Normalization(shape[0], float(_or(spec.epsilon, 1e-7))))
+        if spec.type not in LAYER_TYPES:
+            raise ModelSpecError(f"{where}: type {spec.type!r} unknown; expected one of {list(LAYER_TYPES)}")
+        mods += _layer(spec, shape, where)
         try:
             with torch.no_grad():
                 probe = nn.Sequential(*mods)
@@ -196,6 +159,46 @@ def build_sequential(layers, input_shape: tuple[int, ...], init: str = "glorot_u
     elif init != "torch":
         raise ModelSpecError(f"model.init {init!r}; expected 'glorot_uniform' or 'torch'")
     return model
+
+
+def _layer(spec, shape: tuple[int, ...], where: str) -> list[nn.Module]:
+    """The modules of one layer ``spec`` on inputs of ``shape`` (Keras' defaults for what it leaves out)."""
+    kind = spec.type
+    if kind == "conv":
+        if len(shape) != 3:
+            raise ModelSpecError(f"{where}: conv needs an image input, got a flat vector of {shape[0]}")
+        k, s = spec.kernel, _or(spec.stride, 1)
+        pad = _or(spec.padding, "valid")
+        if pad not in ("valid", "same"):
+            raise ModelSpecError(f"{where}: padding {pad!r}; expected 'valid' or 'same'")
+        padding = pad if s == 1 else (k // 2 if pad == "same" else 0)  # torch allows 'same' only at stride 1
+        conv = nn.Conv2d(shape[0], spec.filters, k, s, padding=padding)
+        return [conv, *_activation(_or(spec.activation, "none"), where)]
+    if kind in ("maxpool", "avgpool"):
+        size = _or(spec.size, 2)
+        return [(nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(size, _or(spec.stride, size))]
+    if kind == "global_avg_pool":
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if kind == "flatten":
+        return [nn.Flatten()]
+    if kind == "dense":
+        if len(shape) != 1:
+            raise ModelSpecError(f"{where}: dense needs a flat input; add a flatten or global_avg_pool layer first")
+        dense = nn.Linear(shape[0], spec.units)
+        if spec.l2:
+            dense.l2 = float(spec.l2)
+        return [dense, *_activation(_or(spec.activation, "none"), where)]
+    if kind == "dropout":
+        return [nn.Dropout(float(spec.rate))]
+    if kind == "batchnorm":
+        # Keras' BatchNormalization: momentum 0.99 (torch counts the other way: 0.01), epsilon 1e-3
+        eps = float(_or(spec.epsilon, KERAS_BN_EPS))
+        if eps <= 0:
+            raise ModelSpecError(f"{where}: batchnorm epsilon must be above 0, got {spec.epsilon}")
+        return [KerasBatchNorm(shape[0], eps=eps, momentum=1.0 - float(_or(spec.momentum, KERAS_BN_MOMENTUM)))]
+    if len(shape) != 1:  # normalization
+        raise ModelSpecError(f"{where}: normalization needs a flat input (feature vectors)")
+    return [Normalization(shape[0], float(_or(spec.epsilon, 1e-7)))]
 
 
 def regularization_loss(model: nn.Module) -> torch.Tensor | float:
