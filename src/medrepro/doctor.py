@@ -213,65 +213,62 @@ def dataset_checks(cfg: dict, env=os.environ, home: Path | None = None, datasets
     ``ask_kaggle``)."""
     out = []
     results = Path(cfg["results"])
-    creds = exe = version = None
+    kaggle = None  # the kaggle command, credentials and version: looked up once, when a dataset needs them
     for name in sorted(cfg["datasets"] if datasets is None else datasets):
-        ds = cfg["datasets"][name]
-        key = f"datasets.{name}"
-        src = ds["source"]
-        if src == "synthetic":
+        ds, key = cfg["datasets"][name], f"datasets.{name}"
+        if ds["source"] == "synthetic":
             out.append(Check(key, OK, "synthetic stand-ins in the real layout (the demo; no real data)"))
-            continue
-        if src == "local":
-            path = ds["path"]  # required with source 'local' (the config's cross-checks)
-            if not Path(path).is_dir():
-                out.append(Check(key, FAIL, f"{key}.path: {path} is not a folder"))
-            elif not any(Path(path).iterdir()):
-                out.append(Check(key, FAIL, f"{key}.path: {path} is empty"))
-            else:
-                out.append(Check(key, OK, f"local data in {path}"))
-            continue
-        dl = ds["download"]
-        if (results / "raw" / f"{name}.sha256").is_file():
+        elif ds["source"] == "local":
+            out.append(_local_check(key, ds["path"]))  # required with source 'local' (the config's cross-checks)
+        elif (results / "raw" / f"{name}.sha256").is_file():
             out.append(Check(key, OK, f"downloaded already ({results / 'raw' / name}; its SHA-256 manifest is "
                                       "checked on every run)"))
-            continue
-        if dl["kind"] == "urls":
-            hosts = sorted({re.sub(r"^\w+://([^/]+).*$", r"\1", f["url"]) for f in dl["files"]})
-            out.append(Check(key, OK, f"{len(dl['files'])} file(s) from {', '.join(hosts)} "
+        elif ds["download"]["kind"] == "urls":
+            files = ds["download"]["files"]
+            hosts = sorted({re.sub(r"^\w+://([^/]+).*$", r"\1", f["url"]) for f in files})
+            out.append(Check(key, OK, f"{len(files)} file(s) from {', '.join(hosts)} "
                                       "(needs internet on the submitting node)"))
-            continue
-        competition = dl["kind"] == "kaggle_competition"
-        what = f"Kaggle {'competition' if competition else 'dataset'} {dl['slug']}"
-        if exe is None:
-            from .download import kaggle_command
-
-            exe = kaggle_command(env.get("PATH") if env is not os.environ else None)
-            creds = kaggle_credentials(env, home)
-            version = kaggle_version(exe, env) if exe else None
-        if exe is None:
-            out.append(Check(key, FAIL, f"{what}: the 'kaggle' command is not installed (pip install -e "
-                                        "\".[download]\")"))
-            continue
-        old = version is not None and version.major < 2
-        if creds.how is None and (competition or old):
-            why = ("a competition's files need a Kaggle login" if competition else
-                   f"kaggle {version} needs a login for every download (2.x does not for public datasets)")
-            out.append(Check(key, FAIL, f"{what}: {why}; kaggle finds no credentials in {where_kaggle_looks(env, home)}"
-                                        " (https://www.kaggle.com/docs/api)"
-                             + "".join(f"; {n}" for n in creds.notes)))
-            continue
-        login = (f"with the {creds.how} from {creds.where}" if creds.how else
-                 "without a login (a public dataset; kaggle 2.x needs none)")
-        notes = "".join(f"; note: {n}" for n in creds.notes)
-        if not competition:
-            out.append(Check(key, OK, f"{what} {login}{notes}"))
-            continue
-        rules = competition_rules(exe, dl["slug"], env) if ask_kaggle else None
-        if rules is None:
-            out.append(Check(key, OK, f"{what} {login} (its rules must be accepted on kaggle.com){notes}"))
         else:
-            out.append(Check(key, rules.status, f"{what} {login}: {rules.message}{notes}"))
+            if kaggle is None:
+                from .download import kaggle_command
+
+                exe = kaggle_command(env.get("PATH") if env is not os.environ else None)
+                kaggle = (exe, kaggle_credentials(env, home), kaggle_version(exe, env) if exe else None)
+            out.append(_kaggle_check(key, ds["download"], kaggle, env, home, ask_kaggle))
     return out
+
+
+def _local_check(key: str, path: str) -> Check:
+    if not Path(path).is_dir():
+        return Check(key, FAIL, f"{key}.path: {path} is not a folder")
+    if not any(Path(path).iterdir()):
+        return Check(key, FAIL, f"{key}.path: {path} is empty")
+    return Check(key, OK, f"local data in {path}")
+
+
+def _kaggle_check(key: str, dl: dict, kaggle: tuple, env, home, ask_kaggle: bool) -> Check:
+    """A Kaggle download's needs (``kaggle``: the command, the credentials it finds, its version):
+    the command, credentials where it needs them, a competition's rules."""
+    exe, creds, version = kaggle
+    competition = dl["kind"] == "kaggle_competition"
+    what = f"Kaggle {'competition' if competition else 'dataset'} {dl['slug']}"
+    if exe is None:
+        return Check(key, FAIL, f"{what}: the 'kaggle' command is not installed (pip install -e \".[download]\")")
+    old = version is not None and version.major < 2
+    if creds.how is None and (competition or old):
+        why = ("a competition's files need a Kaggle login" if competition else
+               f"kaggle {version} needs a login for every download (2.x does not for public datasets)")
+        return Check(key, FAIL, f"{what}: {why}; kaggle finds no credentials in {where_kaggle_looks(env, home)}"
+                                " (https://www.kaggle.com/docs/api)" + "".join(f"; {n}" for n in creds.notes))
+    login = (f"with the {creds.how} from {creds.where}" if creds.how else
+             "without a login (a public dataset; kaggle 2.x needs none)")
+    notes = "".join(f"; note: {n}" for n in creds.notes)
+    if not competition:
+        return Check(key, OK, f"{what} {login}{notes}")
+    rules = competition_rules(exe, dl["slug"], env) if ask_kaggle else None
+    if rules is None:
+        return Check(key, OK, f"{what} {login} (its rules must be accepted on kaggle.com){notes}")
+    return Check(key, rules.status, f"{what} {login}: {rules.message}{notes}")
 
 
 def dicom_check(cfg: dict, datasets, sample: int = 200) -> list[Check]:
