@@ -107,6 +107,8 @@ def evaluate_loss(model, loader, loss_fn, accel: Accel) -> tuple[float, float]:
 
 
 def _in_memory(ds) -> bool:
+    """Whether ``ds`` is tensors in memory (cached features): loader processes pay off for images read
+    and augmented from disk, not for those (there they only fork a copy of the model per epoch)."""
     while isinstance(ds, torch.utils.data.Subset):
         ds = ds.dataset
     return isinstance(ds, torch.utils.data.TensorDataset)
@@ -205,6 +207,11 @@ class _Kept:
     stopped: bool = False
     stopper: dict | None = None
 
+    def restore(self, stopper) -> None:
+        """Early stopping's state as the checkpoint left it."""
+        if stopper and self.stopper:
+            stopper.__dict__.update(self.stopper)
+
     def update(self, model: nn.Module, val_loss: float, epoch: int, stopper, keep_best: bool) -> None:
         """After epoch ``epoch``: early stopping's step, and the weights either callback keeps."""
         if stopper:
@@ -252,11 +259,10 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[
     its class's ``class_weights`` (Keras' class_weight; None: 1); return the model (best weights
     when early stopping restores them) and its history.
 
-    With ``checkpoint``, the state after each epoch is written there and a rerun resumes from it
-    when it carries the same ``fingerprint`` (config and data; :mod:`medrepro.checkpoint`).
-    ``stop_after`` ends after that many epochs, as an interruption would (for tests); ``accel``
-    overrides ``cfg``'s device settings (tests force GPU-only branches on the CPU with it).  With
-    AMP the gradient scaler is checkpointed and its scale recorded per epoch (``amp_scale``)."""
+    With ``checkpoint``, each epoch's state is saved there and a rerun resumes from it when it has the
+    same ``fingerprint`` (config and data; :mod:`medrepro.checkpoint`).  ``stop_after`` ends after
+    that many epochs, as an interruption would; ``accel`` overrides ``cfg``'s device settings (tests
+    force GPU-only branches on the CPU with it).  AMP's scale is recorded per epoch (``amp_scale``)."""
     from .. import checkpoint as ckpt
 
     accel = accel or from_train(cfg)
@@ -270,19 +276,16 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[
     trained = distributed.wrap(model, accel.device)  # DDP averages the gradients of the ranks' shards
     scaler = accel.scaler()
     amp_scaler = scaler if accel.amp else None  # checkpointed under AMP only
-    # loader processes pay off for images read and augmented from disk, not for cached features
-    # already in memory (there they only fork a copy of the model per epoch)
-    workers = 0 if _in_memory(train_ds) else cfg.num_workers
+    workers = 0 if _in_memory(train_ds) else cfg.num_workers  # worker processes pay off for images on disk
     val_loader = DataLoader(val_ds, cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=accel.pin_memory)
     state = ckpt.resume(checkpoint, fingerprint, "classifier", model, opt, sched, amp_scaler, accel.device)
     history, kept = state.history, _Kept(**state.extra)
-    if stopper and kept.stopper:
-        stopper.__dict__.update(kept.stopper)
+    kept.restore(stopper)
     _adapt(model, train_ds, cfg, accel, workers)
 
     for epoch in range(cfg.epochs if kept.stopped else state.epoch, cfg.epochs):
-        loader = epoch_loader(train_ds, cfg, epoch, workers, accel)
         label = f"epoch {epoch + 1}/{cfg.epochs}" if progress and main else None
+        loader = epoch_loader(train_ds, cfg, epoch, workers, accel)
         total, n, correct = train_one_epoch(model, trained, loader, opt, scaler, loss_fn, accel, label)
         val_loss, val_acc = evaluate_loss(model, val_loader, val_loss_fn, accel)  # the whole set, on each rank
         _check_finite(epoch, total / max(n, 1), val_loss, accel.amp)
