@@ -424,6 +424,12 @@ def run_spec(block: Mapping | RunSpec, where: str = "run") -> RunSpec:
     return _from_block(RunSpec, block, where, _NOT_RUN)
 
 
+def lr_key(lr: float) -> str:
+    """A stage-2 run's name for its learning rate, in full (``lr_0.0001``, ``lr_0.00012``,
+    ``lr_1e-05``): distinct rates never share a name."""
+    return f"lr_{float(lr)!r}"
+
+
 def train_spec(block: Mapping | TrainSpec, where: str = "train") -> TrainSpec:
     """A validated ``train`` block as a :class:`TrainSpec`; a :class:`TrainSpec` passes through."""
     return _from_block(TrainSpec, block, where)

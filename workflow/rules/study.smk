@@ -44,6 +44,7 @@ checkpoint study_stage1:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
+        stage=1,
         study=lambda wc: study_stage_params(wc.study, 1),
         backbones=lambda wc: list(STUDIES[wc.study]["backbones"]),
     script:
@@ -75,6 +76,7 @@ rule study_stage2:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
+        stage=2,
         study=lambda wc: study_stage_params(wc.study, 2),
     script:
         "../scripts/study_stage.py"
@@ -101,6 +103,7 @@ rule study_stage3:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
+        stage=3,
         study=lambda wc: study_stage_params(wc.study, 3),
         backbone_seed=config["backbone_seed"],
     script:
@@ -126,6 +129,7 @@ rule study_stage4:
     resources:
         gpu=lambda wc: STUDIES[wc.study]["train"]["gpus"],
     params:
+        stage=4,
         study=lambda wc: study_stage_params(wc.study, 4),
         backbone_seed=config["backbone_seed"],
     script:

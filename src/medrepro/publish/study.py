@@ -243,7 +243,7 @@ def _study_curves(ctx, o):
         m = _metrics(ctx, st)
         sel = m["stage2"]["selected"]
         hist = pd.read_csv(ctx.all_files[st]["stage2_history"])
-        from ..study.stages import lr_key
+        from ..specs import lr_key
 
         h = hist[hist["run"] == lr_key(sel["lr"])]
         for met in metrics:

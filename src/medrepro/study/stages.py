@@ -26,7 +26,7 @@ from ..classify import run
 from ..classify.features import feature_table, load_features
 from ..io import plain, read_csv, write_csv, write_json
 from ..metrics import run_metrics
-from ..specs import RunSpec, StudySpec, replace, study_spec
+from ..specs import RunSpec, StudySpec, lr_key, replace, study_spec
 
 # torch, the models and the training loop load in the stages that train
 
@@ -34,12 +34,6 @@ EVAL_SPLITS = ("val", "test")
 
 
 # ----------------------------------------------------------------------------- run specs
-def lr_key(lr: float) -> str:
-    """A run name for a learning rate, in full (``lr_0.0001``, ``lr_0.00012``, ``lr_1e-05``):
-    distinct rates never share a name."""
-    return f"lr_{float(lr)!r}"
-
-
 def _row(stage: int, spec: RunSpec, pred: pd.DataFrame, hist: pd.DataFrame, names, **extra) -> dict:
     row = {"stage": stage, "backbone": spec.model.backbone, "batch_size": spec.train.batch_size,
            "lr": spec.train.lr, "augmentation": bool(spec.augment), "epochs_run": len(hist), **extra}

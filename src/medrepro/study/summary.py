@@ -11,8 +11,8 @@ import pandas as pd
 from ..classify.run import n_outputs
 from ..io import plain, read_csv, write_json
 from ..metrics import paper_scores, run_metrics, table_calibration
-from ..specs import StudySpec, as_plain, study_spec
-from .stages import EVAL_SPLITS, lr_key, select
+from ..specs import StudySpec, as_plain, lr_key, study_spec
+from .stages import EVAL_SPLITS, select
 
 
 def parameter_counts(study: StudySpec) -> dict:
