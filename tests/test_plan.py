@@ -12,7 +12,7 @@ import yaml
 from .conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PAPERS = ["cnn_kermany", "maskrcnn_opacity", "cnn_pediatric", "transfer_kermany", "transfer_multidataset"]
+PAPERS = sorted(p.parent.name for p in (REPO / "config" / "papers").glob("*/runs.yaml"))  # one folder a paper
 # rules that run on the submitting node under profiles/slurm: downloads, and seconds of work that
 # would wait in a busy queue longer than they run
 LOCAL = {"download", "download_weights", "split", "study_split", "annotate", "contact_sheet", "evaluate",
@@ -164,8 +164,7 @@ def test_inflation_inputs_and_probed_datasets_name_what_the_rules_read():
     assert tc["arms"]["patient"] == {"predictions": "res/experiments/tm_TC__by_patient/predictions.csv",
                                      "split": "res/experiments/tm_TC__by_patient/split.csv",
                                      "audit": "res/experiments/tm_TC__by_patient/split_audit.json"}
-    assert probed_datasets(cfg) == {"cnn_kermany": [], "cnn_pediatric": [], "maskrcnn_opacity": [],
-                                    "transfer_kermany": [], "transfer_multidataset": ["covid"]}
+    assert probed_datasets(cfg) == {**dict.fromkeys(cfg["papers"], []), "transfer_multidataset": ["covid"]}
 
 
 def test_step_params_leave_out_what_only_later_steps_read():

@@ -18,11 +18,17 @@ import yaml
 from .conftest import REPO, browser_check, pdf_page_sizes, pdf_rows_missing
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# the papers, one folder each: a paper added as a folder is run and checked with the others
+PAPERS = sorted(p.parent.name for p in (REPO / "config" / "papers").glob("*/runs.yaml"))
+CHECKLISTED = [p for p in PAPERS if (REPO / "config" / "papers" / p / "checklist.yaml").is_file()]
 
 
 def tiny_config(results: Path) -> dict:
+    """The tiny run's config: the datasets' stand-ins at their smallest; each paper's runs at the
+    sizes of its folder's tiny.yaml (``run_sizes: tiny``)."""
     return {
         "results": str(results),
+        "run_sizes": "tiny",
         "figures": {"dpi": 60},
         "bootstrap": {"n_resamples": 50},
         "datasets": {
@@ -36,32 +42,7 @@ def tiny_config(results: Path) -> dict:
                                           "slices_per_patient": [2, 2], "image_size": 64}},
             "rfmid": {"synthetic": {"counts": {"train": 6, "val": 3, "test": 3}, "size_scale": 0.03}},
         },
-        "experiments": {"cnn_kermany": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}},
-                        "cnn_pediatric": {"subset": {"per_class": {"normal": 15, "pneumonia": 15}},
-                                          "split": {"counts": {"test": {"normal": 3, "pneumonia": 4}}},
-                                          "model": {"input_size": [48, 48]}, "train": {"epochs": 2}},
-                        **{f"tk_{b}": {"model": {"input_size": [32, 32]}, "train": {"epochs": 2}}
-                           for b in ("resnet50", "resnet50_l2", "vgg19", "efficientnet_b4", "efficientnet_b4_l2")},
-                        "tk_inception_v3": {"model": {"input_size": [80, 80]}, "train": {"epochs": 2}},
-                        **{f"mr_exp{k}": {"subset": {"per_class": {"healthy": 8, "pneumonia": 8}},
-                                          "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
-                                          "model": {"input_size": [64, 64]},
-                                          "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2}}
-                           for k in (1, 2, 3)}},
-        "studies": {name: tiny_study(n) for name, n in (("tm_TC", 3), ("tm_C19", 3), ("tm_ER", 1))},
     }
-
-
-def tiny_study(n_outputs: int) -> dict:
-    def head(units):
-        return [{"type": "dense", "units": units, "activation": "relu"}, {"type": "dense", "units": n_outputs}]
-
-    return {"split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
-            "backbones": {"vgg16": {"input_size": [32, 32], "head": head(8)},
-                          "resnet50": {"input_size": [32, 32], "head": head(8)},
-                          "inception_v3": {"input_size": [75, 75], "head": head(8)}},
-            "batch_sizes": [4, 8], "learning_rates": [0.01, 0.001], "train": {"epochs": 2},
-            "augment_epochs": 2, "fine_tune": {"epochs": 1}}
 
 
 def run(args, cwd=REPO):
@@ -129,7 +110,8 @@ def test_cnn_kermany_and_the_report(tiny_run):
     assert "## Provenance" in report and head[:12] in report
     for f in (results / "experiments" / "mr_exp2" / "metrics.json", results / "studies" / "tm_TC" / "metrics.json"):
         assert json.loads(f.read_text())["provenance"]["commit"] == head
-    assert report.count("### Departures from the paper") == 5 and "ellipses inscribed in the RSNA boxes" in report
+    assert report.count("### Departures from the paper") == len(PAPERS)
+    assert "ellipses inscribed in the RSNA boxes" in report
     # uncertainty: a bootstrap interval around every test metric (by patient), DeLong's for the AUC,
     # and the comparison rows carry both the interval and a verdict in words
     lo, hi = m["ci"]["intervals"]["test.accuracy"]
@@ -152,19 +134,18 @@ def test_cnn_kermany_and_the_report(tiny_run):
     assert (acc["diff_low"], acc["diff_high"]) == pytest.approx((d - z * se, d + z * se))
     assert acc["verdict"] == ("different" if d - z * se > 0 or d + z * se < 0 else "consistent"
                               if abs(d) + stats.norm.ppf(0.95) * se < 0.05 else "inconclusive")
-    assert "### How a comparison is judged" in report and report.count("**Verdicts of ") == 5
+    assert "### How a comparison is judged" in report and report.count("**Verdicts of ") == len(PAPERS)
     assert (paper / "figures" / "forest.pdf").is_file() and "`figures/forest.png`" in report  # its forest plot
     assert len(list((results / "papers" / "transfer_multidataset" / "figures").glob("forest_*.png"))) > 1
     summary = report.split("## Summary", 1)[1].split("\n## ", 1)[0]  # a row per paper, on the index page too
-    assert all(f"| {p} " in summary for p in ("cnn_kermany", "cnn_pediatric", "maskrcnn_opacity",
-                                               "transfer_kermany", "transfer_multidataset"))
+    assert all(f"| {p} " in summary for p in PAPERS)
     assert "<h2>Summary</h2>" in (results / "html" / "index.html").read_text()
     assert comp[["ci_low", "ci_high"]].notna().any(axis=1).any()
     for f, path in ((results / "experiments" / "mr_exp2" / "metrics.json", "opacity.recall"),
                     (results / "studies" / "tm_TC" / "metrics.json", "best.accuracy")):
         assert path in json.loads(f.read_text())["ci"]["intervals"], (f, path)
     # the learning check: each paper's headline metrics beside the majority rate of the same test set
-    assert report.count("### Learning check: headline metrics against chance") == 5
+    assert report.count("### Learning check: headline metrics against chance") == len(PAPERS)
     head_ck = pd.read_csv(paper / "tables" / "headline.csv").iloc[0]
     assert head_ck["reproduced"] == pytest.approx((test["target"] == test["pred"]).mean())
     assert head_ck["chance"] == pytest.approx(test["target"].value_counts().max() / len(test))
@@ -406,7 +387,7 @@ def test_audits_in_the_report(tiny_run):
     audit = json.loads((results / "experiments" / "cnn_kermany" / "split_audit.json").read_text())
     # the audit of the published tables and the leakage audit, in the report; every planted copy found
     assert "## Audit of the published tables" in report and "## Leakage audit" in report
-    assert report.count("### Audit of the published tables:") == 5
+    assert report.count("### Audit of the published tables:") == len(PAPERS)
     planted = pd.read_csv(results / "leakage" / "audit" / "planted.csv")
     # 2 identical and 2 near copies in each of 3 stand-ins, and the covid stand-in's copies of Kermany's pictures
     across = json.loads((results / "raw" / "covid" / "SYNTHETIC.json").read_text())["planted_across"]
@@ -438,8 +419,8 @@ def test_reporting_checklists(tiny_run):
     what a run did not make for a paper (its leakage inflation) reads "no"."""
     results, cfg, tmp_path = tiny_run
     report = (results / "report.md").read_text()
-    assert report.count("### Reporting checklists (TRIPOD+AI, CLAIM 2024)") == 5
-    for paper in ("cnn_kermany", "cnn_pediatric", "maskrcnn_opacity", "transfer_kermany", "transfer_multidataset"):
+    assert report.count("### Reporting checklists (TRIPOD+AI, CLAIM 2024)") == len(CHECKLISTED)
+    for paper in CHECKLISTED:
         t = pd.read_csv(results / "checklists" / f"{paper}.csv", dtype=str, keep_default_na=False)
         assert len(t) == 52 + 44
         named = t[t["reproduction"].isin(["yes", "partly"]) & (t["file"] != "report.md")]
@@ -497,8 +478,7 @@ def test_html_report_in_a_browser(tiny_run):
     # the HTML report opens in a real browser: every image loads, every link resolves
     html_dir = results / "html"
     pages = sorted(html_dir.glob("*.html"))
-    assert {p.stem for p in pages} == {"index", "cnn_kermany", "cnn_pediatric", "transfer_kermany",
-                                       "maskrcnn_opacity", "transfer_multidataset"}
+    assert {p.stem for p in pages} == {"index", *PAPERS}
     if shutil.which("chromium"):
         for page in pages:
             images, links = browser_check(page)
@@ -584,3 +564,39 @@ def test_every_output_kind_writes_its_files(tiny_run):
                 assert all(t.is_file() for t in tables) and len(pd.read_csv(tables[0])) > 0, (paper, o["name"])
             if figures[0].is_file():
                 assert figures[1].is_file(), (paper, o["name"])
+
+
+@pytest.mark.slow
+def test_a_sixth_paper_is_three_files_in_its_folder(tmp_path):
+    """Adding a paper on existing kinds takes one folder of three files and no other edit: here a
+    sibling's runs under new names (cnn_kermany's, as ``sixth``), its published numbers and its tiny
+    sizes. The workflow plans it beside the five (every rule that serves a paper: one job more) and
+    the tiny run makes its tables, figures and comparison."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", "results*", ".snakemake", "__pycache__", ".pytest_cache"))
+    sibling, folder = REPO / "config" / "papers" / "cnn_kermany", repo / "config" / "papers" / "sixth"
+    folder.mkdir()
+    runs = yaml.safe_load((sibling / "runs.yaml").read_text().replace("cnn_kermany", "sixth"))
+    del runs["papers"]["sixth"]["checklist"]  # optional: three files make a paper
+    (folder / "runs.yaml").write_text(yaml.safe_dump(runs, sort_keys=False))
+    shutil.copy(sibling / "published.yaml", folder / "published.yaml")
+    (folder / "tiny.yaml").write_text((sibling / "tiny.yaml").read_text().replace("cnn_kermany", "sixth"))
+    assert sorted(p.name for p in folder.iterdir()) == ["published.yaml", "runs.yaml", "tiny.yaml"]
+    results = tmp_path / "results"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(results)))
+    plan = run(["-n", "--cores", "2", "--configfile", str(cfg), "--nolock"], cwd=repo)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout.split("Job stats:", 1)[1].split("total", 1)[0], re.M))
+    assert int(counts["publish_paper"]) == len(PAPERS) + 1 and int(counts["audit_paper"]) == len(PAPERS) + 1
+    proc = run([str(results / "papers" / "sixth"), "--cores", "2", "--configfile", str(cfg), "--nolock", "-q"],
+               cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    paper = results / "papers" / "sixth"
+    comp = pd.read_csv(paper / "tables" / "comparison.csv")
+    assert set(comp["experiment"]) == {"sixth"} and comp["reproduced"].notna().all() and len(comp) >= 8
+    for f in ("tables/classification_report.csv", "figures/confusion_matrix.pdf", "figures/learning_curves.png"):
+        assert (paper / f).is_file(), f
+    pred = pd.read_csv(results / "experiments" / "sixth" / "predictions.csv")
+    assert (pred["split"] == "test").sum() == 12  # the sibling's tiny test split, under the new name

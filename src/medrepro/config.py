@@ -186,18 +186,27 @@ def merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+RUN_SIZES = (None, "smoke", "tiny")
+
+
 def paper_files(config_dir: str | Path, cfg: Mapping) -> list[Path]:
     """The files of the paper folders under ``config_dir/papers`` (one folder a paper, in name
     order), as they are laid over ``config.yaml``: every folder's ``runs.yaml`` (its runs at demo
     scale and its ``papers`` block), then, where ``cfg`` (the config so far, not yet validated)
-    says ``paper_settings: full``, every folder's ``full.yaml`` (the paper's own settings)."""
+    says ``paper_settings: full``, every folder's ``full.yaml`` (the paper's own settings), then,
+    where it says ``run_sizes: smoke`` or ``tiny``, every folder's ``smoke.yaml`` or ``tiny.yaml``
+    (a quick run's counts, epochs and iterations). A folder without one of these files keeps its
+    runs as they are there."""
     folders = sorted(p for p in (Path(config_dir) / "papers").iterdir() if (p / "runs.yaml").is_file())
     files = [f / "runs.yaml" for f in folders]
-    settings = cfg.get("paper_settings", "demo")  # not validated yet: the schema's default
+    settings, sizes = cfg.get("paper_settings", "demo"), cfg.get("run_sizes")  # not validated yet: the defaults
     if settings not in ("demo", "full"):
         raise ConfigError(f"paper_settings: {settings!r}; expected 'demo' or 'full'")
-    if settings == "full":
-        files += [f / "full.yaml" for f in folders if (f / "full.yaml").is_file()]
+    if sizes not in RUN_SIZES:
+        raise ConfigError(f"run_sizes: {sizes!r}; expected one of {list(RUN_SIZES)}")
+    for overlay in ("full" if settings == "full" else None, sizes):
+        if overlay:
+            files += [f / f"{overlay}.yaml" for f in folders if (f / f"{overlay}.yaml").is_file()]
     return files
 
 
