@@ -37,10 +37,10 @@ import torch
 from PIL import Image
 
 from medrepro import accel as accel_mod
-from medrepro.annotation import encode
 from medrepro.classify.models import build_model
 from medrepro.classify.training import fit
 from medrepro.config import load_config, schema_defaults
+from medrepro.detect.annotation import encode
 from medrepro.detect.dataset import DetectionSet, collate
 from medrepro.detect.torchvision_backend import build_maskrcnn, predict_coco, train_detector, train_step
 from medrepro.specs import model_spec, run_spec, train_spec

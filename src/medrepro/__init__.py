@@ -13,8 +13,11 @@ Base modules:
   :mod:`medrepro.download` - real datasets (pooch, Kaggle, SHA-256 manifests) and weights.
 - :mod:`medrepro.splits` - seeded, stratified, patient-grouped splits and their audit.
 - :mod:`medrepro.prepare` - the shared data steps (synthesize, ingest, convert, contact sheet, split).
-- :mod:`medrepro.data`, :mod:`medrepro.preprocessing`, :mod:`medrepro.annotation` - image tables
-  and augmentation, equalisation, boxes to masks to COCO/VIA.
+- :mod:`medrepro.data` - image tables and augmentation (classifiers and detectors).
+- :mod:`medrepro.plan` - what each rule reads and writes, and which config keys rerun which step;
+  :mod:`medrepro.config_checks`, :mod:`medrepro.departures` - the config's cross-checks and the
+  papers' departures; :mod:`medrepro.checkpoint` - the one checkpoint and resume protocol of the
+  training engines.
 - :mod:`medrepro.metrics` (classification), :mod:`medrepro.uncertainty` (bootstrap, DeLong),
   :mod:`medrepro.tables`, :mod:`medrepro.figures`, :mod:`medrepro.provenance`, :mod:`medrepro.io`.
 - :mod:`medrepro.leakage` - patients and pictures shared between splits and datasets.
@@ -27,7 +30,9 @@ Wings, lowest first:
   classifier run (:mod:`medrepro.classify.run`) that experiments and study stages share.
 - :mod:`medrepro.study` - staged studies: grids of classifier runs, selection, summary.
 - :mod:`medrepro.detect` - Mask R-CNN: data, the torchvision and detectron2 backends behind one
-  interface, the paper's metrics, the workflow steps.
+  interface, boxes to masks to COCO/VIA (:mod:`medrepro.detect.annotation`), equalisation
+  (:mod:`medrepro.detect.preprocessing`), the paper's scores (:mod:`medrepro.detect.scores`), the
+  workflow steps.
 - :mod:`medrepro.publish` - each paper's tables and figures, the audit of the published tables,
   the report and its HTML pages.
 """

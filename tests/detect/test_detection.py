@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from pycocotools.coco import COCO
 
-from medrepro.annotation import box_to_mask, boxes_from_coco, coco_from_table, via_v1_from_table
-from medrepro.detect.metrics import (
+from medrepro.detect.annotation import box_to_mask, boxes_from_coco, coco_from_table, via_v1_from_table
+from medrepro.detect.preprocessing import equalize
+from medrepro.detect.scores import (
     SCORE_GRID,
     coco_ap,
     mask_iou_matrix,
@@ -20,7 +21,6 @@ from medrepro.detect.metrics import (
     rsna_score,
     score_threshold_sweep,
 )
-from medrepro.preprocessing import equalize
 
 
 def _table():
@@ -151,7 +151,7 @@ def test_global_equalisation_is_equation_1():
 
 
 def test_augmentation_keeps_image_masks_and_boxes_aligned():
-    from medrepro.preprocessing import detection_augmentation
+    from medrepro.detect.preprocessing import detection_augmentation
 
     boxes = [[20, 30, 40, 24], [90, 60, 20, 40]]
     masks = [box_to_mask(b, 128, 160) for b in boxes]

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from medrepro import datasets, prepare
-from medrepro.annotation import decode
 from medrepro.convert import convert_manifest
 from medrepro.detect import detectron2_backend
 from medrepro.detect import steps as detect_steps
+from medrepro.detect.annotation import decode
 from medrepro.detect.dataset import DetectionSet
 from medrepro.detect.torchvision_backend import load_detector, train_detector
 from medrepro.specs import ModelSpec, from_plain, run_spec
@@ -128,7 +128,7 @@ def test_ground_truth_as_predictions_scores_perfectly(rsna, tmp_path):
 def _as_results(coco, score, decoys=0.0):
     """The annotations of ``coco`` as detections of ``score``; with ``decoys``, a 4x4 detection in
     each image's corner (touching no opacity) of that score."""
-    from medrepro.annotation import encode
+    from medrepro.detect.annotation import encode
 
     res = [{"image_id": a["image_id"], "category_id": 1, "segmentation": a["segmentation"], "bbox": a["bbox"],
             "score": score} for a in coco["annotations"]]

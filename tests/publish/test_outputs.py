@@ -16,9 +16,9 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
-from medrepro.annotation import encode  # noqa: E402
+from medrepro.detect.annotation import encode  # noqa: E402
+from medrepro.detect.preprocessing import equalize  # noqa: E402
 from medrepro.metrics import classification_metrics, prediction_table  # noqa: E402
-from medrepro.preprocessing import equalize  # noqa: E402
 from medrepro.publish.outputs import OUTPUTS, Context  # noqa: E402
 from medrepro.specs import output_spec  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Mask R-CNN's data, shared by both backends: images and instance masks of one split's COCO JSON
-(written by :mod:`medrepro.annotation`), each image read as grayscale, resized to ``input_size``
-(square), equalised (:func:`medrepro.preprocessing.equalize`, the paper's equation 1 by default)
+(written by :mod:`medrepro.detect.annotation`), each image read as grayscale, resized to ``input_size``
+(square), equalised (:func:`medrepro.detect.preprocessing.equalize`, the paper's equation 1 by default)
 and, for training, augmented together with its masks by albumentations; target boxes are the
 tight boxes of the (augmented) masks."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from ..accel import sample_seed
-from ..annotation import decode
-from ..preprocessing import detection_augmentation, equalize
 from ..specs import RunSpec, as_plain
+from .annotation import decode
+from .preprocessing import detection_augmentation, equalize
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..annotation import encode
 from ..io import write_csv
 from ..specs import RunSpec, as_plain, run_spec
+from .annotation import encode
 from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, resume_fingerprint
 
 DEPTH = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}

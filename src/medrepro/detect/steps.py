@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..annotation import coco_from_table, via_v1_from_table
 from ..io import read_csv, write_csv, write_json
 from ..specs import DetectSpec, RunSpec, run_spec
 from . import backends
-from .metrics import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
+from .annotation import coco_from_table, via_v1_from_table
+from .scores import coco_ap, paper_image_metrics, paper_metrics, rsna_image_score
 
 SPLITS = ("train", "val", "test")
 
@@ -64,7 +64,7 @@ def predict(annotations_dir, model_path, experiment: Mapping, out, out_val=None)
 
 def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image of ``gt``: the IoU matrix of its true masks and all its predicted masks, and their scores."""
-    from .metrics import mask_iou_matrix
+    from .scores import mask_iou_matrix
 
     pred: dict[int, list] = {}
     for r in results:
@@ -82,10 +82,10 @@ def _iou_and_scores(gt: dict, results: list[dict]) -> list[tuple[np.ndarray, np.
 
 def choose_score_threshold(annotations_dir, results_val, detect: DetectSpec) -> tuple[float, dict]:
     """The score threshold ``detect.score_threshold`` names (a number, or ``max_f1_val``: the score on
-    :data:`~medrepro.detect.metrics.SCORE_GRID` maximising the paper's opacity F1 on the
+    :data:`~medrepro.detect.scores.SCORE_GRID` maximising the paper's opacity F1 on the
     validation split, ties to the higher score) and the record of the choice: the rule, the
     validation sweep and what ``max_f1_val`` picks whatever the rule."""
-    from .metrics import max_f1_threshold, score_threshold_sweep
+    from .scores import max_f1_threshold, score_threshold_sweep
 
     rule = detect.score_threshold
     sweep = []

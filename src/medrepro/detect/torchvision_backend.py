@@ -1,8 +1,8 @@
 """Mask R-CNN opacity segmentation, torchvision backend: data, model, training, prediction.
 
-Data comes from the COCO instance JSON of each split (written by :mod:`medrepro.annotation`),
+Data comes from the COCO instance JSON of each split (written by :mod:`medrepro.detect.annotation`),
 so the model trains on exactly the annotations that are published.  Each image is read as
-grayscale, resized to ``input_size`` (square), equalised (:func:`medrepro.preprocessing.equalize`,
+grayscale, resized to ``input_size`` (square), equalised (:func:`medrepro.detect.preprocessing.equalize`,
 the paper's equation 1 by default) and, for training, augmented together with its masks by
 albumentations; target boxes are the tight boxes of the (augmented) masks.
 
@@ -27,8 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..accel import Accel, describe, deterministic_setting, epoch_seed, from_train, log_line, seed_everything
-from ..annotation import encode
 from ..specs import ModelSpec, RunSpec, as_plain, model_spec
+from .annotation import encode
 from .dataset import LOSS_KEYS, DetectionSet, annotations_digest, collate, resume_fingerprint
 
 log = logging.getLogger(__name__)

@@ -208,7 +208,7 @@ def _roc_curve(ctx: Context, o: OutputSpec):
 
 
 def _equalization(ctx: Context, o: OutputSpec):
-    from ..preprocessing import equalize
+    from ..detect.preprocessing import equalize
 
     split = o.split or "test"
     table = ctx.split()
@@ -241,7 +241,7 @@ def _equalization(ctx: Context, o: OutputSpec):
 
 
 def _detections(files: dict, coco_id: int, min_score: float) -> tuple[list, list]:
-    from ..annotation import decode
+    from ..detect.annotation import decode
 
     gt = json.loads(Path(files["annotations_test"]).read_text())
     res = json.loads(Path(files["predictions"]).read_text())

@@ -38,7 +38,7 @@ def detection_augmentation(items: list[dict] | None, seed: int, min_visibility: 
     """
     import albumentations as A
 
-    from .data import build_augmentation
+    from ..data import build_augmentation
 
     base = build_augmentation(items, seed)
     transforms = list(base.transforms) if base is not None else []
