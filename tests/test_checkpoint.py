@@ -21,16 +21,16 @@ def test_resume_restores_what_was_saved_and_refuses_other_runs(tmp_path, capsys)
     path = tmp_path / "ck.pt"
     assert ckpt.resume(path, "fp", "classifier") == ckpt.Resumed()  # no file: a fresh start, silently
     model, opt, sched = _objects(0)
-    ckpt.save(path, "fp", "classifier", 2, [{"epoch": 3}], model, opt, sched, best_val=0.5)
+    ckpt.save(path, "fp", "classifier", 2, [{"epoch": 3}], model, optimizer=opt, scheduler=sched, best_val=0.5)
     other, other_opt, other_sched = _objects(1)
-    state = ckpt.resume(path, "fp", "classifier", other, other_opt, other_sched)
+    state = ckpt.resume(path, "fp", "classifier", model=other, optimizer=other_opt, scheduler=other_sched)
     assert (state.epoch, state.history, state.extra) == (3, [{"epoch": 3}], {"best_val": 0.5})
     assert torch.equal(other.weight, model.weight) and other_sched.last_epoch == sched.last_epoch
     assert other_opt.state_dict()["state"][0]["momentum_buffer"].equal(opt.state_dict()["state"][0]["momentum_buffer"])
     assert f"resumed from {path} after epoch 3" in capsys.readouterr().err
     for fingerprint, engine in (("other", "classifier"), ("fp", "torchvision")):
         fresh, _, _ = _objects(2)
-        assert ckpt.resume(path, fingerprint, engine, fresh) == ckpt.Resumed()
+        assert ckpt.resume(path, fingerprint, engine, model=fresh) == ckpt.Resumed()
         assert not torch.equal(fresh.weight, model.weight)  # nothing loaded
         assert capsys.readouterr().err.count(f"ignoring {path}") == 1
     torch.save({"fingerprint": "fp", "epoch": 4, "history": [], "model": model.state_dict()}, path)  # schema 1

@@ -34,7 +34,7 @@ class Resumed:
     extra: dict = field(default_factory=dict)
 
 
-def resume(path, fingerprint: str, engine: str, model=None, optimizer=None, scheduler=None, scaler=None,
+def resume(path, fingerprint: str, engine: str, *, model=None, optimizer=None, scheduler=None, scaler=None,
            map_location="cpu") -> Resumed:
     """The state a run starts from: the checkpoint at ``path``, loaded into the given objects, when
     ``engine`` wrote it for ``fingerprint`` with this schema; a fresh start otherwise (saying on
@@ -56,7 +56,7 @@ def resume(path, fingerprint: str, engine: str, model=None, optimizer=None, sche
     return Resumed(done, list(ck["history"]), dict(ck["extra"]))
 
 
-def save(path, fingerprint: str, engine: str, epoch: int, history: list, model, optimizer=None, scheduler=None,
+def save(path, fingerprint: str, engine: str, epoch: int, history: list, model, *, optimizer=None, scheduler=None,
          scaler=None, **extra) -> None:
     """Write, atomically, the state after epoch ``epoch`` (from 0); ``extra``: the engine's own."""
     with atomic_path(path) as tmp:

@@ -197,7 +197,7 @@ def planted_across_ids(synthetic_json, manifests: dict) -> list[dict]:
     return out
 
 
-def write_leakage(splits: dict, datasets: dict, hash_files: dict, out_dir, max_distance: int = 8,
+def write_leakage(splits: dict, datasets: dict, hash_files: dict, out_dir, *, max_distance: int = 8,
                   across=(), synthetic: dict | None = None, manifests: dict | None = None,
                   scale: str = "demo") -> pd.DataFrame:
     """Run :func:`audit_splits` and write ``leakage`` (CSV, Markdown, LaTeX), ``pairs.csv`` and

@@ -318,11 +318,12 @@ class Plan:
 
     # -- leakage, publishing, report ---------------------------------------------------------------
     def split_folders(self) -> dict[str, str]:
-        """Every experiment's and study's folder holding its split and split audit, by name (not
-        the inflation pairs' arms: their exposure is reported beside their inflation)."""
-        out = {e: self.run_dir(e) for e, x in self.experiments.items() if not x.get("inflation_of")}
-        out.update({s: self.run_dir(s) for s in self.studies})
-        return out
+        """Every experiment's and study's folder holding its split and split audit, by name in name
+        order (not the order a config overlay may give the runs: the leakage job must not rerun
+        because an overlay touched a run) and not the inflation pairs' arms (their exposure is
+        reported beside their inflation)."""
+        names = [e for e, x in self.experiments.items() if not x.get("inflation_of")] + list(self.studies)
+        return {name: self.run_dir(name) for name in sorted(names)}
 
     def leakage_datasets(self) -> list[str]:
         """The datasets of every run, and those of the ``leakage.across`` pairs the config has."""

@@ -144,7 +144,7 @@ def source_probe(converted_manifest, size: int = 32, dilate: int = 3, folds: int
     return result, table, from_source
 
 
-def write_probe(converted_manifest, out_dir, dataset: str, size: int = 32, dilate: int = 3, folds: int = 5,
+def write_probe(converted_manifest, out_dir, dataset: str, *, size: int = 32, dilate: int = 3, folds: int = 5,
                 seed: int = 0, confidence: float = 0.95, scale: str = "demo") -> pd.DataFrame:
     """:func:`source_probe` as ``probe`` and ``classes_by_source`` (CSV, Markdown, LaTeX) and
     ``summary.json`` in ``out_dir``."""

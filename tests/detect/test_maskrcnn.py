@@ -102,7 +102,7 @@ def test_predictions_and_evaluation(rsna, tmp_path):
         assert decode(r["segmentation"]).shape == sizes[r["image_id"]]
         assert 0 <= r["bbox"][0] <= sizes[r["image_id"]][1] and r["score"] >= e["model"]["detector"]["min_score"]
     m = detect_steps.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
-                                 out / "per_image.csv", out / "pred_val.json")
+                                 out / "per_image.csv", results_val=out / "pred_val.json")
     assert m["test_images"]["total"] == len(test["images"])
     assert m["score_threshold"] == m["score_threshold_choice"]["max_f1_val"]  # the demo's rule
     assert m["run"]["train_images"] == len(_coco(rsna, "train")["images"])
@@ -117,7 +117,7 @@ def test_ground_truth_as_predictions_scores_perfectly(rsna, tmp_path):
     pd.DataFrame([{"epoch": 1, "iterations": 2, "seconds": 1.0, "loss": 1.0}]).to_csv(tmp_path / "h.csv")
     (tmp_path / "v.json").write_text(json.dumps(_as_results(_coco(rsna, "val"), 0.99)))
     m = detect_steps.evaluate(rsna / "ann", tmp_path / "r.json", tmp_path / "h.csv", _experiment(),
-                                 tmp_path / "m.json", tmp_path / "p.csv", tmp_path / "v.json")
+                                 tmp_path / "m.json", tmp_path / "p.csv", results_val=tmp_path / "v.json")
     assert m["opacity"]["recall"] == 1 and m["opacity"]["precision"] == 1 and m["iou_mean"] == pytest.approx(1)
     assert m["image"]["accuracy"] == 1 and m["rsna"]["score"] == pytest.approx(1)
     assert m["coco"]["segm"]["AP"] == pytest.approx(1) and m["coco"]["bbox"]["AP"] == pytest.approx(1)
@@ -150,7 +150,7 @@ def test_max_f1_val_threshold_is_chosen_on_validation_and_applied_to_test(rsna, 
     e = _experiment()
     e["detect"]["score_threshold"] = "max_f1_val"
     m = detect_steps.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
-                                 tmp_path / "p.csv", tmp_path / "val.json")
+                                 tmp_path / "p.csv", results_val=tmp_path / "val.json")
     choice = m["score_threshold_choice"]
     assert m["score_threshold"] == 0.2 and choice["rule"] == "max_f1_val" and choice["max_f1_val"] == 0.2
     sweep = {r["score_threshold"]: r for r in choice["val_sweep"]}
@@ -158,7 +158,7 @@ def test_max_f1_val_threshold_is_chosen_on_validation_and_applied_to_test(rsna, 
     assert m["opacity"]["recall"] == 1 and m["rsna"]["score_threshold"] == 0.2
     e["detect"]["score_threshold"] = 0.5  # fixed: nothing counts, and the record says what validation picks
     m = detect_steps.evaluate(rsna / "ann", tmp_path / "test.json", tmp_path / "h.csv", e, tmp_path / "m.json",
-                                 tmp_path / "p.csv", tmp_path / "val.json")
+                                 tmp_path / "p.csv", results_val=tmp_path / "val.json")
     assert m["opacity"]["recall"] == 0 and m["score_threshold_choice"] == {**choice, "rule": "fixed", "value": 0.5}
 
 
@@ -174,7 +174,7 @@ def test_max_f1_val_without_validation_opacities_is_an_error(rsna, tmp_path):
     e["detect"]["score_threshold"] = "max_f1_val"
     with pytest.raises(ValueError, match="validation split has no opacity"):
         detect_steps.evaluate(ann, tmp_path / "r.json", tmp_path / "h.csv", e, tmp_path / "m.json",
-                                 tmp_path / "p.csv", tmp_path / "r.json")
+                                 tmp_path / "p.csv", results_val=tmp_path / "r.json")
 
 
 def test_saved_model_reloads(rsna, tmp_path):
@@ -202,7 +202,7 @@ def test_detectron2_backend_writes_the_same_formats(rsna, tmp_path):
     for r in res:
         assert decode(r["segmentation"]).shape == sizes[r["image_id"]] and len(r["bbox"]) == 4
     m = detect_steps.evaluate(rsna / "ann", out / "pred.json", out / "history.csv", e, out / "m.json",
-                                 out / "p.csv", out / "pred_val.json")
+                                 out / "p.csv", results_val=out / "pred_val.json")
     assert m["run"]["backend"] == "detectron2"
 
 

@@ -44,10 +44,12 @@ rule leakage:
         ENV
     params:
         names=list(split_files()),
-        datasets={
-            **{e: x["dataset"] for e, x in config["experiments"].items()},
-            **{s: x["dataset"] for s, x in STUDIES.items()},
-        },
+        datasets=canonical(
+            {
+                **{e: x["dataset"] for e, x in config["experiments"].items()},
+                **{s: x["dataset"] for s, x in STUDIES.items()},
+            }
+        ),
         dataset_names=leakage_datasets(),
         # synthetic stand-ins list the duplicates they planted in SYNTHETIC.json
         synthetic={

@@ -4,5 +4,5 @@ from medrepro.io import logging_to
 
 with logging_to(snakemake.log[0]):
     steps.evaluate(snakemake.input.predictions, snakemake.input.history, snakemake.params.experiment,
-                      snakemake.output[0], snakemake.input.summary, snakemake.input.split,
-                      snakemake.params.bootstrap)
+                   snakemake.output[0], summary_csv=snakemake.input.summary, split_csv=snakemake.input.split,
+                   bootstrap=snakemake.params.bootstrap)

@@ -8,5 +8,5 @@ with logging_to(snakemake.log[0]):
         exp, kind = key.split("__")
         inputs.setdefault(exp, {})[kind] = path
     publish_paper(snakemake.wildcards.paper, snakemake.params.paper, inputs, snakemake.output[0],
-                  snakemake.params.style, snakemake.params.scale, captions=snakemake.params.captions,
+                  style=snakemake.params.style, scale=snakemake.params.scale, captions=snakemake.params.captions,
                   verdict=snakemake.params.verdict)

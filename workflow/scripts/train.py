@@ -9,6 +9,6 @@ with logging_to(snakemake.log[0]):
     torch.set_num_threads(max(1, snakemake.threads))
     distributed.launch(snakemake.params.experiment["train"]["gpus"], steps.train, snakemake.input.split,
                        snakemake.params.experiment, snakemake.output.model, snakemake.output.history,
-                       snakemake.params.checkpoint, snakemake.output.summary,
+                       checkpoint=snakemake.params.checkpoint, summary_out=snakemake.output.summary,
                        features=snakemake.input.get("features"), weights=snakemake.params.weights,
                        backbone_seed=snakemake.params.backbone_seed, log=snakemake.log[0])

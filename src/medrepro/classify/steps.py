@@ -15,7 +15,7 @@ from . import run
 from .features import feature_table, load_features
 
 
-def train(split_csv, experiment: Mapping, model_out, history_out, checkpoint=None, summary_out=None,
+def train(split_csv, experiment: Mapping, model_out, history_out, *, checkpoint=None, summary_out=None,
           features=None, weights: str | None = None, backbone_seed: int = 0) -> None:
     """Train an experiment's model; with ``features`` (a features file) only its head, on the cache."""
     import torch
@@ -99,7 +99,7 @@ def test_intervals(test: pd.DataFrame, names: list[str], split_csv, bootstrap: d
     return ci, delong
 
 
-def evaluate(predictions_csv, history_csv, experiment: Mapping, metrics_out, summary_csv=None, split_csv=None,
+def evaluate(predictions_csv, history_csv, experiment: Mapping, metrics_out, *, summary_csv=None, split_csv=None,
              bootstrap: dict | None = None) -> dict:
     """Metrics per split (``train``: the final model on the training images, as Keras'
     ``model.evaluate``, beside ``train.last``, the last epoch's running log), the training curve's

@@ -252,7 +252,7 @@ def _announce(cfg: TrainSpec, accel: Accel) -> bool:
     return True
 
 
-def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[float] | None = None,
+def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[float] | None = None, *,
         checkpoint: str | Path | None = None, progress: bool = True, fingerprint: str = "",
         stop_after: int | None = None, accel: Accel | None = None) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model`` per ``cfg`` (a run's ``train`` block), each training sample's loss weighed by
@@ -278,7 +278,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[
     amp_scaler = scaler if accel.amp else None  # checkpointed under AMP only
     workers = 0 if _in_memory(train_ds) else cfg.num_workers  # worker processes pay off for images on disk
     val_loader = DataLoader(val_ds, cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=accel.pin_memory)
-    state = ckpt.resume(checkpoint, fingerprint, "classifier", model, opt, sched, amp_scaler, accel.device)
+    state = ckpt.resume(checkpoint, fingerprint, "classifier", model=model, optimizer=opt, scheduler=sched,
+                        scaler=amp_scaler, map_location=accel.device)
     history, kept = state.history, _Kept(**state.extra)
     kept.restore(stopper)
     _adapt(model, train_ds, cfg, accel, workers)
@@ -301,8 +302,8 @@ def fit(model: nn.Module, train_ds, val_ds, cfg: TrainSpec, class_weights: list[
             sched.step(val_loss)
         kept.update(model, val_loss, epoch, stopper, cfg.tested_weights == "best")
         if checkpoint and main:
-            ckpt.save(checkpoint, fingerprint, "classifier", epoch, history, model, opt, sched, amp_scaler,
-                      **kept.__dict__)
+            ckpt.save(checkpoint, fingerprint, "classifier", epoch, history, model, optimizer=opt, scheduler=sched,
+                      scaler=amp_scaler, **kept.__dict__)
         if kept.stopped:
             print(f"early stopping after epoch {epoch + 1}", file=sys.stderr)
             break

@@ -162,7 +162,7 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     sched = build_lr_scheduler(cfg, opt)
     steps, batch = t.steps_per_epoch, t.batch_size
     fp = resume_fingerprint(spec, weights, annotations_digest(annotations_dir))
-    state = ckpt.resume(checkpoint, fp, "detectron2", model)  # the trainer holds optimizer, schedule, scaler
+    state = ckpt.resume(checkpoint, fp, "detectron2", model=model)  # the trainer holds optimizer, schedule, scaler
     rows, start = state.history, state.epoch
 
     def loader():

@@ -150,7 +150,7 @@ def _say(metrics: dict, table: pd.DataFrame, threshold: float, choice: dict) -> 
           f"mask AP {metrics['coco']['segm']['AP']:.3f}", file=sys.stderr)
 
 
-def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, metrics_out, per_image_out,
+def evaluate(annotations_dir, results_json, history_csv, experiment: Mapping, metrics_out, per_image_out, *,
              results_val=None, summary_csv=None, split_csv=None, bootstrap: dict | None = None) -> dict:
     """Per-image rows and the metrics: the paper's (IoU mean/std, Tables 2 and 3), RSNA's, COCO AP, at
     the score threshold of :func:`choose_score_threshold` (on ``results_val``, the validation split's).

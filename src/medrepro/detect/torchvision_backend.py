@@ -222,7 +222,8 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
     fp = resume_fingerprint(spec, weights, data_digest)
     scaler = accel.scaler()
     amp_scaler = scaler if accel.amp else None
-    state = ckpt.resume(checkpoint, fp, "torchvision", model, opt, sched, amp_scaler, map_location=accel.device)
+    state = ckpt.resume(checkpoint, fp, "torchvision", model=model, optimizer=opt, scheduler=sched, scaler=amp_scaler,
+                        map_location=accel.device)
     history, start, steps = state.history, state.epoch, t.steps_per_epoch
     for epoch in range(start, t.epochs):
         torch.manual_seed(epoch_seed(t.seed, epoch))
@@ -240,7 +241,8 @@ def train_detector(train_coco: dict, val_coco: dict, spec: RunSpec, model_out, h
         print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
               f"({row['seconds']:.0f} s, {steps / row['seconds']:.2f} it/s)", file=sys.stderr)
         if checkpoint:
-            ckpt.save(checkpoint, fp, "torchvision", epoch, history, model, opt, sched, amp_scaler)
+            ckpt.save(checkpoint, fp, "torchvision", epoch, history, model, optimizer=opt, scheduler=sched,
+                      scaler=amp_scaler)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break
     hist = pd.DataFrame(history)

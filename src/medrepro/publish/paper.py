@@ -65,7 +65,7 @@ def forest(ctx, comparison: pd.DataFrame, paper: str) -> tuple[list[Path], dict[
     return paths, captions
 
 
-def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, style: dict | None = None,
+def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, *, style: dict | None = None,
                   scale: str = "demo", captions: dict | None = None, verdict: dict | None = None) -> list[Path]:
     """Write every output of ``paper_cfg['outputs']`` and the comparison into ``out_dir`` (replaced whole).
 

@@ -43,7 +43,7 @@ LEAKAGE_METHOD = (
     "Nothing is removed: the pairs are in `leakage/audit/pairs.csv`.")
 
 
-def report(papers: dict, paper_dirs: dict, out_md, scale: str = "demo", audit_dirs: dict | None = None,
+def report(papers: dict, paper_dirs: dict, out_md, *, scale: str = "demo", audit_dirs: dict | None = None,
            leakage_dir=None, repeats_dir=None, inflation_dir=None, probes: dict | None = None,
            checklists_dir=None) -> None:
     """The reproduction report: every paper's (``papers``: the validated ``papers`` block)
