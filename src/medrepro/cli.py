@@ -49,8 +49,8 @@ def doctor(args) -> int:
     from .doctor import FAIL, format_checks, run_checks
 
     constraints = Path(args.config_dir).resolve().parent / "constraints.txt"  # beside config/
-    checks = run_checks(args.config_dir, args.configfile, args.profile, args.gpu_node, constraints,
-                        targets=args.targets)
+    checks = run_checks(args.config_dir, args.configfile, profile=args.profile, on_gpu_node=args.gpu_node,
+                        constraints=constraints, targets=args.targets)
     print(format_checks(checks))
     return 1 if any(c.status == FAIL for c in checks) else 0
 

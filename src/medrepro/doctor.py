@@ -488,7 +488,7 @@ def disk_check(results: str | Path) -> Check:
 
 
 # ----------------------------------------------------------------------------- all
-def run_checks(config_dir: str | Path = "config", overlays=(), profile: str | Path | None = None,
+def run_checks(config_dir: str | Path = "config", overlays=(), *, profile: str | Path | None = None,
                on_gpu_node: bool = False, constraints: str | Path | None = None,
                env=os.environ, home: Path | None = None, targets=(), ask_kaggle: bool = True) -> list[Check]:
     """Every check, in order; a config that does not validate stops the checks that read it.

@@ -113,7 +113,7 @@ def latex_table(shown: pd.DataFrame, caption: str, label: str) -> str:
     return f"\\begin{{landscape}}\n{tex}\\end{{landscape}}\n" if landscape else tex
 
 
-def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", float_digits: int = 3,
+def write_table(df: pd.DataFrame, stem: str | Path, caption: str = "", *, float_digits: int = 3,
                 note: str = "", provenance: str = "", exact: tuple = ("published",),
                 tex_drop: tuple = ()) -> list[Path]:
     """Write ``df`` to ``stem.csv``, ``stem.md`` and ``stem.tex``; return the paths.

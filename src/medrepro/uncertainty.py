@@ -267,7 +267,7 @@ def compare_estimates(published: float, reproduced: float, low: float | None, hi
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, metric_fn: Callable[[pd.DataFrame], dict],
-                      paths: list[str], group: str = "patient_id", n_resamples: int = 1000, seed: int = 0,
+                      paths: list[str], *, group: str = "patient_id", n_resamples: int = 1000, seed: int = 0,
                       confidence: float = CONFIDENCE) -> dict:
     """Percentile bootstrap of ``metric_fn(a) - metric_fn(b)`` for two models' predictions on the
     same test images (rows keyed by ``image_id``; ``group`` names the resampling unit, taken from

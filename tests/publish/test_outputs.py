@@ -74,7 +74,7 @@ def exp(tmp_path):
 def _run(tmp_path, files, block, all_files=None, experiment="e1"):
     o = output_spec(block)
     ctx = Drawn("paper", files, LABELS, {"dpi": 40, "formats": ["png", "pdf"]}, "", tmp_path / "out",
-                all_files or {experiment: files}, experiment=experiment)
+                all_files=all_files or {experiment: files}, experiment=experiment)
     paths = OUTPUTS[o.kind](ctx, o)
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
     suffixes = sorted(p.suffix for p in paths)

@@ -56,7 +56,7 @@ from .study import OUTPUTS as STUDY_OUTPUTS
 class Context:
     """What an output may read: one experiment's files, loaded on first use."""
 
-    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, all_files=None,
+    def __init__(self, paper: str, files: dict, labels: dict, style, note: str, out: Path, *, all_files=None,
                  provenance: str = "", experiment: str | None = None, layouts: dict | None = None):
         self.paper, self.files, self.labels, self.style, self.note, self.out = paper, files, labels, style, note, out
         self.experiment = experiment

@@ -94,7 +94,8 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, *, style: 
             exp = o.experiment or spec.experiments[0]
             for e in [exp, *(o.experiments or ())]:
                 known(e, f"outputs {o.name}")
-            ctx = Context(paper, inputs[exp], labels, style, note, tmp, inputs, line, experiment=exp, layouts=layouts)
+            ctx = Context(paper, inputs[exp], labels, style, note, tmp, all_files=inputs, provenance=line,
+                          experiment=exp, layouts=layouts)
             written += OUTPUTS[o.kind](ctx, o)
         metrics_all = {exp: json.loads(Path(inputs[exp]["metrics"]).read_text()) for exp in spec.experiments}
         ctx = Context(paper, {}, labels, style, note, tmp, provenance=line)
