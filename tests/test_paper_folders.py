@@ -81,3 +81,21 @@ def test_every_setting_a_paper_states_is_followed_in_full_or_named_in_its_depart
     assert unnamed_departures(changed) == []
     # the demo departs on purpose (sizes, epochs, weights), and says so: its differences are many
     assert len(unnamed_departures(demo_config())) > 5
+
+
+def test_run_sizes_lay_each_folders_quick_run_sizes_last_and_a_wrong_value_is_named():
+    """``run_sizes: smoke`` (config/smoke.yaml) and ``tiny`` (the test suite's run) lay each folder's
+    smoke.yaml or tiny.yaml over its runs, after full.yaml; a folder without one keeps its sizes; a
+    value that is neither stops with the key and the values it takes."""
+    import pytest
+
+    from medrepro.config import ConfigError
+
+    files = paper_files(CONFIG, {"paper_settings": "full", "run_sizes": "smoke"})
+    assert files[-len(FOLDERS):] == [f / "smoke.yaml" for f in FOLDERS if (f / "smoke.yaml").is_file()]
+    assert files.index(FOLDERS[0] / "full.yaml") < files.index(FOLDERS[0] / "smoke.yaml")
+    smoke = demo_config("full.yaml", "smoke.yaml")
+    assert smoke["experiments"]["mr_exp1"]["train"]["steps_per_epoch"] == 1  # maskrcnn_opacity/smoke.yaml
+    assert smoke["experiments"]["mr_exp1"]["model"]["input_size"] == [1024, 1024]  # the paper's, from full.yaml
+    with pytest.raises(ConfigError, match=r"run_sizes: 'huge'; expected one of \[None, 'smoke', 'tiny'\]"):
+        paper_files(CONFIG, {"run_sizes": "huge"})
