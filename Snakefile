@@ -32,7 +32,8 @@ configfile: "config/config.yaml"
 
 
 # each paper is a folder, config/papers/<paper>/: its runs.yaml (and, with paper_settings full,
-# its full.yaml) laid over config.yaml; Snakemake lays the --configfile files over each in turn
+# its full.yaml; with run_sizes smoke or tiny, its smoke.yaml or tiny.yaml) laid over config.yaml;
+# Snakemake lays the --configfile files over each in turn
 try:
     _paper_files = paper_files(Path(workflow.basedir) / "config", config)
 except ConfigError as exc:
