@@ -259,8 +259,8 @@ def test_every_study_output_kind_shows_the_studys_files(staged, tmp_path):
             figures[name] = fig
             return super().figure(fig, name)
 
-    ctx = Drawn("transfer_multidataset", files, {}, {"dpi": 30, "formats": ["png"]}, "", tmp_path, {"tc": files},
-                experiment="tc")
+    ctx = Drawn("transfer_multidataset", files, {}, {"dpi": 30, "formats": ["png"]}, "", tmp_path,
+                all_files={"tc": files}, experiment="tc")
     done = set()
 
     def out(kind, **options):
