@@ -63,6 +63,28 @@ def test_seed_zero_with_augmentation_trains(tmp_path):
     assert len(hist) == 2
 
 
+def test_fit_with_loader_workers_trains_as_without(tmp_path):
+    """``train.num_workers`` > 0 through ``fit`` (the demo runs with 0): the epoch loader's worker
+    processes and their seeding give the same augmented batches, so the same history and weights,
+    as the main process alone; a resumed run with workers ends where the uninterrupted one does."""
+    table = _images(tmp_path)
+
+    def run(workers, **kw):
+        torch.manual_seed(0)
+        model = build_sequential([{"type": "flatten"}, {"type": "dense", "units": 1}], (1, 24, 24))
+        ds = ImageTable(table, (24, 24), 1, build_augmentation(AFFINE, 3))
+        cfg = train_spec(epochs=3, batch_size=4, seed=3, num_workers=workers)
+        return fit(model, ds, ImageTable(table, (24, 24), 1), cfg, progress=False, **kw)
+
+    alone, h_alone = run(0)
+    workers, h_workers = run(2)
+    assert h_alone.equals(h_workers) and torch.equal(alone[1].weight, workers[1].weight)
+    ck = tmp_path / "ck.pt"
+    run(2, checkpoint=ck, fingerprint="w", stop_after=1)
+    resumed, h_resumed = run(2, checkpoint=ck, fingerprint="w")
+    assert h_resumed.equals(h_alone) and torch.equal(resumed[1].weight, alone[1].weight)
+
+
 def _features(n, seed=0, d=6):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)
