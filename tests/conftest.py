@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 
+def paper_folders(holding: str = "runs.yaml") -> list[str]:
+    """The papers, one folder each under config/papers/ (those whose folder holds ``holding``): what
+    the tests run and check, so that a paper added as a folder is tested with the others."""
+    return sorted(p.parent.name for p in (REPO / "config" / "papers").glob(f"*/{holding}"))
+
+
 def demo_config(*overlays: str) -> dict:
     """The demo config (``config/config.yaml`` and the paper folders, with each of ``overlays`` under
     ``config/`` given as a ``--configfile``), validated: every default the schema gives is filled

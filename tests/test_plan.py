@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO
+from .conftest import REPO, paper_folders
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PAPERS = sorted(p.parent.name for p in (REPO / "config" / "papers").glob("*/runs.yaml"))  # one folder a paper
+PAPERS = paper_folders()
 # rules that run on the submitting node under profiles/slurm: downloads, and seconds of work that
 # would wait in a busy queue longer than they run
 LOCAL = {"download", "download_weights", "split", "study_split", "annotate", "contact_sheet", "evaluate",

@@ -24,7 +24,7 @@ import yaml
 
 from medrepro.doctor import slurm_checks
 
-from .conftest import REPO
+from .conftest import REPO, paper_folders
 from .test_plan import LOCAL
 
 NEEDED = ("munged", "slurmctld", "slurmd", "sinfo", "squeue")
@@ -297,7 +297,7 @@ def test_full_settings_smoke_run_on_slurm(slurm, tmp_path):
     configs = ["config/full.yaml", "config/smoke.yaml"]
     overlay = {"results": str(tmp_path / "results"), "allow_cpu": True, "weights": write_weights(tmp_path / "w")}
     results, done, path = _run_on_slurm(env, tmp_path, configs, overlay, [], timeout=3000)
-    for paper in sorted(p.parent.name for p in (REPO / "config" / "papers").glob("*/runs.yaml")):
+    for paper in paper_folders():
         assert list((results / "papers" / paper / "tables").glob("*.csv")), paper
         assert list((results / "papers" / paper / "figures").glob("*.pdf")), paper
     assert "published vs reproduced" in (results / "report.md").read_text()

@@ -15,12 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, browser_check, pdf_page_sizes, pdf_rows_missing
+from .conftest import REPO, browser_check, paper_folders, pdf_page_sizes, pdf_rows_missing
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # the papers, one folder each: a paper added as a folder is run and checked with the others
-PAPERS = sorted(p.parent.name for p in (REPO / "config" / "papers").glob("*/runs.yaml"))
-CHECKLISTED = [p for p in PAPERS if (REPO / "config" / "papers" / p / "checklist.yaml").is_file()]
+PAPERS, CHECKLISTED = paper_folders(), paper_folders("checklist.yaml")
 
 
 def tiny_config(results: Path) -> dict:

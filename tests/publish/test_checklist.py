@@ -9,7 +9,7 @@ import yaml
 from medrepro.config import load_config
 from medrepro.publish.checklist import STATUSES, paper_table, split_status, summary, write_checklists
 
-from ..conftest import REPO
+from ..conftest import REPO, paper_folders
 
 CHECKLISTS = REPO / "config" / "checklists.yaml"
 
@@ -31,7 +31,7 @@ def test_the_published_checklists_item_counts():
             assert item["here"].get("file") or status in ("no", "n/a"), item   # a yes or partly names its file
 
 
-@pytest.mark.parametrize("paper", sorted(p.parent.name for p in (REPO / "config" / "papers").glob("*/checklist.yaml")))
+@pytest.mark.parametrize("paper", paper_folders("checklist.yaml"))
 def test_every_paper_answers_every_item(paper, tmp_path):
     cfg = load_config(REPO / "config")
     answers = yaml.safe_load((REPO / cfg["papers"][paper]["checklist"]).read_text())
