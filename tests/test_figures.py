@@ -135,3 +135,39 @@ def test_a_legend_over_the_data_and_a_font_too_small_at_column_width_are_found()
     problems = small_fonts(wide, None, {})  # 14 in to a 7.16 in double column: 8 pt becomes 4.1
     assert any("title 'title' is 4.1 pt at 7.16 in wide" in p for p in problems), problems
     plt.close("all")
+
+
+def test_the_layout_checks_share_one_draw_and_find_what_each_finds_alone():
+    from medrepro.figures import layout_problems, legends_over_data, small_fonts
+
+    fig, ax = plt.subplots(figsize=(14, 3))
+    x = np.linspace(0, 1, 50)
+    ax.plot(x, np.full_like(x, 0.95), label="near the top")
+    ax.plot(x, x * 0.5, label="low")
+    ax.legend(loc="upper right")
+    ax.set_title("title", fontsize=8)
+    draws = []
+    fig.canvas.mpl_connect("draw_event", lambda event: draws.append(event))
+    problems = layout_problems(fig, None, {})
+    assert len(draws) == 1  # was one draw per check (four), before saving draws again per format
+    alone = (text_overlaps(fig) + unlabelled_axes(fig) + legends_over_data(fig) + small_fonts(fig, None, {}))
+    assert problems == alone and len(draws) == 4
+    assert any("legend covers" in p for p in problems) and any("4.1 pt" in p for p in problems)
+    assert any("no y label" in p for p in problems)
+    plt.close(fig)
+
+
+def test_a_step_log_keeps_its_figure_warnings_without_the_font_subsetter_chatter(tmp_path):
+    """Saving a PDF subsets its fonts with fontTools, which logs every table it prunes at INFO."""
+    from medrepro.io import logging_to
+
+    log = tmp_path / "step.log"
+    with logging_to(log):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel("x")
+        save_figure(fig, tmp_path / "fig")   # no y label: one warning
+    text = log.read_text()
+    assert "figure fig: axes 0 ('') has no y label" in text
+    assert "pruned" not in text and "fontTools" not in text
+    assert (tmp_path / "fig.pdf").stat().st_size > 0

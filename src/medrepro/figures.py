@@ -76,11 +76,12 @@ def _texts(fig, renderer):
     return [(ax, what, t.get_window_extent(renderer)) for ax, what, t in _text_artists(fig)]
 
 
-def text_overlaps(fig, pad: float = 1.0) -> list[str]:
+def text_overlaps(fig, pad: float = 1.0, *, drawn: bool = False) -> list[str]:
     """Texts of ``fig`` that overlap one another or another axes' plotting area (a title running
     into the row above, an axis label over its tick labels), as readable pairs; ``pad`` pixels of
-    contact are allowed."""
-    fig.canvas.draw()
+    contact are allowed.  ``drawn``: the figure was drawn since its last change (no new draw)."""
+    if not drawn:
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     items = _texts(fig, renderer)
 
@@ -102,10 +103,11 @@ def text_overlaps(fig, pad: float = 1.0) -> list[str]:
 MIN_FONT_PT = 5.0  # the smallest text a journal page should carry, at the column width the figure goes to
 
 
-def legends_over_data(fig) -> list[str]:
+def legends_over_data(fig, *, drawn: bool = False) -> list[str]:
     """Legends drawn inside a plot over its data: any line vertex, scatter point or bar of that
-    plot under the legend's box."""
-    fig.canvas.draw()
+    plot under the legend's box.  ``drawn``: as :func:`text_overlaps`."""
+    if not drawn:
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     out = []
     for k, ax in enumerate(fig.axes):
@@ -127,11 +129,13 @@ def legends_over_data(fig) -> list[str]:
     return out
 
 
-def small_fonts(fig, width: float | None, style: dict, minimum: float = MIN_FONT_PT) -> list[str]:
+def small_fonts(fig, width: float | None, style: dict, minimum: float = MIN_FONT_PT, *,
+                drawn: bool = False) -> list[str]:
     """Texts smaller than ``minimum`` points once the figure is at the width it goes to: ``width``
     when saved at a column width, else the journal column it would be scaled to (one column when
-    at most 1.5 of its width, two otherwise)."""
-    fig.canvas.draw()
+    at most 1.5 of its width, two otherwise).  ``drawn``: as :func:`text_overlaps`."""
+    if not drawn:
+        fig.canvas.draw()
     natural = fig.get_size_inches()[0]
     to = width or target_width(natural, style, "columns")
     scale = min(1.0, to / natural) if to else 1.0
@@ -167,6 +171,14 @@ def unlabelled_axes(fig) -> list[str]:
     return out
 
 
+def layout_problems(fig, width: float | None, style: dict) -> list[str]:
+    """Every layout check of a finished figure, on one draw: overlapping texts, unlabelled axes,
+    legends over data and texts too small at the width it goes to (see :func:`small_fonts`)."""
+    fig.canvas.draw()
+    return (text_overlaps(fig, drawn=True) + unlabelled_axes(fig) + legends_over_data(fig, drawn=True)
+            + small_fonts(fig, width, style, drawn=True))
+
+
 def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = "", provenance: str = "",
                 layout: str | None = None) -> list[Path]:
     """Save ``fig`` as ``stem.<fmt>`` for every configured format; ``note`` goes in the footer,
@@ -195,10 +207,11 @@ def save_figure(fig, stem: str | Path, style: dict | None = None, note: str = ""
             leg.set_bbox_to_anchor(((box.x0 + box.x1) / 2 / fig.bbox.width, box.y0 / fig.bbox.height),
                                    transform=fig.transFigure)
             leg.set_loc("lower center")
-        fig.canvas.draw()
+        if fig.legends:  # moved: draw again before measuring
+            fig.canvas.draw()
         bottom = fig.get_tightbbox().y0 / fig.get_size_inches()[1]
         fig.text(0.01, bottom - 0.01, note, fontsize=max(s["font_size"] - 2, 5), color="0.35", ha="left", va="top")
-    for problem in text_overlaps(fig) + unlabelled_axes(fig) + legends_over_data(fig) + small_fonts(fig, width, s):
+    for problem in layout_problems(fig, width, s):
         print(f"figure {Path(stem).name}: {problem}", file=sys.stderr)
     paths = []
     for fmt in s["formats"]:

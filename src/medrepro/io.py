@@ -117,6 +117,11 @@ def read_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     return pd.read_csv(path, **kwargs)
 
 
+# libraries whose INFO messages bury a step's own (fontTools logs every table it prunes while a
+# PDF's fonts are subset: about 950 lines of a paper's publishing log)
+QUIET_LOGGERS = ("fontTools",)
+
+
 @contextlib.contextmanager
 def logging_to(path: str | os.PathLike | None, mode: str = "w"):
     """Send stderr (progress bars, messages) and logging to ``path`` for the step's duration
@@ -133,6 +138,8 @@ def logging_to(path: str | os.PathLike | None, mode: str = "w"):
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             yield
         except BaseException:
