@@ -89,3 +89,30 @@ def test_wings_import_only_base_modules_and_lower_wings():
 def test_no_module_imports_another_modules_private_name():
     found = [f"{module_name(p)}: {name}" for p in PACKAGE.rglob("*.py") for name in private_imports(p)]
     assert not found, "\n".join(found)
+
+
+def test_a_step_without_augmentation_neither_imports_albumentations_nor_goes_online():
+    """albumentations costs about a second of a step's start and, unless NO_ALBUMENTATIONS_UPDATE is
+    set, asks PyPI for a newer release on import (up to 2 s where a node has no internet): the
+    steps that do not augment never import it, and those that do make no network call for it."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import os, sys
+calls = []
+sys.addaudithook(lambda event, args: calls.append(event) if event.startswith(("socket.", "urllib.")) else None)
+import medrepro.data, medrepro.classify.run, medrepro.classify.features, medrepro.detect.preprocessing
+assert "albumentations" not in sys.modules, "imported without augmentation"
+from medrepro.data import build_augmentation
+assert build_augmentation([], 0) is None and "albumentations" not in sys.modules
+t = build_augmentation([{"name": "HorizontalFlip", "params": {"p": 0.5}}], 0)
+assert type(t).__name__ == "Compose" and "albumentations" in sys.modules
+assert not calls, calls
+print("ok", os.environ["NO_ALBUMENTATIONS_UPDATE"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok", "1"]

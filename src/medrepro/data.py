@@ -20,7 +20,9 @@ Augmentation runs on the resized uint8 image; tensors are float in [0, 1]
 """
 from __future__ import annotations
 
-import albumentations as A
+import os
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -30,6 +32,9 @@ from torch.utils.data import Dataset
 
 from .accel import sample_seed
 from .specs import augment_steps
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 
 class AugmentationError(ValueError):
@@ -58,11 +63,23 @@ def keras_params(params: dict, where: str) -> dict:
     return params
 
 
+def albumentations():
+    """The albumentations module, imported on first use (a second of every step's start, paid now
+    only by the steps that augment) and without its check for a newer release: on import it asks
+    PyPI, for up to 2 s, wherever ``NO_ALBUMENTATIONS_UPDATE`` is not set, a GPU node without
+    internet included (set it to 0 to have the check)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+
+    return A
+
+
 def build_augmentation(items, seed: int) -> A.Compose | None:
     """An :class:`albumentations.Compose` from the config's ``augment`` list (``{name, params}``
     mappings or :class:`~medrepro.specs.AugmentStep`), or None when empty."""
     if not items:
         return None
+    A = albumentations()
     transforms = []
     for i, item in enumerate(augment_steps(items)):
         cls = getattr(A, str(item.name), None)

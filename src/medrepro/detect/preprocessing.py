@@ -36,10 +36,9 @@ def detection_augmentation(items: list[dict] | None, seed: int, min_visibility: 
     ``min_visibility`` visible are dropped with their labels.  Call it as
     ``t(image=img, masks=[...], bboxes=[...], labels=[...])``.
     """
-    import albumentations as A
+    from ..data import albumentations, build_augmentation
 
-    from ..data import build_augmentation
-
+    A = albumentations()
     base = build_augmentation(items, seed)
     transforms = list(base.transforms) if base is not None else []
     return A.Compose(transforms, seed=seed,
