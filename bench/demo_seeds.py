@@ -35,6 +35,8 @@ def overlay(cfg: dict, k: int, results: Path) -> dict:
     out: dict = {"results": str(results), "seed": int(cfg["seed"]) + k, "experiments": {}, "studies": {}}
     for group in ("experiments", "studies"):
         for name, e in cfg.get(group, {}).items():
+            if e.get("inflation_of"):   # derived when the config loads, from its shifted source
+                continue
             o = out[group].setdefault(name, {})
             o["train"] = {"seed": int(e["train"]["seed"]) + k}
             for key in ("subset", "split"):

@@ -82,3 +82,28 @@ def test_scale_projection_arithmetic():
     assert scale.growth([10, 20, 40], [5.0, 5.01, 5.02]) is None       # noise
     assert math.isclose(scale.project([10, 20, 40], [5.0, 7.0, 11.0], 400), 0.2 * 400 + 3.0)
     assert math.isclose(scale.project([10, 20, 40], [1.0, 4.0, 16.0], 400), 16.0 * 10 ** 2)
+
+
+def test_the_seed_shift_overlay_validates_and_reseeds_every_run(tmp_path):
+    """bench/demo_seeds.py's overlay: it must load beside the demo's config (the leakage-inflation
+    pairs, derived when the config loads, are not listed: they follow their shifted source) and
+    shift every run's training, subset and split seeds by k."""
+    import yaml
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import demo_seeds
+
+    from medrepro.config import load_config
+
+    cfg = load_config(REPO / "config")
+    over = tmp_path / "overlay.yaml"
+    over.write_text(yaml.safe_dump(demo_seeds.overlay(cfg, 2, tmp_path / "seed-2")))
+    shifted = load_config(REPO / "config", [over])
+    assert shifted["seed"] == cfg["seed"] + 2 and shifted["results"] == str(tmp_path / "seed-2")
+    for group in ("experiments", "studies"):
+        assert set(shifted[group]) == set(cfg[group])
+        for name, e in cfg[group].items():
+            assert shifted[group][name]["train"]["seed"] == e["train"]["seed"] + 2, name
+            for key in ("subset", "split"):
+                if isinstance(e.get(key), dict) and "seed" in e[key]:
+                    assert shifted[group][name][key]["seed"] == e[key]["seed"] + 2, (name, key)
