@@ -8,6 +8,10 @@
     prints where a finished run's report is and opens its HTML pages in a browser.
 ``medrepro licences``
     lists the installed dependencies (``--extra download`` adds an extra's) and their licences.
+``medrepro hash-threshold IMAGES...``
+    measures the leakage audit's near-duplicate threshold on a set of images (files or folders,
+    e.g. a run's ``results/converted/covid``): how far copies of each (contrast, gamma, resized,
+    cropped, re-encoded) and distinct pictures are apart (:mod:`medrepro.hash_threshold`).
 
 Run from the workflow's folder (the one with ``config/``), as snakemake is.
 """
@@ -26,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
                          description="the installed dependencies of medrepro (and of the extras named) and their "
                                      "licences, from the installed packages' metadata")
     lic.add_argument("--extra", action="append", default=[], help="an extra to include (download, slurm, ...)")
+    ht = sub.add_parser("hash-threshold", help="measure the leakage audit's near-duplicate threshold on images",
+                        description="copies each image as dataset builders did (contrast, gamma, resize, crop, "
+                                    "JPEG) and compares the perceptual hashes of copies and of distinct images")
+    ht.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    ht.add_argument("--max-distance", type=int, default=None,
+                    help="the threshold to check (default: the config's leakage.max_distance)")
+    ht.add_argument("--config-dir", default="config", help="the workflow's config folder (default: config)")
+    ht.add_argument("--csv", help="also write each copy's distance to this CSV")
     for name, text in (("doctor", "check the environment, config, data, weights, GPUs and SLURM before a run"),
                        ("report", "show where the report of a finished run is and open it in a browser")):
         s = sub.add_parser(name, help=text, description=text)
@@ -82,9 +94,31 @@ def licences(args) -> int:
     return 0
 
 
+def hash_threshold(args) -> int:
+    from .hash_threshold import calibrate, copy_distances, image_files, summary
+
+    m = args.max_distance
+    if m is None:
+        from .config import load_config
+
+        m = int(load_config(args.config_dir)["leakage"]["max_distance"])
+    try:
+        result = calibrate(args.images, m)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"medrepro hash-threshold: {exc}", file=sys.stderr)
+        return 1
+    print(summary(result))
+    if args.csv:
+        from .io import write_csv
+
+        write_csv(args.csv, copy_distances(image_files(args.images)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return {"doctor": doctor, "report": report, "licences": licences}[args.command](args)
+    return {"doctor": doctor, "report": report, "licences": licences,
+            "hash-threshold": hash_threshold}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,16 @@ HASH_SIZE = 16          # 16 x 16 = 256 bits
 HASH_WORDS = HASH_SIZE * HASH_SIZE // 64
 
 
+def perceptual_hash(im):
+    """The audit's perceptual hash of a Pillow image (its grayscale): ``imagehash.phash`` with
+    ``hash_size`` 16, an ``ImageHash`` (``str`` gives 64 hex digits, ``a - b`` the bits apart)."""
+    import imagehash
+
+    return imagehash.phash(im.convert("L"), hash_size=HASH_SIZE)
+
+
 def hash_images(converted_manifest, progress: bool = True) -> pd.DataFrame:
     """SHA-256 of each converted PNG's bytes and its 256-bit perceptual hash (64 hex digits)."""
-    import imagehash
     from PIL import Image
     from tqdm import tqdm
 
@@ -43,7 +50,7 @@ def hash_images(converted_manifest, progress: bool = True) -> pd.DataFrame:
         path = Path(png)   # as the converted manifest gives it (relative to the working directory)
         data = path.read_bytes()
         with Image.open(path) as im:
-            ph = str(imagehash.phash(im.convert("L"), hash_size=HASH_SIZE))
+            ph = str(perceptual_hash(im))
         rows.append((image_id, str(png), hashlib.sha256(data).hexdigest(), ph))
     return pd.DataFrame(rows, columns=HASH_COLUMNS)
 

@@ -1,0 +1,157 @@
+"""How many bits apart may two perceptual hashes be and still show the same picture?  The leakage
+audit's ``leakage.max_distance``, measured on a set of images instead of assumed.
+
+Each image is copied the ways a dataset builder copies pictures (:data:`PERTURBATIONS`: contrast
+and gamma changes, a half-size and a 299 x 299 copy, a 5 % border crop, a JPEG re-encoding, with
+Pillow), and the audit's hash (:func:`medrepro.leakage.perceptual_hash`) of every copy is compared
+with its original's; the images' hashes are compared with one another too (distinct pictures, as
+far as the set holds no copies of its own).  A threshold finds every copy and no distinct pair
+when the copies' largest distance lies below the distinct pairs' smallest; :func:`calibrate`
+says whether the set allows one, which, and what the configured one finds and misses.
+
+The images are the user's: ``medrepro hash-threshold results/converted/covid`` runs it on a run's
+converted pictures (the demo's are synthetic stand-ins, drawn on one layout: their figures say
+little about real radiographs; bench/hash_threshold.py prints them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageEnhance
+
+from .leakage import HASH_COLUMNS, duplicate_pairs, perceptual_hash
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _gamma(g: float) -> Callable[[Image.Image], Image.Image]:
+    return lambda im: im.point([round(255 * (v / 255) ** g) for v in range(256)])
+
+
+def _jpeg(im: Image.Image, quality: int = 75) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("L")
+
+
+def _crop(im: Image.Image, fraction: float = 0.05) -> Image.Image:
+    w, h = im.size
+    dx, dy = round(w * fraction), round(h * fraction)
+    return im.crop((dx, dy, w - dx, h - dy))
+
+
+# what builders of public sets did to pictures they took from one another: the COVID-19 Radiography
+# Database resized RSNA's and Kermany's to 299 x 299; contrast, gamma and re-encoding change with
+# every export; a crop removes burnt-in borders and labels
+PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "contrast 0.7": lambda im: ImageEnhance.Contrast(im).enhance(0.7),
+    "contrast 1.3": lambda im: ImageEnhance.Contrast(im).enhance(1.3),
+    "gamma 0.7": _gamma(0.7),
+    "gamma 1.5": _gamma(1.5),
+    "half size": lambda im: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS),
+    "299 x 299": lambda im: im.resize((299, 299), Image.Resampling.LANCZOS),
+    "crop 5 %": _crop,
+    "JPEG q75": _jpeg,
+}
+
+
+def image_files(paths) -> list[Path]:
+    """The image files of ``paths`` (files, or folders searched recursively), sorted; an error
+    names a path that holds none."""
+    out = []
+    for p in map(Path, paths):
+        found = sorted(f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES) if p.is_dir() else [p]
+        if not found or not all(f.is_file() for f in found):
+            raise FileNotFoundError(f"{p}: no image files ({', '.join(SUFFIXES)}) there")
+        out += found
+    return out
+
+
+def copy_distances(files, perturbations=None) -> pd.DataFrame:
+    """One row per image and perturbation: the bits between the image's hash and its copy's."""
+    perturbations = perturbations or PERTURBATIONS
+    rows = []
+    for f in files:
+        with Image.open(f) as im:
+            gray = im.convert("L")
+        h = perceptual_hash(gray)
+        for name, make in perturbations.items():
+            rows.append({"image": str(f), "perturbation": name, "distance": int(h - perceptual_hash(make(gray)))})
+    return pd.DataFrame(rows, columns=["image", "perturbation", "distance"])
+
+
+def distinct_distances(files) -> np.ndarray:
+    """The bits between every two images of ``files`` (each pair once), through the audit's own pair
+    search (:func:`medrepro.leakage.duplicate_pairs` with no limit)."""
+    hashes = []
+    for k, f in enumerate(files):
+        with Image.open(f) as im:
+            hashes.append((str(k), str(f), "", str(perceptual_hash(im.convert("L")))))
+    pairs = duplicate_pairs(pd.DataFrame(hashes, columns=HASH_COLUMNS), max_distance=10 ** 6)
+    return pairs["distance"].to_numpy(int)
+
+
+def youden_threshold(copies: np.ndarray, distinct: np.ndarray, bits: int = 256) -> int:
+    """The threshold (bits) that best tells copies from distinct pairs: the largest Youden's J
+    (share of copies found less share of distinct pairs flagged), at the middle of the range of
+    thresholds that reach it (as far from the copies' largest as from the distinct pairs' closest)."""
+    t = np.arange(bits + 1)
+    found = (np.sort(copies)[None, :] <= t[:, None]).mean(axis=1)
+    flagged = (np.sort(distinct)[None, :] <= t[:, None]).mean(axis=1)
+    j = found - flagged
+    best = np.flatnonzero(j >= j.max() - 1e-12)
+    run = best[: 1 + int(np.argmax(np.diff(best, append=best[-1] + 2) > 1))]   # the first contiguous range
+    return int((run[0] + run[-1]) // 2)
+
+
+def calibrate(paths, max_distance: int, perturbations=None) -> dict:
+    """The copies' and the distinct pairs' distances of the images under ``paths`` and what they
+    say about thresholds.  ``table``: a row per perturbation (copies, their distances' minimum,
+    median and maximum, how many the configured ``max_distance`` finds, and whether a hash
+    threshold can find them at all: their median below the distinct pairs' 1st percentile; a crop
+    moves the hash about as far as another picture).  ``distinct``: pairs, smallest distance, 1st
+    percentile, pairs within the configured threshold.  ``threshold``: :func:`youden_threshold`
+    over the findable perturbations' copies, with the share of those copies it finds (``found``)
+    and the distinct pairs it flags (``flagged``)."""
+    files = image_files(paths)
+    if len(files) < 2:
+        raise ValueError(f"{len(files)} image(s): distinct pairs need at least two")
+    copies = copy_distances(files, perturbations)
+    distinct = distinct_distances(files)
+    p1 = float(np.percentile(distinct, 1))
+    by = copies.groupby("perturbation", sort=False)["distance"]
+    table = pd.DataFrame({"copies": by.size(), "min": by.min(), "median": by.median(), "max": by.max(),
+                          f"found at {max_distance}": by.apply(lambda d: int((d <= max_distance).sum()))})
+    table["findable"] = table["median"] < p1
+    findable = copies[copies["perturbation"].map(table["findable"])]["distance"].to_numpy(int)
+    t = youden_threshold(findable, distinct) if findable.size else max_distance
+    return {"images": len(files), "max_distance": max_distance, "table": table.reset_index(),
+            "distinct": {"pairs": int(distinct.size), "min": int(distinct.min()), "p1": p1,
+                         f"within {max_distance}": int((distinct <= max_distance).sum())},
+            "threshold": t, "found": float((findable <= t).mean()) if findable.size else float("nan"),
+            "flagged": int((distinct <= t).sum()),
+            "missed_at_configured": int((copies["distance"] > max_distance).sum()), "copies": int(len(copies))}
+
+
+def summary(result: dict) -> str:
+    """The calibration as Markdown: the table, the distinct pairs, and the threshold it suggests."""
+    d, m, tab = result["distinct"], result["max_distance"], result["table"]
+    lost = ", ".join(tab.loc[~tab["findable"], "perturbation"])
+    lines = [f"{result['images']} images, {result['copies']} copies ({len(tab)} perturbations each), "
+             f"{d['pairs']} distinct pairs; hashes of 256 bits.", "",
+             tab.to_markdown(index=False), "",
+             f"Distinct pairs: smallest distance {d['min']} bits (1st percentile {d['p1']:.0f}); "
+             f"{d[f'within {m}']} within the configured {m}.",
+             f"The configured max_distance {m} misses {result['missed_at_configured']} of {result['copies']} copies.",
+             f"Suggested max_distance {result['threshold']}: it finds {result['found']:.1%} of the copies a hash "
+             f"can find and flags {result['flagged']} distinct pair(s) (look at them: a set may hold copies "
+             f"of its own)."]
+    if lost:
+        lines.append(f"No threshold finds these copies (they move the hash as far as another picture): {lost}.")
+    return "\n".join(lines)
