@@ -60,6 +60,9 @@ def test_the_command_prints_the_calibration_and_names_an_empty_folder(tmp_path, 
     assert "4 images, 32 copies (8 perturbations each), 6 distinct pairs" in out
     assert "Suggested max_distance" in out and "crop 5 %" in out
     assert (tmp_path / "d.csv").read_text().count("\n") == 33
+    (tmp_path / "x" / "broken.png").write_bytes(b"not a PNG")
+    assert main(["hash-threshold", str(tmp_path / "x"), "--max-distance", "8"]) == 1
+    assert f"{tmp_path / 'x' / 'broken.png'}: not an image Pillow can read" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["hash-threshold", str(tmp_path / "empty"), "--max-distance", "8"]) == 1
     assert f"{tmp_path / 'empty'}: no image files" in capsys.readouterr().err

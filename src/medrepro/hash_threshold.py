@@ -73,13 +73,21 @@ def image_files(paths) -> list[Path]:
     return out
 
 
+def _gray(path) -> Image.Image:
+    """The image at ``path`` in grayscale; a file Pillow cannot read is an error naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("L")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not an image Pillow can read ({exc})") from exc
+
+
 def copy_distances(files, perturbations=None) -> pd.DataFrame:
     """One row per image and perturbation: the bits between the image's hash and its copy's."""
     perturbations = perturbations or PERTURBATIONS
     rows = []
     for f in files:
-        with Image.open(f) as im:
-            gray = im.convert("L")
+        gray = _gray(f)
         h = perceptual_hash(gray)
         for name, make in perturbations.items():
             rows.append({"image": str(f), "perturbation": name, "distance": int(h - perceptual_hash(make(gray)))})
@@ -91,8 +99,7 @@ def distinct_distances(files) -> np.ndarray:
     search (:func:`medrepro.leakage.duplicate_pairs` with no limit)."""
     hashes = []
     for k, f in enumerate(files):
-        with Image.open(f) as im:
-            hashes.append((str(k), str(f), "", str(perceptual_hash(im.convert("L")))))
+        hashes.append((str(k), str(f), "", str(perceptual_hash(_gray(f)))))
     pairs = duplicate_pairs(pd.DataFrame(hashes, columns=HASH_COLUMNS), max_distance=10 ** 6)
     return pairs["distance"].to_numpy(int)
 
