@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from medrepro.cli import main
-from medrepro.hash_threshold import PERTURBATIONS, calibrate, copy_distances, youden_threshold
+from medrepro.hash_threshold import PERTURBATIONS, calibrate, youden_threshold
 from medrepro.synth.phantoms import chest_radiograph
 
 
@@ -30,7 +30,7 @@ def _xrays(folder, n=6):
 def test_copy_and_distinct_distances_are_the_bits_between_the_audit_hashes(tmp_path):
     files = _xrays(tmp_path / "x")
     res = calibrate([tmp_path / "x"], max_distance=8)
-    copies = copy_distances(files)
+    copies = res["distances"]
     assert len(copies) == len(files) * len(PERTURBATIONS)
     for f, name in [(files[1], "gamma 1.5"), (files[4], "half size"), (files[2], "JPEG q75")]:
         gray = Image.open(f).convert("L")

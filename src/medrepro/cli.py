@@ -95,7 +95,7 @@ def licences(args) -> int:
 
 
 def hash_threshold(args) -> int:
-    from .hash_threshold import calibrate, copy_distances, image_files, summary
+    from .hash_threshold import calibrate, summary
 
     m = args.max_distance
     if m is None:
@@ -111,7 +111,7 @@ def hash_threshold(args) -> int:
     if args.csv:
         from .io import write_csv
 
-        write_csv(args.csv, copy_distances(image_files(args.images)))
+        write_csv(args.csv, result["distances"])
     return 0
 
 

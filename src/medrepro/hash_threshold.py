@@ -5,16 +5,17 @@ Each image is copied the ways a dataset builder copies pictures (:data:`PERTURBA
 and gamma changes, a half-size and a 299 x 299 copy, a 5 % border crop, a JPEG re-encoding, with
 Pillow), and the audit's hash (:func:`medrepro.leakage.perceptual_hash`) of every copy is compared
 with its original's; the images' hashes are compared with one another too (distinct pictures, as
-far as the set holds no copies of its own).  A threshold finds every copy and no distinct pair
-when the copies' largest distance lies below the distinct pairs' smallest; :func:`calibrate`
-says whether the set allows one, which, and what the configured one finds and misses.
+far as the set holds no copies of its own).  :func:`calibrate` says what the configured threshold
+finds and misses, which copies no threshold finds (a crop moves the hash as far as another
+picture), and the threshold that best tells the other copies from distinct pairs (Youden's J).
 
 The images are the user's: ``medrepro hash-threshold results/converted/covid`` runs it on a run's
-converted pictures (the demo's are synthetic stand-ins, drawn on one layout: their figures say
-little about real radiographs; bench/hash_threshold.py prints them).
+converted pictures (the demo's are synthetic stand-ins, drawn on one layout: their figures, in
+bench/README.md, say little about real radiographs).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -82,26 +83,27 @@ def _gray(path) -> Image.Image:
         raise ValueError(f"{path}: not an image Pillow can read ({exc})") from exc
 
 
-def copy_distances(files, perturbations=None) -> pd.DataFrame:
-    """One row per image and perturbation: the bits between the image's hash and its copy's."""
+def measure(files, perturbations=None) -> tuple[pd.DataFrame, list[str]]:
+    """Each image read once: a row per image and perturbation with the bits between the image's
+    hash and its copy's, and the images' own hashes (hex, in the order of ``files``)."""
+    from tqdm import tqdm
+
     perturbations = perturbations or PERTURBATIONS
-    rows = []
-    for f in files:
+    rows, hashes = [], []
+    for f in tqdm(files, desc="hash-threshold", file=sys.stderr, mininterval=5):
         gray = _gray(f)
         h = perceptual_hash(gray)
+        hashes.append(str(h))
         for name, make in perturbations.items():
             rows.append({"image": str(f), "perturbation": name, "distance": int(h - perceptual_hash(make(gray)))})
-    return pd.DataFrame(rows, columns=["image", "perturbation", "distance"])
+    return pd.DataFrame(rows, columns=["image", "perturbation", "distance"]), hashes
 
 
-def distinct_distances(files) -> np.ndarray:
-    """The bits between every two images of ``files`` (each pair once), through the audit's own pair
-    search (:func:`medrepro.leakage.duplicate_pairs` with no limit)."""
-    hashes = []
-    for k, f in enumerate(files):
-        hashes.append((str(k), str(f), "", str(perceptual_hash(_gray(f)))))
-    pairs = duplicate_pairs(pd.DataFrame(hashes, columns=HASH_COLUMNS), max_distance=10 ** 6)
-    return pairs["distance"].to_numpy(int)
+def distinct_distances(hashes: list[str]) -> np.ndarray:
+    """The bits between every two of the images' ``hashes`` (each pair once), through the audit's
+    own pair search (:func:`medrepro.leakage.duplicate_pairs` with no limit)."""
+    table = pd.DataFrame([(str(k), "", "", h) for k, h in enumerate(hashes)], columns=HASH_COLUMNS)
+    return duplicate_pairs(table, max_distance=10 ** 6)["distance"].to_numpy(int)
 
 
 def youden_threshold(copies: np.ndarray, distinct: np.ndarray, bits: int = 256) -> int:
@@ -125,12 +127,12 @@ def calibrate(paths, max_distance: int, perturbations=None) -> dict:
     moves the hash about as far as another picture).  ``distinct``: pairs, smallest distance, 1st
     percentile, pairs within the configured threshold.  ``threshold``: :func:`youden_threshold`
     over the findable perturbations' copies, with the share of those copies it finds (``found``)
-    and the distinct pairs it flags (``flagged``)."""
+    and the distinct pairs it flags (``flagged``); ``distances``: every copy's distance."""
     files = image_files(paths)
     if len(files) < 2:
         raise ValueError(f"{len(files)} image(s): distinct pairs need at least two")
-    copies = copy_distances(files, perturbations)
-    distinct = distinct_distances(files)
+    copies, hashes = measure(files, perturbations)
+    distinct = distinct_distances(hashes)
     p1 = float(np.percentile(distinct, 1))
     by = copies.groupby("perturbation", sort=False)["distance"]
     table = pd.DataFrame({"copies": by.size(), "min": by.min(), "median": by.median(), "max": by.max(),
@@ -143,7 +145,8 @@ def calibrate(paths, max_distance: int, perturbations=None) -> dict:
                          f"within {max_distance}": int((distinct <= max_distance).sum())},
             "threshold": t, "found": float((findable <= t).mean()) if findable.size else float("nan"),
             "flagged": int((distinct <= t).sum()),
-            "missed_at_configured": int((copies["distance"] > max_distance).sum()), "copies": int(len(copies))}
+            "missed_at_configured": int((copies["distance"] > max_distance).sum()), "copies": int(len(copies)),
+            "distances": copies}
 
 
 def summary(result: dict) -> str:
