@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    brier_score_loss,
-    confusion_matrix,
-    log_loss,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+
+# scikit-learn is imported where a score is computed, not with this module: training and prediction
+# jobs need only prediction_table, and sklearn.metrics brings SciPy's statistics (0.8 s of every
+# such job's start on a 2-core machine)
 
 # equal-width confidence bins of the expected calibration error: Guo, Pleiss, Sun & Weinberger
 # (2017), "On calibration of modern neural networks", ICML, arXiv:1706.04599
@@ -48,6 +44,14 @@ def classification_metrics(pred: pd.DataFrame, class_names: list[str]) -> dict:
     """Per-class precision/recall/F1/support, accuracy, confusion matrix, and (binary) AUC,
     sensitivity and specificity, all computed with scikit-learn; ``majority_rate`` is the accuracy
     of always predicting this set's most frequent class (the chance level accuracy must beat)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
     y, yhat = pred["target"].to_numpy(), pred["pred"].to_numpy()
     labels = list(range(len(class_names)))
     # one pass of scikit-learn's per-class scores; the averages are classification_report's (macro:
@@ -97,6 +101,8 @@ def calibration(y, proba, pred, labels=None, bins: int = ECE_BINS) -> dict:
     calibration error of the probability each image's predicted class got (its confidence), over
     ``bins`` equal-width bins of [0, 1] (scikit-learn's ``calibration_curve(strategy="uniform")``
     bins): the mean over images of |accuracy - mean confidence| of their bin."""
+    from sklearn.metrics import brier_score_loss
+
     y, pred, proba = np.asarray(y, int), np.asarray(pred, int), np.asarray(proba, float)
     if not len(y):
         return {"brier": float("nan"), "ece": float("nan")}

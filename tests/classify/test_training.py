@@ -128,9 +128,17 @@ def test_reduce_lr_on_plateau():
     assert hist["lr"].tolist() == pytest.approx([1e-9, 1e-9, 1e-10, 1e-11, 1e-11, 1e-11], rel=1e-6)
 
 
-def test_class_weights_match_the_split():
+def test_class_weights_match_the_split_and_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
     t = np.array([0] * 10 + [1] * 30)
     assert class_weights(t, 2) == pytest.approx([40 / (2 * 10), 40 / (2 * 30)])
+    rng = np.random.default_rng(0)
+    for n_classes, t in ((3, rng.integers(0, 3, 50)), (4, np.array([0, 0, 1, 3, 3, 3, 3])), (2, np.array([1, 1]))):
+        present = np.unique(t)
+        expected = dict(zip(present, compute_class_weight("balanced", classes=present, y=t)))
+        # a class absent from the split keeps weight 1 (scikit-learn gives it none)
+        assert class_weights(t, n_classes) == pytest.approx([expected.get(c, 1.0) for c in range(n_classes)])
 
 
 def test_shuffled_label_control_stays_at_chance():

@@ -407,13 +407,12 @@ def predict_proba(model: nn.Module, ds, batch_size: int = 64, accel: Accel | Non
 
 
 def class_weights(targets, n_classes: int) -> list[float]:
-    """Balanced weights, n / (k * count_c), as scikit-learn's ``compute_class_weight('balanced')``."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    t = np.asarray(targets)
-    present = np.unique(t)
-    w = compute_class_weight("balanced", classes=present, y=t)
-    out = [1.0] * n_classes
-    for c, v in zip(present, w):
-        out[int(c)] = float(v)
-    return out
+    """Balanced weights, n / (k * count_c) over the k classes present (1.0 for a class absent from
+    ``targets``): scikit-learn's ``compute_class_weight('balanced')`` formula (the tests compare the
+    two), computed here because importing scikit-learn for it cost 0.8 s of every training job's start."""
+    t = np.asarray(targets, dtype=int)
+    counts = np.bincount(t, minlength=n_classes)
+    present = counts > 0
+    out = np.ones(n_classes)
+    out[present] = len(t) / (present.sum() * counts[present])
+    return out.tolist()
