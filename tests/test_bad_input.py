@@ -152,6 +152,8 @@ def _demo_config():
          "network of backbone 'efficientnet_b4'"),
     (lambda c: c["studies"]["tm_TC"]["train"].update(deterministic="yes"),
      "studies.tm_TC.train.deterministic: 'yes' is not one of ['auto', True, False]"),
+    (lambda c: c["experiments"]["mr_exp2"]["model"]["detector"].update(last_stage=5),
+     "experiments.mr_exp2.model.detector.anchor_sizes: 4 sizes, but a pyramid on C2-C5 (last_stage) has 5 levels"),
 ])
 def test_config_errors_name_the_key(mutate, expected):
     cfg = _demo_config()

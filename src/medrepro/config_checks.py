@@ -106,6 +106,11 @@ def _detector_checks(where: str, e: dict) -> list[str]:
             for cls in d.get("train_classes", []) + [d["positive_class"]] if cls not in names]
     if not e["train"].get("steps_per_epoch"):
         out.append(f"{where}.train.steps_per_epoch: required for task 'detect'")
+    det = e["model"]["detector"]
+    if len(det["anchor_sizes"]) != det["last_stage"]:
+        out.append(f"{where}.model.detector.anchor_sizes: {len(det['anchor_sizes'])} sizes, but a pyramid on C2-C"
+                   f"{det['last_stage']} (last_stage) has {det['last_stage']} levels (one per stage and the "
+                   "max-pooled one above); give one size per level")
     if e["model"]["input_size"][0] != e["model"]["input_size"][1]:
         out.append(f"{where}.model.input_size: {e['model']['input_size']}; Mask R-CNN here takes square inputs")
     return out

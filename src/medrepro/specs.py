@@ -67,6 +67,7 @@ class DetectorSpec:
     backbone: str
     norm: str
     trainable_layers: int
+    last_stage: int
     anchor_sizes: tuple[int, ...]
     rpn_pre_nms_top_n: int
     rpn_post_nms_top_n: int

@@ -283,7 +283,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     m["detector"].update(fpn_channels=32, box_head_size=64)
     model = build_maskrcnn(from_plain(ModelSpec, m))
     feats = model.backbone(torch.zeros(1, 3, 64, 64))
-    assert {v.shape[1] for v in feats.values()} == {32} and len(feats) == 5
+    assert {v.shape[1] for v in feats.values()} == {32} and len(feats) == m["detector"]["last_stage"]
     assert model.rpn.head.conv[0][0].in_channels == 32
     assert model.roi_heads.box_head.fc6.in_features == 32 * 7 * 7
     assert model.roi_heads.mask_head[0][0].in_channels == 32
@@ -295,6 +295,37 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     assert all(torch.isfinite(v) for v in losses.values())
     wide = build_maskrcnn(from_plain(ModelSpec, m | {"detector": {**m["detector"], "fpn_channels": 256}}))
     assert wide.backbone.out_channels == 256 and type(wide.backbone.fpn) is type(model.backbone.fpn)
+
+def test_last_stage_four_builds_the_pyramid_on_c2_c4_without_the_fifth_stage():
+    """``last_stage: 4``: torchvision's ResNet stops after layer3 (C4), the pyramid has C2-C4 and the
+    max-pooled level (one anchor size each), the RoI heads read C2-C4, and the model trains;
+    ``last_stage: 5`` is torchvision's C2-C5 pyramid with five levels."""
+    from medrepro.config import load_config
+    from medrepro.detect.torchvision_backend import build_maskrcnn
+
+    cfg = load_config(REPO / "config")
+    m = copy.deepcopy(cfg["experiments"]["mr_exp1"]["model"])
+    m["input_size"] = [64, 64]
+    m["detector"].update(last_stage=4, anchor_sizes=[8, 16, 32, 64])
+    model = build_maskrcnn(from_plain(ModelSpec, m))
+    names = {n.split(".")[0] for n, _ in model.backbone.body.named_parameters()}
+    assert "layer3" in names and "layer4" not in names
+    feats = model.backbone(torch.zeros(1, 3, 64, 64))
+    assert [tuple(v.shape[-2:]) for v in feats.values()] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [3] * 4
+    roi_levels = [k for k in feats if k in model.roi_heads.box_roi_pool.featmap_names]
+    assert roi_levels == ["0", "1", "2"]  # every level but the max-pooled one
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:30, 12:40] = 1
+    losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]),
+                                                     "labels": torch.tensor([1]), "masks": masks}])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    full = build_maskrcnn(from_plain(ModelSpec, m | {"detector": {**m["detector"], "last_stage": 5,
+                                                                  "anchor_sizes": [8, 16, 32, 64, 128]}}))
+    assert len(full.backbone(torch.zeros(1, 3, 64, 64))) == 5
+    assert sum(p.numel() for p in full.parameters()) > 2 * sum(p.numel() for p in model.parameters())
+
 
 def test_detectron2_backend_clips_the_whole_models_gradient_norm_as_the_torchvision_backend():
     """detectron2's CLIP_TYPE 'norm' clips each tensor on its own; the backend clips them together."""

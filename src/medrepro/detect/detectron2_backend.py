@@ -57,6 +57,10 @@ def config(spec: RunSpec, weights: str | None = None, device: str | None = None)
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     cfg.MODEL.RESNETS.NORM = "BN" if d.norm == "batchnorm" else "FrozenBN"
     cfg.MODEL.BACKBONE.FREEZE_AT = 5 - d.trainable_layers
+    stages = [f"res{k}" for k in range(2, d.last_stage + 1)]  # res5 is not built when the pyramid stops at res4
+    cfg.MODEL.RESNETS.OUT_FEATURES, cfg.MODEL.FPN.IN_FEATURES = stages, list(stages)
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = [f"p{k}" for k in range(2, d.last_stage + 1)]
+    cfg.MODEL.RPN.IN_FEATURES = [f"p{k}" for k in range(2, d.last_stage + 2)]  # and the max-pooled level
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[int(a)] for a in d.anchor_sizes]
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = d.rpn_pre_nms_top_n
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = d.rpn_post_nms_top_n
@@ -94,6 +98,16 @@ def config(spec: RunSpec, weights: str | None = None, device: str | None = None)
     cfg.SEED = int(t.seed)
     cfg.DATALOADER.NUM_WORKERS = 0
     return cfg
+
+
+def build(cfg, spec: RunSpec):
+    """detectron2's model of ``cfg``; with ``last_stage`` 4, the pyramid's max-pooled level reads its
+    last level (p4), as torchvision's does (detectron2's LastLevelMaxPool names p5 whatever the stages)."""
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg)
+    model.backbone.top_block.in_feature = f"p{spec.model.detector.last_stage}"
+    return model
 
 
 def clip_whole_model(opt: torch.optim.Optimizer, max_norm: float) -> torch.optim.Optimizer:
@@ -137,7 +151,6 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     weights.  ``stop_after`` ends after that many epochs (to test resuming)."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
-    from detectron2.modeling import build_model
     from detectron2.solver import build_lr_scheduler, build_optimizer
 
     from .. import checkpoint as ckpt
@@ -151,7 +164,7 @@ def train(annotations_dir, spec: RunSpec, model_out, history_out, summary_out, c
     ds = DetectionSet(coco, size, d.equalization, spec.augment, t.seed,
                       list(d.train_classes) if d.train_classes else None)
     cfg = config(spec, weights)
-    model = build_model(cfg)
+    model = build(cfg, spec)
     note = "random initialisation (no pretrained weights configured)"
     if weights:
         DetectionCheckpointer(model).load(str(weights))
@@ -232,10 +245,9 @@ def _history_hook(steps: int, opt, rows: list, checkpoint, fp: str):
 
 def load(model_path):
     """A trained detectron2 model (inference mode) from the file :func:`train` wrote."""
-    from detectron2.modeling import build_model
-
     ck = torch.load(model_path, map_location="cpu", weights_only=False)
-    model = build_model(config(run_spec(ck["experiment"])))
+    spec = run_spec(ck["experiment"])
+    model = build(config(spec), spec)
     model.load_state_dict(ck["model"])
     return model.eval()
 

@@ -43,6 +43,8 @@ def build_maskrcnn(model: ModelSpec) -> nn.Module:
     initialised demo runs.  The mask predictor's transposed convolution has the mask head's last
     width (torchvision's 256 with its default head; detectron2 builds it so at every width): at
     torchvision's fixed 256 after a 64-channel head it took a third of a demo iteration on the CPU.
+    ``last_stage: 4`` builds the pyramid on C2-C4 without the ResNet's fifth stage (the RoI heads
+    read every level but the max-pooled one, as with C2-C5).
     """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -55,8 +57,10 @@ def build_maskrcnn(model: ModelSpec) -> nn.Module:
     if d.backbone not in BACKBONES:
         raise ValueError(f"detector backbone {d.backbone!r}; expected one of {BACKBONES}")
     norm = nn.BatchNorm2d if d.norm == "batchnorm" else FrozenBatchNorm2d
+    # returned_layers: torchvision's layer1-4 are C2-C5; the stages after the last one read are not built
     backbone = resnet_fpn_backbone(backbone_name=d.backbone, weights=None, norm_layer=norm,
-                                   trainable_layers=d.trainable_layers)
+                                   trainable_layers=d.trainable_layers,
+                                   returned_layers=list(range(1, d.last_stage)))
     if d.fpn_channels != backbone.out_channels:  # a narrower pyramid (and with it RPN, RoIAlign, box head input)
         from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
