@@ -79,7 +79,6 @@ def torchvision_run(exp, ann, iters, warmup) -> dict:
 
 def detectron2_run(exp, ann, iters, warmup) -> dict:
     from detectron2.engine import SimpleTrainer
-    from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
@@ -90,7 +89,7 @@ def detectron2_run(exp, ann, iters, warmup) -> dict:
     t = exp["train"]
     torch.manual_seed(0)
     cfg = detectron2_backend.config(spec)
-    model = build_model(cfg).train()
+    model = detectron2_backend.build(cfg, spec).train()
     ds = DetectionSet(_coco(ann, "train"), int(exp["model"]["input_size"][0]), exp["detect"]["equalization"])
     opt = build_optimizer(cfg, model)
     if t["clip_grad_norm"]:
