@@ -565,6 +565,40 @@ def test_every_output_kind_writes_its_files(tiny_run):
                 assert figures[1].is_file(), (paper, o["name"])
 
 
+def test_a_papers_table_footer_names_its_runs_config(tiny_run):
+    """A paper's tables carry one config digest (in provenance.json and under every table): it covers
+    the paper's block and the config digest each run recorded in its metrics.json, so tables made
+    from a run of other settings say so."""
+    from medrepro.config import load_config
+    from medrepro.departures import resolved_departures
+    from medrepro.plan import Plan
+    from medrepro.publish.paper import publish_paper
+
+    results, cfg, tmp_path = tiny_run
+    config = load_config(REPO / "config", [cfg])
+    paper = "cnn_pediatric"
+    inputs: dict = {}
+    for key, path in Plan(config, str(results)).paper_inputs(paper).items():
+        exp, kind = key.split("__")
+        inputs.setdefault(exp, {})[kind] = path
+    block = {**config["papers"][paper], "departures": resolved_departures(config, paper)}
+
+    def footer(inp, out):
+        publish_paper(paper, block, inp, tmp_path / out, style=config["figures"], scale=config["scale"],
+                      verdict=config["verdict"])
+        digest = json.loads((tmp_path / out / "provenance.json").read_text())["publish"]["config_sha256"]
+        assert f"config {digest};" in (tmp_path / out / "tables" / "comparison.md").read_text()
+        return digest
+
+    same = footer(inputs, "same")
+    assert same == json.loads((results / "papers" / paper / "provenance.json").read_text())["publish"]["config_sha256"]
+    metrics = json.loads(Path(inputs[paper]["metrics"]).read_text())
+    metrics["provenance"]["config_sha256"] = "0" * 16  # a run of other settings
+    other_metrics = tmp_path / "other_metrics.json"
+    other_metrics.write_text(json.dumps(metrics))
+    assert footer({**inputs, paper: {**inputs[paper], "metrics": str(other_metrics)}}, "other") != same
+
+
 @pytest.mark.slow
 def test_a_sixth_paper_is_three_files_in_its_folder(tmp_path):
     """Adding a paper on existing kinds takes one folder of three files and no other edit: here a

@@ -7,8 +7,10 @@ the report, so a number can be traced to the code, settings and machine that pro
 - ``commit`` and ``dirty``: the git commit of the project checkout holding this package (or, for an
   installed package, of the working directory), and whether tracked files differ from it;
   ``null`` outside a git checkout;
-- ``config_sha256``: a digest of the config section the step was given (the experiment, study or
-  paper), canonical JSON, so unrelated config edits leave it alone;
+- ``config_sha256``: a digest of the config section the step was given (the experiment or study),
+  canonical JSON, so unrelated config edits leave it alone; a paper's tables digest the paper's
+  block together with the digests of the runs they read, so changing any of its experiments
+  changes it;
 - ``versions`` of the packages that shape the numbers; ``device``, ``gpu``, ``threads`` of the step
   (and ``trained_on``: the training step's, read from the model summary, where there is one,
   with its ``cpu`` and ``cpu_capability``, the instruction set torch chose its CPU kernels for).

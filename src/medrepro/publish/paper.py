@@ -81,7 +81,11 @@ def publish_paper(paper: str, paper_cfg: dict, inputs: dict, out_dir, *, style: 
     from ..provenance import record, short
 
     note = scale_note(scale)
-    prov = record(paper_cfg)
+    # the tables' config digest covers the paper block and the config digest of every run they read
+    # (each run's metrics.json records its own), so a changed experiment changes the footer too
+    run_digests = {e: (json.loads(Path(f["metrics"]).read_text()).get("provenance") or {}).get("config_sha256")
+                   for e, f in sorted(inputs.items()) if "metrics" in f}
+    prov = record({"paper": paper_cfg, "runs": run_digests})
     line = short(prov)
     spec = paper_spec(paper_cfg, f"papers.{paper}")
     published = yaml.safe_load(Path(spec.published).read_text())
