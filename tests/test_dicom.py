@@ -198,3 +198,28 @@ def test_jpeg_lossless_and_extended_from_other_encoders():
 def test_undecodable_real_file_names_the_cause():
     with pytest.raises(DicomError, match=r"JPEG-lossy.dcm: cannot decode pixel data with transfer syntax"):
         read_dicom(_testdata("JPEG-lossy.dcm"))
+
+
+def test_jpeg_baseline_decodes_the_same_with_or_without_the_gpl_decoder(tmp_path):
+    """JPEG Baseline goes to Pillow wherever it can, so a lossy image's pixels do not depend on whether
+    pylibjpeg-libjpeg (the optional jpeg-lossless extra, which pydicom would try first) is installed:
+    the two decoders differ on some pixels of the same file."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import generate_frames
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from medrepro.synth.phantoms import chest_radiograph
+
+    img = chest_radiograph(np.random.default_rng(0), 256, 256, "lobar", 0.0).image
+    path = _save(rsna_dataset(img, "p", 40, "M", "PA", 0.143), tmp_path / "p.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    pillow = np.asarray(Image.open(io.BytesIO(next(generate_frames(ds.PixelData, number_of_frames=1)))))
+    assert np.array_equal(read_dicom(path).pixels, pillow)
+    if "pylibjpeg" in get_decoder(JPEGBaseline8Bit).available_plugins:  # the test extras install it
+        ds.pixel_array_options(decoding_plugin="pylibjpeg")
+        libjpeg = ds.pixel_array
+        assert not np.array_equal(libjpeg, pillow) and np.abs(libjpeg.astype(int) - pillow).max() <= 2

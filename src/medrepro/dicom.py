@@ -143,13 +143,25 @@ def read_dicom(path: str | Path, header_fields: tuple[str, ...] = ()) -> Decoded
     return DecodedImage(np.ascontiguousarray(out), meta, notes)
 
 
+# Lossy JPEG decoders round their inverse DCT differently: pylibjpeg-libjpeg (the optional GPL
+# extra, which pydicom tries first) and Pillow's libjpeg-turbo differ by one grey level on about 3 %
+# of an RSNA-like image's pixels, enough to move a model trained on them. Pillow, a dependency of
+# every install, decodes JPEG Baseline and Extended wherever it can (8 bits), so an image's pixels
+# do not depend on whether the extra is installed; what Pillow cannot decode (12-bit Extended)
+# goes to pydicom's own choice. Every other syntax has one decoder here, or is lossless.
+PREFERRED_PLUGIN = {"1.2.840.10008.1.2.4.50": "pillow", "1.2.840.10008.1.2.4.51": "pillow"}
+
+
 def _pixels(path: Path, ds, notes: list[str]) -> np.ndarray:
-    """The decoded pixels of ``ds`` (the first frame of a multi-frame file, noted)."""
+    """The decoded pixels of ``ds`` (the first frame of a multi-frame file, noted), by
+    :data:`PREFERRED_PLUGIN` where it names one for the file's transfer syntax and can decode it."""
     if "PixelData" not in ds:
         raise DicomError(f"{path}: DICOM file has no PixelData element")
     tsuid = ds.file_meta.get("TransferSyntaxUID", "unknown")
+    arr = _preferred_decode(ds, str(tsuid))
     try:
-        arr = ds.pixel_array
+        if arr is None:
+            arr = ds.pixel_array
     except Exception as exc:
         hint = decoder_hint(tsuid, int(ds.get("BitsStored", 8) or 8))
         raise DicomError(
@@ -161,6 +173,24 @@ def _pixels(path: Path, ds, notes: list[str]) -> np.ndarray:
         arr = arr[0]
         notes.append(f"multi-frame ({frames} frames): first frame used")
     return arr
+
+
+def _preferred_decode(ds, tsuid: str) -> np.ndarray | None:
+    """The pixels as :data:`PREFERRED_PLUGIN`'s plugin decodes them, or None where it names none for
+    ``tsuid``, is not installed or cannot decode this file (then pydicom chooses, from its default)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    plugin = PREFERRED_PLUGIN.get(tsuid)
+    if plugin is None or plugin not in get_decoder(UID(tsuid)).available_plugins:
+        return None
+    try:
+        ds.pixel_array_options(decoding_plugin=plugin)
+        return ds.pixel_array
+    except Exception:  # e.g. Pillow and 12-bit JPEG Extended: pydicom's default order decides
+        return None
+    finally:
+        ds.pixel_array_options(decoding_plugin="")
 
 
 def _grey_to_uint8(ds, arr: np.ndarray, bits_stored: int, notes: list[str]) -> np.ndarray:
