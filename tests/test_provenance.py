@@ -63,6 +63,9 @@ def test_record_takes_the_training_runtime_from_the_model_summary(tmp_path):
     json.dumps(rec)  # JSON as it is
     assert rec["trained_on"] == trained and rec["config_sha256"] == provenance.config_sha256({"a": 1})
     assert rec["versions"]["torch"] == torch.__version__ and rec["threads"] == torch.get_num_threads()
+    import PIL
+
+    assert rec["versions"]["pillow"] == PIL.__version__  # the image decoder (JPEG DICOMs and files)
     assert provenance.runtime_from_summary(tmp_path / "missing.csv") is None
 
 

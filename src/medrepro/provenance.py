@@ -33,8 +33,10 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+# the packages whose versions can change a number: pillow decodes the images (its libjpeg-turbo the
+# JPEG DICOMs and JPEG files), opencv-python-headless warps the augmented ones, timm builds EfficientNet-B4
 PACKAGES = ("medrepro", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "scipy", "albumentations",
-            "pydicom", "pycocotools", "snakemake", "detectron2")
+            "pydicom", "pillow", "opencv-python-headless", "timm", "pycocotools", "snakemake", "detectron2")
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
