@@ -271,6 +271,16 @@ def test_full_config_model_is_torchvisions_maskrcnn_resnet50_fpn(tmp_path):
 
 
 
+def _trains_one_step(model) -> None:
+    """One training step of ``model`` on a 64-px image with one opacity: finite losses, a backward pass."""
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:30, 12:40] = 1
+    losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]),
+                                                     "labels": torch.tensor([1]), "masks": masks}])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     """``fpn_channels`` sets every pyramid level's width; the RPN head, the box head's input
     (channels x 7 x 7) and the mask head's first convolution follow, and the model trains."""
@@ -287,12 +297,7 @@ def test_fpn_channels_narrow_the_pyramid_and_everything_that_reads_it():
     assert model.rpn.head.conv[0][0].in_channels == 32
     assert model.roi_heads.box_head.fc6.in_features == 32 * 7 * 7
     assert model.roi_heads.mask_head[0][0].in_channels == 32
-    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
-    masks[0, 10:30, 12:40] = 1
-    losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]),
-                                                     "labels": torch.tensor([1]), "masks": masks}])
-    sum(losses.values()).backward()
-    assert all(torch.isfinite(v) for v in losses.values())
+    _trains_one_step(model)
     wide = build_maskrcnn(from_plain(ModelSpec, m | {"detector": {**m["detector"], "fpn_channels": 256}}))
     assert wide.backbone.out_channels == 256 and type(wide.backbone.fpn) is type(model.backbone.fpn)
 
@@ -315,12 +320,7 @@ def test_last_stage_four_builds_the_pyramid_on_c2_c4_without_the_fifth_stage():
     assert model.rpn.anchor_generator.num_anchors_per_location() == [3] * 4
     roi_levels = [k for k in feats if k in model.roi_heads.box_roi_pool.featmap_names]
     assert roi_levels == ["0", "1", "2"]  # every level but the max-pooled one
-    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
-    masks[0, 10:30, 12:40] = 1
-    losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]),
-                                                     "labels": torch.tensor([1]), "masks": masks}])
-    sum(losses.values()).backward()
-    assert all(torch.isfinite(v) for v in losses.values())
+    _trains_one_step(model)
     full = build_maskrcnn(from_plain(ModelSpec, m | {"detector": {**m["detector"], "last_stage": 5,
                                                                   "anchor_sizes": [8, 16, 32, 64, 128]}}))
     assert len(full.backbone(torch.zeros(1, 3, 64, 64))) == 5
