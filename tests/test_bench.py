@@ -107,3 +107,28 @@ def test_the_seed_shift_overlay_validates_and_reseeds_every_run(tmp_path):
             for key in ("subset", "split"):
                 if isinstance(e.get(key), dict) and "seed" in e[key]:
                     assert shifted[group][name][key]["seed"] == e[key]["seed"] + 2, (name, key)
+
+
+def test_the_seed_table_of_chosen_papers_from_finished_runs(tmp_path):
+    """bench/demo_seeds.py --papers: only those papers' headlines, read from each seed's results (here
+    finished runs given by --existing, so nothing runs); a paper the config lacks is refused."""
+    import subprocess
+
+    header = "experiment,metric,reproduced,ci_low,ci_high,chance,margin,above chance,CI above chance\n"
+    rows = {0: "mr_exp1,exp1 image-level accuracy,0.7368,0.6053,0.8947,0.5263,0.2105,yes,yes\n",
+            1: "mr_exp1,exp1 image-level accuracy,0.45,0.30,0.60,0.50,-0.05,no,no\n"}
+    for k, row in rows.items():
+        d = tmp_path / f"seed-{k}" / "papers" / "maskrcnn_opacity" / "tables"
+        d.mkdir(parents=True)
+        (d / "headline.csv").write_text(header + row)
+    script = [sys.executable, str(REPO / "bench" / "demo_seeds.py"), "--seeds", "0", "1",
+              "--existing", f"0={tmp_path / 'seed-0'}", f"1={tmp_path / 'seed-1'}"]
+    out = subprocess.run(script + ["--papers", "maskrcnn_opacity"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("| maskrcnn_opacity")]
+    assert len(lines) == 1 and "cnn_kermany" not in out.stdout
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells == ["maskrcnn_opacity", "mr_exp1", "exp1 image-level accuracy", "0.737 [0.61, 0.89] / 0.526",
+                     "0.450 [0.30, 0.60] / 0.500 (not above)", "1/2"]
+    bad = subprocess.run(script + ["--papers", "maskrcnn"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode != 0 and "--papers: ['maskrcnn'] not papers of the config" in bad.stderr
