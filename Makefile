@@ -4,27 +4,54 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-slurm lint bench clean help
+.PHONY: install demo test test-slurm lint bench clean help
 
 help:
-	@echo "make demo   - set up $(VENV) (pip, pinned) and run the workflow on the embedded demo config"
+	@echo "make demo   - set up $(VENV) (uv or pip, pinned) and run the workflow on the embedded demo config"
+	@echo "make install EXTRAS=slurm,download - the package and the extras named into $(VENV) (INSTALLER=pip for pip alone)"
 	@echo "make test   - the test suite, snakemake --lint and ruff"
 	@echo "make test-slurm - the full-settings smoke run on a real local SLURM (root, Debian's slurm packages)"
 	@echo "make bench  - the benchmarks in bench/"
 	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
 
+# The installer: uv (pinned, itself installed by the venv's pip) downloads in parallel and compiles
+# the bytecode on every core, a fresh install in about a third of pip's time (bench/README.md,
+# "Demo duration"); where it cannot install (uv reads UV_INDEX_URL / UV_DEFAULT_INDEX, not pip.conf,
+# so a pip mirror behind a proxy is not its), pip installs the same pins instead.
+# INSTALLER=pip uses pip alone. Both compile the bytecode, so no job compiles a module at import.
+INSTALLER ?= uv
+UV_VERSION ?= 0.13.10
+define install
+	@if [ "$(INSTALLER)" = uv ] \
+	    && $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" \
+	    && $(BIN)/python -m uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt $(1); then \
+	  echo "installed with uv $(UV_VERSION): $(1)"; \
+	else \
+	  if [ "$(INSTALLER)" = uv ]; then echo "uv could not install $(1); installing it with pip instead" >&2; fi; \
+	  $(BIN)/python -m pip install --quiet --upgrade "pip>=24" \
+	  && $(BIN)/python -m pip install --quiet -c constraints.txt $(1) \
+	  && echo "installed with pip: $(1)"; \
+	fi
+endef
+
 # constraints.txt pins every package, direct and indirect, of the package and all its extras
 # (tests/test_project.py checks it against the installed closure); the demo needs
-# the package alone, the tests and benchmarks add the [test] and [download] extras
+# the package alone, the tests and benchmarks add the [test] and [download] extras;
+# `make install EXTRAS=slurm,download` adds others with the same installer
 $(BIN)/.medrepro-installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(call install,-e .)
 	touch $@
 
 $(BIN)/.medrepro-test-installed: $(BIN)/.medrepro-installed
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,download]"
+	$(call install,-e ".[test,download]")
 	touch $@
+
+EXTRAS ?=
+SPEC ?= -e "$(if $(EXTRAS),.[$(EXTRAS)],.)"
+install:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(call install,$(SPEC))
 
 demo: $(BIN)/.medrepro-installed
 	$(BIN)/snakemake --cores $(CORES)

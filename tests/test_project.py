@@ -1,10 +1,14 @@
 """Project-level promises: env pins, tables in three formats, downloads checked, the difficulty knob."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import shutil
+import subprocess
 import tomllib
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,7 +74,6 @@ def test_constraints_install_into_a_fresh_venv_without_resolving_and_pip_check_p
     every requirement of every package met.  Without the jpeg-lossless extra a JPEG DICOM that
     needs the GPL decoder is rejected with the extra named."""
     import shutil
-    import subprocess
     import venv
 
     env = tmp_path / "venv"
@@ -217,3 +220,42 @@ def test_every_third_party_import_of_the_package_and_rules_is_declared():
             if not owners & (core | extra | (dev if deferred else set())):
                 missing.append(f"{py.relative_to(REPO)}: {top} (from {sorted(owners) or 'nothing installed'})")
     assert missing == [], missing
+
+
+def _wheel(folder: Path) -> Path:
+    """A one-module wheel (the format of PEP 427, written with zipfile): something to install
+    without a network or a build."""
+    name, version = "medrepro_install_probe", "1.0"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    digest = lambda t: base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b"=").decode()  # noqa: E731
+    record = "".join(f"{p},sha256={digest(t)},{len(t.encode())}\n" for p, t in files.items()) + f"{info}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for p, t in {**files, f"{info}/RECORD": record}.items():
+            z.writestr(p, t)
+    return path
+
+
+@pytest.mark.parametrize("uv_version, installer", [(None, "uv"), ("0.0.0", "pip")])
+def test_make_install_uses_uv_and_falls_back_to_pip_where_uv_cannot_install(tmp_path, uv_version, installer):
+    """`make install` (the recipe behind `make demo` and `make test`) installs with the pinned uv,
+    bytecode compiled; where uv cannot be had (here a uv release that does not exist) it says so
+    and pip installs the same thing, so a machine whose index only pip knows still gets its venv."""
+    wheel = _wheel(tmp_path)
+    venv = tmp_path / "venv"
+    over = [f"UV_VERSION={uv_version}"] if uv_version else []
+    done = subprocess.run(["make", "-C", str(REPO), "install", f"VENV={venv}", f"SPEC={wheel}", *over],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"installed with {installer}" in done.stdout
+    assert ("uv could not install" in done.stderr) == (installer == "pip")
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert (site / "medrepro_install_probe-1.0.dist-info" / "INSTALLER").read_text().strip() == installer
+    assert list((site / "__pycache__").glob("medrepro_install_probe.*.pyc")), "bytecode not compiled"
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import medrepro_install_probe as m; print(m.VALUE)"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "42"
+    shutil.rmtree(venv)
