@@ -73,7 +73,6 @@ def test_constraints_install_into_a_fresh_venv_without_resolving_and_pip_check_p
     """constraints.txt alone (``--no-deps``) gives a consistent environment: ``pip check`` finds
     every requirement of every package met.  Without the jpeg-lossless extra a JPEG DICOM that
     needs the GPL decoder is rejected with the extra named."""
-    import shutil
     import venv
 
     env = tmp_path / "venv"
