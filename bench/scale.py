@@ -4,15 +4,19 @@ Writes a Kermany-like stand-in at the real image size (chest radiographs of abou
 JPEG) at n, 2n and 4n images, and runs the workflow's own code on each, one stage per fresh
 process (so its peak memory is its own, imports included): ingest, conversion to PNG (max side
 1,024, as config/full.yaml), perceptual hashing, the leakage pair search, a patient-grouped split,
-the bootstrap of a test set's metrics at 1,000 resamples by patient, and VGG-16 features at 224 px
-(the transfer studies' cache, through the features rule's code; random weights cost the same).
+the bootstrap of a test set's metrics at 1,000 resamples by patient, the feature caches of the
+transfer studies (config/full.yaml's: VGG-16 and ResNet-50 at 224 px, Inception-V3 at 299,
+flattened, through the features rule's code; random weights cost the same) and stage 1's loading
+of the largest of them into its training, validation and test tables.
 Per stage: seconds, peak resident memory, the disk it wrote, the growth exponent of its per-image
 part (seconds ~ a + b n^k, from the increments over the three sizes) and the projection to the
-real datasets' counts (Kermany's 5,856 JPEGs; RSNA's 26,684, the largest set, for the stages whose
-cost is per image rather than per file format).
+real datasets' counts (Kermany's 5,856 JPEGs; the COVID-19 Radiography Database's 21,165, the
+largest with feature caches; RSNA's 26,684, the largest set, for the stages whose cost is per image
+rather than per file format).
 
     .venv/bin/python bench/scale.py               # n = 100, 200, 400
     .venv/bin/python bench/scale.py --tiny        # n = 8, 16, 32: the suite's smoke run
+    .venv/bin/python bench/scale.py --stages features_inception_v3 tables   # those stages only
 """
 from __future__ import annotations
 
@@ -32,8 +36,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-REAL = {"Kermany (5,856)": 5856, "RSNA (26,684)": 26684}
-STAGES = ("ingest", "convert", "hash", "pairs", "split", "bootstrap", "features")
+REAL = {"Kermany (5,856)": 5856, "COVID-19 Radiography (21,165)": 21165, "RSNA (26,684)": 26684}
+BACKBONES = ("vgg16", "resnet50", "inception_v3")   # config/full.yaml's study feature caches
+STAGES = ("ingest", "convert", "hash", "pairs", "split", "bootstrap", *(f"features_{b}" for b in BACKBONES),
+          "tables")
+# what each stage needs run before it
+NEEDS = {"convert": ("ingest",), "hash": ("convert",), "pairs": ("hash",), "split": ("ingest",),
+         "bootstrap": ("ingest",), **{f"features_{b}": ("convert",) for b in BACKBONES},
+         "tables": ("features_inception_v3",)}
 
 
 def _counts(n: int) -> dict:
@@ -87,17 +97,33 @@ def stage(name: str, work: Path, n: int) -> dict:
         res = bootstrap_metrics(rows, lambda r: paper_scores(r, ["normal", "pneumonia"]), "patient_id",
                                 n_resamples=1000, seed=0)
         (work / "bootstrap.json").write_text(json.dumps(res))
-    elif name == "features":   # the features rule's code: full.yaml's thesis VGG-16 (224 px, flattened)
+    elif name.startswith("features_"):   # the features rule's code at full.yaml's study settings
         from medrepro.classify.features import extract_features
-        from medrepro.config import load_config
-        from medrepro.plan import study_run_spec
-        cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml"])
-        model = study_run_spec(cfg["studies"]["tm_TC"], "vgg16")["model"]
-        extract_features(conv / "manifest.csv", model, None, 0, work / "features.pt",
+        backbone = name.removeprefix("features_")
+        extract_features(conv / "manifest.csv", _study_model(backbone), None, 0, work / f"{name}.pt",
                          {"device": "cpu", "gpus": 0, "amp": False, "allow_cpu": True, "channels_last": True})
+    elif name == "tables":   # stage 1's loading: the largest features into train, validation and test tables
+        import pandas as pd
+
+        from medrepro.classify.features import feature_table, load_features
+        feats = load_features(work / "features_inception_v3.pt")
+        df = pd.read_csv(work / "converted" / "manifest.csv").assign(target=0)
+        part = np.arange(len(df)) % 10
+        tables = [feature_table(feats, df[(part >= lo) & (part < hi)]) for lo, hi in ((0, 7), (7, 8), (8, 10))]
+        assert sum(len(t) for t in tables) == len(df)
     else:
         raise ValueError(f"unknown stage {name!r}; expected one of {STAGES}")
     return {}
+
+
+def _study_model(backbone: str) -> dict:
+    """config/full.yaml's model of a transfer-study run with ``backbone`` (its input size, channels,
+    flattened features)."""
+    from medrepro.config import load_config
+    from medrepro.plan import study_run_spec
+
+    cfg = load_config(REPO / "config", [REPO / "config" / "full.yaml"])
+    return study_run_spec(cfg["studies"]["tm_C19"], backbone)["model"]
 
 
 def _du(path: Path) -> int:
@@ -139,7 +165,7 @@ def project(sizes, values, count: int, superlinear: bool = True) -> float:
     return float(max(a, 0.0) + max(b, 0.0) * count)
 
 
-def table(rows: list[dict], sizes: list[int]) -> tuple[str, list[dict]]:
+def table(rows: list[dict], sizes: list[int], stages=STAGES) -> tuple[str, list[dict]]:
     """The Markdown table of the stages: seconds per size, the growth exponent of the per-image
     part, peak memory and disk at the largest size, and the projections to the real counts
     (hours at one thread, peak memory, disk written)."""
@@ -147,7 +173,7 @@ def table(rows: list[dict], sizes: list[int]) -> tuple[str, list[dict]]:
     lines = ["| stage | " + " | ".join(f"s at {n}" for n in sizes) + " | growth k | peak MiB | disk MiB | "
              + " | ".join(f"projected to {k}" for k in REAL) + " |",
              "|---|" + "---|" * (len(sizes) + 3 + len(REAL))]
-    for name in STAGES:
+    for name in stages:
         r = [x for x in rows if x["stage"] == name]
         secs, mem, disk = ([x[f] for x in r] for f in ("seconds", "peak_mib", "disk_mib"))
         k = growth(sizes, secs)
@@ -172,12 +198,19 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="n = 8 (the suite's smoke run)")
     ap.add_argument("--threads", type=int, default=1, help="threads per stage (a workflow job's)")
     ap.add_argument("--out", type=Path, help="also write the rows and projections as JSON")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
+                    help=f"only these stages (and, unmeasured, those they need); one of {', '.join(STAGES)}")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.stage:   # a child: one stage
         stage(args.stage, args.work, args.n)
         return 0
+    chosen = [x for x in STAGES if x in (args.stages or STAGES)]
+    needed = set(chosen)
+    for name in reversed(STAGES):   # NEEDS points backwards: one pass from the end closes it
+        if name in needed:
+            needed.update(NEEDS.get(name, ()))
     n0 = 8 if args.tiny else args.n
     sizes = [n0, 2 * n0, 4 * n0]
     rows = []
@@ -188,11 +221,13 @@ def main(argv=None) -> int:
             work.mkdir()
             made = measure("synthesize", work, n, args.threads)
             print(f"n = {n}: stand-in written in {made['seconds']:.0f} s", file=sys.stderr)
-            for name in STAGES:
-                rows.append(measure(name, work, n, args.threads))
-                print(f"  {name}: {rows[-1]['seconds']:.1f} s, {rows[-1]['peak_mib']:.0f} MiB", file=sys.stderr)
+            for name in (x for x in STAGES if x in needed):
+                row = measure(name, work, n, args.threads)
+                if name in chosen:
+                    rows.append(row)
+                print(f"  {name}: {row['seconds']:.1f} s, {row['peak_mib']:.0f} MiB", file=sys.stderr)
             shutil.rmtree(work)
-    md, fitted = table(rows, sizes)
+    md, fitted = table(rows, sizes, chosen)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"Kermany-like JPEGs at the real size; {args.threads} thread(s) a stage; {machine}\n")
     print(md)

@@ -56,13 +56,20 @@ def test_scale_benchmark_smoke_run(tmp_path):
     res = json.loads(out.read_text())
     assert res["sizes"] == [8, 16, 32]
     stages = {s["stage"]: s for s in res["stages"]}
-    assert list(stages) == ["ingest", "convert", "hash", "pairs", "split", "bootstrap", "features"]
+    assert list(stages) == ["ingest", "convert", "hash", "pairs", "split", "bootstrap", "features_vgg16",
+                            "features_resnet50", "features_inception_v3", "tables"]
     for s in stages.values():
         assert len(s["seconds"]) == 3 and all(x > 0 and math.isfinite(x) for x in s["seconds"])
         for p in s["projection"].values():
             assert p["hours"] >= 0 and p["peak_gib"] > 0 and p["disk_gib"] >= 0
     # each stage's own memory (not the parent's): the VGG-16 features need far more than the pair search
-    assert stages["features"]["peak_mib"][-1] > 3 * stages["pairs"]["peak_mib"][-1]
+    assert stages["features_vgg16"]["peak_mib"][-1] > 3 * stages["pairs"]["peak_mib"][-1]
+    # the flattened caches at full.yaml's sizes: 25,088 floats an image (VGG-16, 7 x 7 x 512), 100,352
+    # (ResNet-50, 7 x 7 x 2,048), 131,072 (Inception-V3 at 299 px, 8 x 8 x 2,048): the files grow so
+    for b, floats in (("vgg16", 25088), ("resnet50", 100352), ("inception_v3", 131072)):
+        disk = stages[f"features_{b}"]["disk_mib"]
+        assert math.isclose((disk[2] - disk[1]) * 2**20 / 16, 4 * floats, rel_tol=0.01), b
+    assert "COVID-19 Radiography (21,165)" in stages["tables"]["projection"]
     # conversion writes the PNGs: disk grows with the images and projects linearly to the real count
     conv = stages["convert"]
     assert conv["disk_mib"][0] < conv["disk_mib"][1] < conv["disk_mib"][2]

@@ -119,3 +119,20 @@ def test_imagenet_weights_download_and_load(http_root, tmp_path):
     assert not torch.equal(random_init.body.conv1.weight, state["conv1.weight"])
     with pytest.raises(Exception, match="not a vgg16 state dict"):
         Backbone("vgg16", weights=str(dest))
+
+
+def test_feature_cache_holds_every_image_in_order_across_batches_and_refuses_an_empty_manifest(kermany_split, tmp_path):
+    """The cache is filled batch by batch into one tensor: with batches of 3 (the last one short) it
+    equals the backbone's own forward pass of each image, in the manifest's order; a manifest
+    without images is refused, naming it, instead of writing an empty cache."""
+    d, e = kermany_split
+    extract_features(d / "converted.csv", e["model"], None, 0, tmp_path / "f3.pt", e["train"], batch_size=3)
+    got = torch.load(tmp_path / "f3.pt", weights_only=False)
+    ref = torch.load(d / "features.pt", weights_only=False)
+    assert got["image_id"] == ref["image_id"] and len(got["image_id"]) % 3 != 0
+    assert torch.allclose(got["features"], ref["features"], rtol=1e-4, atol=1e-5)
+    empty = tmp_path / "empty.csv"
+    pd.read_csv(d / "converted.csv").head(0).to_csv(empty, index=False)
+    with pytest.raises(ValueError, match="empty.csv: no images"):
+        extract_features(empty, e["model"], None, 0, tmp_path / "none.pt", e["train"])
+    assert not (tmp_path / "none.pt").exists()
