@@ -43,8 +43,10 @@ $(BIN)/.medrepro-installed: pyproject.toml constraints.txt
 	$(call install,-e .)
 	touch $@
 
+# (a spec with a comma goes to $(call) in a variable: make would split it there)
+TEST_SPEC := -e ".[test,download]"
 $(BIN)/.medrepro-test-installed: $(BIN)/.medrepro-installed
-	$(call install,-e ".[test,download]")
+	$(call install,$(TEST_SPEC))
 	touch $@
 
 EXTRAS ?=

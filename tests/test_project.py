@@ -258,3 +258,21 @@ def test_make_install_uses_uv_and_falls_back_to_pip_where_uv_cannot_install(tmp_
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "42"
     shutil.rmtree(venv)
+
+
+def test_every_install_recipe_of_the_makefile_is_valid_shell(tmp_path):
+    """The recipes of `make demo`, `make test` and `make install EXTRAS=a,b` as make would run them
+    (`make -n`, nothing run) parse as shell: a comma in an install spec once reached $(call)
+    unprotected, which split it and left `make test` a shell syntax error."""
+    venv = tmp_path / "venv"
+    for target, extra in ((f"{venv}/bin/.medrepro-test-installed", []), ("install", ["EXTRAS=slurm,download"])):
+        plan = subprocess.run(["make", "-n", "-C", str(REPO), target, f"VENV={venv}", *extra],
+                              capture_output=True, text=True)
+        assert plan.returncode == 0, plan.stderr
+        assert plan.stdout.count("uv pip install") >= 1 and "-c constraints.txt" in plan.stdout
+        for line in plan.stdout.splitlines():
+            if line.startswith("make"):   # make's own "Entering directory" lines
+                continue
+            check = subprocess.run(["sh", "-n", "-c", line], capture_output=True, text=True)
+            assert check.returncode == 0, f"{line}\n{check.stderr}"
+    assert '".[slurm,download]"' in plan.stdout
