@@ -77,8 +77,8 @@ def test_run_settings_have_no_default_in_code():
 def test_the_scan_finds_a_planted_default():
     """The check above is not vacuous: a second default of ``channels`` is found."""
     planted = PACKAGE / "classify" / "features.py"
-    src = planted.read_text().replace("ImageTable(df, m.input_size, m.channels)",
-                                      'ImageTable(df, m.input_size, model.get("channels", 3))')
+    src = planted.read_text().replace("ImageTable(df, m.input_size, m.channels, cache=False)",
+                                      'ImageTable(df, m.input_size, model.get("channels", 3), cache=False)')
     assert src != planted.read_text()
     assert code_defaults(planted) == []
     assert [(k, d) for _, _, k, d in code_defaults(planted, source=src)] == [("channels", "3")]
