@@ -15,9 +15,9 @@ help:
 	@echo "make clean  - remove results/ and .snakemake/ (keeps $(VENV))"
 
 # The installer: uv (pinned, itself installed by the venv's pip) downloads in parallel and compiles
-# the bytecode on every core, a fresh install in about a third of pip's time (bench/README.md,
-# "Demo duration"); where it cannot install (uv reads UV_INDEX_URL / UV_DEFAULT_INDEX, not pip.conf,
-# so a pip mirror behind a proxy is not its), pip installs the same pins instead.
+# the bytecode on every core, a fresh install in about half of pip's time (bench/README.md,
+# "Demo duration"); where it cannot install (uv reads UV_DEFAULT_INDEX / UV_INDEX_URL, not pip.conf,
+# so a mirror that only pip.conf names is not its), pip installs the same pins instead.
 # INSTALLER=pip uses pip alone. Both compile the bytecode, so no job compiles a module at import.
 INSTALLER ?= uv
 UV_VERSION ?= 0.13.10
